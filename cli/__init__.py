@@ -1,0 +1,1 @@
+"""saas-cli: the command-line interface (importable as `saas_cli`)."""

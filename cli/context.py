@@ -1,0 +1,93 @@
+"""What every command gets: the global options, the prompter, the output, and keystore selection."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from saas_cli.output import Output
+from saas_cli.prompts import Prompter
+
+from saas.core.errors import InvalidInputError, KeystoreNotFoundError
+
+if TYPE_CHECKING:
+    from saas.core.identity import Identity
+    from saas.core.keystore import Keystore
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    keystore_dir: Path
+    keystore_id: str | None
+    password: str | None
+    temp_dir: Path | None
+    prompt: Prompter
+    out: Output
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Context:
+        interactive = not args.non_interactive and sys.stdin.isatty()
+        return cls(
+            keystore_dir=Path(args.keystore).expanduser(),
+            keystore_id=args.keystore_id,
+            password=args.password,
+            temp_dir=Path(args.temp_dir).expanduser() if args.temp_dir else None,
+            prompt=Prompter(interactive),
+            out=Output(args.json),
+        )
+
+    def select_keystore(self) -> tuple[Path, Identity]:
+        """The keystore named by --keystore-id, the only one there is, or the one the user picks."""
+        from saas.core.identity import is_identity_id
+        from saas.core.keystore import list_keystores
+
+        if self.keystore_id:
+            if not is_identity_id(self.keystore_id):
+                raise InvalidInputError(f"'{self.keystore_id}' is not an identity ID (64 characters 0-9a-z)")
+            for path, identity in list_keystores(self.keystore_dir):
+                if identity.id == self.keystore_id:
+                    return path, identity
+            raise KeystoreNotFoundError(f"No keystore '{self.keystore_id}' in '{self.keystore_dir}'")
+        found = list_keystores(self.keystore_dir)
+        if not found:
+            raise KeystoreNotFoundError(
+                f"No keystores found in '{self.keystore_dir}': create one with 'saas-cli identity create'"
+            )
+        if len(found) == 1:
+            return found[0]
+        return self.prompt.select(
+            "Select the keystore:",
+            [(identity.label(), (path, identity)) for path, identity in found],
+            name="keystore",
+            flag="--keystore-id",
+        )
+
+    def ask_password(self) -> str:
+        if self.password is not None:
+            return self.password
+        self.password = self.prompt.password("Enter password:")
+        return self.password
+
+    def load_keystore(self) -> Keystore:
+        from saas.core.keystore import Keystore
+
+        path, _ = self.select_keystore()
+        return Keystore.load(path, self.ask_password())
+
+    def temp_directory(self) -> Path:
+        import tempfile
+
+        directory = self.temp_dir or Path(tempfile.gettempdir())
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+
+def env_default(name: str, fallback: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else fallback

@@ -1,0 +1,109 @@
+"""The `saas-cli` entry point: global flags, the command tree, and the one error handler.
+
+Importing this module is cheap (argparse only): command modules import the SDK inside their handlers, so
+`saas-cli --help` never loads cryptography, pydantic or any server dependency.
+
+Exit codes (documented in README.md):
+  0 success · 1 other error · 2 usage: bad or missing value · 3 authentication (wrong password, rejected
+  credentials) · 4 not found · 5 not permitted · 6 remote host unreachable or failed · 7 keystore corrupted or
+  modified · 130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from saas_cli.commands import identity
+from saas_cli.context import Context, env_default
+
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+# (exception class name, exit code); the first class the error is an instance of wins.
+EXIT_CODES: list[tuple[str, int]] = [
+    ("KeystoreCorruptedError", 7),
+    ("AuthenticationError", 3),
+    ("AuthorisationError", 5),
+    ("NotFoundError", 4),
+    ("InvalidInputError", 2),
+    ("ConfigError", 2),
+    ("UnreachableError", 6),
+    ("RemoteError", 6),
+    ("SaaSError", 1),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saas-cli",
+        description="Simulation-as-a-Service middleware: identities, nodes, data objects and processors.",
+        epilog="Values missing from the command line are asked for interactively when a terminal is attached.",
+    )
+    parser.add_argument(
+        "--keystore",
+        default=env_default("SAAS_KEYSTORE", "~/.keystore"),
+        metavar="PATH",
+        help="directory of keystores (default: $SAAS_KEYSTORE or $HOME/.keystore)",
+    )
+    parser.add_argument(
+        "--keystore-id",
+        default=env_default("SAAS_KEYSTORE_ID"),
+        metavar="IID",
+        help="the identity/keystore to use (default: $SAAS_KEYSTORE_ID)",
+    )
+    parser.add_argument(
+        "--password",
+        default=env_default("SAAS_PASSWORD"),
+        help="keystore password (default: $SAAS_PASSWORD; asked for if missing)",
+    )
+    parser.add_argument("--temp-dir", metavar="PATH", help="directory for temporary files")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON results")
+    parser.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="never prompt: a missing value is an error naming its flag",
+    )
+    parser.set_defaults(handler=None, _parser=parser)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    identity.register(commands)
+    return parser
+
+
+def _exit_code(error: BaseException) -> int:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return next((code for name, code in EXIT_CODES if name in names), 1)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.handler is None:  # a command group without its sub-command
+        args._parser.print_help(sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = Context.from_args(args)
+    try:
+        args.handler(ctx, args)
+    except KeyboardInterrupt:
+        ctx.out.error("Interrupted")
+        sys.exit(130)
+    except Exception as e:
+        from saas.core.errors import SaaSError
+
+        if not isinstance(e, SaaSError):
+            raise
+        ctx.out.error(e.reason, e.to_envelope())
+        sys.exit(_exit_code(e))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

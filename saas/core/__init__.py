@@ -1,0 +1,1 @@
+"""Identities, keys, keystores, signatures and the exception tree. Imports no server dependencies."""

@@ -1,0 +1,136 @@
+"""The one exception tree shared by node, SDK and CLI.
+
+Every error the project raises on purpose is a `SaaSError` with a human `reason`, structured `details` (never
+secrets, signatures or credentials) and an `id` that lets a user quote an error and an operator find it in the
+log. The edges translate: the REST app maps classes to statuses in one table, the SDK maps the error envelope
+back to the same classes, the CLI maps classes to exit codes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "AuthorisationError",
+    "ConfigError",
+    "CryptoError",
+    "DecryptionError",
+    "IdentityError",
+    "InvalidInputError",
+    "InvalidSignatureError",
+    "KeystoreCorruptedError",
+    "KeystoreError",
+    "KeystoreNotFoundError",
+    "MissingValueError",
+    "NotFoundError",
+    "RemoteError",
+    "SaaSError",
+    "UnreachableError",
+    "WrongPasswordError",
+]
+
+
+class SaaSError(Exception):
+    """Base of every error raised on purpose. `reason` is one readable sentence."""
+
+    def __init__(self, reason: str, details: dict[str, Any] | None = None, error_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.details: dict[str, Any] = dict(details or {})
+        self.id = error_id or secrets.token_hex(8)
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def to_envelope(self) -> dict[str, Any]:
+        """The JSON error body of the REST API: `{reason, id, details}`."""
+        return {"reason": self.reason, "id": self.id, "details": self.details}
+
+
+# -- categories the edges map to statuses / exit codes ---------------------------------------------
+
+
+class InvalidInputError(SaaSError):
+    """The caller gave a value that cannot be used (bad name, bad format, failed validation)."""
+
+
+class MissingValueError(InvalidInputError):
+    """A required value was not given and cannot be asked for (no TTY or --non-interactive)."""
+
+    def __init__(self, name: str, flag: str | None = None):
+        hint = f" (use {flag})" if flag else ""
+        super().__init__(f"Missing value for {name}{hint}", {"name": name, "flag": flag})
+
+
+class NotFoundError(SaaSError):
+    """The thing asked for does not exist (or the caller may not know that it does)."""
+
+
+class AuthenticationError(SaaSError):
+    """The caller could not be authenticated (unknown identity, bad or stale signature)."""
+
+
+class AuthorisationError(SaaSError):
+    """The caller is known but may not do this."""
+
+
+class ConfigError(SaaSError):
+    """A configuration value is missing or inconsistent."""
+
+
+class UnreachableError(SaaSError):
+    """A remote host or node could not be reached."""
+
+
+class RemoteError(SaaSError):
+    """A remote node answered with an error envelope; `status` is its HTTP status."""
+
+    def __init__(
+        self,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        error_id: str | None = None,
+        status: int = 500,
+    ):
+        super().__init__(reason, details, error_id)
+        self.status = status
+
+
+# -- crypto and identities -------------------------------------------------------------------------
+
+
+class CryptoError(SaaSError):
+    """A cryptographic operation failed."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext could not be decrypted: wrong key, or it was truncated, reordered or tampered with."""
+
+
+class InvalidSignatureError(CryptoError):
+    """A signature does not verify."""
+
+
+class IdentityError(InvalidInputError):
+    """An identity record is invalid: bad signature, ID not derived from its key, or stale nonce."""
+
+
+# -- keystores -------------------------------------------------------------------------------------
+
+
+class KeystoreError(SaaSError):
+    """Base of keystore errors."""
+
+
+class KeystoreNotFoundError(KeystoreError, NotFoundError):
+    """No keystore file where one was expected."""
+
+
+class WrongPasswordError(KeystoreError, AuthenticationError):
+    """The keystore is intact but the password does not open it."""
+
+
+class KeystoreCorruptedError(KeystoreError):
+    """The keystore file is malformed or was modified outside this program (its signature fails)."""

@@ -1,0 +1,45 @@
+"""Small file helpers: atomic writes and JSON files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_json_from_file", "write_file_atomic", "write_json_to_file"]
+
+
+def write_file_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` so that readers see either the old file or the complete new one, never a part.
+
+    The temp file is created with `mode` before any byte is written, fsynced, renamed over the target,
+    and the directory is fsynced so the rename survives a crash."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_to_file(content: Any, path: str | Path, indent: int = 2) -> None:
+    """Write JSON atomically (mode 0644)."""
+    write_file_atomic(path, json.dumps(content, indent=indent).encode("utf-8"), mode=0o644)
+
+
+def read_json_from_file(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

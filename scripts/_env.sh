@@ -1,0 +1,37 @@
+# Shared by scripts/test and scripts/run-node: find Python >= 3.11, create the venv, install the package.
+# Sets VENV. Usage: saas_ensure_venv [dev]
+saas_find_python() {
+  local candidate
+  for candidate in "${SAAS_PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "Python >= 3.11 is required (set SAAS_PYTHON to its path)" >&2
+  return 1
+}
+
+saas_ensure_venv() {
+  local extra=${1:-}
+  VENV=${SAAS_VENV:-.venv}
+  if [ ! -x "$VENV/bin/python" ]; then
+    local python
+    python=$(saas_find_python)
+    echo "== creating $VENV with $python"
+    "$python" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  fi
+  local spec="."
+  [ "$extra" = dev ] && spec=".[dev]"
+  # Reinstall only when the dependency list changed (editable install: code changes need nothing).
+  local stamp="$VENV/.saas-installed-$extra"
+  local digest
+  digest=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    echo "== installing saas-middleware${extra:+[$extra]} into $VENV"
+    "$VENV/bin/python" -m pip install --quiet -e "$spec"
+    echo "$digest" > "$stamp"
+  fi
+}
