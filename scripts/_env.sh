@@ -35,3 +35,20 @@ saas_ensure_venv() {
     echo "$digest" > "$stamp"
   fi
 }
+
+# System packages the test suite uses (a real sshd for credential and SSH-backend tests). Installed with apt
+# when missing and we are root; otherwise the tests that need them fail and say what to install.
+saas_ensure_system_packages() {
+  local missing=()
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v git >/dev/null 2>&1 || missing+=(git)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "warning: missing system packages (${missing[*]}); install them to run every test" >&2
+  fi
+}
