@@ -15,7 +15,9 @@ __all__ = [
     "AuthenticationError",
     "AuthorisationError",
     "ConfigError",
+    "ConflictError",
     "CryptoError",
+    "DORError",
     "DecryptionError",
     "IdentityError",
     "InvalidInputError",
@@ -24,9 +26,13 @@ __all__ = [
     "KeystoreError",
     "KeystoreNotFoundError",
     "MissingValueError",
+    "NodeDBError",
     "NotFoundError",
+    "P2PError",
+    "RTIError",
     "RemoteError",
     "SaaSError",
+    "TooLargeError",
     "UnreachableError",
     "WrongPasswordError",
 ]
@@ -74,6 +80,14 @@ class AuthenticationError(SaaSError):
 
 class AuthorisationError(SaaSError):
     """The caller is known but may not do this."""
+
+
+class ConflictError(SaaSError):
+    """The request conflicts with the current state (e.g. a stale identity record, an object in use)."""
+
+
+class TooLargeError(InvalidInputError):
+    """A body or object is larger than the configured limit."""
 
 
 class ConfigError(SaaSError):
@@ -134,3 +148,24 @@ class WrongPasswordError(KeystoreError, AuthenticationError):
 
 class KeystoreCorruptedError(KeystoreError):
     """The keystore file is malformed or was modified outside this program (its signature fails)."""
+
+
+# -- services ---------------------------------------------------------------------------------------------------
+# A service raises its own class, combined with a category where the category decides the status / exit code,
+# e.g. `class UnknownObjectError(DORError, NotFoundError)`.
+
+
+class NodeDBError(SaaSError):
+    """Base of NodeDB errors."""
+
+
+class DORError(SaaSError):
+    """Base of Data Object Repository errors."""
+
+
+class RTIError(SaaSError):
+    """Base of Runtime Infrastructure errors."""
+
+
+class P2PError(SaaSError):
+    """Base of peer-to-peer errors."""

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json_from_file", "write_file_atomic", "write_json_to_file"]
+__all__ = ["parse_address", "read_json_from_file", "write_file_atomic", "write_json_to_file"]
 
 
 def write_file_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
@@ -43,3 +43,25 @@ def write_json_to_file(content: Any, path: str | Path, indent: int = 2) -> None:
 def read_json_from_file(path: str | Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def parse_address(address: str | tuple[str, int] | list[Any]) -> tuple[str, int]:
+    """`"host:port"`, `("host", port)` or `["host", port]` as `(host, port)`; IPv6 hosts as `[::1]:port`."""
+    from saas.core.errors import InvalidInputError
+
+    if isinstance(address, (tuple, list)) and len(address) == 2:
+        host, port = str(address[0]), address[1]
+    elif isinstance(address, str):
+        host, sep, port = address.strip().rpartition(":")
+        if not sep:
+            raise InvalidInputError(f"Invalid address '{address}': expected host:port", {"address": address})
+        host = host.strip("[]")
+    else:
+        raise InvalidInputError(f"Invalid address {address!r}: expected host:port", {"address": str(address)})
+    try:
+        port_number = int(port)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"Invalid port in address '{address}'", {"address": str(address)}) from None
+    if not host or not 0 < port_number < 65536:
+        raise InvalidInputError(f"Invalid address '{address}': expected host:port", {"address": str(address)})
+    return host, port_number

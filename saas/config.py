@@ -1,0 +1,53 @@
+"""`NodeConfig`: everything a node needs to start, resolved at the edge (CLI flags, `SAAS_*` env) and passed down.
+Nothing else in the node reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from saas.core.helpers import parse_address
+
+__all__ = ["DEFAULT_P2P_ADDRESS", "DEFAULT_REST_ADDRESS", "NodeConfig", "NodeType"]
+
+NodeType = Literal["full", "storage", "execution"]
+DEFAULT_REST_ADDRESS = ("127.0.0.1", 5001)
+DEFAULT_P2P_ADDRESS = ("127.0.0.1", 4001)
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    datastore: Path = Field(default_factory=lambda: Path.home() / ".datastore")
+    keystore: Path  # the keystore file (<dir>/<iid>.json)
+    password: SecretStr
+    rest_address: tuple[str, int] = DEFAULT_REST_ADDRESS
+    p2p_address: tuple[str, int] = DEFAULT_P2P_ADDRESS
+    boot_node: str | None = None  # host:port or a multiaddr; None: this node is the first
+    node_type: NodeType = "full"
+    retain_job_history: bool = False
+    strict_deployment: bool = True
+    bind_all: bool = False  # listen on 0.0.0.0 while advertising rest_address / p2p_address
+    max_object_size: int | None = None  # bytes; None: unlimited
+    max_json_body: int = 4 * 1024 * 1024  # bytes of a non-upload request body
+    request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
+    log_level: str = "INFO"
+
+    @field_validator("rest_address", "p2p_address", mode="before")
+    @classmethod
+    def _address(cls, value: object) -> tuple[str, int]:
+        return parse_address(value)  # type: ignore[arg-type]
+
+    @property
+    def has_dor(self) -> bool:
+        return self.node_type in ("full", "storage")
+
+    @property
+    def has_rti(self) -> bool:
+        return self.node_type in ("full", "execution")
+
+    @property
+    def rest_bind(self) -> tuple[str, int]:
+        return ("0.0.0.0" if self.bind_all else self.rest_address[0]), self.rest_address[1]

@@ -1,0 +1,1 @@
+"""Data Object Repository: signed, access-controlled, optionally encrypted data objects."""

@@ -1,0 +1,223 @@
+"""DOR REST routes (`/dor/...`, DESIGN §11). Thin: parse, authenticate, call `DORService`.
+
+`POST /dor/add-c` body: one line of JSON (`AddCDataObjectParameters`), a newline, then the raw content bytes.
+The whole body is covered by `saas-body-sha256`, checked while the content streams to disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import FileResponse
+
+from saas.core.errors import InvalidInputError, TooLargeError
+from saas.core.signing import HEADER_BODY_SHA256
+from saas.dor.catalog import SearchQuery
+from saas.dor.schemas import (
+    AddCDataObjectParameters,
+    AddGPPDataObjectParameters,
+    AnyDataObject,
+    CDataObject,
+    DataObject,
+    DataObjectProvenance,
+    DORStatistics,
+    GPPDataObject,
+    GrantParameters,
+    KeyEnvelope,
+)
+from saas.dor.service import DORService
+from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity
+
+__all__ = ["MAX_HEAD", "router"]
+
+router = APIRouter(prefix="/dor", tags=["dor"])
+MAX_HEAD = 1024 * 1024
+ObjId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="data object ID")]
+IidPath = Annotated[str, Path(pattern=r"^[0-9a-z]{64}$", description="identity ID")]
+
+
+class _ContentResponse(FileResponse):
+    chunk_size = 1024 * 1024
+
+
+def _dor(request: Request) -> DORService:
+    return request.app.state.node.dor
+
+
+async def _read_head(stream: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
+    """The parameter line and whatever content arrived with it."""
+    buffer = bytearray()
+    async for chunk in stream:
+        buffer += chunk
+        newline = buffer.find(b"\n")
+        if newline >= 0:
+            if newline > MAX_HEAD:
+                break
+            return bytes(buffer[:newline]), bytes(buffer[newline + 1 :])
+        if len(buffer) > MAX_HEAD:
+            break
+    if len(buffer) > MAX_HEAD:
+        raise TooLargeError("The parameter line of an upload is limited to 1 MiB")
+    raise InvalidInputError("Upload body must start with a line of JSON parameters followed by a newline")
+
+
+@router.get("", response_model=list[AnyDataObject])
+async def search(
+    request: Request,
+    reader: OptionalIdentity,
+    patterns: Annotated[list[str] | None, Query(description="substrings of type, format or tags (any)")] = None,
+    owner_iid: str | None = None,
+    data_type: str | None = None,
+    data_format: str | None = None,
+    c_hashes: Annotated[list[str] | None, Query()] = None,
+    tag: Annotated[list[str] | None, Query(description="'key' (has the tag) or 'key=value' (JSON or text)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[CDataObject | GPPDataObject]:
+    """Objects visible to the caller (unrestricted ones when anonymous), newest first."""
+    tags: dict[str, Any] = {}
+    for item in tag or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            tags[key] = None
+            continue
+        try:
+            tags[key] = json.loads(raw)
+        except ValueError:
+            tags[key] = raw
+    query = SearchQuery(
+        patterns=patterns or [],
+        owner_iid=owner_iid,
+        data_type=data_type,
+        data_format=data_format,
+        c_hashes=c_hashes or [],
+        tags=tags,
+        limit=limit,
+        offset=offset,
+    )
+    return await _dor(request).search(query, reader)
+
+
+@router.get("/statistics", response_model=DORStatistics)
+async def statistics(request: Request) -> DORStatistics:
+    return await _dor(request).statistics()
+
+
+@router.post(
+    "/add-c",
+    response_model=CDataObject,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "a line of JSON (AddCDataObjectParameters), a newline, then the content",
+                    }
+                }
+            },
+        }
+    },
+)
+async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
+    """Add a content object (streamed)."""
+    dor = _dor(request)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and dor.max_object_size is not None and int(length) > dor.max_object_size + MAX_HEAD:
+        raise TooLargeError(
+            f"Content is larger than this node's limit of {dor.max_object_size} bytes", {"limit": dor.max_object_size}
+        )
+    stream = request.stream()
+    head, first = await _read_head(stream)
+    try:
+        params = AddCDataObjectParameters.model_validate_json(head)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_input=False, include_context=False)) from None
+    return await dor.add_content(signer, params, head + b"\n", first, stream, request.headers[HEADER_BODY_SHA256])
+
+
+@router.post("/add-gpp", response_model=GPPDataObject)
+async def add_gpp(params: AddGPPDataObjectParameters, request: Request, signer: SignedIdentity) -> GPPDataObject:
+    """Add a Git-Processor-Pointer: the node clones the repository at the commit and validates the descriptor."""
+    return await _dor(request).add_gpp(signer, params)
+
+
+@router.get("/{obj_id}/meta", response_model=AnyDataObject)
+async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> CDataObject | GPPDataObject:
+    return await _dor(request).get_meta(obj_id, reader)
+
+
+@router.get(
+    "/{obj_id}/content",
+    response_class=_ContentResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "partial content"}},
+)
+async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> _ContentResponse:
+    """The content (HTTP Range supported, for resuming)."""
+    path, row = await _dor(request).content(obj_id, reader)
+    return _ContentResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"saas-c-hash": row.c_hash, "saas-content-encrypted": str(row.content_encrypted)},
+    )
+
+
+@router.get("/{obj_id}/envelope", response_model=KeyEnvelope)
+async def get_envelope(obj_id: ObjId, request: Request, reader: SignedIdentity) -> KeyEnvelope:
+    """The caller's key envelope for an encrypted object."""
+    return await _dor(request).get_envelope(obj_id, reader)
+
+
+@router.get("/{obj_id}/provenance", response_model=DataObjectProvenance)
+async def get_provenance(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> DataObjectProvenance:
+    return await _dor(request).provenance(obj_id, reader)
+
+
+@router.delete("/{obj_id}", response_model=AnyDataObject)
+async def delete(obj_id: ObjId, request: Request, caller: SignedIdentity) -> CDataObject | GPPDataObject:
+    """Delete an object (owner only); returns its last metadata."""
+    return await _dor(request).delete(obj_id, caller)
+
+
+@router.post("/{obj_id}/access/{iid}", response_model=AnyDataObject)
+async def grant_access(
+    obj_id: ObjId,
+    iid: IidPath,
+    request: Request,
+    caller: SignedIdentity,
+    params: Annotated[GrantParameters | None, Body()] = None,
+) -> DataObject:
+    return await _dor(request).grant_access(obj_id, caller, iid, params.key_envelope if params else None)
+
+
+@router.delete("/{obj_id}/access/{iid}", response_model=AnyDataObject)
+async def revoke_access(obj_id: ObjId, iid: IidPath, request: Request, caller: SignedIdentity) -> DataObject:
+    return await _dor(request).revoke_access(obj_id, caller, iid)
+
+
+@router.put("/{obj_id}/owner/{iid}", response_model=AnyDataObject)
+async def transfer_ownership(obj_id: ObjId, iid: IidPath, request: Request, caller: SignedIdentity) -> DataObject:
+    return await _dor(request).transfer_ownership(obj_id, caller, iid)
+
+
+@router.put("/{obj_id}/tags", response_model=AnyDataObject)
+async def update_tags(
+    obj_id: ObjId,
+    tags: Annotated[list[DataObject.Tag], Body(max_length=1000)],
+    request: Request,
+    caller: SignedIdentity,
+) -> DataObject:
+    return await _dor(request).update_tags(obj_id, caller, tags)
+
+
+@router.delete("/{obj_id}/tags", response_model=AnyDataObject)
+async def remove_tags(
+    obj_id: ObjId, keys: Annotated[list[str], Body(max_length=1000)], request: Request, caller: SignedIdentity
+) -> DataObject:
+    return await _dor(request).remove_tags(obj_id, caller, keys)

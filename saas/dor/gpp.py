@@ -1,0 +1,177 @@
+"""Git-Processor-Pointers: clone an adapter repository at a commit and read and validate its descriptor.
+
+Security: the repository URL is untrusted. Only the file, http(s) and ssh protocols are allowed (never `ext::`),
+an URL may not look like an option, the token of GitHub credentials reaches git through `GIT_ASKPASS` and the
+environment of that one git process (never the command line, a file, a log or a response), and the descriptor
+folder must stay inside the clone. Everything here blocks: call it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from saas.core.errors import DORError, InvalidInputError, UnreachableError
+from saas.core.schemas import GithubCredentials
+from saas.dor.schemas import GitProcessorPointer, ProcessorDescriptor
+
+__all__ = ["GPPError", "fetch_gpp", "validate_descriptor"]
+
+CLONE_TIMEOUT = 600
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$SAAS_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$SAAS_GIT_PASSWORD" ;;
+esac
+"""
+
+DESCRIPTOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "input", "output", "configurations"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "input": {"type": "array", "items": {"$ref": "#/$defs/io"}},
+        "output": {"type": "array", "items": {"$ref": "#/$defs/io"}},
+        "configurations": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "kind": {"enum": ["processor", "agent"]},
+        "instances": {"type": "integer", "minimum": 1},
+    },
+    "$defs": {
+        "io": {
+            "type": "object",
+            "required": ["name", "data_type", "data_format"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"},
+                "data_type": {"type": "string", "minLength": 1},
+                "data_format": {"type": "string", "minLength": 1},
+                "data_schema": {"type": "object"},
+            },
+        }
+    },
+}
+
+
+class GPPError(DORError, InvalidInputError):
+    """The repository, commit, folder or descriptor of a GPP is not usable."""
+
+
+def validate_descriptor(document: Any) -> ProcessorDescriptor:
+    """A descriptor checked against the descriptor schema (and every `data_schema` checked as a JSON schema)."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(document, DESCRIPTOR_SCHEMA)
+        for item in [*document["input"], *document["output"]]:
+            if item.get("data_schema") is not None:
+                jsonschema.Draft202012Validator.check_schema(item["data_schema"])
+        for direction in ("input", "output"):
+            names = [item["name"] for item in document[direction]]
+            if len(names) != len(set(names)):
+                raise GPPError(f"Invalid descriptor: duplicate {direction} names")
+        return ProcessorDescriptor.model_validate(document)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "descriptor"
+        raise GPPError(f"Invalid descriptor at '{where}': {e.message}") from None
+    except jsonschema.SchemaError as e:
+        raise GPPError(f"Invalid data_schema in descriptor: {e.message}") from None
+    except ValidationError as e:
+        raise GPPError(f"Invalid descriptor: {e.errors(include_input=False)[0]['msg']}") from None
+
+
+def _check_source(source: str) -> None:
+    if source.startswith("-") or "::" in source.split("/", 1)[0]:
+        raise GPPError(f"Unsupported repository '{source}'")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) and not re.match(r"^(https?|file|ssh)://", source):
+        raise GPPError(f"Unsupported repository protocol in '{source}' (use https, file or a local path)")
+
+
+def _check_proc_path(proc_path: str) -> PurePosixPath:
+    path = PurePosixPath(proc_path)
+    if path.is_absolute() or ".." in path.parts or "\x00" in proc_path:
+        raise GPPError(f"Invalid processor path '{proc_path}': must be a folder inside the repository")
+    return path
+
+
+def fetch_gpp(
+    source: str,
+    commit_id: str,
+    proc_path: str,
+    proc_config: str,
+    credentials: GithubCredentials | None = None,
+    work_dir: Path | None = None,
+) -> GitProcessorPointer:
+    """Clone `source`, check out `commit_id`, read `<proc_path>/descriptor.json`; the commit is pinned as full SHA."""
+    import git
+
+    _check_source(source)
+    relative = _check_proc_path(proc_path)
+    work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir))
+    try:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        }
+        if credentials is not None:
+            askpass = work / "askpass.sh"
+            askpass.write_text(_ASKPASS)
+            askpass.chmod(stat.S_IRWXU)
+            env |= {
+                "GIT_ASKPASS": str(askpass),
+                "SAAS_GIT_USERNAME": credentials.login,
+                "SAAS_GIT_PASSWORD": credentials.token(),
+            }
+        clone = work / "repo"
+        try:
+            git.Git(str(work)).execute(
+                ["git", "clone", "--quiet", "--no-checkout", "--", source, str(clone)],
+                env={**os.environ, **env},
+                kill_after_timeout=CLONE_TIMEOUT,
+            )
+        except git.GitCommandError as e:
+            message = (e.stderr or "").strip().replace("\n", " ")[-300:]
+            if credentials is not None:
+                message = message.replace(credentials.token(), "***")
+            if re.search(r"could not resolve|unable to access|connection refused|timed out", message, re.I):
+                raise UnreachableError(f"Could not reach repository '{source}': {message}") from None
+            raise GPPError(f"Could not clone '{source}': {message or 'git failed'}") from None
+        repo = git.Repo(clone)
+        try:
+            full_commit = repo.git.rev_parse("--verify", "--quiet", f"{commit_id}^{{commit}}")
+            repo.git.checkout("--quiet", full_commit)
+        except git.GitCommandError:
+            raise GPPError(f"Commit '{commit_id}' not found in '{source}'") from None
+        folder = (clone / relative).resolve()
+        if not folder.is_relative_to(clone.resolve()) or not folder.is_dir():
+            raise GPPError(f"No folder '{proc_path}' in '{source}' at commit {full_commit[:12]}")
+        descriptor_file = folder / "descriptor.json"
+        if not descriptor_file.is_file() or not descriptor_file.resolve().is_relative_to(clone.resolve()):
+            raise GPPError(f"No descriptor.json in '{proc_path}' at commit {full_commit[:12]}")
+        try:
+            document = json.loads(descriptor_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise GPPError(f"descriptor.json is not valid JSON: {e}") from None
+        descriptor = validate_descriptor(document)
+        if proc_config not in descriptor.configurations:
+            raise GPPError(
+                f"Configuration '{proc_config}' is not listed in the descriptor "
+                f"(available: {', '.join(descriptor.configurations)})"
+            )
+        return GitProcessorPointer(
+            repository=source,
+            commit_id=full_commit,
+            proc_path=str(relative),
+            proc_config=proc_config,
+            proc_descriptor=descriptor,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,281 @@
+"""`DORProxy`: the DOR of one node over REST. Method names and argument order follow the original middleware.
+
+Uploads and downloads stream with constant memory. A download appears at `download_path` only once complete and
+checked against the object's c_hash. With `content_key`, `add_data_object` encrypts the file client-side (chunked
+AES-256-GCM) and stores an envelope of the key for the owner; `get_content` with `content_key` decrypts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from saas.core.errors import DORError, NotFoundError
+from saas.core.identity import Identity
+from saas.core.signing import Signer, canonical_json
+from saas.dor.schemas import (
+    AnyDataObject,
+    CDataObject,
+    DataObject,
+    DataObjectProvenance,
+    DataObjectRecipe,
+    DORStatistics,
+    GPPDataObject,
+)
+from saas.rest.proxy import RESTProxy, iter_file
+
+__all__ = ["DORProxy"]
+
+_ANY = TypeAdapter(AnyDataObject)
+_MANY = TypeAdapter(list[AnyDataObject])
+Progress = Callable[[int, int], None]
+
+
+def _iid(value: Identity | str) -> str:
+    return value.id if isinstance(value, Identity) else value
+
+
+class DORProxy(RESTProxy):
+    def __init__(self, address: str | tuple[str, int], keystore: Signer | None = None, **kwargs: Any):
+        super().__init__(address, keystore, **kwargs)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        patterns: Sequence[str] | None = None,
+        owner_iid: str | None = None,
+        data_type: str | None = None,
+        data_format: str | None = None,
+        c_hashes: Sequence[str] | None = None,
+        tags: dict[str, Any] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DataObject]:
+        """Objects visible to the proxy's identity (unrestricted ones only without a keystore)."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        for key, value in (
+            ("patterns", patterns),
+            ("owner_iid", owner_iid),
+            ("data_type", data_type),
+            ("data_format", data_format),
+            ("c_hashes", c_hashes),
+        ):
+            if value:
+                params[key] = list(value) if isinstance(value, (list, tuple)) else value
+        if tags:
+            params["tag"] = [k if v is None else f"{k}={canonical_json(v).decode()}" for k, v in tags.items()]
+        response = self.request("GET", "/dor", params=params, signed=self.keystore is not None)
+        return list(_MANY.validate_python(response.json()))
+
+    def statistics(self) -> DORStatistics:
+        return DORStatistics.model_validate(self.get_json("/dor/statistics"))
+
+    def get_meta(self, obj_id: str) -> DataObject | None:
+        """The object's metadata, or None if it does not exist (or is not visible to this identity)."""
+        try:
+            return _ANY.validate_python(self.get_json(f"/dor/{obj_id}/meta", signed=self.keystore is not None))
+        except NotFoundError:
+            return None
+
+    def get_provenance(self, obj_id: str) -> DataObjectProvenance:
+        return DataObjectProvenance.model_validate(
+            self.get_json(f"/dor/{obj_id}/provenance", signed=self.keystore is not None)
+        )
+
+    def get_content(
+        self,
+        obj_id: str,
+        with_authorisation_by: Signer,
+        download_path: str | Path,
+        content_key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Download the content to `download_path` (written atomically, checked against its c_hash)."""
+        target = Path(download_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                response = self.request("GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True)
+                try:
+                    expected = response.headers.get("saas-c-hash")
+                    total = int(response.headers.get("content-length", 0))
+                    digest = hashlib.sha256()
+                    done = 0
+                    for chunk in response.iter_bytes(1024 * 1024):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+                finally:
+                    response.close()
+            if expected and digest.hexdigest() != expected:
+                raise DORError(f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id})
+            if content_key is not None:
+                from saas.core.keys import decrypt_file
+
+                decrypt_file(temp, target, content_key)
+            else:
+                os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        return target
+
+    def get_envelope(self, obj_id: str, with_authorisation_by: Signer) -> bytes:
+        """The caller's key envelope for an encrypted object (unwrap it with `Keystore.unwrap_key`)."""
+        body = self.request("GET", f"/dor/{obj_id}/envelope", signer=with_authorisation_by).json()
+        return base64.b64decode(body["envelope"])
+
+    # -- adding -------------------------------------------------------------------------------------------------
+
+    def add_data_object(
+        self,
+        content_path: str | Path,
+        owner: Identity,
+        access_restricted: bool,
+        content_encrypted: bool,
+        data_type: str,
+        data_format: str,
+        creators: Sequence[Identity] | None = None,
+        recipe: DataObjectRecipe | dict | None = None,
+        license_by: bool = False,
+        license_sa: bool = False,
+        license_nc: bool = False,
+        license_nd: bool = False,
+        content_key: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> CDataObject:
+        """Upload a file as a new data object, signed by the proxy's keystore.
+
+        With `content_encrypted` and a `content_key`, the file is encrypted here first and an envelope of the key
+        for `owner` is stored with the object; with `content_encrypted` and no key, the file must already be
+        encrypted."""
+        if isinstance(recipe, DataObjectRecipe):
+            recipe = recipe.model_dump(mode="json")
+        envelope = None
+        source = Path(content_path)
+        encrypted_temp: Path | None = None
+        try:
+            if content_encrypted and content_key is not None:
+                from saas.core.keys import encrypt_file
+
+                fd, name = tempfile.mkstemp(prefix=".saas-upload-", suffix=".enc")
+                os.close(fd)
+                encrypted_temp = Path(name)
+                encrypt_file(source, encrypted_temp, content_key)
+                source = encrypted_temp
+                envelope = base64.b64encode(owner.wrap_key(content_key)).decode()
+            params = {
+                "owner_iid": owner.id,
+                "creators_iid": [c.id for c in creators or []],
+                "data_type": data_type,
+                "data_format": data_format,
+                "access_restricted": access_restricted,
+                "content_encrypted": content_encrypted,
+                "license": {"by": license_by, "sa": license_sa, "nc": license_nc, "nd": license_nd},
+                "recipe": recipe,
+                "key_envelope": envelope,
+            }
+            head = canonical_json(params) + b"\n"
+            digest = hashlib.sha256(head)
+            size = source.stat().st_size
+            with open(source, "rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    digest.update(chunk)
+
+            def body() -> Any:
+                sent = 0
+                for chunk in iter_file(source, head):
+                    yield chunk
+                    sent += len(chunk)
+                    if progress:
+                        progress(min(sent, size), size)
+
+            response = self.request(
+                "POST",
+                "/dor/add-c",
+                content=body(),
+                body_sha256=digest.hexdigest(),
+                signed=True,
+                headers={"content-type": "application/octet-stream", "content-length": str(len(head) + size)},
+            )
+            return CDataObject.model_validate(response.json())
+        finally:
+            if encrypted_temp is not None:
+                encrypted_temp.unlink(missing_ok=True)
+
+    def add_gpp_data_object(
+        self,
+        source: str,
+        commit_id: str,
+        proc_path: str,
+        proc_config: str,
+        owner: Identity,
+        creators: Sequence[Identity] | None = None,
+        github_credentials: Any = None,
+    ) -> GPPDataObject:
+        """Add a Git-Processor-Pointer; GitHub credentials travel encrypted for the node."""
+        encrypted = None
+        if github_credentials is not None:
+            node = self.get_json("/db/node")
+            plain = canonical_json(
+                {"login": github_credentials.login, "personal_access_token": github_credentials.token()}
+            )
+            encrypted = base64.b64encode(Identity.model_validate(node["identity"]).encrypt(plain)).decode()
+        body = {
+            "source": source,
+            "commit_id": commit_id,
+            "proc_path": proc_path,
+            "proc_config": proc_config,
+            "owner_iid": owner.id,
+            "creators_iid": [c.id for c in creators or []],
+            "github_credentials": encrypted,
+        }
+        return GPPDataObject.model_validate(self.request("POST", "/dor/add-gpp", json_body=body, signed=True).json())
+
+    # -- changing -----------------------------------------------------------------------------------------------
+
+    def delete_data_object(self, obj_id: str, with_authorisation_by: Signer) -> DataObject:
+        return _ANY.validate_python(self.request("DELETE", f"/dor/{obj_id}", signer=with_authorisation_by).json())
+
+    def grant_access(
+        self, obj_id: str, authority: Signer, identity: Identity | str, key_envelope: bytes | None = None
+    ) -> DataObject:
+        """Grant access; for an encrypted object whose content key `authority` holds, the key is shared too."""
+        if key_envelope is None and isinstance(identity, Identity):
+            content_keys = getattr(authority, "content_keys", None)
+            key_hex = content_keys.get(obj_id) if content_keys is not None else None
+            if key_hex:
+                key_envelope = identity.wrap_key(bytes.fromhex(key_hex))
+        body = {"key_envelope": base64.b64encode(key_envelope).decode() if key_envelope else None}
+        return _ANY.validate_python(
+            self.request("POST", f"/dor/{obj_id}/access/{_iid(identity)}", json_body=body, signer=authority).json()
+        )
+
+    def revoke_access(self, obj_id: str, authority: Signer, identity: Identity | str) -> DataObject:
+        return _ANY.validate_python(
+            self.request("DELETE", f"/dor/{obj_id}/access/{_iid(identity)}", signer=authority).json()
+        )
+
+    def transfer_ownership(self, obj_id: str, authority: Signer, new_owner: Identity | str) -> DataObject:
+        return _ANY.validate_python(
+            self.request("PUT", f"/dor/{obj_id}/owner/{_iid(new_owner)}", signer=authority).json()
+        )
+
+    def update_tags(self, obj_id: str, authority: Signer, tags: Sequence[DataObject.Tag]) -> DataObject:
+        body = [t.model_dump() if isinstance(t, DataObject.Tag) else dict(t) for t in tags]
+        return _ANY.validate_python(self.request("PUT", f"/dor/{obj_id}/tags", json_body=body, signer=authority).json())
+
+    def remove_tags(self, obj_id: str, authority: Signer, keys: Sequence[str]) -> DataObject:
+        return _ANY.validate_python(
+            self.request("DELETE", f"/dor/{obj_id}/tags", json_body=list(keys), signer=authority).json()
+        )

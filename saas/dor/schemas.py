@@ -1,0 +1,207 @@
+"""DOR records and request models. Field names follow the original middleware (existing scripts read them)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from saas.nodedb.schemas import NodeInfo
+
+__all__ = [
+    "GPP_DATA_FORMAT",
+    "GPP_DATA_TYPE",
+    "AddCDataObjectParameters",
+    "AddGPPDataObjectParameters",
+    "CDataObject",
+    "DORStatistics",
+    "DataObject",
+    "DataObjectProvenance",
+    "DataObjectRecipe",
+    "GPPDataObject",
+    "GitProcessorPointer",
+    "GrantParameters",
+    "KeyEnvelope",
+    "ProcessorDescriptor",
+    "ProcessorIO",
+]
+
+GPP_DATA_TYPE = "Git-Processor-Pointer"
+GPP_DATA_FORMAT = "json"
+
+_LABEL = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+_IID = re.compile(r"^[0-9a-z]{64}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _label(value: str) -> str:
+    if not _LABEL.match(value):
+        raise ValueError("must be 1-128 printable characters")
+    return value
+
+
+def _iid(value: str) -> str:
+    if not _IID.match(value):
+        raise ValueError("must be an identity ID (64 characters 0-9a-z)")
+    return value
+
+
+def _hash(value: str) -> str:
+    if not _HASH.match(value):
+        raise ValueError("must be a SHA-256 hex digest")
+    return value
+
+
+Label = Annotated[str, AfterValidator(_label)]
+IID = Annotated[str, AfterValidator(_iid)]
+Hash = Annotated[str, AfterValidator(_hash)]
+TagKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class ProcessorIO(BaseModel):
+    """An input or output of a processor."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+    data_type: Label
+    data_format: Label
+    data_schema: dict[str, Any] | None = None
+
+
+class ProcessorDescriptor(BaseModel):
+    """`descriptor.json` of an adapter. Unknown fields are kept (adapters may carry their own)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Label
+    input: list[ProcessorIO]
+    output: list[ProcessorIO]
+    configurations: list[str]
+
+
+class GitProcessorPointer(BaseModel):
+    """Where an adapter lives: repository, pinned commit, folder, configuration, and its descriptor."""
+
+    repository: str
+    commit_id: str
+    proc_path: str
+    proc_config: str
+    proc_descriptor: ProcessorDescriptor
+
+
+class DataObjectRecipe(BaseModel):
+    """How an object was produced: the processor, what it consumed (by c_hash, or by value), and the product."""
+
+    processor: GitProcessorPointer
+    consumes: dict[str, dict[str, Any]]
+    product: dict[str, Any]
+    name: str
+    job_id: str | None = None
+
+
+class DataObject(BaseModel):
+    class Tag(BaseModel):
+        key: TagKey
+        value: Any = None
+
+    class CreationDetails(BaseModel):
+        timestamp: int
+        creators_iid: list[str]
+
+    obj_id: str
+    c_hash: str
+    data_type: str
+    data_format: str
+    created: CreationDetails
+    owner_iid: str
+    access_restricted: bool
+    access: list[str]
+    tags: dict[str, Any]
+    last_accessed: int
+    custodian: NodeInfo | None = None
+    size: int = 0
+
+
+class CDataObject(DataObject):
+    class License(BaseModel):
+        by: bool = False
+        sa: bool = False
+        nc: bool = False
+        nd: bool = False
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_encrypted: bool
+    license: License
+    recipe: DataObjectRecipe | None = None
+
+
+class GPPDataObject(DataObject):
+    model_config = ConfigDict(extra="forbid")
+
+    gpp: GitProcessorPointer
+
+
+AnyDataObject = GPPDataObject | CDataObject
+
+
+class AddCDataObjectParameters(BaseModel):
+    """The first line of an `add-c` body (the content follows it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner_iid: IID
+    creators_iid: list[IID] = Field(default_factory=list, max_length=100)
+    data_type: Label
+    data_format: Label
+    access_restricted: bool = False
+    content_encrypted: bool = False
+    license: CDataObject.License = Field(default_factory=CDataObject.License)
+    recipe: DataObjectRecipe | None = None
+    key_envelope: str | None = Field(
+        default=None, max_length=4096, description="base64 content key wrapped for the owner (encrypted objects)"
+    )
+
+
+class AddGPPDataObjectParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=2048)
+    commit_id: str = Field(pattern=r"^[0-9a-fA-F]{7,40}$")
+    proc_path: str = Field(min_length=1, max_length=1024)
+    proc_config: str = Field(min_length=1, max_length=128)
+    owner_iid: IID
+    creators_iid: list[IID] = Field(default_factory=list, max_length=100)
+    github_credentials: str | None = Field(
+        default=None, max_length=16384, description="base64 of GithubCredentials JSON encrypted for this node"
+    )
+
+
+class KeyEnvelope(BaseModel):
+    """A content key wrapped for one identity (base64)."""
+
+    iid: IID
+    envelope: str = Field(min_length=1, max_length=4096)
+
+
+class GrantParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_envelope: str | None = Field(default=None, max_length=4096)
+
+
+class DORStatistics(BaseModel):
+    data_types: list[str]
+    data_formats: list[str]
+    tag_keys: list[str]
+    objects: int
+    content_bytes: int
+
+
+class DataObjectProvenance(BaseModel):
+    """The graph of how an object came to be: objects as nodes, processor steps linking them."""
+
+    data_nodes: dict[str, dict[str, Any]]
+    proc_nodes: dict[str, dict[str, Any]]
+    steps: list[dict[str, Any]]
+    missing: list[str]

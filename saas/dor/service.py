@@ -1,0 +1,441 @@
+"""The DOR service: adds, serves, searches and guards data objects (DESIGN §6).
+
+Rules every caller may rely on:
+- an object becomes visible only once its content file is complete and its record committed; content is streamed
+  to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible;
+- content files are shared by identical content and removed only when no record uses them, under the same lock
+  as adds (`_commit_lock`);
+- restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
+  owner-only changes by others get 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from saas.core.errors import (
+    AuthorisationError,
+    DecryptionError,
+    DORError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+)
+from saas.core.identity import Identity
+from saas.core.keys import b64d
+from saas.core.signing import canonical_json
+from saas.dor import catalog
+from saas.dor.catalog import ObjectRow, SearchQuery
+from saas.dor.schemas import (
+    GPP_DATA_FORMAT,
+    GPP_DATA_TYPE,
+    AddCDataObjectParameters,
+    AddGPPDataObjectParameters,
+    CDataObject,
+    DataObject,
+    DataObjectProvenance,
+    DORStatistics,
+    GPPDataObject,
+    KeyEnvelope,
+)
+from saas.dor.store import ContentStore
+from saas.rest.auth import body_mismatch
+from saas.sqlite import Database
+
+if TYPE_CHECKING:
+    from saas.node import Node
+
+__all__ = ["DORService", "UnknownObjectError", "object_id"]
+
+logger = logging.getLogger(__name__)
+WRITE_BATCH = 4 * 1024 * 1024
+
+
+class UnknownObjectError(DORError, NotFoundError):
+    pass
+
+
+def object_id(c_hash: str, data_type: str, data_format: str, creators_iid: list[str], created: int) -> str:
+    return hashlib.sha256(
+        canonical_json(
+            {
+                "c_hash": c_hash,
+                "data_type": data_type,
+                "data_format": data_format,
+                "creators": creators_iid,
+                "created": created,
+            }
+        )
+    ).hexdigest()
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _write(f: BinaryIO, data: bytearray, *hashes: Any) -> None:
+    for h in hashes:
+        h.update(data)
+    f.write(data)
+
+
+def _finish(f: BinaryIO) -> None:
+    f.flush()
+    import os
+
+    os.fsync(f.fileno())
+    f.close()
+
+
+class DORService:
+    def __init__(self, node: Node):
+        self._node = node
+        root = node.config.datastore / "dor"
+        self._root = root
+        self.store = ContentStore(root)
+        self.db = Database(root / "catalog.sqlite", catalog.SCHEMA)
+        self._commit_lock = asyncio.Lock()
+        self.max_object_size = node.config.max_object_size
+
+    async def start(self) -> None:
+        def open_all() -> tuple[int, int]:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self.store.open()
+            self.db.open()
+            return self.store.sweep(self.db.call(catalog.all_c_hashes))
+
+        temps, orphans = await asyncio.to_thread(open_all)
+        if temps or orphans:
+            logger.info("DOR start: removed %d unfinished uploads and %d unused content files", temps, orphans)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.db.close)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _model(self, row: ObjectRow) -> CDataObject | GPPDataObject:
+        model = row.to_model()
+        model.custodian = self._node.nodedb.own
+        return model
+
+    async def _readable(self, obj_id: str, reader: Identity | None) -> ObjectRow:
+        row = await self.db.run(catalog.get, obj_id)
+        if row is None or not row.may_read(reader.id if reader else None):
+            raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
+        return row
+
+    async def _owned(self, obj_id: str, caller: Identity) -> ObjectRow:
+        row = await self._readable(obj_id, caller)
+        if row.owner_iid != caller.id:
+            raise AuthorisationError(f"Only the owner of data object {obj_id} may do this", {"obj_id": obj_id})
+        return row
+
+    def _known(self, iid: str, role: str) -> Identity:
+        identity = self._node.nodedb.get_identity(iid)
+        if identity is None:
+            raise InvalidInputError(
+                f"The {role} {iid} is not known to this node: publish the identity first", {role: iid}
+            )
+        return identity
+
+    async def _commit(
+        self, row: ObjectRow, temp: Path | None, content: bytes | None, envelopes: dict[str, str]
+    ) -> ObjectRow:
+        """Put content in place and insert the record, under the lock removals take too."""
+        async with self._commit_lock:
+            if temp is not None:
+                await asyncio.to_thread(self.store.commit, temp, row.c_hash)
+            elif content is not None:
+                await asyncio.to_thread(self.store.write_bytes, content, row.c_hash)
+            try:
+                inserted = await self.db.run(catalog.insert, row, envelopes)
+            except BaseException:
+                if not await self.db.run(catalog.c_hash_in_use, row.c_hash):
+                    await asyncio.to_thread(self.store.remove, row.c_hash)
+                raise
+        if not inserted:  # the same object (same content, type, format, creators and ms) exists already
+            existing = await self.db.run(catalog.get, row.obj_id)
+            assert existing is not None
+            return existing
+        return row
+
+    # -- adding -------------------------------------------------------------------------------------------------
+
+    def check_add(self, params: AddCDataObjectParameters) -> None:
+        self._known(params.owner_iid, "owner")
+        for iid in params.creators_iid:
+            self._known(iid, "creator")
+        if params.key_envelope is not None:
+            if not params.content_encrypted:
+                raise InvalidInputError("A key envelope is only for encrypted content")
+            b64d(params.key_envelope)
+
+    async def add_content(
+        self,
+        signer: Identity,
+        params: AddCDataObjectParameters,
+        head: bytes,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+        claimed_body_sha256: str,
+    ) -> CDataObject:
+        """Stream content to a temp file while hashing it; commit only if the signed body hash matches."""
+        self.check_add(params)
+        body_hash = hashlib.sha256(head)
+        content_hash = hashlib.sha256()
+        temp, f = await asyncio.to_thread(self.store.new_temp)
+        size = 0
+        try:
+            buffer = bytearray(first)
+            size = len(first)
+            async for chunk in chunks:
+                size += len(chunk)
+                if self.max_object_size is not None and size > self.max_object_size:
+                    raise TooLargeError(
+                        f"Content is larger than this node's limit of {self.max_object_size} bytes",
+                        {"limit": self.max_object_size},
+                    )
+                buffer += chunk
+                if len(buffer) >= WRITE_BATCH:
+                    await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
+                    buffer.clear()
+            if self.max_object_size is not None and size > self.max_object_size:
+                raise TooLargeError(
+                    f"Content is larger than this node's limit of {self.max_object_size} bytes",
+                    {"limit": self.max_object_size},
+                )
+            await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
+            if body_hash.hexdigest() != claimed_body_sha256:
+                raise body_mismatch()
+            await asyncio.to_thread(_finish, f)
+        except BaseException:
+            f.close()
+            await asyncio.to_thread(temp.unlink, True)
+            raise
+        created = _now()
+        c_hash = content_hash.hexdigest()
+        creators = params.creators_iid or [signer.id]
+        row = ObjectRow(
+            obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
+            kind="c",
+            c_hash=c_hash,
+            data_type=params.data_type,
+            data_format=params.data_format,
+            owner_iid=params.owner_iid,
+            access_restricted=params.access_restricted,
+            content_encrypted=params.content_encrypted,
+            created=created,
+            last_accessed=created,
+            size=size,
+            details={
+                "creators_iid": creators,
+                "license": params.license.model_dump(),
+                "recipe": params.recipe.model_dump(mode="json") if params.recipe else None,
+            },
+            access=[params.owner_iid],
+        )
+        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
+        row = await self._commit(row, temp, None, envelopes)
+        logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
+        model = self._model(row)
+        assert isinstance(model, CDataObject)
+        return model
+
+    async def add_gpp(self, signer: Identity, params: AddGPPDataObjectParameters) -> GPPDataObject:
+        from saas.core.schemas import GithubCredentials
+        from saas.dor.gpp import fetch_gpp
+
+        self._known(params.owner_iid, "owner")
+        for iid in params.creators_iid:
+            self._known(iid, "creator")
+        credentials = None
+        if params.github_credentials is not None:
+            try:
+                plain = await asyncio.to_thread(self._node.keystore.decrypt, b64d(params.github_credentials))
+                credentials = GithubCredentials.model_validate_json(plain)
+            except (DecryptionError, ValueError):
+                raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
+        gpp = await asyncio.to_thread(
+            fetch_gpp,
+            params.source,
+            params.commit_id,
+            params.proc_path,
+            params.proc_config,
+            credentials,
+            self.store.tmp_dir,
+        )
+        content = canonical_json(gpp.model_dump(mode="json"))
+        c_hash = hashlib.sha256(content).hexdigest()
+        now = _now()
+        row = ObjectRow(
+            obj_id=c_hash,
+            kind="gpp",
+            c_hash=c_hash,
+            data_type=GPP_DATA_TYPE,
+            data_format=GPP_DATA_FORMAT,
+            owner_iid=params.owner_iid,
+            access_restricted=False,
+            content_encrypted=False,
+            created=now,
+            last_accessed=now,
+            size=len(content),
+            details={"creators_iid": params.creators_iid or [signer.id], "gpp": gpp.model_dump(mode="json")},
+            access=[params.owner_iid],
+        )
+        model = self._model(await self._commit(row, None, content, {}))
+        assert isinstance(model, GPPDataObject)
+        return model
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    async def get_meta(self, obj_id: str, reader: Identity | None) -> CDataObject | GPPDataObject:
+        return self._model(await self._readable(obj_id, reader))
+
+    async def content(self, obj_id: str, reader: Identity) -> tuple[Path, ObjectRow]:
+        row = await self._readable(obj_id, reader)
+        await self.db.run(catalog.touch, obj_id, _now())
+        return self.store.path(row.c_hash), row
+
+    async def get_envelope(self, obj_id: str, reader: Identity) -> KeyEnvelope:
+        row = await self._readable(obj_id, reader)
+        envelope = await self.db.run(catalog.get_envelope, row.obj_id, reader.id)
+        if envelope is None:
+            raise UnknownObjectError(f"No key envelope for {reader.id} on data object {obj_id}")
+        return KeyEnvelope(iid=reader.id, envelope=envelope)
+
+    async def search(self, query: SearchQuery, reader: Identity | None) -> list[CDataObject | GPPDataObject]:
+        rows = await self.db.run(catalog.search, query, reader.id if reader else None)
+        return [self._model(r) for r in rows]
+
+    async def statistics(self) -> DORStatistics:
+        return DORStatistics(**await self.db.run(catalog.statistics))
+
+    async def lookup(self, obj_ids: list[str], reader: Identity | None) -> list[CDataObject | GPPDataObject]:
+        rows = await self.db.run(catalog.get_many, obj_ids)
+        return [self._model(r) for r in rows if r.may_read(reader.id if reader else None)]
+
+    async def provenance(self, obj_id: str, reader: Identity | None) -> DataObjectProvenance:
+        """The recipe graph behind an object, as far as this DOR holds the ancestors."""
+        root = await self._readable(obj_id, reader)
+        data_nodes: dict[str, dict[str, Any]] = {}
+        proc_nodes: dict[str, dict[str, Any]] = {}
+        steps: list[dict[str, Any]] = []
+        missing: list[str] = []
+        seen: set[str] = set()
+        pending = [root]
+        while pending:
+            row = pending.pop()
+            if row.c_hash in seen:
+                continue
+            seen.add(row.c_hash)
+            data_nodes[row.c_hash] = {
+                "c_hash": row.c_hash,
+                "data_type": row.data_type,
+                "data_format": row.data_format,
+                "obj_id": row.obj_id,
+            }
+            recipe = row.details.get("recipe") if row.kind == "c" else None
+            if not recipe:
+                continue
+            processor = recipe["processor"]
+            proc_key = hashlib.sha256(canonical_json(processor)).hexdigest()
+            proc_nodes[proc_key] = {
+                "repository": processor["repository"],
+                "commit_id": processor["commit_id"],
+                "proc_path": processor["proc_path"],
+                "proc_config": processor["proc_config"],
+                "name": processor["proc_descriptor"]["name"],
+            }
+            consumes = {}
+            wanted = []
+            for name, item in recipe["consumes"].items():
+                c_hash = item.get("c_hash")
+                consumes[name] = c_hash
+                if c_hash is None:
+                    continue
+                if item.get("content") is not None:  # by value: the recipe holds it
+                    data_nodes[c_hash] = {
+                        "c_hash": c_hash,
+                        "data_type": item.get("data_type"),
+                        "data_format": item.get("data_format"),
+                        "content": item["content"],
+                    }
+                else:
+                    wanted.append(c_hash)
+            found = await self.db.run(catalog.find_by_c_hashes, wanted) if wanted else []
+            by_hash = {r.c_hash: r for r in found}
+            for c_hash in wanted:
+                if c_hash in by_hash:
+                    pending.append(by_hash[c_hash])
+                elif c_hash not in missing:
+                    missing.append(c_hash)
+            steps.append(
+                {
+                    "processor": proc_key,
+                    "consumes": consumes,
+                    "produces": {recipe["name"]: row.c_hash},
+                    "job_id": recipe.get("job_id"),
+                }
+            )
+        return DataObjectProvenance(data_nodes=data_nodes, proc_nodes=proc_nodes, steps=steps, missing=missing)
+
+    # -- changing -----------------------------------------------------------------------------------------------
+
+    async def delete(self, obj_id: str, caller: Identity) -> CDataObject | GPPDataObject:
+        row = await self._owned(obj_id, caller)
+        async with self._commit_lock:
+            await self.db.run(catalog.delete, obj_id)
+            if not await self.db.run(catalog.c_hash_in_use, row.c_hash):
+                await asyncio.to_thread(self.store.remove, row.c_hash)
+        return self._model(row)
+
+    async def grant_access(self, obj_id: str, caller: Identity, iid: str, envelope: str | None) -> DataObject:
+        await self._owned(obj_id, caller)
+        self._require_known(iid)
+        if envelope is not None:
+            b64d(envelope)
+        await self.db.run(catalog.grant, obj_id, iid, envelope)
+        return await self.get_meta(obj_id, caller)
+
+    async def revoke_access(self, obj_id: str, caller: Identity, iid: str) -> DataObject:
+        row = await self._owned(obj_id, caller)
+        if iid == row.owner_iid:
+            raise InvalidInputError("The owner's access cannot be revoked; transfer ownership instead")
+        await self.db.run(catalog.revoke, obj_id, iid)
+        return await self.get_meta(obj_id, caller)
+
+    async def transfer_ownership(self, obj_id: str, caller: Identity, new_owner: str) -> DataObject:
+        await self._owned(obj_id, caller)
+        self._require_known(new_owner)
+        await self.db.run(catalog.set_owner, obj_id, new_owner)
+        row = await self.db.run(catalog.get, obj_id)
+        assert row is not None
+        return self._model(row)
+
+    async def update_tags(self, obj_id: str, caller: Identity, tags: list[DataObject.Tag]) -> DataObject:
+        await self._owned(obj_id, caller)
+        values = {t.key: t.value for t in tags}
+        if len(json.dumps(values)) > 1024 * 1024:
+            raise TooLargeError("Tags are limited to 1 MiB per request")
+        await self.db.run(catalog.set_tags, obj_id, values)
+        return await self.get_meta(obj_id, caller)
+
+    async def remove_tags(self, obj_id: str, caller: Identity, keys: list[str]) -> DataObject:
+        await self._owned(obj_id, caller)
+        await self.db.run(catalog.remove_tags, obj_id, keys)
+        return await self.get_meta(obj_id, caller)
+
+    def _require_known(self, iid: str) -> Identity:
+        identity = self._node.nodedb.get_identity(iid)
+        if identity is None:
+            from saas.nodedb.service import UnknownIdentityError
+
+            raise UnknownIdentityError(f"Identity {iid} is not known to this node", {"iid": iid})
+        return identity

@@ -1,0 +1,83 @@
+"""Content files: `<root>/content/<c_hash[:2]>/<c_hash>`, written via temp files in `<root>/tmp`.
+
+A content file appears only complete (streamed to a temp file, fsynced, renamed). Identical content is stored once.
+The caller (`DORService`) serialises commits and removals under one lock and decides when a file is unused;
+`sweep` removes temp files and unreferenced content left by a crash. All methods block: call them in a thread."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["ContentStore"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ContentStore:
+    def __init__(self, root: Path):
+        self.content_dir = root / "content"
+        self.tmp_dir = root / "tmp"
+
+    def open(self) -> None:
+        self.content_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, c_hash: str) -> Path:
+        return self.content_dir / c_hash[:2] / c_hash
+
+    def exists(self, c_hash: str) -> bool:
+        return self.path(c_hash).is_file()
+
+    def new_temp(self) -> tuple[Path, BinaryIO]:
+        path = self.tmp_dir / f"upload-{secrets.token_hex(12)}"
+        return path, open(path, "xb")
+
+    def commit(self, temp: Path, c_hash: str) -> bool:
+        """Move a complete temp file into place; False if identical content was already there (temp removed)."""
+        final = self.path(c_hash)
+        if final.is_file():
+            temp.unlink(missing_ok=True)
+            return False
+        final.parent.mkdir(exist_ok=True)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+        return True
+
+    def write_bytes(self, data: bytes, c_hash: str) -> bool:
+        """Store small content given in full (e.g. a GPP)."""
+        temp, f = self.new_temp()
+        with f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return self.commit(temp, c_hash)
+
+    def remove(self, c_hash: str) -> None:
+        self.path(c_hash).unlink(missing_ok=True)
+
+    def sweep(self, referenced: Iterable[str]) -> tuple[int, int]:
+        """Remove leftover temp files and content no record uses; returns (temps, orphans) removed."""
+        temps = 0
+        for path in self.tmp_dir.iterdir():
+            path.unlink(missing_ok=True)
+            temps += 1
+        keep = set(referenced)
+        orphans = 0
+        for folder in self.content_dir.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+                    orphans += 1
+        return temps, orphans

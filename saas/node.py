@@ -1,0 +1,136 @@
+"""`Node`: owns the services and starts/stops them in order (DESIGN §3).
+
+Start: datastore → NodeDB → DOR/RTI → P2P → REST → join; stop in reverse. `start`/`stop` are idempotent and
+guarded by a status. Only the outermost runner (`run_node`) handles signals."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from saas.config import NodeConfig
+from saas.core.keystore import Keystore
+from saas.nodedb.schemas import NodeInfo
+from saas.nodedb.service import NodeDBService
+
+if TYPE_CHECKING:
+    from saas.dor.service import DORService
+    from saas.rest.server import RESTServer
+
+__all__ = ["Node", "NodeStatus", "run_node"]
+
+logger = logging.getLogger(__name__)
+
+
+class NodeStatus(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Node:
+    def __init__(self, config: NodeConfig, keystore: Keystore):
+        self.config = config
+        self.keystore = keystore
+        self.status = NodeStatus.CREATED
+        self.nodedb = NodeDBService(config.datastore)
+        self.dor: DORService | None = None
+        self.rest: RESTServer | None = None
+        self.started_ms = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> Node:
+        return cls(config, Keystore.load(config.keystore, config.password.get_secret_value()))
+
+    @property
+    def iid(self) -> str:
+        return self.keystore.iid
+
+    @property
+    def rest_address(self) -> tuple[str, int]:
+        return self.config.rest_address
+
+    def _record(self) -> NodeInfo:
+        info = NodeInfo(
+            identity=self.keystore.identity,
+            dor_service=self.config.has_dor,
+            rti_service=self.config.has_rti,
+            rest_address=self.config.rest_address,
+            p2p_address=self.config.p2p_address,
+            retain_job_history=self.config.retain_job_history,
+            strict_deployment=self.config.strict_deployment,
+            started=self.started_ms,
+        )
+        return info.model_copy(update={"signature": self.keystore.sign(info.signed_content())})
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.status is not NodeStatus.CREATED:
+                return
+            self.status = NodeStatus.STARTING
+            try:
+                await self._start()
+            except BaseException:
+                await self._stop()
+                self.status = NodeStatus.STOPPED
+                raise
+            self.status = NodeStatus.RUNNING
+
+    async def _start(self) -> None:
+        from saas.rest.app import create_app
+        from saas.rest.server import RESTServer
+
+        self.started_ms = int(time.time() * 1000)
+        await asyncio.to_thread(self.config.datastore.mkdir, parents=True, exist_ok=True)
+        await self.nodedb.start()
+        await self.nodedb.publish_identity(self.keystore.identity)
+        self.nodedb.set_own(await asyncio.to_thread(self._record))
+        if self.config.has_dor:
+            from saas.dor.service import DORService
+
+            self.dor = DORService(self)
+            await self.dor.start()
+        host, port = self.config.rest_bind
+        self.rest = RESTServer(create_app(self), host, port, log_level=self.config.log_level)
+        await self.rest.start()
+        logger.info("node %s running: REST %s:%d", self.iid, *self.config.rest_address)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self.status in (NodeStatus.STOPPED, NodeStatus.CREATED):
+                self.status = NodeStatus.STOPPED
+                return
+            self.status = NodeStatus.STOPPING
+            await self._stop()
+            self.status = NodeStatus.STOPPED
+
+    async def _stop(self) -> None:
+        if self.rest is not None:
+            await self.rest.stop()
+        if self.dor is not None:
+            await self.dor.stop()
+        await self.nodedb.stop()
+
+
+async def run_node(node: Node, on_started: object = None) -> None:
+    """Start the node, wait for SIGINT/SIGTERM, stop gracefully. The outermost runner only."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+        if callable(on_started):
+            on_started(node)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await node.stop()

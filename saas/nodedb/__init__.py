@@ -1,0 +1,1 @@
+"""NodeDB: what a node knows about the network (signed node records and identity records)."""

@@ -1,0 +1,45 @@
+"""NodeDB REST routes (`/db/...`). Anonymous: the records are public and self-signed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from saas.core.identity import Identity
+from saas.nodedb.schemas import NodeInfo
+from saas.nodedb.service import NodeDBService
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/db", tags=["nodedb"])
+
+
+def _nodedb(request: Request) -> NodeDBService:
+    return request.app.state.node.nodedb
+
+
+@router.get("/node", response_model=NodeInfo)
+async def get_node(request: Request) -> NodeInfo:
+    """This node's signed record."""
+    return _nodedb(request).own
+
+
+@router.get("/network", response_model=list[NodeInfo])
+async def get_network(request: Request) -> list[NodeInfo]:
+    """Every node this node knows, with `online` and `last_seen` as observed here."""
+    return _nodedb(request).network()
+
+
+@router.get("/identity", response_model=list[Identity])
+async def get_identities(request: Request) -> list[Identity]:
+    return _nodedb(request).identities()
+
+
+@router.get("/identity/{iid}", response_model=Identity)
+async def get_identity(iid: str, request: Request) -> Identity:
+    return _nodedb(request).require_identity(iid)
+
+
+@router.post("/identity", response_model=Identity)
+async def update_identity(identity: Identity, request: Request) -> Identity:
+    """Publish a self-signed identity record (new, or an update with a higher nonce)."""
+    return await _nodedb(request).publish_identity(identity)

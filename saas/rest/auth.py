@@ -1,0 +1,131 @@
+"""Verification of signed requests (DESIGN §5).
+
+A request acts as an identity when it carries the `saas-*` headers made by `saas.core.signing.sign_request`. The
+verifier checks, in order: all headers present, the identity is known, the request is for this node, the timestamp
+is within the window, the signature over `request_string(...)`, and that the (iid, nonce) pair was not seen within
+the window. Each failure is a 401 with a reason. The body is checked against `saas-body-sha256` by the caller
+(`signed` for ordinary bodies; streaming endpoints check while they stream).
+
+Use the FastAPI dependencies: `signed` (signed, body checked), `signed_stream` (signed, body checked by the
+endpoint), `optionally_signed` (anonymous allowed; if signed, verified like `signed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from saas.core.errors import AuthenticationError, InvalidInputError
+from saas.core.identity import Identity
+from saas.core.signing import (
+    HEADER_BODY_SHA256,
+    HEADER_IID,
+    HEADER_NODE,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    request_string,
+)
+
+__all__ = ["OptionalIdentity", "RequestVerifier", "SignedIdentity", "StreamIdentity", "body_mismatch"]
+
+_HEADERS = (HEADER_IID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_NODE, HEADER_BODY_SHA256, HEADER_SIGNATURE)
+MAX_NONCE_LENGTH = 128
+
+
+class RequestVerifier:
+    def __init__(self, node_iid: str, lookup: Callable[[str], Identity | None], window_s: float = 120.0):
+        self._node_iid = node_iid
+        self._lookup = lookup
+        self._window_ms = int(window_s * 1000)
+        self._seen: dict[tuple[str, str], int] = {}  # (iid, nonce) -> forget after (ms)
+        self._next_prune = 0
+
+    def _remember(self, iid: str, nonce: str, timestamp: int, now: int) -> None:
+        if now >= self._next_prune:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            self._next_prune = now + 1000
+        key = (iid, nonce)
+        if key in self._seen:
+            raise AuthenticationError("Replayed request (nonce already used)", {"iid": iid})
+        self._seen[key] = timestamp + self._window_ms + 1
+
+    async def verify(self, method: str, path_and_query: str, headers: dict[str, str]) -> tuple[Identity, str]:
+        """The identity a request acts as, and the body hash it claims. Raises `AuthenticationError`."""
+        missing = [h for h in _HEADERS if not headers.get(h)]
+        if missing:
+            raise AuthenticationError("Request is not signed (missing headers)", {"missing": missing})
+        iid, nonce, node = headers[HEADER_IID], headers[HEADER_NONCE], headers[HEADER_NODE]
+        identity = self._lookup(iid)
+        if identity is None:
+            raise AuthenticationError(
+                f"Identity {iid[:64]} is not known to this node: publish it first", {"iid": iid[:64]}
+            )
+        if node != self._node_iid:
+            raise AuthenticationError("Request was signed for another node", {"node": node[:64]})
+        try:
+            timestamp = int(headers[HEADER_TIMESTAMP])
+        except ValueError:
+            raise AuthenticationError("Invalid request timestamp") from None
+        now = int(time.time() * 1000)
+        if abs(now - timestamp) > self._window_ms:
+            raise AuthenticationError(
+                "Request timestamp is outside the allowed window (check the clock)",
+                {"skew_ms": now - timestamp, "window_ms": self._window_ms},
+            )
+        if len(nonce) > MAX_NONCE_LENGTH:
+            raise AuthenticationError("Invalid request nonce")
+        body_sha256 = headers[HEADER_BODY_SHA256]
+        message = request_string(method, path_and_query, headers[HEADER_TIMESTAMP], nonce, node, body_sha256)
+        if not await asyncio.to_thread(identity.verify_signature, message, headers[HEADER_SIGNATURE]):
+            raise AuthenticationError("Invalid request signature", {"iid": iid})
+        self._remember(iid, nonce, timestamp, int(time.time() * 1000))
+        return identity, body_sha256
+
+
+def path_and_query(request: Request) -> str:
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return (raw_path + (b"?" + query if query else b"")).decode("latin-1")
+
+
+def body_mismatch() -> InvalidInputError:
+    return InvalidInputError("Request body does not match its signed hash (saas-body-sha256)")
+
+
+def _verifier(request: Request) -> RequestVerifier:
+    return request.app.state.verifier
+
+
+async def _signed_headers(request: Request) -> tuple[Identity, str]:
+    headers = {h: request.headers.get(h, "") for h in _HEADERS}
+    return await _verifier(request).verify(request.method, path_and_query(request), headers)
+
+
+async def signed(request: Request) -> Identity:
+    identity, claimed = await _signed_headers(request)
+    body = await request.body()
+    actual = await asyncio.to_thread(hashlib.sha256, body) if len(body) > 65536 else hashlib.sha256(body)
+    if actual.hexdigest() != claimed:
+        raise body_mismatch()
+    return identity
+
+
+async def signed_stream(request: Request) -> Identity:
+    return (await _signed_headers(request))[0]
+
+
+async def optionally_signed(request: Request) -> Identity | None:
+    if not request.headers.get(HEADER_SIGNATURE) and not request.headers.get(HEADER_IID):
+        return None
+    return await signed(request)
+
+
+SignedIdentity = Annotated[Identity, Depends(signed)]
+StreamIdentity = Annotated[Identity, Depends(signed_stream)]
+OptionalIdentity = Annotated[Identity | None, Depends(optionally_signed)]

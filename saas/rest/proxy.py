@@ -1,0 +1,141 @@
+"""The signed HTTP client every proxy builds on (sync, httpx).
+
+A proxy talks to one node. Requests that act as an identity are signed with `sign_request` for that node (its
+identity ID is fetched once from `GET /db/node`). Error envelopes come back as the exception classes of
+`saas.core.errors`: a 404 is a `RemoteError` that is also a `NotFoundError`, and so on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from saas.core import errors
+from saas.core.helpers import parse_address
+from saas.core.signing import EMPTY_BODY_SHA256, Signer, sha256_hex, sign_request
+
+__all__ = ["API_PREFIX", "RESTProxy", "error_from_response"]
+
+API_PREFIX = "/api/v1"
+
+_CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
+    400: errors.InvalidInputError,
+    401: errors.AuthenticationError,
+    403: errors.AuthorisationError,
+    404: errors.NotFoundError,
+    409: errors.ConflictError,
+    413: errors.TooLargeError,
+    422: errors.InvalidInputError,
+    502: errors.UnreachableError,
+}
+_REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}
+
+
+def _remote_class(category: type[errors.SaaSError] | None) -> type[errors.RemoteError]:
+    if category is None:
+        return errors.RemoteError
+    if category not in _REMOTE_CLASSES:
+        _REMOTE_CLASSES[category] = type(f"Remote{category.__name__}", (errors.RemoteError, category), {})
+    return _REMOTE_CLASSES[category]
+
+
+def error_from_response(response: httpx.Response) -> errors.RemoteError:
+    try:
+        body = response.json()
+        reason, details, error_id = str(body["reason"]), body.get("details") or {}, body.get("id")
+    except (ValueError, KeyError, TypeError):
+        reason, details, error_id = f"HTTP {response.status_code} from node", {}, None
+    cls = _remote_class(_CATEGORY_BY_STATUS.get(response.status_code))
+    return cls(reason, details, error_id, status=response.status_code)
+
+
+class RESTProxy:
+    def __init__(self, address: str | tuple[str, int], keystore: Signer | None = None, timeout: float = 60.0):
+        self.address = parse_address(address)
+        self.keystore = keystore
+        host, port = self.address
+        host = f"[{host}]" if ":" in host else host
+        self._client = httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, trust_env=False)
+        self._node_iid: str | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RESTProxy:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    @property
+    def node_iid(self) -> str:
+        """The identity ID of the node this proxy talks to (asked once)."""
+        if self._node_iid is None:
+            self._node_iid = str(self.request("GET", "/db/node").json()["identity"]["id"])
+        return self._node_iid
+
+    def _signer(self, signer: Signer | None) -> Signer:
+        signer = signer or self.keystore
+        if signer is None:
+            raise errors.ConfigError("This request must be signed: give the proxy a keystore")
+        return signer
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json_body: Any = None,
+        content: bytes | Iterable[bytes] | None = None,
+        body_sha256: str | None = None,
+        signer: Signer | None = None,
+        signed: bool = False,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Send a request (signed when `signed` or `signer` is given); raises the mapped error for 4xx/5xx."""
+        headers = dict(headers or {})
+        if json_body is not None:
+            content = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+            headers["content-type"] = "application/json"
+        request = self._client.build_request(method, API_PREFIX + path, params=params, content=content, headers=headers)
+        if signed or signer is not None:
+            if body_sha256 is None:
+                body_sha256 = sha256_hex(content) if isinstance(content, bytes) else EMPTY_BODY_SHA256
+            node_iid = self.node_iid
+            request.headers.update(
+                sign_request(self._signer(signer), method, request.url.raw_path.decode("ascii"), node_iid, body_sha256)
+            )
+        try:
+            response = self._client.send(request, stream=stream)
+        except httpx.TimeoutException as e:
+            raise errors.UnreachableError(
+                f"Node at {self.address[0]}:{self.address[1]} did not answer in time",
+                {"address": f"{self.address[0]}:{self.address[1]}"},
+            ) from e
+        except httpx.TransportError as e:
+            raise errors.UnreachableError(
+                f"Could not reach node at {self.address[0]}:{self.address[1]}: {type(e).__name__}",
+                {"address": f"{self.address[0]}:{self.address[1]}"},
+            ) from e
+        if response.status_code >= 400:
+            if stream:
+                response.read()
+                response.close()
+            raise error_from_response(response)
+        return response
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+
+def iter_file(path: Any, prefix: bytes = b"", chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+    """A request body: `prefix`, then the file in chunks."""
+    if prefix:
+        yield prefix
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            yield chunk

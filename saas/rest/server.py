@@ -1,0 +1,80 @@
+"""The node's HTTP server: uvicorn on a socket we bind ourselves (so a busy port is a clear error, not an exit),
+without uvicorn's own signal handling (only the outermost runner handles signals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from saas.core.errors import ConfigError
+
+__all__ = ["RESTServer"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class RESTServer:
+    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning"):
+        self._app = app
+        self._host = host
+        self._port = port
+        self._log_level = log_level.lower()
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+
+    async def start(self) -> None:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError as e:
+            sock.close()
+            raise ConfigError(
+                f"Cannot listen on {self._host}:{self._port}: {e.strerror}", {"address": f"{self._host}:{self._port}"}
+            ) from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._socket = sock
+        config = uvicorn.Config(
+            self._app,
+            log_level=self._log_level,
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            http="httptools",
+            loop="none",
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="rest-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise ConfigError(f"The REST server on {self._host}:{self._port} did not start")
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+        except TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._server = self._task = None
