@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import identity
+from saas_cli.commands import identity, service
 from saas_cli.context import Context, env_default
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(handler=None, _parser=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     identity.register(commands)
+    service.register(commands)
     return parser
 
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ctx = Context.from_args(args)
     try:
         args.handler(ctx, args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a prompt
         ctx.out.error("Interrupted")
         sys.exit(130)
     except Exception as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,17 +47,22 @@ def derive_identity_id(s_public_der: bytes) -> str:
 
 def is_identity_id(value: str) -> bool:
     """True if `value` has the shape of an identity ID (safe to use in a file name)."""
-    return bool(_ID_PATTERN.match(value))
+    return bool(_ID_PATTERN.fullmatch(value))
+
+
+def _has_control_character(text: str) -> bool:
+    """True if `text` holds a control character (C0, DEL or C1: terminal escapes, NUL, newlines)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def validate_profile(name: str, email: str) -> tuple[str, str]:
     """Checks a name and email; returns them stripped. Raises `InvalidInputError`."""
     name, email = name.strip(), email.strip()
-    if not name or len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if not name or len(name) > MAX_NAME_LENGTH or _has_control_character(name):
         raise InvalidInputError(
             f"Invalid name: 1 to {MAX_NAME_LENGTH} printable characters expected", {"field": "name"}
         )
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL_PATTERN.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL_PATTERN.match(email) or _has_control_character(email):
         raise InvalidInputError("Invalid email address", {"field": "email"})
     return name, email
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -96,7 +96,7 @@ class ECPublicKey:
     def from_b64(cls, text: str) -> ECPublicKey:
         try:
             key = serialization.load_der_public_key(b64d(text))
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise CryptoError("Invalid EC public key") from e
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise CryptoError("Not an EC public key")
@@ -137,7 +137,7 @@ class ECKeyPair(ECPublicKey):
     def from_private_b64(cls, text: str) -> ECKeyPair:
         try:
             key = serialization.load_der_private_key(b64d(text), password=None)
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise CryptoError("Invalid EC private key") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CryptoError("Not an EC private key")
@@ -169,7 +169,7 @@ class RSAPublicKey:
     def from_b64(cls, text: str) -> RSAPublicKey:
         try:
             key = serialization.load_der_public_key(b64d(text))
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise CryptoError("Invalid RSA public key") from e
         if not isinstance(key, rsa.RSAPublicKey):
             raise CryptoError("Not an RSA public key")
@@ -210,7 +210,7 @@ class RSAKeyPair(RSAPublicKey):
         # consistency check (~0.2 s for 4096 bits) adds nothing.
         try:
             key = serialization.load_der_private_key(b64d(text), password=None, unsafe_skip_rsa_key_validation=True)
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise CryptoError("Invalid RSA private key") from e
         if not isinstance(key, rsa.RSAPrivateKey):
             raise CryptoError("Not an RSA private key")

@@ -172,15 +172,15 @@ class AssetStore(Generic[T]):
         self._keystore._mutate(change)
 
     def remove(self, name: str) -> bool:
-        """Remove an asset; False if there was none by that name."""
-        if name not in self._items():
-            return False
+        """Remove an asset; False if there was none by that name (decided on the file, not on a stale view)."""
+        removed = False
 
         def change(secrets: dict[str, Any], identity: Identity) -> None:
-            secrets["assets"][self._kind].pop(name, None)
+            nonlocal removed
+            removed = secrets["assets"][self._kind].pop(name, None) is not None
 
         self._keystore._mutate(change)
-        return True
+        return removed
 
 
 def _model_codec(model: type[M]) -> tuple[Callable[[Any], M], Callable[[M], Any]]:

@@ -1,0 +1,172 @@
+"""`saas-cli service`: configure and run a node in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from saas.core.errors import InvalidInputError
+from saas_cli.context import Context
+
+__all__ = ["parse_size", "register"]
+
+NODE_TYPES = [
+    ("Full node (i.e., DOR + RTI services)", "full"),
+    ("Storage node (i.e., DOR service only)", "storage"),
+    ("Execution node (i.e., RTI service only)", "execution"),
+]
+DEFAULT_DATASTORE = "~/.datastore"
+DEFAULT_REST = "127.0.0.1:5001"
+DEFAULT_P2P = "127.0.0.1:4001"
+
+
+def parse_size(text: str) -> int:
+    """`1048576`, `512K`, `100M`, `2G` (powers of 1024) as bytes."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid size '{text}' (e.g. 500M, 2G)")
+    return int(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " ")
+
+
+def _address(text: str) -> bool | str:
+    from saas.core.helpers import parse_address
+
+    try:
+        parse_address(text)
+    except InvalidInputError as e:
+        return e.reason
+    return True
+
+
+def _yes_no(value: bool) -> str:
+    return "Yes" if value else "No"
+
+
+def run(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.core.helpers import parse_address
+
+    ask = ctx.prompt.interactive and not args.use_defaults
+
+    def value(given: str | None, message: str, default: str, flag: str, check: object = None) -> str:
+        if given is not None:
+            return given
+        if not ask:
+            return default
+        return ctx.prompt.text(message, name=flag.lstrip("-"), flag=flag, default=default, validate=check)  # type: ignore[arg-type]
+
+    def choice(given: bool | None, message: str, default: bool, flag: str) -> bool:
+        if given is not None:
+            return given
+        if not ask:
+            return default
+        return ctx.prompt.confirm(message, name=flag.lstrip("-"), flag=flag, default=default)
+
+    datastore = value(args.datastore, "Enter path to datastore:", DEFAULT_DATASTORE, "--datastore")
+    rest = value(args.rest_address, "Enter address for REST service:", DEFAULT_REST, "--rest-address", _address)
+    p2p = value(args.p2p_address, "Enter address for P2P service:", DEFAULT_P2P, "--p2p-address", _address)
+    boot = value(args.boot_node, "Enter address for boot node:", p2p, "--boot-node")
+    if args.type is not None:
+        node_type = args.type
+    elif ask:
+        node_type = ctx.prompt.select("Select the type of service:", NODE_TYPES, name="type", flag="--type")
+    else:
+        node_type = "full"
+    retain = choice(args.retain_job_history, "Retain RTI job history?", False, "--retain-job-history")
+    bind_all = choice(args.bind_all_address, "Bind service to all network addresses?", False, "--bind-all-address")
+    strict = choice(
+        None if args.disable_strict_deployment is None else not args.disable_strict_deployment,
+        "Strict processor deployment?",
+        True,
+        "--disable-strict-deployment",
+    )
+    keystore_path, _ = ctx.select_keystore()
+    password = ctx.ask_password()
+
+    from saas.config import NodeConfig
+
+    config = NodeConfig(
+        datastore=Path(datastore).expanduser(),
+        keystore=keystore_path,
+        password=password,
+        rest_address=parse_address(rest),
+        p2p_address=parse_address(p2p),
+        boot_node=boot or None,
+        node_type=node_type,
+        retain_job_history=retain,
+        strict_deployment=strict,
+        bind_all=bind_all,
+        max_object_size=args.max_object_size,
+        log_level=ctx_log_level(args),
+    )
+    _serve(ctx, config)
+
+
+def ctx_log_level(args: argparse.Namespace) -> str:
+    return "INFO" if args.log_level == "WARNING" else args.log_level
+
+
+def _serve(ctx: Context, config: object) -> None:
+    import asyncio
+
+    from saas.config import NodeConfig
+    from saas.node import Node, run_node
+
+    assert isinstance(config, NodeConfig)
+    node = Node.from_config(config)
+
+    def started(_: object) -> None:
+        rest = "{}:{}".format(*config.rest_address)
+        p2p = "{}:{}".format(*config.p2p_address)
+        ctx.out.result(
+            {
+                "type": config.node_type,
+                "rest_address": rest,
+                "p2p_address": p2p,
+                "iid": node.iid,
+                "datastore": str(config.datastore),
+                "retain_job_history": config.retain_job_history,
+            },
+            f"Created '{config.node_type}' node instance at {rest}/{p2p} "
+            f"(keep RTI job history: {_yes_no(config.retain_job_history)})\nPress Ctrl+C to stop.",
+        )
+
+    asyncio.run(run_node(node, started))
+    ctx.out.line("Node stopped.")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "service",
+        help="run a node (DOR and/or RTI) in the foreground",
+        description="Run a node until interrupted (SIGINT/SIGTERM stop it gracefully).",
+    )
+    p.add_argument("--datastore", help=f"datastore folder (default {DEFAULT_DATASTORE})")
+    p.add_argument("--rest-address", help=f"host:port of the REST service (default {DEFAULT_REST})")
+    p.add_argument("--p2p-address", help=f"host:port of the P2P service (default {DEFAULT_P2P})")
+    p.add_argument("--boot-node", help="host:port (or multiaddr) of a node of the network (default: this node)")
+    p.add_argument("--type", choices=["full", "storage", "execution"], help="node type (default full)")
+    p.add_argument(
+        "--retain-job-history",
+        action="store_const",
+        const=True,
+        default=None,
+        help="keep job information after jobs finish",
+    )
+    p.add_argument(
+        "--disable-strict-deployment",
+        action="store_const",
+        const=True,
+        default=None,
+        help="let any known identity deploy processors (default: only the node owner)",
+    )
+    p.add_argument(
+        "--bind-all-address",
+        action="store_const",
+        const=True,
+        default=None,
+        help="listen on all network addresses (0.0.0.0)",
+    )
+    p.add_argument("--max-object-size", type=parse_size, help="largest data object accepted, e.g. 10G")
+    p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
+    p.set_defaults(handler=run)
