@@ -1,0 +1,110 @@
+"""Fixtures shared by every test folder: session keystores and real nodes on free 127.0.0.1 ports.
+
+A node started with `node_factory` runs in-process on its own asyncio loop in a background thread, with its real
+REST server (uvicorn), SQLite and datastore, so the sync proxies talk to it over real HTTP. Keystores are created
+once per session (RSA-4096 generation is slow) and must not be modified by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saas.config import NodeConfig
+from saas.core.keystore import Keystore
+from saas.node import Node
+
+PASSWORD = "test password"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningNode:
+    """A node on its own event loop thread. `address` is `(host, port)` of its REST service."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="node-loop", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.node.config.rest_address
+
+    @property
+    def url(self) -> str:
+        return "http://{}:{}".format(*self.address)
+
+    @property
+    def keystore(self) -> Keystore:
+        return self.node.keystore
+
+    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        """Run a coroutine on the node's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self.call(self.node.start())
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.call(self.node.stop())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def keystores(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Keystore]:
+    """`keystores(name)`: a session-wide keystore per name (created on first use); do not modify them."""
+    directory = tmp_path_factory.mktemp("keystores")
+    made: dict[str, Keystore] = {}
+
+    def get(name: str) -> Keystore:
+        if name not in made:
+            made[name] = Keystore.create(directory, name, f"{name}@example.org", PASSWORD)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path, keystores: Callable[[str], Keystore]) -> Iterator[Callable[..., RunningNode]]:
+    """`node_factory(name="node", **config)`: start a node (config fields override the defaults)."""
+    started: list[RunningNode] = []
+
+    def make(name: str = "node", **overrides: Any) -> RunningNode:
+        keystore = keystores(name)
+        settings: dict[str, Any] = {
+            "datastore": tmp_path / f"datastore-{name}",
+            "keystore": keystore.path,
+            "password": PASSWORD,
+            "rest_address": ("127.0.0.1", free_port()),
+            "p2p_address": ("127.0.0.1", free_port()),
+            "log_level": "WARNING",
+        }
+        settings.update(overrides)
+        running = RunningNode(Node(NodeConfig(**settings), keystore))
+        started.append(running)
+        running.start()
+        return running
+
+    yield make
+    for running in reversed(started):
+        running.stop()
+
+
+@pytest.fixture
+def node(node_factory: Callable[..., RunningNode]) -> RunningNode:
+    """A running full node."""
+    return node_factory()
