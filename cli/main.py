@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import identity, service
+from saas_cli.commands import dor, identity, service
 from saas_cli.context import Context, env_default
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     identity.register(commands)
     service.register(commands)
+    dor.register(commands)
     return parser
 
 
@@ -94,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ctx = Context.from_args(args)
     try:
         args.handler(ctx, args)
+    except BrokenPipeError:  # stdout closed early (e.g. `| head`): not an error worth a traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a prompt
         ctx.out.error("Interrupted")
         sys.exit(130)

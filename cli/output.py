@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Output", "format_table"]
+__all__ = ["Output", "Progress", "format_table"]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -48,3 +48,27 @@ class Output:
         print(f"Error: {reason}", file=sys.stderr, flush=True)
         if self.as_json and envelope is not None:
             print(json.dumps({"error": envelope}, indent=2, default=str), flush=True)
+
+
+class Progress:
+    """A one-line progress bar on stderr for transfers over a few MB (only on a terminal, never under --json)."""
+
+    MIN_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.MIN_BYTES:
+            return
+        percent = int(done * 100 / total) if total else 100
+        if percent == self._last:
+            return
+        self._last = percent
+        bar = "#" * (percent // 4) + "." * (25 - percent // 4)
+        sys.stderr.write(f"\r{self.label} [{bar}] {percent:3d}% {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()

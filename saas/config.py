@@ -35,6 +35,11 @@ class NodeConfig(BaseModel):
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
 
+    @field_validator("datastore", "keystore")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
     @field_validator("rest_address", "p2p_address", mode="before")
     @classmethod
     def _address(cls, value: object) -> tuple[str, int]:

@@ -113,7 +113,7 @@ def fetch_gpp(
 
     _check_source(source)
     relative = _check_proc_path(proc_path)
-    work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir))
+    work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir)).resolve()
     try:
         env = {
             "GIT_TERMINAL_PROMPT": "0",
@@ -167,7 +167,7 @@ def fetch_gpp(
                 f"(available: {', '.join(descriptor.configurations)})"
             )
         return GitProcessorPointer(
-            repository=source,
+            source=source,
             commit_id=full_commit,
             proc_path=str(relative),
             proc_config=proc_config,

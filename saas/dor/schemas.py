@@ -82,7 +82,7 @@ class ProcessorDescriptor(BaseModel):
 class GitProcessorPointer(BaseModel):
     """Where an adapter lives: repository, pinned commit, folder, configuration, and its descriptor."""
 
-    repository: str
+    source: str  # the repository (URL or path), as given
     commit_id: str
     proc_path: str
     proc_config: str

@@ -347,7 +347,7 @@ class DORService:
             processor = recipe["processor"]
             proc_key = hashlib.sha256(canonical_json(processor)).hexdigest()
             proc_nodes[proc_key] = {
-                "repository": processor["repository"],
+                "source": processor["source"],
                 "commit_id": processor["commit_id"],
                 "proc_path": processor["proc_path"],
                 "proc_config": processor["proc_config"],

@@ -1,0 +1,510 @@
+"""`saas-cli dor`: add, find, download, tag, share and remove data objects on a node's DOR.
+
+Group flag `--address` (before the sub-command) picks the node; every value that is asked for has a flag.
+Encrypted content is encrypted here before upload; its key goes into the keystore (and an envelope of it for the
+owner onto the DOR), and `download` decrypts with the keystore's key or the caller's envelope."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saas.core.errors import InvalidInputError, NotFoundError
+from saas_cli.context import Context
+from saas_cli.output import Progress
+
+if TYPE_CHECKING:
+    from saas.core.identity import Identity
+    from saas.core.keystore import Keystore
+    from saas.dor.proxy import DORProxy
+    from saas.dor.schemas import DataObject
+
+__all__ = ["register"]
+
+ARCHIVE_FORMAT = "archive(tar.gz)"
+
+
+def _proxy(ctx: Context, args: argparse.Namespace, keystore: Keystore | None = None) -> DORProxy:
+    from saas.dor.proxy import DORProxy
+
+    return DORProxy(ctx.node_address(args.address), keystore=keystore)
+
+
+def _address_text(ctx: Context, args: argparse.Namespace) -> str:
+    host, port = ctx.node_address(args.address)
+    return f"{host}:{port}"
+
+
+def _meta_document(obj: DataObject) -> dict[str, Any]:
+    return obj.model_dump(mode="json")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _label(obj: DataObject) -> str:
+    tags = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in obj.tags.items()]
+    return f"{obj.obj_id} [{obj.data_type}/{obj.data_format}] {tags}"
+
+
+def ensure_published(ctx: Context, args: argparse.Namespace, keystore: Keystore) -> None:
+    """Publish the identity if the node does not know it (asks first when interactive)."""
+    from saas.nodedb.proxy import NodeDBProxy
+
+    address = _address_text(ctx, args)
+    with NodeDBProxy(ctx.node_address(args.address)) as nodedb:
+        known = nodedb.get_identity(keystore.iid)
+        if known is not None and known.nonce >= keystore.identity.nonce:
+            return
+        if ctx.prompt.interactive and not getattr(args, "publish_identity", False):
+            state = "is not known to" if known is None else "has an older record on"
+            if not ctx.prompt.confirm(
+                f"Identity {keystore.iid} {state} the node at {address}. Publish identity?",
+                name="publish",
+                flag="--publish-identity",
+                default=True,
+            ):
+                raise InvalidInputError(f"Identity {keystore.iid} must be published to the node at {address} first")
+        nodedb.update_identity(keystore.identity)
+    ctx.out.line(f"Identity {keystore.iid} published to node at {address}.")
+
+
+def _own_objects(proxy: DORProxy, keystore: Keystore) -> list[DataObject]:
+    return proxy.search(owner_iid=keystore.iid, limit=1000)
+
+
+def _pick_objects(
+    ctx: Context, given: list[str], proxy: DORProxy, keystore: Keystore, message: str, flag: str
+) -> list[str]:
+    if given:
+        return given
+    objects = _own_objects(proxy, keystore)
+    if not objects:
+        raise NotFoundError("You own no data objects on this node")
+    return ctx.prompt.checkbox(message, [(_label(o), o.obj_id) for o in objects], name="data objects", flag=flag)
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def search(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore() if args.own or ctx.keystore_id or ctx.password else None
+    tags = {}
+    for item in args.tag or []:
+        key, sep, value = item.partition("=")
+        tags[key] = _parse_value(value) if sep else None
+    with _proxy(ctx, args, keystore) as proxy:
+        found = proxy.search(
+            patterns=args.patterns or None,
+            owner_iid=keystore.iid if args.own and keystore else None,
+            data_type=args.data_type,
+            data_format=args.data_format,
+            tags=tags or None,
+            limit=args.limit,
+        )
+    ctx.out.result([_meta_document(o) for o in found])
+    if ctx.out.as_json:
+        return
+    ctx.out.line(f"Found {len(found)} data objects at {_address_text(ctx, args)}:")
+    if found:
+        ctx.out.table(
+            ["OBJECT ID", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"],
+            [
+                [
+                    o.obj_id,
+                    o.data_type,
+                    o.data_format,
+                    o.owner_iid[:16] + "…",
+                    "restricted" if o.access_restricted else "open",
+                    ", ".join(f"{k}={v}" for k, v in o.tags.items()),
+                ]
+                for o in found
+            ],
+        )
+
+
+def _archive(ctx: Context, files: list[Path]) -> Path:
+    fd_dir = Path(tempfile.mkdtemp(prefix="saas-add-", dir=ctx.temp_directory()))
+    archive = fd_dir / "content.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=path.name)
+    return archive
+
+
+def add(ctx: Context, args: argparse.Namespace) -> None:
+    import os
+
+    files = [Path(f).expanduser() for f in args.files]
+    if not files:
+        raise InvalidInputError("Give one or more files to add")
+    for path in files:
+        if not path.is_file():
+            raise InvalidInputError(f"'{path}' is not a file")
+    keystore = ctx.load_keystore()
+    data_type = args.data_type or ctx.prompt.text(
+        "Enter data type:",
+        name="data type",
+        flag="--data-type",
+        validate=lambda v: bool(v.strip()) or "Enter a data type",
+    )
+    if len(files) > 1:
+        data_format = args.data_format or ARCHIVE_FORMAT
+    else:
+        data_format = args.data_format or ctx.prompt.text(
+            "Enter data format:",
+            name="data format",
+            flag="--data-format",
+            default=files[0].suffix.lstrip("."),
+            validate=lambda v: bool(v.strip()) or "Enter a data format",
+        )
+    ensure_published(ctx, args, keystore)
+    with _proxy(ctx, args, keystore) as proxy:
+        creators: list[Identity] = [keystore.identity]
+        if not args.assume_creator and ctx.prompt.interactive:
+            from saas.nodedb.proxy import NodeDBProxy
+
+            with NodeDBProxy(proxy.address) as nodedb:
+                known = [i for i in nodedb.get_identities().values() if i.id != keystore.iid]
+            if known:
+                choices = [(keystore.identity.label(), keystore.identity)] + [(i.label(), i) for i in known]
+                creators = (
+                    ctx.prompt.checkbox(
+                        "Select all identities that are co-creators of this data object:",
+                        choices,
+                        name="creators",
+                        flag="--assume-creator",
+                    )
+                    or creators
+                )
+        content = files[0] if len(files) == 1 else _archive(ctx, files)
+        key = os.urandom(32) if args.encrypt_content else None
+        try:
+            obj = proxy.add_data_object(
+                content,
+                keystore.identity,
+                args.restrict_access,
+                args.encrypt_content,
+                data_type,
+                data_format,
+                creators=creators,
+                content_key=key,
+                progress=Progress("Uploading", not ctx.out.as_json),
+            )
+        finally:
+            if content != files[0]:
+                content.unlink(missing_ok=True)
+                content.parent.rmdir()
+    if key is not None:
+        keystore.content_keys.update(obj.obj_id, key.hex())
+        ctx.out.line(f"Content key for object {obj.obj_id} added to keystore.")
+    ctx.out.result(_meta_document(obj), "Data object added: " + json.dumps(_meta_document(obj), indent=4))
+
+
+def _analyse(ctx: Context, url: str, commit_id: str | None) -> tuple[Path, str]:
+    """Clone the repository locally to offer commits, folders and configurations."""
+    import git
+
+    work = Path(tempfile.mkdtemp(prefix="saas-gpp-", dir=ctx.temp_directory()))
+    ctx.out.line(f"Cloning repository '{url}' to '{work}'...")
+    try:
+        repo = git.Repo.clone_from(url, work / "repo", env={"GIT_TERMINAL_PROMPT": "0"})
+    except git.GitCommandError as e:
+        raise InvalidInputError(f"Could not clone '{url}': {(e.stderr or '').strip()[-200:]}") from None
+    commit = repo.commit(commit_id or "HEAD").hexsha
+    repo.git.checkout("--quiet", commit)
+    return work, commit
+
+
+def add_gpp(ctx: Context, args: argparse.Namespace) -> None:
+    import shutil
+
+    keystore = ctx.load_keystore()
+    p = ctx.prompt
+    url = args.url or p.text(
+        "Enter the URL (or path) of the repository:",
+        name="url",
+        flag="--url",
+        validate=lambda v: bool(v.strip()) or "Enter a URL",
+    )
+    commit_id, proc_path, config = args.commit_id, args.path, args.config
+    work = None
+    try:
+        if (
+            None in (commit_id, proc_path, config)
+            and p.interactive
+            and p.confirm(
+                f"Analyse repository at {url} to help with missing arguments?", name="analyse", flag=None, default=True
+            )
+        ):
+            work, head = _analyse(ctx, url, commit_id)
+            commit_id = commit_id or p.text("Enter commit id:", name="commit id", flag="--commit-id", default=head)
+            if proc_path is None:
+                folders = sorted(
+                    str(d.parent.relative_to(work / "repo"))
+                    for d in (work / "repo").rglob("descriptor.json")
+                    if ".git" not in d.parts
+                )
+                if not folders:
+                    raise InvalidInputError(f"No descriptor.json found in '{url}' at {commit_id}")
+                proc_path = p.select(
+                    "Select the processor path:", [(f, f) for f in folders], name="path", flag="--path"
+                )
+            if config is None:
+                descriptor = json.loads((work / "repo" / proc_path / "descriptor.json").read_text())
+                configs = [str(c) for c in descriptor.get("configurations", [])]
+                config = p.select(
+                    "Select the configuration profile:", [(c, c) for c in configs], name="config", flag="--config"
+                )
+        commit_id = commit_id or p.text("Enter commit id:", name="commit id", flag="--commit-id")
+        proc_path = proc_path or p.text("Enter path to the processor folder:", name="path", flag="--path")
+        config = config or p.text("Enter the configuration profile:", name="config", flag="--config")
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    credentials = keystore.github_credentials.get(url.rstrip("/"))
+    ensure_published(ctx, args, keystore)
+    with _proxy(ctx, args, keystore) as proxy:
+        obj = proxy.add_gpp_data_object(
+            url, commit_id, proc_path, config, keystore.identity, github_credentials=credentials
+        )
+    ctx.out.result(_meta_document(obj), "GPP Data object added: " + json.dumps(_meta_document(obj), indent=4))
+
+
+def meta(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password or not args.obj_id else None
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "OBJ_ID")[0]  # type: ignore[arg-type]
+        obj = proxy.get_meta(obj_id)
+    if obj is None:
+        raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+    ctx.out.result(_meta_document(obj), json.dumps(_meta_document(obj), indent=4))
+
+
+def download(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    destination = Path(args.destination).expanduser()
+    destination.mkdir(parents=True, exist_ok=True)
+    results = []
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
+        for obj_id in obj_ids:
+            obj = proxy.get_meta(obj_id)
+            if obj is None:
+                raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+            key = None
+            if getattr(obj, "content_encrypted", False):
+                key_hex = keystore.content_keys.get(obj_id)
+                key = bytes.fromhex(key_hex) if key_hex else keystore.unwrap_key(proxy.get_envelope(obj_id, keystore))
+            suffix = "tar.gz" if obj.data_format == ARCHIVE_FORMAT else obj.data_format
+            target = destination / f"{obj_id}.{suffix}"
+            proxy.get_content(
+                obj_id,
+                keystore,
+                target,
+                content_key=key,
+                progress=Progress(f"Downloading {obj_id[:12]}", not ctx.out.as_json),
+            )
+            results.append({"obj_id": obj_id, "path": str(target)})
+            ctx.out.line(f"Data object {obj_id} downloaded to '{target}'.")
+    ctx.out.result(results)
+
+
+def remove(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    removed = []
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects to remove:", "OBJ_IDS")
+        for obj_id in obj_ids:
+            proxy.delete_data_object(obj_id, keystore)
+            keystore.content_keys.remove(obj_id)
+            removed.append(obj_id)
+            ctx.out.line(f"Data object {obj_id} removed.")
+    ctx.out.result({"removed": removed})
+
+
+def tag(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.dor.schemas import DataObject
+
+    keystore = ctx.load_keystore()
+    tags = []
+    for item in args.tags:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidInputError(f"Invalid tag '{item}': use key=value")
+        tags.append(DataObject.Tag(key=key, value=_parse_value(value) if sep else None))
+    if not tags:
+        raise InvalidInputError("Give one or more tags as key=value")
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        obj = proxy.update_tags(obj_id, keystore, tags)
+    ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
+
+
+def untag(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    if not args.keys:
+        raise InvalidInputError("Give one or more tag keys to remove")
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        obj = proxy.remove_tags(obj_id, keystore, args.keys)
+    ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
+
+
+def access_show(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.nodedb.proxy import NodeDBProxy
+
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        obj = proxy.get_meta(obj_id)
+        if obj is None:
+            raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+        with NodeDBProxy(proxy.address) as nodedb:
+            identities = nodedb.get_identities()
+    rows = [
+        {
+            "iid": i,
+            "name": identities[i].name if i in identities else None,
+            "email": identities[i].email if i in identities else None,
+            "owner": i == obj.owner_iid,
+        }
+        for i in obj.access
+    ]
+    ctx.out.result({"obj_id": obj_id, "access_restricted": obj.access_restricted, "access": rows})
+    if not ctx.out.as_json:
+        ctx.out.line(f"Access to {obj_id} ({'restricted' if obj.access_restricted else 'open to everyone'}):")
+        ctx.out.table(
+            ["IDENTITY ID", "NAME", "EMAIL", "OWNER"],
+            [[r["iid"], r["name"], r["email"], "yes" if r["owner"] else ""] for r in rows],
+        )
+
+
+def access_grant(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.nodedb.proxy import NodeDBProxy
+
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as proxy, NodeDBProxy(proxy.address) as nodedb:
+        obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects:", "OBJ_IDS")
+        if args.iid:
+            grantee = nodedb.get_identity(args.iid)
+            if grantee is None:
+                raise NotFoundError(f"Identity {args.iid} is not known to the node at {_address_text(ctx, args)}")
+        else:
+            others = [i for i in nodedb.get_identities().values() if i.id != keystore.iid]
+            if not others:
+                raise NotFoundError("The node knows no other identities")
+            grantee = ctx.prompt.select(
+                "Select the identity who should be granted access:",
+                [(i.label(), i) for i in others],
+                name="identity",
+                flag="--iid",
+            )
+        for obj_id in obj_ids:
+            proxy.grant_access(obj_id, keystore, grantee)
+            ctx.out.line(f"Granting access to data object {obj_id} for identity {grantee.id}...Done")
+    ctx.out.result({"granted": obj_ids, "iid": grantee.id})
+
+
+def access_revoke(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as proxy:
+        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        iids = list(args.iids)
+        if not iids:
+            obj = proxy.get_meta(obj_id)
+            if obj is None:
+                raise NotFoundError(f"Data object {obj_id} not found")
+            others = [i for i in obj.access if i != obj.owner_iid]
+            if not others:
+                raise NotFoundError(f"No one but the owner has access to {obj_id}")
+            iids = ctx.prompt.checkbox(
+                "Select the identities whose access should be revoked:",
+                [(i, i) for i in others],
+                name="identities",
+                flag="IIDS (positional)",
+            )
+        for iid in iids:
+            proxy.revoke_access(obj_id, keystore, iid)
+            ctx.out.line(f"Revoking access to data object {obj_id} for identity {iid}...Done")
+    ctx.out.result({"obj_id": obj_id, "revoked": iids})
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("dor", help="data objects on a node's Data Object Repository")
+    group.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    group.set_defaults(handler=None, _parser=group)
+    sub = group.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("search", help="find data objects")
+    p.add_argument("patterns", nargs="*", help="substrings of type, format or tags (any matches)")
+    p.add_argument("--own", action="store_true", help="only objects you own")
+    p.add_argument("--data-type", help="exact data type")
+    p.add_argument("--data-format", help="exact data format")
+    p.add_argument("--tag", action="append", help="key or key=value (repeatable)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many results")
+    p.set_defaults(handler=search)
+
+    p = sub.add_parser("add", help="add a data object (several files are archived as tar.gz)")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--restrict-access", action="store_true", help="only the owner and grantees may use it")
+    p.add_argument("--encrypt-content", action="store_true", help="encrypt before upload (key kept in the keystore)")
+    p.add_argument("--assume-creator", action="store_true", help="you are the only creator (do not ask)")
+    p.add_argument("--publish-identity", action="store_true", help="publish your identity if the node lacks it")
+    p.add_argument("--data-type", help="data type, e.g. JSONObject")
+    p.add_argument("--data-format", help=f"data format, e.g. json (several files: {ARCHIVE_FORMAT})")
+    p.set_defaults(handler=add)
+
+    p = sub.add_parser("add-gpp", help="add a Git-Processor-Pointer (an adapter in a git repository)")
+    p.add_argument("--url", help="repository URL or path")
+    p.add_argument("--commit-id", help="commit to pin")
+    p.add_argument("--path", help="folder of the adapter (with descriptor.json)")
+    p.add_argument("--config", help="configuration profile")
+    p.add_argument("--publish-identity", action="store_true", help="publish your identity if the node lacks it")
+    p.set_defaults(handler=add_gpp)
+
+    p = sub.add_parser("meta", help="show the metadata of a data object")
+    p.add_argument("obj_id", nargs="?", metavar="OBJ_ID")
+    p.set_defaults(handler=meta)
+
+    p = sub.add_parser("download", help="download data objects (decrypting encrypted content)")
+    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
+    p.add_argument("--destination", default=".", help="folder to download into (default: current folder)")
+    p.set_defaults(handler=download)
+
+    p = sub.add_parser("remove", help="delete data objects you own")
+    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
+    p.set_defaults(handler=remove)
+
+    p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse)")
+    p.add_argument("tags", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--obj-id", help="the data object")
+    p.set_defaults(handler=tag)
+
+    p = sub.add_parser("untag", help="remove tags by key")
+    p.add_argument("keys", nargs="*", metavar="KEY")
+    p.add_argument("--obj-id", help="the data object")
+    p.set_defaults(handler=untag)
+
+    access = sub.add_parser("access", help="show, grant and revoke access")
+    access.set_defaults(handler=None, _parser=access)
+    access_sub = access.add_subparsers(title="commands", metavar="COMMAND")
+    p = access_sub.add_parser("show", help="who may use a data object")
+    p.add_argument("--obj-id", help="the data object")
+    p.set_defaults(handler=access_show)
+    p = access_sub.add_parser("grant", help="grant an identity access to data objects")
+    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
+    p.add_argument("--iid", help="the identity to grant access to")
+    p.set_defaults(handler=access_grant)
+    p = access_sub.add_parser("revoke", help="revoke identities' access to a data object")
+    p.add_argument("iids", nargs="*", metavar="IIDS")
+    p.add_argument("--obj-id", help="the data object")
+    p.set_defaults(handler=access_revoke)
