@@ -85,6 +85,50 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error.to_envelope(), status_code=500)
 
 
+class BodyLimit:
+    """Limits ordinary request bodies to `limit` bytes with a 413; streamed uploads (`unlimited` path suffixes)
+    enforce their own limit while they stream. A body within the limit is read first and replayed to the app,
+    so memory stays bounded by the limit."""
+
+    def __init__(self, app: Any, limit: int, unlimited: tuple[str, ...]):
+        self.app = app
+        self.limit = limit
+        self.unlimited = unlimited
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].endswith(self.unlimited):
+            await self.app(scope, receive, send)
+            return
+        too_large = _envelope(413, f"Request body is larger than {self.limit} bytes", {"limit": self.limit})
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await too_large(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 def create_app(node: Node) -> FastAPI:
     from saas.nodedb.api import router as nodedb_router
 
@@ -97,6 +141,7 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyLimit, limit=node.config.max_json_body, unlimited=("/dor/add-c",))
     app.include_router(nodedb_router, prefix=API_PREFIX)
     if node.dor is not None:
         from saas.dor.api import router as dor_router
