@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from saas.core.errors import InvalidInputError, KeystoreCorruptedError, KeystoreNotFoundError
 from saas_cli.output import Output
 from saas_cli.prompts import Prompter
-
-from saas.core.errors import InvalidInputError, KeystoreNotFoundError
 
 if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import Keystore
 
-__all__ = ["Context"]
+__all__ = ["DEFAULT_ADDRESS", "Context"]
+
+DEFAULT_ADDRESS = "127.0.0.1:5001"
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Context:
             for path, identity in list_keystores(self.keystore_dir):
                 if identity.id == self.keystore_id:
                     return path, identity
+            path = self.keystore_dir / f"{self.keystore_id}.json"
+            if path.exists():  # list_keystores leaves out files whose identity record does not verify
+                raise KeystoreCorruptedError(f"Keystore '{path}' is malformed or was modified", {"path": str(path)})
             raise KeystoreNotFoundError(f"No keystore '{self.keystore_id}' in '{self.keystore_dir}'")
         found = list_keystores(self.keystore_dir)
         if not found:
@@ -79,6 +83,12 @@ class Context:
 
         path, _ = self.select_keystore()
         return Keystore.load(path, self.ask_password())
+
+    def node_address(self, given: str | None) -> tuple[str, int]:
+        """The REST address of the node to talk to: the flag, else $SAAS_ADDRESS, else 127.0.0.1:5001."""
+        from saas.core.helpers import parse_address
+
+        return parse_address(given or env_default("SAAS_ADDRESS", DEFAULT_ADDRESS) or DEFAULT_ADDRESS)
 
     def temp_directory(self) -> Path:
         import tempfile

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from saas_cli.context import Context
-
 from saas.core.errors import (
     AuthenticationError,
     ConfigError,
     InvalidInputError,
     NotFoundError,
+    RemoteError,
     SaaSError,
     UnreachableError,
 )
+from saas_cli.context import Context
 
 if TYPE_CHECKING:
     from saas.core.keystore import Keystore
@@ -48,6 +48,10 @@ def _valid_url(value: str) -> bool | str:
     if parts.username or parts.password:
         return "Do not put credentials in the URL"
     return True
+
+
+def _not_blank(value: str) -> bool | str:
+    return bool(value.strip()) or "must not be empty"
 
 
 def _checked(value: str, check: Any, field: str) -> str:
@@ -142,6 +146,10 @@ def check_github_access(url: str, credentials: GithubCredentials) -> int:
         raise AuthenticationError(f"{host} rejected the credentials for {url} (HTTP {response.status_code})", details)
     if response.status_code == 404:
         raise NotFoundError(f"Repository {url} was not found, or the token may not read it", details)
+    if response.status_code >= 500:
+        raise RemoteError(
+            f"{host} failed to answer for {url} (HTTP {response.status_code})", details, status=response.status_code
+        )
     if response.status_code != 200:
         raise SaaSError(f"Unexpected answer from {host} for {url} (HTTP {response.status_code})", details)
     return response.status_code
@@ -172,6 +180,8 @@ def add_ssh(ctx: Context, args: argparse.Namespace) -> None:
         flag="--key-file",
         validate=lambda v: bool(v.strip()) or "Enter a path",
     )
+    _checked(host, _not_blank, "host")
+    _checked(login, _not_blank, "login")
     path = Path(key_file).expanduser()
     try:
         key = path.read_text()
@@ -202,6 +212,7 @@ def add_github(ctx: Context, args: argparse.Namespace) -> None:
     token = args.personal_access_token or p.password(
         "Enter personal access token:", name="personal access token", flag="--personal-access-token"
     )
+    _checked(login, _not_blank, "login")
     if not token:
         raise InvalidInputError("The personal access token must not be empty")
     replaced = keystore.github_credentials.get(url) is not None

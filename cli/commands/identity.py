@@ -130,6 +130,35 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.result({"removed": True, "id": identity.id}, f"Keystore {identity.id} removed.")
 
 
+def publish(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.core.keystore import Keystore
+    from saas.nodedb.proxy import NodeDBProxy
+
+    path, _ = ctx.select_keystore()
+    keystore = Keystore.load(path, ctx.ask_password())  # only the owner publishes (and the record is verified)
+    address = ctx.node_address(args.address)
+    with NodeDBProxy(address) as proxy:
+        published = proxy.update_identity(keystore.identity)
+    ctx.out.result(
+        {"published": True, "id": published.id, "address": f"{address[0]}:{address[1]}"},
+        f"Identity {published.id} published to node at {address[0]}:{address[1]}.",
+    )
+
+
+def discover(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.nodedb.proxy import NodeDBProxy
+
+    address = ctx.node_address(args.address)
+    with NodeDBProxy(address) as proxy:
+        identities = sorted(proxy.get_identities().values(), key=lambda i: (i.name.lower(), i.id))
+    ctx.out.result([_identity_document(i) for i in identities])
+    if ctx.out.as_json:
+        return
+    ctx.out.line(f"Found {len(identities)} identities at {address[0]}:{address[1]}:")
+    if identities:
+        ctx.out.table(["NAME", "EMAIL", "IDENTITY ID"], [[i.name, i.email, i.id] for i in identities])
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser(
         "identity",
@@ -158,5 +187,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("remove", help="delete a keystore")
     p.add_argument("--confirm", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=remove)
+
+    p = sub.add_parser("publish", help="publish an identity to a node")
+    p.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    p.set_defaults(handler=publish)
+
+    p = sub.add_parser("discover", help="list the identities a node knows")
+    p.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    p.set_defaults(handler=discover)
 
     credentials.register(sub)
