@@ -48,11 +48,30 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="saas-bench-"))
     try:
         ks = work / "create"
-        report("saas-cli identity create", measure(runs, lambda: run_cli(
-            "--keystore", str(ks), "--password", "pw", "identity", "create", "--name", "bench", "--email",
-            "bench@example.com")), "<= 1.5 s")
-        report("Keystore.create (in-process)", measure(runs, lambda: Keystore.create(
-            work / "api", "bench", "bench@example.com", "pw")), "-")
+        report(
+            "saas-cli identity create",
+            measure(
+                runs,
+                lambda: run_cli(
+                    "--keystore",
+                    str(ks),
+                    "--password",
+                    "pw",
+                    "identity",
+                    "create",
+                    "--name",
+                    "bench",
+                    "--email",
+                    "bench@example.com",
+                ),
+            ),
+            "<= 1.5 s",
+        )
+        report(
+            "Keystore.create (in-process)",
+            measure(runs, lambda: Keystore.create(work / "api", "bench", "bench@example.com", "pw")),
+            "-",
+        )
         first = next((work / "api").glob("*.json"))
         report("Keystore.load (in-process)", measure(runs, lambda: Keystore.load(first, "pw")), "-")
         report("saas-cli --help", measure(runs, lambda: run_cli("--help")), "<= 0.3 s")
@@ -62,8 +81,11 @@ def main() -> None:
             shutil.copy(path, twenty / path.name)
         while len(list(twenty.glob("*.json"))) < 20:
             Keystore.create(twenty, "bench", "bench@example.com", "pw")
-        report("saas-cli identity list (20 keystores)",
-               measure(runs, lambda: run_cli("--keystore", str(twenty), "identity", "list")), "<= 0.5 s")
+        report(
+            "saas-cli identity list (20 keystores)",
+            measure(runs, lambda: run_cli("--keystore", str(twenty), "identity", "list")),
+            "<= 0.5 s",
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -33,6 +33,10 @@ class Output:
         """Human text: stdout normally, stderr under --json."""
         print(text, file=sys.stderr if self.as_json else sys.stdout, flush=True)
 
+    def warning(self, text: str) -> None:
+        """A warning for a person: always stderr, so results on stdout stay clean."""
+        print(f"Warning: {text}", file=sys.stderr, flush=True)
+
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not self.as_json:
             print(format_table(headers, rows), flush=True)

@@ -12,8 +12,9 @@ HEAVY = ("fastapi", "uvicorn", "libp2p", "starlette", "trio")
 
 
 def _python(code: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "tests",
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT / "tests", timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -22,8 +23,10 @@ def test_every_package_is_listed_in_pyproject() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "saas").rglob("__init__.py")}
-    found |= {"saas_cli." + ".".join(p.parent.relative_to(ROOT / "cli").parts) if p.parent != ROOT / "cli"
-              else "saas_cli" for p in (ROOT / "cli").rglob("__init__.py")}
+    found |= {
+        "saas_cli." + ".".join(p.parent.relative_to(ROOT / "cli").parts) if p.parent != ROOT / "cli" else "saas_cli"
+        for p in (ROOT / "cli").rglob("__init__.py")
+    }
     assert listed == found
     assert config["package-dir"] == {"saas_cli": "cli"}
 

@@ -150,6 +150,10 @@ def check_github_access(url: str, credentials: GithubCredentials) -> int:
         raise RemoteError(
             f"{host} failed to answer for {url} (HTTP {response.status_code})", details, status=response.status_code
         )
+    if response.status_code == 200 and not response.headers.get("content-type", "").startswith(
+        "application/x-git-upload-pack-advertisement"
+    ):
+        raise SaaSError(f"{host} answered for {url} but not as a git server (redirected to a web page?)", details)
     if response.status_code != 200:
         raise SaaSError(f"Unexpected answer from {host} for {url} (HTTP {response.status_code})", details)
     return response.status_code
@@ -322,6 +326,8 @@ def test_github(ctx: Context, args: argparse.Namespace) -> None:
     credentials = keystore.github_credentials.get(url)
     if credentials is None:
         raise NotFoundError(f"No GitHub credentials for '{url}'")
+    if url.startswith("http://"):
+        ctx.out.warning(f"{url} is plain HTTP: the token travels unencrypted.")
     status = check_github_access(url, credentials)
     ctx.out.result(
         {"type": "github", "url": url, "ok": True, "status": status},

@@ -73,6 +73,9 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
     from saas.core.keystore import list_keystores
 
     found = list_keystores(ctx.keystore_dir)
+    skipped = sorted({p.name for p in ctx.keystore_dir.glob("*.json")} - {p.name for p, _ in found})
+    if skipped:
+        ctx.out.warning(f"not valid keystores (modified or corrupted?): {', '.join(skipped)}")
     ctx.out.result([{"name": i.name, "email": i.email, "id": i.id, "keystore": str(p)} for p, i in found])
     if ctx.out.as_json:
         return

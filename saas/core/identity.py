@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from saas.core.errors import CryptoError, IdentityError, InvalidInputError
 from saas.core.keys import ECPublicKey, RSAPublicKey, hybrid_encrypt
@@ -67,14 +67,26 @@ def validate_profile(name: str, email: str) -> tuple[str, str]:
     return name, email
 
 
+def _check_name(value: str) -> str:
+    if not value.strip() or len(value) > MAX_NAME_LENGTH or _has_control_character(value):
+        raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} printable characters")
+    return value
+
+
+def _check_email(value: str) -> str:
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL_PATTERN.match(value) or _has_control_character(value):
+        raise ValueError("invalid email address")
+    return value
+
+
 class Identity(BaseModel):
     """A public, self-signed identity record."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(min_length=ID_LENGTH, max_length=ID_LENGTH)
-    name: str
-    email: str
+    name: Annotated[str, AfterValidator(_check_name)]
+    email: Annotated[str, AfterValidator(_check_email)]
     s_public_key: str
     e_public_key: str
     nonce: int = Field(ge=0)

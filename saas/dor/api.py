@@ -36,6 +36,7 @@ __all__ = ["MAX_HEAD", "router"]
 
 router = APIRouter(prefix="/dor", tags=["dor"])
 MAX_HEAD = 1024 * 1024
+MAX_FILTERS = 100  # patterns / tags per search (each adds to one SQL expression, whose depth SQLite limits)
 ObjId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="data object ID")]
 IidPath = Annotated[str, Path(pattern=r"^[0-9a-z]{64}$", description="identity ID")]
 
@@ -69,12 +70,17 @@ async def _read_head(stream: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
 async def search(
     request: Request,
     reader: OptionalIdentity,
-    patterns: Annotated[list[str] | None, Query(description="substrings of type, format or tags (any)")] = None,
+    patterns: Annotated[
+        list[str] | None, Query(max_length=MAX_FILTERS, description="substrings of type, format or tags (any)")
+    ] = None,
     owner_iid: str | None = None,
     data_type: str | None = None,
     data_format: str | None = None,
     c_hashes: Annotated[list[str] | None, Query()] = None,
-    tag: Annotated[list[str] | None, Query(description="'key' (has the tag) or 'key=value' (JSON or text)")] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=MAX_FILTERS, description="'key' (has the tag) or 'key=value' (JSON or text)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[CDataObject | GPPDataObject]:
@@ -103,8 +109,9 @@ async def search(
 
 
 @router.get("/statistics", response_model=DORStatistics)
-async def statistics(request: Request) -> DORStatistics:
-    return await _dor(request).statistics()
+async def statistics(request: Request, reader: OptionalIdentity) -> DORStatistics:
+    """Counts and distinct types, formats and tag keys of the objects the caller may see."""
+    return await _dor(request).statistics(reader)
 
 
 @router.post(

@@ -110,6 +110,12 @@ class ObjectRow:
         )
 
 
+def tag_json(value: Any) -> str:
+    """The stored form of a tag value: one text per JSON value (keys sorted, so exact search does not depend on
+    key order; non-ASCII kept, so patterns match it)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def _row(record: sqlite3.Row) -> ObjectRow:
     return ObjectRow(
         obj_id=record["obj_id"],
@@ -179,7 +185,7 @@ def insert(conn: sqlite3.Connection, row: ObjectRow, envelopes: dict[str, str]) 
     conn.executemany("INSERT OR IGNORE INTO access (obj_id, iid) VALUES (?, ?)", [(row.obj_id, i) for i in row.access])
     conn.executemany(
         "INSERT OR REPLACE INTO tags (obj_id, key, value) VALUES (?, ?, ?)",
-        [(row.obj_id, k, json.dumps(v)) for k, v in row.tags.items()],
+        [(row.obj_id, k, tag_json(v)) for k, v in row.tags.items()],
     )
     conn.executemany(
         "INSERT OR REPLACE INTO envelopes (obj_id, iid, envelope) VALUES (?, ?, ?)",
@@ -223,7 +229,7 @@ def set_owner(conn: sqlite3.Connection, obj_id: str, iid: str) -> None:
 def set_tags(conn: sqlite3.Connection, obj_id: str, tags: dict[str, Any]) -> None:
     conn.executemany(
         "INSERT OR REPLACE INTO tags (obj_id, key, value) VALUES (?, ?, ?)",
-        [(obj_id, k, json.dumps(v)) for k, v in tags.items()],
+        [(obj_id, k, tag_json(v)) for k, v in tags.items()],
     )
 
 
@@ -260,14 +266,9 @@ def search(conn: sqlite3.Connection, query: SearchQuery, reader_iid: str | None)
     """Objects matching every given filter (any of the patterns), visible to `reader_iid`, newest first."""
     where: list[str] = []
     args: list[Any] = []
-    if reader_iid is None:
-        where.append("o.access_restricted = 0")
-    else:
-        where.append(
-            "(o.access_restricted = 0 OR o.owner_iid = ? OR EXISTS "
-            "(SELECT 1 FROM access a WHERE a.obj_id = o.obj_id AND a.iid = ?))"
-        )
-        args += [reader_iid, reader_iid]
+    visible, visible_args = _visible(reader_iid)
+    where.append(visible)
+    args += visible_args
     for column in ("owner_iid", "data_type", "data_format"):
         value = getattr(query, column)
         if value is not None:
@@ -292,7 +293,7 @@ def search(conn: sqlite3.Connection, query: SearchQuery, reader_iid: str | None)
             args.append(key)
         else:
             where.append("EXISTS (SELECT 1 FROM tags t WHERE t.obj_id = o.obj_id AND t.key = ? AND t.value = ?)")
-            args += [key, json.dumps(value)]
+            args += [key, tag_json(value)]
     sql = (
         f"SELECT {', '.join('o.' + c.strip() for c in _COLUMNS.split(','))} FROM objects o WHERE "
         f"{' AND '.join(where)} ORDER BY o.created DESC, o.obj_id LIMIT ? OFFSET ?"
@@ -301,15 +302,33 @@ def search(conn: sqlite3.Connection, query: SearchQuery, reader_iid: str | None)
     return _attach(conn, rows)
 
 
-def statistics(conn: sqlite3.Connection) -> dict[str, Any]:
-    def column(sql: str) -> list[str]:
-        return [r[0] for r in conn.execute(sql)]
+def _visible(reader_iid: str | None, alias: str = "o") -> tuple[str, list[Any]]:
+    """SQL condition (and its arguments) for objects `reader_iid` may see (unrestricted ones when anonymous)."""
+    if reader_iid is None:
+        return f"{alias}.access_restricted = 0", []
+    return (
+        f"({alias}.access_restricted = 0 OR {alias}.owner_iid = ? OR EXISTS "
+        f"(SELECT 1 FROM access a WHERE a.obj_id = {alias}.obj_id AND a.iid = ?))",
+        [reader_iid, reader_iid],
+    )
 
-    count, size = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
+
+def statistics(conn: sqlite3.Connection, reader_iid: str | None) -> dict[str, Any]:
+    """Counts and distinct values over the objects `reader_iid` may see."""
+    visible, args = _visible(reader_iid)
+
+    def column(sql: str) -> list[str]:
+        return [r[0] for r in conn.execute(sql, args)]
+
+    count, size = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(o.size), 0) FROM objects o WHERE {visible}", args
+    ).fetchone()
     return {
-        "data_types": column("SELECT DISTINCT data_type FROM objects ORDER BY data_type"),
-        "data_formats": column("SELECT DISTINCT data_format FROM objects ORDER BY data_format"),
-        "tag_keys": column("SELECT DISTINCT key FROM tags ORDER BY key"),
+        "data_types": column(f"SELECT DISTINCT o.data_type FROM objects o WHERE {visible} ORDER BY 1"),
+        "data_formats": column(f"SELECT DISTINCT o.data_format FROM objects o WHERE {visible} ORDER BY 1"),
+        "tag_keys": column(
+            f"SELECT DISTINCT t.key FROM tags t JOIN objects o ON o.obj_id = t.obj_id WHERE {visible} ORDER BY 1"
+        ),
         "objects": count,
         "content_bytes": size,
     }

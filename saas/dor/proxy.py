@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import TypeAdapter
 
-from saas.core.errors import DORError, NotFoundError
+from saas.core.errors import DORError, NotFoundError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json
 from saas.dor.schemas import (
@@ -75,7 +76,7 @@ class DORProxy(RESTProxy):
         return list(_MANY.validate_python(response.json()))
 
     def statistics(self) -> DORStatistics:
-        return DORStatistics.model_validate(self.get_json("/dor/statistics"))
+        return DORStatistics.model_validate(self.get_json("/dor/statistics", signed=self.keystore is not None))
 
     def get_meta(self, obj_id: str) -> DataObject | None:
         """The object's metadata, or None if it does not exist (or is not visible to this identity)."""
@@ -110,12 +111,19 @@ class DORProxy(RESTProxy):
                     total = int(response.headers.get("content-length", 0))
                     digest = hashlib.sha256()
                     done = 0
-                    for chunk in response.iter_bytes(1024 * 1024):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
+                    try:
+                        for chunk in response.iter_bytes(1024 * 1024):
+                            digest.update(chunk)
+                            out.write(chunk)
+                            done += len(chunk)
+                            if progress:
+                                progress(done, total)
+                    except httpx.TransportError as e:  # cut off mid-body: as `request` maps transport errors
+                        address = "{}:{}".format(*self.address)
+                        raise UnreachableError(
+                            f"Download of {obj_id} from node at {address} was cut off: {type(e).__name__}",
+                            {"address": address, "obj_id": obj_id},
+                        ) from e
                 finally:
                     response.close()
             if expected and digest.hexdigest() != expected:

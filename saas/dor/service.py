@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from saas.core.errors import (
     AuthorisationError,
-    DecryptionError,
+    CryptoError,
     DORError,
     InvalidInputError,
     NotFoundError,
@@ -74,6 +74,13 @@ def object_id(c_hash: str, data_type: str, data_format: str, creators_iid: list[
             }
         )
     ).hexdigest()
+
+
+def _check_envelope(envelope: str) -> None:
+    try:
+        b64d(envelope)
+    except CryptoError:
+        raise InvalidInputError("A key envelope must be base64") from None
 
 
 def _now() -> int:
@@ -175,7 +182,7 @@ class DORService:
         if params.key_envelope is not None:
             if not params.content_encrypted:
                 raise InvalidInputError("A key envelope is only for encrypted content")
-            b64d(params.key_envelope)
+            _check_envelope(params.key_envelope)
 
     async def add_content(
         self,
@@ -260,7 +267,7 @@ class DORService:
             try:
                 plain = await asyncio.to_thread(self._node.keystore.decrypt, b64d(params.github_credentials))
                 credentials = GithubCredentials.model_validate_json(plain)
-            except (DecryptionError, ValueError):
+            except (CryptoError, ValueError):
                 raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
         gpp = await asyncio.to_thread(
             fetch_gpp,
@@ -314,8 +321,8 @@ class DORService:
         rows = await self.db.run(catalog.search, query, reader.id if reader else None)
         return [self._model(r) for r in rows]
 
-    async def statistics(self) -> DORStatistics:
-        return DORStatistics(**await self.db.run(catalog.statistics))
+    async def statistics(self, reader: Identity | None) -> DORStatistics:
+        return DORStatistics(**await self.db.run(catalog.statistics, reader.id if reader else None))
 
     async def lookup(self, obj_ids: list[str], reader: Identity | None) -> list[CDataObject | GPPDataObject]:
         rows = await self.db.run(catalog.get_many, obj_ids)
@@ -370,7 +377,8 @@ class DORService:
                 else:
                     wanted.append(c_hash)
             found = await self.db.run(catalog.find_by_c_hashes, wanted) if wanted else []
-            by_hash = {r.c_hash: r for r in found}
+            # An ancestor the reader may not read is reported like one this DOR does not hold.
+            by_hash = {r.c_hash: r for r in found if r.may_read(reader.id if reader else None)}
             for c_hash in wanted:
                 if c_hash in by_hash:
                     pending.append(by_hash[c_hash])
@@ -400,7 +408,7 @@ class DORService:
         await self._owned(obj_id, caller)
         self._require_known(iid)
         if envelope is not None:
-            b64d(envelope)
+            _check_envelope(envelope)
         await self.db.run(catalog.grant, obj_id, iid, envelope)
         return await self.get_meta(obj_id, caller)
 

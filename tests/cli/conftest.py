@@ -1,0 +1,431 @@
+"""Fixtures for the `saas-cli` tests: the real `saas-cli` script run as a subprocess (or under a pseudo-terminal),
+shared keystores created once per session, a local git smart-HTTP server and a real sshd on 127.0.0.1.
+
+Every subprocess gets HOME set to a temporary directory and an explicit `--keystore`, so the user's
+`~/.keystore` and `~/.ssh` are never touched. Network traffic only goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SAAS_CLI = Path(sys.executable).parent / "saas-cli"
+PASSWORD = "correct horse battery"
+SSHD = Path("/usr/sbin/sshd")
+
+# -- running the CLI -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The current environment without proxies or SAAS_* defaults (tests add HOME).
+
+    Byte code goes to a cache outside the source tree, so the ~150 `saas-cli` processes do not each compile the
+    package again when PYTHONDONTWRITEBYTECODE is set."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().endswith("_PROXY")
+        and not k.startswith("SAAS_")
+        and not k.startswith("PYTEST_")
+        and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["NO_PROXY"] = "*"
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.mktemp("pycache"))
+    return env
+
+
+@pytest.fixture(scope="session")
+def saas_cli() -> Path:
+    assert SAAS_CLI.is_file(), f"{SAAS_CLI} is missing: install the package into this venv (pip install -e .)"
+    return SAAS_CLI
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli_env(base_env: dict[str, str], home: Path) -> dict[str, str]:
+    """Environment for one test's subprocesses, with HOME in the test's tmp_path."""
+    return {**base_env, "HOME": str(home)}
+
+
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def _runner(saas_cli: Path, env: dict[str, str]) -> Run:
+    def run(*args: Any, env_extra: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(saas_cli), *map(str, args)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={**env, **(env_extra or {})},
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def cli(saas_cli: Path, cli_env: dict[str, str]) -> Run:
+    """`cli(*args)` runs `saas-cli *args` with stdin not a TTY and returns the CompletedProcess."""
+    return _runner(saas_cli, cli_env)
+
+
+# -- keystores -------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeystoreInfo:
+    """A keystore directory holding one identity (or more, see `others`)."""
+
+    directory: Path
+    iid: str
+    name: str
+    email: str
+    password: str = PASSWORD
+    others: list[KeystoreInfo] = field(default_factory=list)
+    created: dict[str, Any] = field(default_factory=dict)  # what `identity create --json` printed
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.iid}.json"
+
+    def args(self, *, password: bool = True, keystore_id: bool = True) -> list[str]:
+        """The global flags that select this keystore."""
+        args = ["--keystore", str(self.directory)]
+        if keystore_id:
+            args += ["--keystore-id", self.iid]
+        if password:
+            args += ["--password", self.password]
+        return args
+
+    def copy_to(self, directory: Path) -> KeystoreInfo:
+        shutil.copytree(self.directory, directory)
+        return KeystoreInfo(
+            directory,
+            self.iid,
+            self.name,
+            self.email,
+            self.password,
+            [KeystoreInfo(directory, o.iid, o.name, o.email, o.password) for o in self.others],
+        )
+
+
+def create_keystores(saas_cli: Path, env: dict[str, str], specs: list[tuple[Path, str, str]]) -> list[KeystoreInfo]:
+    """Create keystores (directory, name, email) with `saas-cli identity create`."""
+    run = _runner(saas_cli, env)
+    created = []
+    for directory, name, email in specs:
+        result = run(
+            *("--keystore", directory, "--password", PASSWORD, "--json"),
+            *("identity", "create", "--name", name, "--email", email),
+        )
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        created.append(KeystoreInfo(directory, document["id"], name, email, created=document))
+    return created
+
+
+@pytest.fixture(scope="session")
+def _shared_keystores(
+    saas_cli: Path, base_env: dict[str, str], session_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[KeystoreInfo, KeystoreInfo]:
+    one = tmp_path_factory.mktemp("shared") / "keystore"
+    two = tmp_path_factory.mktemp("shared2") / "keystore"
+    shared, alice, bob = create_keystores(
+        saas_cli,
+        {**base_env, "HOME": str(session_home)},
+        [(one, "Foo Bar", "foo.bar@example.com"), (two, "alice", "alice@example.com"), (two, "bob", "bob@example.com")],
+    )
+    alice.others.append(bob)
+    return shared, alice
+
+
+@pytest.fixture(scope="session")
+def shared_keystore(_shared_keystores: tuple[KeystoreInfo, KeystoreInfo]) -> KeystoreInfo:
+    """One keystore, created once. Read-only: tests that change it use `keystore` (a copy)."""
+    return _shared_keystores[0]
+
+
+@pytest.fixture(scope="session")
+def shared_two_keystores(_shared_keystores: tuple[KeystoreInfo, KeystoreInfo]) -> KeystoreInfo:
+    """A directory with two keystores: 'alice' (listed first) and 'bob' (in `others[0]`). Read-only."""
+    return _shared_keystores[1]
+
+
+@pytest.fixture
+def keystore(shared_keystore: KeystoreInfo, tmp_path: Path) -> KeystoreInfo:
+    """A private copy of the shared keystore that the test may change."""
+    return shared_keystore.copy_to(tmp_path / "keystore")
+
+
+@pytest.fixture
+def two_keystores(shared_two_keystores: KeystoreInfo, tmp_path: Path) -> KeystoreInfo:
+    return shared_two_keystores.copy_to(tmp_path / "keystore2")
+
+
+def _add_credentials(
+    keystore: KeystoreInfo,
+    ssh: dict[str, tuple[str, str, Path]] | None = None,
+    github: dict[str, tuple[str, str]] | None = None,
+) -> KeystoreInfo:
+    """Store credentials with the SDK (fast set-up for read-only fixtures; the CLI's own `add` has its tests).
+
+    `ssh`: name -> (host, login, key file); `github`: url -> (login, token)."""
+    from saas.core.keystore import Keystore
+    from saas.core.schemas import GithubCredentials, SSHCredentials
+
+    store = Keystore.load(keystore.path, keystore.password)
+    for name, (host, login, key_file) in (ssh or {}).items():
+        credentials = SSHCredentials(host=host, login=login, key=key_file.read_text(), key_path=str(key_file))
+        store.ssh_credentials.update(name, credentials)
+    for url, (login, token) in (github or {}).items():
+        store.github_credentials.update(url, GithubCredentials(login=login, personal_access_token=token))
+    return keystore
+
+
+@pytest.fixture(scope="session")
+def add_credentials() -> Callable[..., KeystoreInfo]:
+    """`add_credentials(keystore, ssh={name: (host, login, key file)}, github={url: (login, token)})`."""
+    return _add_credentials
+
+
+# -- keys and ports --------------------------------------------------------------------------------
+
+
+def ssh_keygen(path: Path) -> Path:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "saas-cli-test", "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private ed25519 key file (its public key is next to it, `.pub`)."""
+    return ssh_keygen(tmp_path_factory.mktemp("sshkey") / "id_ed25519")
+
+
+@pytest.fixture(scope="session")
+def other_ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key that no sshd of these tests authorises."""
+    return ssh_keygen(tmp_path_factory.mktemp("sshkey_other") / "id_ed25519")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on."""
+    return free_port()
+
+
+# -- a git smart-HTTP server -----------------------------------------------------------------------
+
+
+@dataclass
+class GitServer:
+    port: int
+    login: str
+    token: str
+    requests: list[dict[str, Any]]
+
+    @property
+    def url(self) -> str:
+        return self.url_for("/owner/repo")
+
+    def url_for(self, repository: str) -> str:
+        return f"http://127.0.0.1:{self.port}{repository}"
+
+
+GIT_REPOSITORIES = ("/owner/repo", "/owner/second", "/owner/third")
+
+
+@pytest.fixture(scope="session")
+def git_server() -> Iterator[GitServer]:
+    """Answers `GET <repository>/info/refs?service=git-upload-pack` for the GIT_REPOSITORIES with 200 (a git ref
+    advertisement) only when Basic auth is `login:token`, 401 otherwise; `/broken/...` answers 500; any other
+    path 404; `/webpage/...` answers 200 with an HTML page."""
+    login, token = "me", "ghp_TestToken0123456789abcdef"
+    requests: list[dict[str, Any]] = []
+    expected = "Basic " + base64.b64encode(f"{login}:{token}".encode()).decode()
+    paths = {f"{repository}/info/refs?service=git-upload-pack" for repository in GIT_REPOSITORIES}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append({"path": self.path, "authorization": self.headers.get("Authorization")})
+            if self.path.startswith("/broken/"):
+                self._answer(500, b"internal error", "text/plain")
+            elif self.path.startswith("/webpage/"):  # e.g. a sign-in page after a redirect
+                self._answer(200, b"<html>Sign in</html>", "text/html")
+            elif self.path not in paths:
+                self._answer(404, b"Repository not found.", "text/plain")
+            elif self.headers.get("Authorization") != expected:
+                self._answer(401, b"Authentication failed", "text/plain", {"WWW-Authenticate": 'Basic realm="git"'})
+            else:
+                body = b"001e# service=git-upload-pack\n0000"
+                self._answer(200, body, "application/x-git-upload-pack-advertisement")
+
+        def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield GitServer(server.server_address[1], login, token, requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# -- a real sshd -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SSHServer:
+    port: int
+    login: str
+    key: Path  # an authorised private key
+    log: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited with code {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    pytest.fail(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory, ssh_key: Path) -> Iterator[SSHServer]:
+    """A real OpenSSH server on a free 127.0.0.1 port that lets the current user in with `ssh_key`."""
+    if not SSHD.exists():
+        pytest.fail(f"openssh-server not installed ({SSHD} is missing): scripts/test installs it")
+    if shutil.which("ssh") is None:
+        pytest.fail("openssh-client not installed (no 'ssh' on PATH): scripts/test installs it")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    directory = tmp_path_factory.mktemp("sshd")
+    host_key = ssh_keygen(directory / "host_key")
+    authorized_keys = directory / "authorized_keys"
+    authorized_keys.write_text(ssh_key.with_suffix(".pub").read_text())
+    port = free_port()
+    config = directory / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {authorized_keys}",
+                f"PidFile {directory / 'sshd.pid'}",
+                "StrictModes no",
+                "UsePAM no",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+    )
+    log = directory / "sshd.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, process, log)
+        yield SSHServer(port, getpass.getuser(), ssh_key, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def ssh_path(tmp_path: Path) -> str:
+    """A PATH whose `ssh` is the real ssh client told to keep host keys in $HOME/.ssh/known_hosts.
+
+    OpenSSH finds `~/.ssh` through the password database, not $HOME, so without this the CLI's
+    `StrictHostKeyChecking=accept-new` would add the test sshd's host key to the real user's known_hosts."""
+    real_ssh = shutil.which("ssh")
+    if real_ssh is None:
+        pytest.fail("openssh-client not installed (no 'ssh' on PATH): scripts/test installs it")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'mkdir -p "$HOME/.ssh"\n'
+        f'exec {real_ssh} -F /dev/null -o UserKnownHostsFile="$HOME/.ssh/known_hosts" '
+        '-o GlobalKnownHostsFile=/dev/null "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
