@@ -1,0 +1,372 @@
+"""Support for the end-to-end tests: real node processes started with `saas-cli service`.
+
+A `NodeProcess` is a node run as a subprocess (stdin /dev/null, its own process
+group, output to files under the test's tmp dir) on free 127.0.0.1 ports and its own datastore. It can be stopped
+gracefully (SIGTERM/SIGINT), killed with SIGKILL and restarted on the same datastore and ports. `close()` tears it down:
+SIGTERM, then SIGKILL to its process group after a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from saas.core.identity import Identity
+from saas.core.keystore import Keystore
+from saas.core.signing import canonical_json
+from saas.dor.proxy import DORProxy
+from saas.nodedb.proxy import NodeDBProxy
+
+PASSWORD = "test password"  # of the `keystores` fixture in tests/conftest.py
+SAAS_CLI = Path(sys.executable).parent / "saas-cli"
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+MiB = 1024 * 1024
+
+
+def cli_command() -> list[str]:
+    """How to run `saas-cli`: the venv's script, else the module with this interpreter."""
+    if SAAS_CLI.is_file():
+        return [str(SAAS_CLI)]
+    return [sys.executable, "-m", "saas_cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The environment without proxies or SAAS_* defaults, with HOME in a temp dir and unbuffered output."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().endswith("_PROXY") and not k.startswith("SAAS_") and not k.startswith("PYTEST_")
+    }
+    env["HOME"] = str(home)
+    env["NO_PROXY"] = "*"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def port_is_free(port: int) -> bool:
+    """True if a listening socket can be opened on 127.0.0.1:port (as the node itself does, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_random_file(path: Path, size: int, chunk: int = 1024 * 1024) -> Path:
+    """A file of `size` random bytes, written in chunks."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+class StreamingUpload:
+    """A signed `POST /dor/add-c` whose body comes from a generator at a limited rate, run in a thread.
+
+    The content is one random block repeated (`size` bytes in all); the signed body hash is the real one, so the
+    upload would succeed if left alone. `sent` counts content bytes handed to httpx; `result` is the response
+    document, `error` the exception if the request failed."""
+
+    def __init__(self, proxy: DORProxy, owner: Identity, size: int, rate: float, block_size: int = MiB):
+        self.proxy = proxy
+        self.size = size
+        self.rate = rate
+        self.block = os.urandom(block_size)
+        self.blocks, rest = divmod(size, block_size)
+        assert rest == 0, "size must be a multiple of the block size"
+        params = {
+            "owner_iid": owner.id,
+            "creators_iid": [],
+            "data_type": "E2EStream",
+            "data_format": "bin",
+            "access_restricted": False,
+            "content_encrypted": False,
+            "license": {"by": False, "sa": False, "nc": False, "nd": False},
+            "recipe": None,
+            "key_envelope": None,
+        }
+        self.head = canonical_json(params) + b"\n"
+        digest = hashlib.sha256(self.head)
+        for _ in range(self.blocks):
+            digest.update(self.block)
+        self.body_sha256 = digest.hexdigest()
+        self.sent = 0
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="e2e-upload", daemon=True)
+
+    def _body(self) -> Iterator[bytes]:
+        yield self.head
+        start = time.monotonic()
+        for _ in range(self.blocks):
+            if self._abort.is_set():
+                return
+            yield self.block
+            self.sent += len(self.block)
+            ahead = start + self.sent / self.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _run(self) -> None:
+        try:
+            response = self.proxy.request(
+                "POST",
+                "/dor/add-c",
+                content=self._body(),
+                body_sha256=self.body_sha256,
+                signed=True,
+                headers={
+                    "content-type": "application/octet-stream",
+                    "content-length": str(len(self.head) + self.size),
+                },
+            )
+            self.result = response.json()
+        except BaseException as e:
+            self.error = e
+
+    def start(self) -> StreamingUpload:
+        _ = self.proxy.node_iid  # ask before streaming starts
+        self._thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float = 30.0) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abort.set()
+            self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the upload thread did not finish"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class NodeProcess:
+    """A node run by `saas-cli service` in a subprocess; restartable on the same datastore and ports."""
+
+    def __init__(self, keystore: Keystore, work: Path, name: str):
+        self.keystore = keystore
+        self.name = name
+        self.work = work
+        self.datastore = work / "datastore"
+        self.home = work / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.rest_port = free_port()
+        self.p2p_port = free_port()
+        while self.p2p_port == self.rest_port:
+            self.p2p_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+        self.stdout_path = work / "stdout-0.txt"
+        self.stderr_path = work / "stderr-0.txt"
+        self._proxies: list[NodeDBProxy | DORProxy] = []
+
+    # -- addresses and clients ----------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.rest_port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def dor_dir(self) -> Path:
+        return self.datastore / "dor"
+
+    def temp_files(self) -> list[Path]:
+        """Files in <datastore>/dor/tmp (unfinished uploads)."""
+        folder = self.dor_dir / "tmp"
+        return sorted(folder.iterdir()) if folder.is_dir() else []
+
+    def content_files(self) -> list[Path]:
+        """Every file under <datastore>/dor/content (at any depth)."""
+        folder = self.dor_dir / "content"
+        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+    def dor(self, keystore: Keystore | None = None) -> DORProxy:
+        proxy = DORProxy(self.address, keystore)
+        self._proxies.append(proxy)
+        return proxy
+
+    def nodedb(self, keystore: Keystore | None = None) -> NodeDBProxy:
+        proxy = NodeDBProxy(self.address, keystore)
+        self._proxies.append(proxy)
+        return proxy
+
+    def publish(self, *keystores: Keystore) -> None:
+        """Publish identities to the node (so they can sign requests)."""
+        db = self.nodedb()
+        for keystore in keystores:
+            db.update_identity(keystore.identity)
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        return [
+            *cli_command(),
+            "--keystore",
+            str(self.keystore.path.parent),
+            "--keystore-id",
+            self.keystore.iid,
+            "--password",
+            PASSWORD,
+            "--non-interactive",
+            "service",
+            "--use-defaults",
+            "--type",
+            "full",
+            "--datastore",
+            str(self.datastore),
+            "--rest-address",
+            f"127.0.0.1:{self.rest_port}",
+            "--p2p-address",
+            f"127.0.0.1:{self.p2p_port}",
+        ]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self, command: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the process (without waiting for it to be ready)."""
+        assert not self.running, "the node is still running"
+        self.runs += 1
+        self.stdout_path = self.work / f"stdout-{self.runs}.txt"
+        self.stderr_path = self.work / f"stderr-{self.runs}.txt"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                command or self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=clean_env(self.home),
+                cwd=self.work,
+                start_new_session=True,  # its own process group: signals from the test only
+            )
+        return self.proc
+
+    def start(self, timeout: float = READY_TIMEOUT) -> NodeProcess:
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until GET /api/v1/db/node answers 200; fail with the process output otherwise."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(trust_env=False, timeout=1.0) as client:
+            while True:
+                code = self.proc.poll()
+                if code is not None:
+                    pytest.fail(f"node '{self.name}' exited with {code} before it answered\n{self.output()}")
+                try:
+                    if client.get(f"{self.url}/api/v1/db/node").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    pytest.fail(f"node '{self.name}' did not answer within {timeout} s\n{self.output()}")
+                time.sleep(0.02)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def output(self) -> str:
+        return f"--- stdout ---\n{self.stdout()}--- stderr ---\n{self.stderr()}"
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the node's process group and reap it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(STOP_TIMEOUT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Stop gracefully with `sig`; SIGKILL after `timeout`. Returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def restart(self, timeout: float = READY_TIMEOUT) -> NodeProcess:
+        """Start again on the same datastore and ports (stop or kill first)."""
+        return self.start(timeout)
+
+    def close(self) -> None:
+        for proxy in self._proxies:
+            proxy.close()
+        self._proxies.clear()
+        if self.running:
+            self.stop()
