@@ -199,7 +199,9 @@ class DORService:
         content_hash = hashlib.sha256()
         temp, f = await asyncio.to_thread(self.store.new_temp)
         size = 0
+        writing: asyncio.Future[None] | None = None
         try:
+            # One batch is hashed and written in a worker thread while the next one is received.
             buffer = bytearray(first)
             size = len(first)
             async for chunk in chunks:
@@ -211,18 +213,19 @@ class DORService:
                     )
                 buffer += chunk
                 if len(buffer) >= WRITE_BATCH:
-                    await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
-                    buffer.clear()
-            if self.max_object_size is not None and size > self.max_object_size:
-                raise TooLargeError(
-                    f"Content is larger than this node's limit of {self.max_object_size} bytes",
-                    {"limit": self.max_object_size},
-                )
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(_write, f, buffer, body_hash, content_hash))
+                    buffer = bytearray()
+            if writing is not None:
+                await writing
             await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
             if body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             await asyncio.to_thread(_finish, f)
         except BaseException:
+            if writing is not None:  # a worker thread may still be writing to f: let it finish first
+                await asyncio.gather(writing, return_exceptions=True)
             f.close()
             await asyncio.to_thread(temp.unlink, True)
             raise
