@@ -429,3 +429,189 @@ def ssh_path(tmp_path: Path) -> str:
     )
     wrapper.chmod(0o755)
     return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+# -- nodes, background processes and pseudo-terminals (dor, service, publish and run-node tests) ---------------
+
+
+class ModuleNode:
+    """A node on its own event loop thread (like `node_factory`'s), shared by the tests of one module."""
+
+    def __init__(self, node: Any):
+        import asyncio
+
+        self.node = node
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="module-node-loop", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return "{}:{}".format(*self.node.config.rest_address)
+
+    @property
+    def iid(self) -> str:
+        return self.node.iid
+
+    def _call(self, coroutine: Any, timeout: float = 60) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self._call(self.node.start())
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self._call(self.node.stop())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def module_node(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Any]) -> Iterator[ModuleNode]:
+    """A full node (in-process, real REST server on a free 127.0.0.1 port) shared by one test module.
+
+    Tests using it must not depend on what other tests of the module added (use their own data types)."""
+    from saas.config import NodeConfig
+    from saas.node import Node
+
+    keystore = keystores("cli-node")
+    config = NodeConfig(
+        datastore=tmp_path_factory.mktemp("module-node") / "datastore",
+        keystore=keystore.path,
+        password="test password",  # tests/conftest.py's PASSWORD
+        rest_address=("127.0.0.1", free_port()),
+        p2p_address=("127.0.0.1", free_port()),
+        log_level="WARNING",
+    )
+    running = ModuleNode(Node(config, keystore))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def publish_identity(address: str, keystore: KeystoreInfo) -> None:
+    """Publish a CLI keystore's identity (its self-signed public record) to a node, without its password."""
+    from saas.core.identity import Identity
+    from saas.nodedb.proxy import NodeDBProxy
+
+    identity = Identity.model_validate(json.loads(keystore.path.read_text())["identity"])
+    with NodeDBProxy(address) as proxy:
+        proxy.update_identity(identity)
+
+
+@pytest.fixture(scope="session")
+def publish() -> Callable[[str, KeystoreInfo], None]:
+    """`publish(address, keystore)`: make a node know a keystore's identity (fast set-up via the SDK)."""
+    return publish_identity
+
+
+@dataclass
+class Background:
+    """A process running in the background; its stdout is collected line by line, stderr goes to a file."""
+
+    process: subprocess.Popen
+    stderr_file: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_file.read_text(errors="replace") if self.stderr_file.exists() else ""
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first stdout line containing `text`; fails if the process ends or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None:
+                time.sleep(0.1)  # let the reader thread collect the last lines
+                if any(text in line for line in self.lines):
+                    continue
+                pytest.fail(
+                    f"exited with {self.process.returncode} before printing {text!r}:\n"
+                    f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+                )
+            time.sleep(0.05)
+        pytest.fail(f"no {text!r} within {timeout} s:\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+
+    def stop(self, sig: int = 15, timeout: float = 30) -> int:
+        """Send `sig` (default SIGTERM) and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"did not stop within {timeout} s after signal {sig}:\n{self.stdout}\n{self.stderr}")
+        time.sleep(0.05)
+        return code
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[Callable[..., Background]]:
+    """`background(args, env=...)` starts a process (stdin /dev/null); any still running at teardown is killed."""
+    started: list[Background] = []
+
+    def start(args: list[Any], env: dict[str, str], cwd: Path | None = None) -> Background:
+        stderr_file = tmp_path / f"stderr-{len(started)}.txt"
+        with open(stderr_file, "wb") as stderr:
+            process = subprocess.Popen(
+                [str(a) for a in args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                cwd=cwd,
+            )
+        handle = Background(process, stderr_file)
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                handle.lines.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait()
+
+
+@pytest.fixture
+def spawn_cli(saas_cli: Path, cli_env: dict[str, str]) -> Iterator[Callable[..., Any]]:
+    """`spawn_cli(*args)` starts `saas-cli *args` on a pseudo-terminal (a pexpect child; `child.logfile_read` is
+    a StringIO with everything it wrote)."""
+    import io
+
+    import pexpect
+
+    children: list[Any] = []
+    env = {**cli_env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+
+    def start(*args: Any, timeout: float = 20) -> Any:
+        child = pexpect.spawn(
+            str(saas_cli), [str(a) for a in args], env=env, encoding="utf-8", dimensions=(40, 200), timeout=timeout
+        )
+        child.logfile_read = io.StringIO()
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)

@@ -1,0 +1,182 @@
+"""`saas-cli service`: a node process configured by flags or by prompts, stopped by SIGTERM or Ctrl+C; and the
+errors that stop it from starting (missing keystore choice, wrong password, a busy port)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from saas.nodedb.proxy import NodeDBProxy
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+CTRL_U = "\x15"
+
+
+def assert_clean_error(result, code: int, *fragments: str) -> None:
+    """Exit `code`, one `Error: ...` line on stderr naming every fragment, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def addresses() -> tuple[str, str]:
+    return f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+
+@pytest.mark.slow
+def test_full_node_runs_until_sigterm(saas_cli, cli_env, background, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    datastore = tmp_path / "datastore"
+    node = background(
+        [saas_cli, *shared_keystore.args(), "service", "--use-defaults", "--datastore", datastore,
+         "--rest-address", rest, "--p2p-address", p2p],
+        env=cli_env,
+    )  # fmt: skip
+    line = node.wait_for("Created ")
+    assert line.rstrip("\n") == f"Created 'full' node instance at {rest}/{p2p} (keep RTI job history: No)"
+    with NodeDBProxy(rest) as proxy:
+        info = proxy.get_node()
+    assert info.identity.id == shared_keystore.iid
+    assert (info.dor_service, info.rti_service, info.retain_job_history, info.strict_deployment) == (
+        True,
+        True,
+        False,
+        True,
+    )
+    assert "{}:{}".format(*info.rest_address) == rest
+    assert datastore.is_dir()
+
+    assert node.stop(signal.SIGTERM) == 0
+    assert node.stdout.rstrip().endswith("Node stopped.")
+    assert "Traceback" not in node.stderr
+
+
+@pytest.mark.slow
+def test_storage_node_has_a_dor(saas_cli, cli, cli_env, background, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    node = background(
+        [saas_cli, *shared_keystore.args(), "service", "--use-defaults", "--type", "storage", "--retain-job-history",
+         "--datastore", tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p],
+        env=cli_env,
+    )  # fmt: skip
+    line = node.wait_for("Created ")
+    assert line.rstrip("\n") == f"Created 'storage' node instance at {rest}/{p2p} (keep RTI job history: Yes)"
+    with NodeDBProxy(rest) as proxy:
+        info = proxy.get_node()
+    assert (info.dor_service, info.rti_service, info.retain_job_history) == (True, False, True)
+    result = cli("dor", "--address", rest, "search")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"Found 0 data objects at {rest}:"
+    assert node.stop(signal.SIGTERM) == 0
+    assert "Node stopped." in node.stdout
+
+
+def test_several_keystores_need_keystore_id_without_tty(cli, shared_two_keystores, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    result = cli(
+        *shared_two_keystores.args(keystore_id=False), "service", "--use-defaults",
+        "--datastore", tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p,
+    )  # fmt: skip
+    assert_clean_error(result, 2, "--keystore-id")
+    assert not (tmp_path / "datastore").exists()
+
+
+def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    result = cli(
+        *shared_keystore.args(password=False), "--password", "wrong", "service", "--use-defaults",
+        "--datastore", tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p,
+    )  # fmt: skip
+    assert_clean_error(result, 3, "Wrong password")
+    assert not (tmp_path / "datastore").exists()
+
+
+@pytest.mark.slow
+def test_busy_rest_port(cli, shared_keystore, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        rest = f"127.0.0.1:{busy.getsockname()[1]}"
+        result = cli(
+            *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+            "--rest-address", rest, "--p2p-address", f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert_clean_error(result, result.returncode, f"Cannot listen on {rest}")
+    assert "Created" not in result.stdout
+
+
+@pytest.mark.slow
+def test_prompts_in_order_then_ctrl_c(spawn_cli, shared_two_keystores, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    datastore = tmp_path / "datastore"
+    alice = shared_two_keystores
+    child = spawn_cli("--keystore", alice.directory, "service")
+
+    def answer(prompt: str, text: str) -> None:
+        child.expect_exact(prompt)
+        child.send(CTRL_U + text + "\r")
+
+    answer("Enter path to datastore:", str(datastore))
+    answer("Enter address for REST service:", rest)
+    answer("Enter address for P2P service:", p2p)
+    child.expect_exact("Enter address for boot node:")
+    child.expect_exact(p2p)  # this node is the default boot node
+    child.send("\r")
+    child.expect_exact("Select the type of service:")
+    child.expect_exact("\u00bb Full node (i.e., DOR + RTI services)")
+    child.send("\r")
+    for prompt in ("Retain RTI job history?", "Bind service to all network addresses?", "Strict processor deployment?"):
+        child.expect_exact(prompt)
+        child.send("\r")  # the default: No, No, Yes
+    child.expect_exact("Select the keystore:")
+    child.expect_exact(f"\u00bb {alice.name}/{alice.email}/{alice.iid}")
+    child.send("\r")
+    child.expect_exact("Enter password:")
+    child.send(alice.password + "\r")
+    child.expect_exact(f"Created 'full' node instance at {rest}/{p2p} (keep RTI job history: No)", timeout=30)
+
+    with NodeDBProxy(rest) as proxy:
+        info = proxy.get_node()
+    assert info.identity.id == alice.iid
+    assert (info.retain_job_history, info.strict_deployment) == (False, True)
+    assert "{}:{}".format(*info.p2p_address) == p2p
+
+    child.sendintr()
+    child.expect_exact("Node stopped.", timeout=30)
+    child.expect(pexpect.EOF)
+    child.close()
+    text = ANSI.sub("", child.logfile_read.getvalue())
+    assert child.exitstatus == 0, text
+    prompts = [
+        "Enter path to datastore:",
+        "Enter address for REST service:",
+        "Enter address for P2P service:",
+        "Enter address for boot node:",
+        "Select the type of service:",
+        "Retain RTI job history?",
+        "Bind service to all network addresses?",
+        "Strict processor deployment?",
+        "Select the keystore:",
+        "Enter password:",
+        "Created 'full' node instance",
+        "Node stopped.",
+    ]
+    positions = [text.index(prompt) for prompt in prompts]
+    assert positions == sorted(positions), text
+    assert alice.password not in text
+    assert "Traceback" not in text
