@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saas.core.errors import InvalidInputError
 from saas_cli.context import Context
+
+if TYPE_CHECKING:
+    from saas.config import NodeConfig
 
 __all__ = ["parse_size", "register"]
 
@@ -97,22 +101,21 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         strict_deployment=strict,
         bind_all=bind_all,
         max_object_size=args.max_object_size,
-        log_level=ctx_log_level(args),
+        log_level=_node_log_level(args.log_level),
     )
     _serve(ctx, config)
 
 
-def ctx_log_level(args: argparse.Namespace) -> str:
-    return "INFO" if args.log_level == "WARNING" else args.log_level
+def _node_log_level(cli_level: str) -> str:
+    """The node logs its start-up and shutdown at INFO unless the user asked for more (DEBUG) or less."""
+    return "INFO" if cli_level == "WARNING" else cli_level
 
 
-def _serve(ctx: Context, config: object) -> None:
+def _serve(ctx: Context, config: NodeConfig) -> None:
     import asyncio
 
-    from saas.config import NodeConfig
     from saas.node import Node, run_node
 
-    assert isinstance(config, NodeConfig)
     node = Node.from_config(config)
 
     def started(_: object) -> None:

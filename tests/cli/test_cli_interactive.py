@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
@@ -26,23 +25,9 @@ def finish(child: pexpect.spawn) -> tuple[int | None, str]:
 
 
 @pytest.fixture
-def spawn(saas_cli, cli_env):
-    """`spawn(*args)` starts `saas-cli *args` on a pseudo-terminal."""
-    children: list[pexpect.spawn] = []
-    env = {**cli_env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-
-    def start(*args) -> pexpect.spawn:
-        child = pexpect.spawn(
-            str(saas_cli), [str(a) for a in args], env=env, encoding="utf-8", dimensions=(40, 200), timeout=TIMEOUT
-        )
-        child.logfile_read = io.StringIO()
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        if child.isalive():
-            child.terminate(force=True)
+def spawn(spawn_cli):
+    """`spawn(*args)` starts `saas-cli *args` on a pseudo-terminal (the shared `spawn_cli` fixture)."""
+    return lambda *args: spawn_cli(*args, timeout=TIMEOUT)
 
 
 def answer(child: pexpect.spawn, prompt: str, text: str) -> None:
