@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.responses import FileResponse
+from starlette.responses import StreamingResponse
 
 from saas.core.errors import InvalidInputError, TooLargeError
 from saas.core.signing import HEADER_BODY_SHA256
@@ -31,6 +31,7 @@ from saas.dor.schemas import (
 )
 from saas.dor.service import DORService
 from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity
+from saas.rest.content import content_response
 
 __all__ = ["MAX_HEAD", "router"]
 
@@ -39,10 +40,6 @@ MAX_HEAD = 1024 * 1024
 MAX_FILTERS = 100  # patterns / tags per search (each adds to one SQL expression, whose depth SQLite limits)
 ObjId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="data object ID")]
 IidPath = Annotated[str, Path(pattern=r"^[0-9a-z]{64}$", description="identity ID")]
-
-
-class _ContentResponse(FileResponse):
-    chunk_size = 1024 * 1024
 
 
 def _dor(request: Request) -> DORService:
@@ -162,16 +159,23 @@ async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) ->
 
 @router.get(
     "/{obj_id}/content",
-    response_class=_ContentResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "partial content"}},
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "partial content (Range)"},
+        416: {"description": "range not satisfiable"},
+    },
 )
-async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> _ContentResponse:
-    """The content (HTTP Range supported, for resuming)."""
-    path, row = await _dor(request).content(obj_id, reader)
-    return _ContentResponse(
-        path,
-        media_type="application/octet-stream",
-        headers={"saas-c-hash": row.c_hash, "saas-content-encrypted": str(row.content_encrypted)},
+async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> StreamingResponse:
+    """The content; a single `Range` (with `If-Range` on the ETag, which is the c_hash) resumes a download."""
+    f, size, row = await _dor(request).open_content(obj_id, reader)
+    return content_response(
+        f,
+        size,
+        row.c_hash,
+        request.headers.get("range"),
+        request.headers.get("if-range"),
+        {"saas-c-hash": row.c_hash, "saas-content-encrypted": str(row.content_encrypted)},
     )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -95,8 +96,6 @@ def _write(f: BinaryIO, data: bytearray, *hashes: Any) -> None:
 
 def _finish(f: BinaryIO) -> None:
     f.flush()
-    import os
-
     os.fsync(f.fileno())
     f.close()
 
@@ -308,10 +307,17 @@ class DORService:
     async def get_meta(self, obj_id: str, reader: Identity | None) -> CDataObject | GPPDataObject:
         return self._model(await self._readable(obj_id, reader))
 
-    async def content(self, obj_id: str, reader: Identity) -> tuple[Path, ObjectRow]:
+    async def open_content(self, obj_id: str, reader: Identity) -> tuple[BinaryIO, int, ObjectRow]:
+        """The content opened for reading (the caller closes it), its size and record. Once open, a concurrent
+        delete of the object cannot cut the download short."""
         row = await self._readable(obj_id, reader)
+        try:
+            f = await asyncio.to_thread(open, self.store.path(row.c_hash), "rb")
+        except FileNotFoundError:  # deleted since the record was read
+            raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
+        size = (await asyncio.to_thread(os.fstat, f.fileno())).st_size
         await self.db.run(catalog.touch, obj_id, _now())
-        return self.store.path(row.c_hash), row
+        return f, size, row
 
     async def get_envelope(self, obj_id: str, reader: Identity) -> KeyEnvelope:
         row = await self._readable(obj_id, reader)

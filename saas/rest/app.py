@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from saas import __version__
 from saas.core import errors
 from saas.rest.auth import RequestVerifier
+from saas.rest.content import RangeNotSatisfiableError
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.SaaSError], int]] = [
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.TooLargeError, 413),
+    (RangeNotSatisfiableError, 416),
     (errors.InvalidInputError, 400),
     (errors.UnreachableError, 502),
     (errors.RemoteError, 502),
@@ -59,7 +61,8 @@ async def _saas_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         logger.error("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
-    return JSONResponse(exc.to_envelope(), status_code=status)
+    headers = {"content-range": f"bytes */{exc.details['size']}"} if status == 416 else None
+    return JSONResponse(exc.to_envelope(), status_code=status, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -67,6 +67,46 @@ def test_range_outside_the_content_is_416(users: Any, send: Callable, obj: Any) 
     response = get(send, users, obj, f"bytes={len(CONTENT)}-")
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{len(CONTENT)}"
+    assert set(response.json()) == {"reason", "id", "details"}
+
+
+@pytest.mark.parametrize("header", ["bytes=0-9,20-29", "bytes=abc", "items=0-9", "bytes=50-10"])
+def test_ranges_we_do_not_serve_get_the_whole_content(users: Any, send: Callable, obj: Any, header: str) -> None:
+    response = get(send, users, obj, header)
+    assert response.status_code == 200
+    assert response.content == CONTENT
+
+
+def test_if_range_resumes_only_the_same_content(users: Any, send: Callable, obj: Any) -> None:
+    etag = get(send, users, obj).headers["etag"]
+    assert etag == f'"{obj.c_hash}"'
+    same = send(users.alice, "GET", f"/dor/{obj.obj_id}/content", headers={"range": "bytes=100-", "if-range": etag})
+    assert same.status_code == 206 and same.content == CONTENT[100:]
+    other = send(users.alice, "GET", f"/dor/{obj.obj_id}/content", headers={"range": "bytes=100-", "if-range": '"x"'})
+    assert other.status_code == 200 and other.content == CONTENT
+
+
+def test_download_survives_a_concurrent_delete(node: Any, users: Any, add: Callable) -> None:
+    # Once the content is being sent, deleting the object (and its file) must not cut the download short.
+    import httpx
+
+    from saas.core.signing import EMPTY_BODY_SHA256, sign_request
+
+    big = bytes(range(256)) * 40960  # 10 MiB: more than the node sends before the client reads
+    target = add(big)
+    path = f"/api/v1/dor/{target.obj_id}/content"
+    headers = sign_request(users.alice, "GET", path, node.node.iid, EMPTY_BODY_SHA256)
+    with httpx.Client(base_url=node.url, trust_env=False) as client, client.stream("GET", path, headers=headers) as r:
+        assert r.status_code == 200
+        stream = r.iter_bytes(65536)
+        received = bytearray(next(stream))
+        from saas.dor.proxy import DORProxy
+
+        with DORProxy(node.address, users.alice) as dor:
+            dor.delete_data_object(target.obj_id, users.alice)
+        for chunk in stream:
+            received += chunk
+    assert bytes(received) == big
 
 
 def test_range_needs_access(users: Any, send: Callable, obj: Any) -> None:
