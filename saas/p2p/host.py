@@ -145,6 +145,10 @@ async def write_frame(stream: INetStream, message: dict[str, Any], timeout: floa
         await stream.write(struct.pack(">I", len(body)) + body)
 
 
+async def _no_auto_connect() -> None:
+    return None
+
+
 class _Notifee(INotifee):
     """Reports connection open/close (per peer) to the asyncio side."""
 
@@ -227,6 +231,9 @@ class P2PHost:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             connection_config=ConnectionConfig(max_connections_per_peer=1),
         )
+        # libp2p's auto-connector dials peerstore peers until ~150 connections (its watermarks cannot switch it
+        # off without also pruning every connection); our service decides whom to dial, so it does nothing here.
+        host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[attr-defined]
         for protocol in self._handlers:
             host.set_stream_handler(TProtocol(protocol), self._serve)
         host.get_network().register_notifee(_Notifee(self))
