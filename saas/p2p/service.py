@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 ACCEPT_WITHIN = 5.0  # seconds a new connection has to complete the identity exchange
 REQUEST_TIMEOUT = 5.0
 JOIN_BACKOFF = (0.25, 3.0)  # first and largest delay between join attempts
+PUSH_DELAY = 0.05  # seconds changes gather before one batched update goes to a peer
 
 
 class P2PStatus(enum.Enum):
@@ -75,6 +76,8 @@ class P2PService:
         self._joined = asyncio.Event()
         self._dialing: set[str] = set()
         self._retry_at: dict[str, float] = {}  # peer ID -> loop time before which we do not re-dial
+        self._outbox: dict[str, dict[str, dict[str, Any]]] = {}  # peer ID -> kind -> record ID -> record
+        self._flushing: set[str] = set()  # peers with a flush task running
 
     @property
     def _db(self) -> Any:
@@ -282,7 +285,7 @@ class P2PService:
         answer = await self._request(peer_id, {"type": "join", **nodedb_protocol.snapshot(self._db)})
         await nodedb_protocol.merge(self._db, answer)
         logger.info("joined the network through %s (%s)", pin_key, peer_id)
-        await self._dial_known(force=True)
+        await self._dial_known()
 
     # -- NodeDB protocol ----------------------------------------------------------------------------------------
 
@@ -320,23 +323,39 @@ class P2PService:
         return {"error": f"unknown message type {kind!r}"}
 
     def _on_nodedb_change(self, kind: str, record: Identity | NodeInfo) -> None:
-        """A change was stored: push it to every peer (a peer that already has it ignores it)."""
-        if self.status is not P2PStatus.RUNNING or not self._peers:
+        """A change was stored: queue it for every peer (a peer that already has it ignores it). Changes are
+        batched per peer, one update in flight per peer, so a join that stores many records costs each peer one
+        message rather than one per record."""
+        if self.status is not P2PStatus.RUNNING:
             return
-        if isinstance(record, NodeInfo):
-            message = nodedb_protocol.update(nodes=[record])
-        else:
-            message = nodedb_protocol.update(identities=[record])
+        record_id = record.identity.id if isinstance(record, NodeInfo) else record.id
         for peer_id, iid in list(self._peers.items()):
             if isinstance(record, NodeInfo) and record.identity.id == iid:
                 continue  # it is their own record
-            self._spawn(self._push(peer_id, message))
+            box = self._outbox.setdefault(peer_id, {"nodes": {}, "identities": {}})
+            box["nodes" if isinstance(record, NodeInfo) else "identities"][record_id] = record
+            if peer_id not in self._flushing:
+                self._flushing.add(peer_id)
+                self._spawn(self._flush(peer_id))
+        if isinstance(record, NodeInfo) and self._should_dial(record, asyncio.get_running_loop().time()):
+            self._spawn(self._dial(record))  # a node we just heard of: connect now rather than next round
 
-    async def _push(self, peer_id: str, message: dict[str, Any]) -> None:
+    async def _flush(self, peer_id: str) -> None:
         try:
-            await self._request(peer_id, message)
-        except SaaSError as e:
-            logger.debug("push to %s failed: %s", peer_id, e.reason)
+            while True:
+                await asyncio.sleep(PUSH_DELAY)
+                box = self._outbox.pop(peer_id, None)
+                if not box or peer_id not in self._peers:
+                    return
+                message = nodedb_protocol.update(
+                    nodes=list(box["nodes"].values()), identities=list(box["identities"].values())
+                )
+                try:
+                    await self._request(peer_id, message)
+                except SaaSError as e:
+                    logger.debug("push to %s failed: %s", peer_id, e.reason)  # anti-entropy repairs it
+        finally:
+            self._flushing.discard(peer_id)
 
     # -- maintenance --------------------------------------------------------------------------------------------
 
@@ -366,7 +385,7 @@ class P2PService:
         ]
         if stale:
             await asyncio.gather(*(self._request(pid, {"type": "ping"}) for pid in stale), return_exceptions=True)
-        await self._dial_known(force=False)
+        await self._dial_known()
         if not self._peers and self._joined.is_set() and self._boot_target() is not None:
             self._joined.clear()  # lost everyone: go through the boot node again
             self._spawn(self._join_loop())
@@ -374,18 +393,18 @@ class P2PService:
         if gone:
             logger.info("forgot %d node(s) unseen for %.0f s", len(gone), config.p2p_forget_after)
 
-    async def _dial_known(self, force: bool) -> None:
-        """Connect to known nodes that are not connected. Without `force` (a routine round) only the side with the
-        smaller peer ID dials, so two nodes do not dial each other at the same moment, and failed dials back off."""
-        loop = asyncio.get_running_loop()
-        targets = []
-        for info in self._db.nodes():
-            pid = info.peer_id
-            if not pid or pid in self._peers or pid in self._dialing or pid == self.peer_id:
-                continue
-            if not force and (self.peer_id > pid or self._retry_at.get(pid, 0) > loop.time()):
-                continue
-            targets.append(info)
+    def _should_dial(self, info: NodeInfo, now: float) -> bool:
+        """Of two nodes only the one with the smaller peer ID dials the other (simultaneous dials in both
+        directions would make libp2p trim both connections); failed dials back off."""
+        pid = info.peer_id
+        if not pid or pid in self._peers or pid in self._dialing or pid <= self.peer_id:
+            return False
+        return self._retry_at.get(pid, 0) <= now
+
+    async def _dial_known(self) -> None:
+        """Connect to the known nodes that are not connected and that this node should dial."""
+        now = asyncio.get_running_loop().time()
+        targets = [info for info in self._db.nodes() if self._should_dial(info, now)]
         if targets:
             await asyncio.gather(*(self._dial(info) for info in targets))
 
@@ -400,8 +419,7 @@ class P2PService:
             await self.connect(pid, addrs)
         except SaaSError as e:
             loop = asyncio.get_running_loop()
-            wait = min(self._node.config.p2p_forget_after, 2 * self._node.config.p2p_sync_interval)
-            self._retry_at[pid] = loop.time() + wait * random.uniform(1, 3)
+            self._retry_at[pid] = loop.time() + self._node.config.p2p_sync_interval * random.uniform(1, 2)
             logger.debug("dialing node %s failed: %s", info.identity.id[:8], e.reason)
         finally:
             self._dialing.discard(pid)
