@@ -40,11 +40,11 @@ def free_port() -> int:
 def start_node(keystore: Keystore, datastore: Path, boot: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
     rest, p2p = free_port(), free_port()
     args = [CLI, "--keystore", str(keystore.path.parent), "--keystore-id", keystore.iid, "--password", PASSWORD,
-            "--log-level", "DEBUG", "--non-interactive", "service", "--use-defaults", "--datastore", str(datastore),
+            "--non-interactive", "service", "--use-defaults", "--datastore", str(datastore),
             "--rest-address", f"127.0.0.1:{rest}", "--p2p-address", f"127.0.0.1:{p2p}",
             "--boot-node", boot or f"127.0.0.1:{p2p}", "--type", "storage"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(str(datastore) + ".log", "wb"), env=env)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return process, rest, p2p
 
 
