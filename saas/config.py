@@ -34,6 +34,10 @@ class NodeConfig(BaseModel):
     max_json_body: int = 4 * 1024 * 1024  # bytes of a non-upload request body
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
+    # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
+    p2p_sync_interval: float = 2.0
+    p2p_offline_after: float = 15.0
+    p2p_forget_after: float = 24 * 3600.0
 
     @field_validator("datastore", "keystore")
     @classmethod

@@ -19,6 +19,7 @@ from saas.nodedb.service import NodeDBService
 
 if TYPE_CHECKING:
     from saas.dor.service import DORService
+    from saas.p2p.service import P2PService
     from saas.rest.server import RESTServer
 
 __all__ = ["Node", "NodeStatus", "run_node"]
@@ -42,7 +43,9 @@ class Node:
         self.nodedb = NodeDBService(config.datastore)
         self.dor: DORService | None = None
         self.rest: RESTServer | None = None
+        self.p2p: P2PService | None = None
         self.started_ms = 0
+        self._sequence = 0
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -58,15 +61,21 @@ class Node:
         return self.config.rest_address
 
     def _record(self) -> NodeInfo:
+        """This node's record, signed; each signing gets a higher sequence (ms clock, strictly increasing)."""
+        self._sequence = max(int(time.time() * 1000), self._sequence + 1)
+        p2p = self.p2p
         info = NodeInfo(
             identity=self.keystore.identity,
             dor_service=self.config.has_dor,
             rti_service=self.config.has_rti,
             rest_address=self.config.rest_address,
-            p2p_address=self.config.p2p_address,
+            p2p_address=self.config.p2p_address if p2p is None else p2p.address,
+            peer_id=None if p2p is None else p2p.peer_id,
+            multiaddrs=[] if p2p is None else p2p.multiaddrs,
             retain_job_history=self.config.retain_job_history,
             strict_deployment=self.config.strict_deployment,
             started=self.started_ms,
+            sequence=self._sequence,
         )
         return info.model_copy(update={"signature": self.keystore.sign(info.signed_content())})
 
@@ -97,10 +106,16 @@ class Node:
 
             self.dor = DORService(self)
             await self.dor.start()
+        from saas.p2p.service import P2PService
+
+        self.p2p = P2PService(self)
+        await self.p2p.start()
+        self.nodedb.set_own(await asyncio.to_thread(self._record))  # now with peer ID and multiaddrs
         host, port = self.config.rest_bind
         self.rest = RESTServer(create_app(self), host, port, log_level=self.config.log_level)
         await self.rest.start()
-        logger.info("node %s running: REST %s:%d", self.iid, *self.config.rest_address)
+        self.p2p.join()
+        logger.info("node %s running: REST %s:%d, P2P %s", self.iid, *self.config.rest_address, self.p2p.multiaddrs[0])
 
     async def stop(self) -> None:
         async with self._lock:
@@ -112,8 +127,12 @@ class Node:
             self.status = NodeStatus.STOPPED
 
     async def _stop(self) -> None:
+        if self.p2p is not None:
+            await self.p2p.leave()
         if self.rest is not None:
             await self.rest.stop()
+        if self.p2p is not None:
+            await self.p2p.stop()
         if self.dor is not None:
             await self.dor.stop()
         await self.nodedb.stop()

@@ -13,8 +13,23 @@ saas_find_python() {
   return 1
 }
 
+# libp2p depends on fastecdsa, which builds against libgmp when no wheel fits: install libgmp-dev (apt, when root
+# and missing) before any pip install.
+saas_ensure_libgmp() {
+  command -v dpkg-query >/dev/null 2>&1 || return 0
+  dpkg-query -W -f='${Status}' libgmp-dev 2>/dev/null | grep -q "install ok installed" && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing system package: libgmp-dev"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgmp-dev >/dev/null
+  else
+    echo "warning: libgmp-dev is missing; installing libp2p (fastecdsa) may fail: apt-get install libgmp-dev" >&2
+  fi
+}
+
 saas_ensure_venv() {
   local extra=${1:-}
+  saas_ensure_libgmp
   VENV=${SAAS_VENV:-.venv}
   if [ ! -x "$VENV/bin/python" ]; then
     local python

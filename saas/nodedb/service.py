@@ -2,14 +2,21 @@
 
 Identities are kept in memory (they are small and every signed request needs one) and persisted in SQLite.
 An identity is accepted only if it verifies (self-signed, ID bound to its key) and its nonce is higher than the
-one stored; re-publishing the identical record is a no-op."""
+one stored; re-publishing the identical record is a no-op.
+
+Node records of other nodes come from the P2P layer (`update_node`, verified, newer sequence wins). The P2P layer
+also tells NodeDB which nodes are connected (`set_online`) and when it last heard from them (`touch`); listeners
+registered with `add_listener` hear of every accepted change (the P2P layer pushes those to its peers). `pins`
+remember the peer ID a boot address answered with the first time (trust on first use)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from saas.core.errors import ConflictError, NodeDBError, NotFoundError
@@ -23,7 +30,13 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (iid TEXT PRIMARY KEY, nonce INTEGER NOT NULL, record TEXT NOT NULL,
                                        updated INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (iid TEXT PRIMARY KEY, record TEXT NOT NULL, last_seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pins (address TEXT PRIMARY KEY, peer_id TEXT NOT NULL);
 """
+
+logger = logging.getLogger(__name__)
+
+# A listener hears ("identity", Identity) or ("node", NodeInfo) after the change is stored.
+Listener = Callable[[str, Identity | NodeInfo], None]
 
 
 class UnknownIdentityError(NodeDBError, NotFoundError):
@@ -41,6 +54,8 @@ class NodeDBService:
         self._nodes: dict[str, NodeInfo] = {}
         self._own: NodeInfo | None = None
         self._publish_lock = asyncio.Lock()
+        self._online: set[str] = set()
+        self._listeners: list[Listener] = []
 
     async def start(self) -> None:
         await asyncio.to_thread(self._db.open)
@@ -91,7 +106,24 @@ class NodeDBService:
 
             await self._db.run(store)
             self._identities[identity.id] = identity
-            return identity
+        self._notify("identity", identity)
+        return identity
+
+    # -- change listeners ---------------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify(self, kind: str, record: Identity | NodeInfo) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(kind, record)
+            except Exception:  # a listener must not break publication
+                logger.exception("NodeDB listener failed")
 
     # -- nodes --------------------------------------------------------------------------------------------------
 
@@ -104,8 +136,22 @@ class NodeDBService:
             raise NodeDBError("This node has no record yet")
         return self._own
 
-    async def update_node(self, info: NodeInfo) -> None:
-        """Remember another node's verified record (the P2P layer calls this)."""
+    def get_node(self, iid: str) -> NodeInfo | None:
+        return self._nodes.get(iid)
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every other node's record (as stored; `online` not filled in)."""
+        return list(self._nodes.values())
+
+    async def update_node(self, info: NodeInfo) -> bool:
+        """Remember another node's verified record (the P2P layer calls this). A record with a sequence no
+        higher than the stored one is ignored; returns whether the record was stored. Raises `IdentityError` if
+        it does not verify."""
+        if self._own is not None and info.identity.id == self._own.identity.id:
+            return False
+        known = self._nodes.get(info.identity.id)
+        if known is not None and known.sequence >= info.sequence:
+            return False
         await asyncio.to_thread(info.verify)
         seen = now_ms()
 
@@ -117,13 +163,57 @@ class NodeDBService:
 
         await self._db.run(store)
         self._nodes[info.identity.id] = info.model_copy(update={"last_seen": seen})
+        self._notify("node", info)
+        return True
+
+    def touch(self, iid: str) -> None:
+        """We just heard from node `iid` (kept in memory; the stored last_seen is the time of its last record)."""
+        known = self._nodes.get(iid)
+        if known is not None:
+            known.last_seen = now_ms()
+
+    def set_online(self, iid: str, online: bool) -> None:
+        """The P2P layer's view: is there an accepted connection to node `iid`?"""
+        if online:
+            self._online.add(iid)
+            self.touch(iid)
+        else:
+            self._online.discard(iid)
+
+    def is_online(self, iid: str, offline_after_ms: int = 60_000) -> bool:
+        known = self._nodes.get(iid)
+        return iid in self._online and known is not None and (now_ms() - (known.last_seen or 0)) <= offline_after_ms
+
+    async def forget_nodes(self, unseen_for_ms: int) -> list[str]:
+        """Remove nodes that are offline and unseen for longer than `unseen_for_ms`; returns their IDs."""
+        cutoff = now_ms() - unseen_for_ms
+        gone = [iid for iid, n in self._nodes.items() if iid not in self._online and (n.last_seen or 0) < cutoff]
+        if gone:
+            await self._db.run(lambda c: c.executemany("DELETE FROM nodes WHERE iid = ?", [(i,) for i in gone]))
+            for iid in gone:
+                self._nodes.pop(iid, None)
+        return gone
 
     def network(self, offline_after_ms: int = 60_000) -> list[NodeInfo]:
+        """This node (online) and every node it knows: online while connected and heard from recently."""
         now = now_ms()
         own = self.own.model_copy(update={"last_seen": now, "online": True})
         others = [
-            n.model_copy(update={"online": (now - (n.last_seen or 0)) <= offline_after_ms})
+            n.model_copy(update={"online": self.is_online(iid, offline_after_ms)})
             for iid, n in self._nodes.items()
             if iid != own.identity.id
         ]
         return [own, *sorted(others, key=lambda n: n.identity.id)]
+
+    # -- pinned boot peers (trust on first use) -----------------------------------------------------------------
+
+    async def get_pin(self, address: str) -> str | None:
+        row = await self._db.run(
+            lambda c: c.execute("SELECT peer_id FROM pins WHERE address = ?", (address,)).fetchone()
+        )
+        return None if row is None else str(row["peer_id"])
+
+    async def set_pin(self, address: str, peer_id: str) -> None:
+        await self._db.run(
+            lambda c: c.execute("INSERT OR REPLACE INTO pins (address, peer_id) VALUES (?, ?)", (address, peer_id))
+        )

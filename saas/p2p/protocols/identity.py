@@ -1,0 +1,38 @@
+"""`/saas/identity/1.0.0`: after a connection opens, the dialer sends its signed node record (which carries its
+identity) and the other side answers with its own. A record is accepted only if it verifies (identity
+self-signed, record signed by that identity) **and** the peer ID it claims is the Noise-authenticated peer ID of
+the connection it arrived on — so no one can present another node's record, nor their own record from someone
+else's connection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import ValidationError
+
+from saas.core.errors import IdentityError
+from saas.nodedb.schemas import NodeInfo
+
+__all__ = ["check_hello", "hello"]
+
+
+def hello(own: NodeInfo) -> dict[str, Any]:
+    return {"node": own.model_dump(mode="json", exclude={"last_seen", "online"})}
+
+
+async def check_hello(message: dict[str, Any], peer_id: str, own_iid: str) -> NodeInfo:
+    """The peer's verified record; raises `IdentityError` if it is missing, invalid, or not the peer's own."""
+    try:
+        info = NodeInfo.model_validate(message.get("node"))
+    except ValidationError as e:
+        raise IdentityError("Peer sent no valid node record", {"peer_id": peer_id}) from e
+    await asyncio.to_thread(info.verify)
+    if info.peer_id != peer_id:
+        raise IdentityError(
+            "Peer presented a node record for another peer",
+            {"peer_id": peer_id, "claimed": info.peer_id, "iid": info.identity.id},
+        )
+    if info.identity.id == own_iid:
+        raise IdentityError("Peer presented this node's own identity", {"peer_id": peer_id})
+    return info
