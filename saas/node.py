@@ -20,6 +20,7 @@ from saas.nodedb.service import NodeDBService
 if TYPE_CHECKING:
     from saas.dor.service import DORService
     from saas.rest.server import RESTServer
+    from saas.rti.service import RTIService
 
 __all__ = ["Node", "NodeStatus", "run_node"]
 
@@ -41,6 +42,7 @@ class Node:
         self.status = NodeStatus.CREATED
         self.nodedb = NodeDBService(config.datastore)
         self.dor: DORService | None = None
+        self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
         self.started_ms = 0
         self._lock = asyncio.Lock()
@@ -97,6 +99,11 @@ class Node:
 
             self.dor = DORService(self)
             await self.dor.start()
+        if self.config.has_rti:
+            from saas.rti.service import RTIService
+
+            self.rti = RTIService(self)
+            await self.rti.start()
         host, port = self.config.rest_bind
         self.rest = RESTServer(create_app(self), host, port, log_level=self.config.log_level)
         await self.rest.start()
@@ -114,6 +121,8 @@ class Node:
     async def _stop(self) -> None:
         if self.rest is not None:
             await self.rest.stop()
+        if self.rti is not None:
+            await self.rti.stop()
         if self.dor is not None:
             await self.dor.stop()
         await self.nodedb.stop()
