@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -67,6 +68,18 @@ class RTIEnv:
     repo: Path
     commit: str
     tmp: Path
+    restarted: list[Any] = dataclasses.field(default_factory=list)
+
+    def restart(self) -> None:
+        """Stop the in-process node and start a new one on the same datastore. The stop is graceful but leaves the
+        job board as a crash would (the runner kills its processes and records nothing more)."""
+        from saas.node import Node
+
+        old = self.node
+        old.stop()
+        self.node = type(old)(Node(old.node.config, old.node.keystore))
+        self.restarted.append(self.node)
+        self.node.start()
 
     def rti(self, keystore: Keystore | None = None) -> RTIProxy:
         return RTIProxy(self.node.address, keystore)
@@ -134,7 +147,16 @@ def rti_env_factory(
         files.mkdir(exist_ok=True)
         return RTIEnv(node, node.keystore, alice, bob, repo, commit, files)
 
-    yield make
+    made: list[RTIEnv] = []
+
+    def tracked(**config: Any) -> RTIEnv:
+        made.append(make(**config))
+        return made[-1]
+
+    yield tracked
+    for env in made:
+        for node in env.restarted:
+            node.stop()
 
 
 @pytest.fixture
