@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import dor, identity, service
+from saas_cli.commands import dor, identity, rti, service
 from saas_cli.context import Context, env_default
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     identity.register(commands)
     service.register(commands)
     dor.register(commands)
+    rti.register(commands)
     return parser
 
 
