@@ -14,7 +14,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,12 +154,14 @@ async def execute(
     wd: Path,
     logs: Path,
     on_line: Callable[[str], None],
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int], Awaitable[None]] | None = None,
+    job_id: str = "",
 ) -> None:
     """Run `execute.sh <config> <wd>`; raise `JobFailedError` on a non-zero exit. Cancelling this coroutine kills
     the whole process group (SIGTERM, then SIGKILL after a grace period) before it propagates."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["SAAS_JOB_ID"] = job_id  # lets a restarted node recognise this job's leftover processes
     process = await asyncio.create_subprocess_exec(
         "bash",
         "execute.sh",
@@ -173,10 +175,10 @@ async def execute(
         start_new_session=True,
         limit=1024 * 1024,
     )
-    if on_start is not None:
-        on_start(process.pid)
     assert process.stdout is not None and process.stderr is not None
     try:
+        if on_start is not None:
+            await on_start(process.pid)
         _, err_tail = await asyncio.gather(
             _pump(process.stdout, logs / STDOUT_LOG, on_line), _pump(process.stderr, logs / STDERR_LOG, on_line)
         )
@@ -192,6 +194,28 @@ async def execute(
     if code != 0:
         text = err_tail.decode("utf-8", "replace").strip()
         raise JobFailedError(f"execute.sh exited with code {code}" + (f": {text[-500:]}" if text else ""))
+
+
+def kill_leftover(pgid: int, job_id: str) -> bool:
+    """After a crash of the node: kill what is left of a job's process group (the leader may be gone, e.g. killed
+    by a broken stdout pipe, while its children live on). Only a group with a member whose environment carries
+    SAAS_JOB_ID=<job_id> is killed, so a reused id is left alone. Linux (/proc) only; elsewhere nothing happens."""
+    marker = f"SAAS_JOB_ID={job_id}".encode()
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+            if int(stat[stat.rindex(b")") + 2 :].split()[2]) != pgid:  # fields after "(comm)": state ppid pgrp
+                continue
+            if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                kill_group(pgid, signal.SIGKILL)
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------

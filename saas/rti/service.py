@@ -119,6 +119,7 @@ class _ActiveJob:
     announced: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
     task: asyncio.Task[None] | None = None
+    pid: int | None = None  # leader of the adapter's process group while it runs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -133,6 +134,7 @@ class _ActiveJob:
             "timeline": self.machine.timeline,
             "announced": self.announced,
             "outputs": self.outputs,
+            "pid": self.pid,
         }
 
 
@@ -254,6 +256,10 @@ class RTIService:
         processor = self._processors.get(job.proc_id)
         restartable = bool(processor and (processor.gpp.proc_descriptor.model_extra or {}).get("restartable"))
         before = active.machine.state
+        if before is JobState.RUNNING and doc.get("pid"):
+            killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
+            if killed:
+                logger.info("job %s: killed the processes left from before the restart", job.id)
         state = recover(active.machine, restartable)
         if state is JobState.FAILED:
             active.errors.append("node restarted")
@@ -565,9 +571,20 @@ class RTIService:
                         active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
             active.notify()
 
+        async def on_start(pid: int) -> None:
+            active.pid = pid
+            await self._save(active)
+
         await runner.execute(
-            adapter, processor.gpp.proc_config, self._wd(active.job.id), self._logs(active.job.id), on_line
+            adapter,
+            processor.gpp.proc_config,
+            self._wd(active.job.id),
+            self._logs(active.job.id),
+            on_line,
+            on_start,
+            active.job.id,
         )
+        active.pid = None
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
 
     async def _postprocess(

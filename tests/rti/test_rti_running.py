@@ -198,3 +198,35 @@ def test_restart_fails_running_job_and_keeps_finished(rti_env_factory) -> None: 
         assert rti.get_job_status(done, env.alice).state == "successful"
         assert rti.get_status(proc_id).state == "ready"  # processors survive a restart
     assert env.wait(env.submit_abc(proc_id, a=0.1)).state == "successful"
+
+
+def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stops after an output reached the DOR but before the board recorded it: after the restart,
+    postprocessing resumes and stores the same object again, which the DOR recognises — one object, not two."""
+    import asyncio
+
+    from saas.rti import runner
+
+    real = runner.store_output
+    stored = threading.Event()
+
+    async def store_then_hang(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = await real(*args, **kwargs)
+        stored.set()
+        await asyncio.Event().wait()  # "crash" before the board records the obj_id
+        return result
+
+    monkeypatch.setattr(runner, "store_output", store_then_hang)
+    proc_id = env.deploy("abc")
+    job_id = env.submit_abc(proc_id, 20, 22)
+    assert stored.wait(20)
+    with env.rti(env.alice) as rti:
+        assert rti.get_job_status(job_id, env.alice).state == "postprocessing"
+    monkeypatch.undo()
+    env.restart()
+    status = env.wait(job_id)
+    assert status.state == "successful", status
+    assert [t["state"] for t in status.timeline][-2:] == ["postprocessing", "successful"]
+    with env.dor(env.alice) as dor:
+        produced = [o for o in dor.search(data_type="JSONObject", limit=1000) if o.recipe]  # type: ignore[attr-defined]
+    assert [o.obj_id for o in produced] == [status.output["c"].obj_id]
