@@ -490,6 +490,8 @@ class RTIService:
             if not resume:
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
+                # The limit is on running adapters: storing outputs does not hold a slot.
+                self._release(job.id)
             else:
                 consumes = self._consumes_from_task(active, processor)
             await self._postprocess(active, processor, consumes)
@@ -503,9 +505,13 @@ class RTIService:
             logger.exception("job %s failed unexpectedly", job.id)
             await self._fail(active, f"Internal error: {type(e).__name__}")
         finally:
-            self._running.discard(job.id)
+            self._release(job.id)
             if active.machine.final:
                 await self._finish(active)
+
+    def _release(self, job_id: str) -> None:
+        if job_id in self._running:
+            self._running.discard(job_id)
             self._dispatch()
 
     async def _fail(self, active: _ActiveJob, reason: str) -> None:
@@ -554,7 +560,7 @@ class RTIService:
         return consumes
 
     async def _execute(self, active: _ActiveJob, processor: _Processor) -> None:
-        await self._to(active, JobState.RUNNING, "execute.sh started")
+        active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the pid once it started
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
 
         def on_line(line: str) -> None:
@@ -574,6 +580,7 @@ class RTIService:
         async def on_start(pid: int) -> None:
             active.pid = pid
             await self._save(active)
+            active.notify()
 
         await runner.execute(
             adapter,

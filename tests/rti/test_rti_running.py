@@ -108,7 +108,7 @@ def test_cancel_pending_and_concurrency_limit(rti_env_factory) -> None:  # type:
     spans = []
     for s in statuses:
         times = {t["state"]: t["time"] for t in s.timeline}
-        spans.append((times["initialising"], times["successful"]))
+        spans.append((times["initialising"], times["postprocessing"]))  # the slot: preparing and running
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end  # one at a time, in submission order
 
