@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import shutil
+import string
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -88,6 +89,14 @@ class JobValidationError(RTIError, InvalidInputError):
 
 class ProcessorBusyError(RTIError, ConflictError):
     pass
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_job_id() -> str:
+    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
 
 
 def _now() -> int:
@@ -445,7 +454,7 @@ class RTIService:
         processor = self._validate(proc_id, task, caller)
         await self._check_references(processor, task, caller)
         job = Job(
-            id=secrets.token_urlsafe(16),
+            id=new_job_id(),
             proc_id=proc_id,
             task=task,
             retain=self.retain,

@@ -82,3 +82,11 @@ def test_restore_keeps_timeline() -> None:
     m.transition(S.INITIALISING, "x")
     restored = JobStateMachine.restore(m.state.value, m.timeline)
     assert restored.state is S.INITIALISING and restored.timeline == m.timeline
+
+
+def test_job_ids_are_alphanumeric_and_distinct() -> None:
+    from saas.rti.service import new_job_id
+
+    ids = {new_job_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and i.isalnum() for i in ids)
