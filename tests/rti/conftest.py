@@ -97,7 +97,7 @@ class RTIEnv:
         return gpp.obj_id
 
     def deploy(self, example: str = "abc", wait: bool = True, **kwargs: Any) -> str:
-        proc_id = self.add_gpp(example, **kwargs)
+        proc_id = self.add_gpp(example, **kwargs)  # kwargs: config, repo, commit
         with self.rti(self.owner) as rti:
             rti.deploy(proc_id, self.owner)
             if wait:

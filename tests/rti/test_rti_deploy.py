@@ -90,3 +90,17 @@ def test_undeploy_refuses_while_jobs_run_unless_forced(env: RTIEnv) -> None:
             rti.undeploy(proc_id, env.owner)
         rti.undeploy(proc_id, env.owner, force=True)
     assert env.wait(job_id).state == "cancelled"
+
+
+def test_install_timeout(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+    env = rti_env_factory(install_timeout=0.5)
+    repo, commit = adapter_repo(
+        env.tmp / "sleepy-repo", "abc", extra={"abc/install.sh": "#!/bin/bash\necho start\nsleep 30\n"}
+    )
+    proc_id = env.add_gpp("abc", repo=repo, commit=commit)
+    with env.rti(env.owner) as rti:
+        rti.deploy(proc_id, env.owner)
+        status = rti.wait_deployed(proc_id, timeout=20)
+    assert status.state == "failed"
+    assert status.error == "install.sh did not finish within 0.5 s"
+    assert status.log_tail is not None and "start" in status.log_tail

@@ -230,3 +230,23 @@ def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, mo
     with env.dor(env.alice) as dor:
         produced = [o for o in dor.search(data_type="JSONObject", limit=1000) if o.recipe]  # type: ignore[attr-defined]
     assert [o.obj_id for o in produced] == [status.output["c"].obj_id]
+
+
+def test_restartable_job_is_requeued_after_restart(env: RTIEnv) -> None:
+    from conftest import EXAMPLES, adapter_repo
+
+    descriptor = json.loads((EXAMPLES / "slow" / "descriptor.json").read_text())
+    descriptor["restartable"] = True
+    repo, commit = adapter_repo(
+        env.tmp / "restartable-repo", "slow", extra={"slow/descriptor.json": json.dumps(descriptor)}
+    )
+    proc_id = env.deploy("slow", repo=repo, commit=commit)
+    job_id = env.submit_abc(proc_id, a=1.5, b=2)
+    wait_state(env, job_id, "running")
+    env.restart()
+    status = env.wait(job_id)
+    assert status.state == "successful", status
+    states = [t["state"] for t in status.timeline]
+    assert states[:3] == ["pending", "initialising", "running"]
+    assert "node restarted: re-queued" in [t["reason"] for t in status.timeline]
+    assert states[-1] == "successful" and states.count("running") == 2
