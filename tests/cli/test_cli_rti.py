@@ -212,3 +212,56 @@ def test_failed_deploy_shows_log_tail(cli, shared_keystore, node_factory, publis
     assert "install.sh exited with code 1" in result.stderr
     status = ok(cli("rti", "--address", address, "proc", "status", gpp["obj_id"]))
     assert "failed" in status.stdout and "missing dependency xyz" in status.stdout
+
+
+def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, repository, tmp_path: Path) -> None:
+    """Per input "by-value / by-reference"; a JSON value that does not match the schema is refused with the reason."""
+    import re
+
+    import pexpect
+
+    from saas.core.keystore import Keystore
+    from saas.dor.proxy import DORProxy
+    from saas.rti.proxy import RTIProxy
+
+    node = node_factory("cli-rti-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = Keystore.load(shared_keystore.path, shared_keystore.password)
+    repo, commit = repository
+    a_file = tmp_path / "a.json"
+    a_file.write_text('{"v": 40}')
+    with DORProxy(node.address, user) as dor, RTIProxy(node.address, user) as rti:
+        proc_id = dor.add_gpp_data_object(str(repo), commit, "processor_test", "default", user.identity).obj_id
+        a_id = dor.add_data_object(a_file, user.identity, False, False, "JSONObject", "json").obj_id
+        rti.deploy(proc_id, user)
+        assert rti.wait_deployed(proc_id, timeout=30).state == "ready"
+
+    child = spawn_cli(*shared_keystore.args(), "rti", "--address", address, "job", "submit", "--proc-id", proc_id)
+    child.expect_exact("How to provide input 'a'")
+    child.send("\x1b[B\r")  # by-reference
+    child.expect_exact("Object ID for 'a':")
+    child.send(a_id + "\r")
+    child.expect_exact("How to provide input 'b'")
+    child.send("\r")  # by-value
+    child.expect_exact("Value for 'b' (JSON):")
+    bad = '{"v": "two"}'
+    child.send(bad + "\r")
+    child.expect_exact("Does not match the schema: 'two' is not of type 'number'")
+    child.send("\x7f" * len(bad) + '{"v": 2}\r')
+    child.expect_exact("Restrict access to output 'c'?")
+    child.send("n")
+    child.expect_exact("Encrypt output 'c'?")
+    child.send("n")
+    child.expect(r"Job submitted: job-id=([A-Za-z0-9]+)")
+    job_id = child.match.group(1)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", child.logfile_read.getvalue())
+    with RTIProxy(node.address, user) as rti:
+        status = rti.wait_for_job(job_id, user, timeout=30)
+        assert status.state == "successful"
+        assert status.job.task.input[0].type == "reference"
+    with DORProxy(node.address, user) as dor:
+        c = dor.get_content(status.output["c"].obj_id, user, tmp_path / "c.json")
+    assert json.loads(c.read_text()) == {"v": 42}
