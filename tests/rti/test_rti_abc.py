@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import RTIEnv
+from rti_support import RTIEnv
 
 from saas.rti.schemas import Task
 

@@ -4,7 +4,7 @@ listed anonymously, job routes are signed."""
 from __future__ import annotations
 
 import httpx
-from conftest import RTIEnv
+from rti_support import RTIEnv
 
 EXPECTED = {
     "/api/v1/rti": {"get"},

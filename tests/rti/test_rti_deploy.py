@@ -4,7 +4,7 @@ deployment, undeploy."""
 from __future__ import annotations
 
 import pytest
-from conftest import RTIEnv, adapter_repo
+from rti_support import RTIEnv, adapter_repo
 
 from saas.core.errors import AuthenticationError, AuthorisationError, ConflictError, NotFoundError
 

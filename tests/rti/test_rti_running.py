@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import RTIEnv
+from rti_support import RTIEnv
 
 from saas.core.errors import AuthorisationError, ConflictError, NotFoundError
 from saas.rti.schemas import Task
@@ -233,7 +233,7 @@ def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, mo
 
 
 def test_restartable_job_is_requeued_after_restart(env: RTIEnv) -> None:
-    from conftest import EXAMPLES, adapter_repo
+    from rti_support import EXAMPLES, adapter_repo
 
     descriptor = json.loads((EXAMPLES / "slow" / "descriptor.json").read_text())
     descriptor["restartable"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import RTIEnv
+from rti_support import RTIEnv
 
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError
 
