@@ -29,6 +29,8 @@ class NodeConfig(BaseModel):
     node_type: NodeType = "full"
     retain_job_history: bool = False
     strict_deployment: bool = True
+    max_jobs: int | None = Field(default=None, ge=1)  # jobs running at once; None: the CPU count
+    install_timeout: float = Field(default=600.0, gt=0)  # seconds install.sh may take
     bind_all: bool = False  # listen on 0.0.0.0 while advertising rest_address / p2p_address
     max_object_size: int | None = None  # bytes; None: unlimited
     max_json_body: int = 4 * 1024 * 1024  # bytes of a non-upload request body

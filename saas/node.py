@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from saas.dor.service import DORService
     from saas.p2p.service import P2PService
     from saas.rest.server import RESTServer
+    from saas.rti.service import RTIService
 
 __all__ = ["Node", "NodeStatus", "run_node"]
 
@@ -42,6 +43,7 @@ class Node:
         self.status = NodeStatus.CREATED
         self.nodedb = NodeDBService(config.datastore)
         self.dor: DORService | None = None
+        self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
         self.p2p: P2PService | None = None
         self.started_ms = 0
@@ -106,6 +108,11 @@ class Node:
 
             self.dor = DORService(self)
             await self.dor.start()
+        if self.config.has_rti:
+            from saas.rti.service import RTIService
+
+            self.rti = RTIService(self)
+            await self.rti.start()
         from saas.p2p.service import P2PService
 
         self.p2p = P2PService(self)
@@ -133,6 +140,8 @@ class Node:
             await self.rest.stop()
         if self.p2p is not None:
             await self.p2p.stop()
+        if self.rti is not None:
+            await self.rti.stop()
         if self.dor is not None:
             await self.dor.stop()
         await self.nodedb.stop()

@@ -101,6 +101,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         strict_deployment=strict,
         bind_all=bind_all,
         max_object_size=args.max_object_size,
+        max_jobs=args.max_jobs,
         log_level=_node_log_level(args.log_level),
     )
     _serve(ctx, config)
@@ -138,6 +139,16 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
     ctx.out.line("Node stopped.")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "service",
@@ -171,5 +182,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="listen on all network addresses (0.0.0.0)",
     )
     p.add_argument("--max-object-size", type=parse_size, help="largest data object accepted, e.g. 10G")
+    p.add_argument("--max-jobs", type=_positive_int, help="RTI jobs running at once (default: the CPU count)")
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -257,6 +257,58 @@ class DORService:
         assert isinstance(model, CDataObject)
         return model
 
+    async def add_file(
+        self, creator_iid: str, params: AddCDataObjectParameters, path: Path, created: int
+    ) -> CDataObject:
+        """Add a local file as an object created at `created` (used by the RTI for job outputs).
+
+        Idempotent: the same file, parameters and `created` give the same obj_id, and adding it again returns the
+        existing object instead of a duplicate."""
+        self.check_add(params)
+
+        def copy() -> tuple[Path, str, int]:
+            temp, f = self.store.new_temp()
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with open(path, "rb") as src:
+                    while chunk := src.read(WRITE_BATCH):
+                        digest.update(chunk)
+                        f.write(chunk)
+                        size += len(chunk)
+                _finish(f)
+            except BaseException:
+                f.close()
+                temp.unlink(missing_ok=True)
+                raise
+            return temp, digest.hexdigest(), size
+
+        temp, c_hash, size = await asyncio.to_thread(copy)
+        creators = params.creators_iid or [creator_iid]
+        row = ObjectRow(
+            obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
+            kind="c",
+            c_hash=c_hash,
+            data_type=params.data_type,
+            data_format=params.data_format,
+            owner_iid=params.owner_iid,
+            access_restricted=params.access_restricted,
+            content_encrypted=params.content_encrypted,
+            created=created,
+            last_accessed=created,
+            size=size,
+            details={
+                "creators_iid": creators,
+                "license": params.license.model_dump(),
+                "recipe": params.recipe.model_dump(mode="json") if params.recipe else None,
+            },
+            access=[params.owner_iid],
+        )
+        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
+        model = self._model(await self._commit(row, temp, None, envelopes))
+        assert isinstance(model, CDataObject)
+        return model
+
     async def add_gpp(self, signer: Identity, params: AddGPPDataObjectParameters) -> GPPDataObject:
         from saas.core.schemas import GithubCredentials
         from saas.dor.gpp import fetch_gpp

@@ -150,4 +150,8 @@ def create_app(node: Node) -> FastAPI:
         from saas.dor.api import router as dor_router
 
         app.include_router(dor_router, prefix=API_PREFIX)
+    if node.rti is not None:
+        from saas.rti.api import router as rti_router
+
+        app.include_router(rti_router, prefix=API_PREFIX)
     return app

@@ -1,0 +1,176 @@
+"""RTI figures (issue "The RTI"): prints numbers with their goals, no pass/fail. Uses RTIProxy / DORProxy against a
+`saas-cli service` node process on 127.0.0.1 and the a + b adapter of adapters/examples/abc in a local git repo.
+
+(a) deploy of the a+b adapter from a local repository: POST → state ready (median of --deploys; goal ≤ 1 s);
+(b) submit → successful latency for a+b, sequential (median and p95 of --latency jobs; goal ≤ 0.3 s);
+(c) throughput of --jobs a+b jobs submitted by 8 client threads (goal ≥ 20 jobs/s on 2 cores);
+(d) node RSS after 200, 600 and 1000 jobs in total (goal: flat).
+
+    .venv/bin/python bench/bench_rti.py [--deploys 5] [--latency 30] [--jobs 200] [--total 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bench_node
+import psutil
+from bench_node import PASSWORD, NodeRun
+
+from saas.core.keystore import Keystore
+from saas.dor.proxy import DORProxy
+from saas.rti.proxy import RTIProxy
+from saas.rti.schemas import Task
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "adapters" / "examples" / "abc"
+
+
+def make_repo(root: Path) -> tuple[str, str]:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "B",
+        "GIT_AUTHOR_EMAIL": "b@e.org",
+        "GIT_COMMITTER_NAME": "B",
+        "GIT_COMMITTER_EMAIL": "b@e.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    root.mkdir(parents=True)
+    git("init", "--quiet")
+    shutil.copytree(EXAMPLE, root / "abc")
+    git("add", ".")
+    git("commit", "--quiet", "-m", "abc")
+    return str(root), git("rev-parse", "HEAD")
+
+
+def node_env() -> dict[str, str]:
+    """The node's environment with the real Python first on PATH: a pyenv shim (a shell script) in front of
+    `python3` costs ~90 ms per adapter run, which would measure the shim rather than the RTI."""
+    clean = _plain_env()
+    real = str(Path(sys.base_prefix) / "bin")
+    clean["PATH"] = real + os.pathsep + clean.get("PATH", "")
+    return clean
+
+
+_plain_env = bench_node.env
+bench_node.env = node_env
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deploys", type=int, default=5)
+    parser.add_argument("--latency", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--total", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-rti-"))
+    node = None
+    try:
+        keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
+        node = NodeRun(keystore, work / "datastore", work / "node.log")
+        node.wait_ready()
+        source, commit = make_repo(work / "repo")
+        print(
+            f"node: pid {node.proc.pid}, {os.cpu_count()} CPUs, max jobs = CPU count, "
+            f"adapters run {Path(sys.base_prefix) / 'bin' / 'python3'}"
+        )
+        with DORProxy(("127.0.0.1", node.port), keystore) as dor:
+            proc_id = dor.add_gpp_data_object(source, commit, "abc", "default", keystore.identity).obj_id
+            a_file = work / "a.json"
+            a_file.write_text(json.dumps({"v": 1}))
+            a_id = dor.add_data_object(a_file, keystore.identity, False, False, "JSONObject", "json").obj_id
+
+        rti = RTIProxy(("127.0.0.1", node.port), keystore)
+        deploys = []
+        for i in range(args.deploys):
+            if i:
+                rti.undeploy(proc_id, keystore)
+            began = time.perf_counter()
+            rti.deploy(proc_id, keystore)
+            while rti.get_status(proc_id).state == "deploying":
+                time.sleep(0.005)
+            deploys.append(time.perf_counter() - began)
+            assert rti.get_status(proc_id).state == "ready"
+        print(
+            f"(a) deploy a+b from a local repo: median {statistics.median(deploys):.3f} s "
+            f"(min {min(deploys):.3f}, max {max(deploys):.3f}; goal <= 1 s, original 12.4 s)"
+        )
+
+        inputs = [Task.InputReference(name="a", obj_id=a_id), Task.InputValue(name="b", value={"v": 2})]
+        outputs = [Task.Output(name="c", owner_iid=keystore.iid, restricted_access=False, content_encrypted=False)]
+
+        def one(proxy: RTIProxy) -> float:
+            began = time.perf_counter()
+            job = proxy.submit_job(proc_id, inputs, outputs, keystore)
+            status = proxy.wait_for_job(job.id, keystore, timeout=60)
+            if status.state != "successful":
+                raise RuntimeError(f"job {job.id} {status.state}: {status.errors}")
+            return time.perf_counter() - began
+
+        one(rti)  # warm up
+        latencies = [one(rti) for _ in range(args.latency)]
+        print(
+            f"(b) submit -> successful (a+b, sequential, n={args.latency}): "
+            f"median {statistics.median(latencies):.3f} s, "
+            f"p95 {percentile(latencies, 0.95):.3f} s (goal <= 0.3 s, original 7-8 s)"
+        )
+
+        local = threading.local()
+
+        def proxy() -> RTIProxy:
+            if not hasattr(local, "proxy"):
+                local.proxy = RTIProxy(("127.0.0.1", node.port), keystore)
+            return local.proxy
+
+        process = psutil.Process(node.proc.pid)
+        done = 1 + args.latency
+        with ThreadPoolExecutor(args.threads) as pool:
+            began = time.perf_counter()
+            list(pool.map(lambda _: one(proxy()), range(args.jobs)))
+            elapsed = time.perf_counter() - began
+            done += args.jobs
+            print(
+                f"(c) throughput: {args.jobs} jobs in {elapsed:.2f} s = {args.jobs / elapsed:.1f} jobs/s "
+                f"({args.threads} client threads; goal >= 20 jobs/s on 2 cores, original 0.25-0.49)"
+            )
+            rss = [(done, process.memory_info().rss / 2**20)]
+            for checkpoint in (600, args.total):
+                if checkpoint <= done:
+                    continue
+                list(pool.map(lambda _: one(proxy()), range(checkpoint - done)))
+                done = checkpoint
+                rss.append((done, process.memory_info().rss / 2**20))
+        print("(d) node RSS: " + ", ".join(f"{mib:.1f} MiB after {n} jobs" for n, mib in rss) + " (goal: flat)")
+        rti.close()
+    finally:
+        if node is not None:
+            node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

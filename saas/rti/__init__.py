@@ -1,0 +1,1 @@
+"""The Runtime Infrastructure: processors deployed from git and the jobs they run (DESIGN §8)."""

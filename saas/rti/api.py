@@ -1,0 +1,155 @@
+"""RTI REST routes (`/rti/...`, DESIGN §11). Thin: parse, authenticate, call `RTIService`.
+
+Anonymous: the list of deployed processors and each processor's state and descriptor. Everything about jobs is
+signed and limited to the job's owner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from starlette.background import BackgroundTask
+from starlette.responses import FileResponse, StreamingResponse
+
+from saas.rest.auth import SignedIdentity
+from saas.rti.runner import STDERR_LOG, STDOUT_LOG
+from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
+from saas.rti.service import RTIService
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/rti", tags=["rti"])
+ProcId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="processor ID (the GPP's object ID)")]
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="job ID")]
+
+
+def _rti(request: Request) -> RTIService:
+    return request.app.state.node.rti
+
+
+@router.get("", response_model=list[Processor])
+async def get_deployed(request: Request) -> list[Processor]:
+    """Processors on this node (deploying, ready or failed)."""
+    return _rti(request).get_deployed()
+
+
+@router.post("/proc/{proc_id}", response_model=Processor)
+async def deploy(
+    proc_id: ProcId, request: Request, caller: SignedIdentity, params: DeployParameters | None = None
+) -> Processor:
+    """Start deploying a processor; returns at once (state `deploying`)."""
+    return await _rti(request).deploy(caller, proc_id, params or DeployParameters())
+
+
+@router.get("/proc/{proc_id}", response_model=Processor)
+async def get_processor(proc_id: ProcId, request: Request) -> Processor:
+    return _rti(request).get_processor(proc_id)
+
+
+@router.delete("/proc/{proc_id}", response_model=Processor)
+async def undeploy(proc_id: ProcId, request: Request, caller: SignedIdentity, force: bool = False) -> Processor:
+    """Undeploy; refused (409) while jobs are unfinished unless `force` (which cancels them)."""
+    return await _rti(request).undeploy(caller, proc_id, force)
+
+
+@router.post("/proc/{proc_id}/jobs", response_model=Job)
+async def submit(proc_id: ProcId, task: Task, request: Request, caller: SignedIdentity) -> Job:
+    """Submit a job (the seed's task); validated at once (400 with the reason)."""
+    return await _rti(request).submit(caller, proc_id, task)
+
+
+@router.get("/job", response_model=list[Job])
+async def get_jobs(request: Request, caller: SignedIdentity) -> list[Job]:
+    """The caller's jobs, newest first."""
+    return await _rti(request).get_jobs(caller)
+
+
+@router.get("/job/{job_id}/status", response_model=JobStatus)
+async def get_status(
+    job_id: JobId,
+    request: Request,
+    caller: SignedIdentity,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the next change")] = 0.0,
+) -> JobStatus:
+    return await _rti(request).get_status(job_id, caller, wait)
+
+
+@router.delete("/job/{job_id}", response_model=JobStatus)
+async def cancel(job_id: JobId, request: Request, caller: SignedIdentity) -> JobStatus:
+    return await _rti(request).cancel(job_id, caller)
+
+
+def _pack(folder: FilePath) -> FilePath:
+    fd, name = tempfile.mkstemp(suffix=".tar.gz")
+    os.close(fd)
+    with tarfile.open(name, "w:gz") as tar:
+        for log in (STDOUT_LOG, STDERR_LOG):
+            if (folder / log).is_file():
+                tar.add(folder / log, arcname=log)
+    return FilePath(name)
+
+
+@router.get(
+    "/job/{job_id}/logs",
+    responses={200: {"content": {"application/gzip": {}, "text/plain": {}}}},
+    response_model=None,
+)
+async def get_logs(
+    job_id: JobId,
+    request: Request,
+    caller: SignedIdentity,
+    follow: Annotated[bool, Query(description="stream log lines while the job runs")] = False,
+) -> FileResponse | StreamingResponse:
+    """The job's logs as tar.gz, or (follow) its stdout and stderr lines as they are written."""
+    rti = _rti(request)
+    folder, _ = await rti.logs_folder(job_id, caller)
+    if not follow:
+        archive = await asyncio.to_thread(_pack, folder)
+        return FileResponse(
+            archive,
+            media_type="application/gzip",
+            filename=f"{job_id}-logs.tar.gz",
+            background=BackgroundTask(archive.unlink, missing_ok=True),
+        )
+    return StreamingResponse(_follow(rti, job_id, folder), media_type="text/plain; charset=utf-8")
+
+
+async def _follow(rti: RTIService, job_id: str, folder: FilePath) -> AsyncIterator[bytes]:
+    offsets = {STDOUT_LOG: 0, STDERR_LOG: 0}
+    partial = {STDOUT_LOG: b"", STDERR_LOG: b""}
+
+    def read_new() -> bytes:
+        out = b""
+        for name in offsets:
+            path = folder / name
+            if not path.is_file():
+                continue
+            with open(path, "rb") as f:
+                f.seek(offsets[name])
+                data = f.read(4 * 1024 * 1024)
+            offsets[name] += len(data)
+            data = partial[name] + data
+            cut = data.rfind(b"\n") + 1
+            out += data[:cut]
+            partial[name] = data[cut:]
+        return out
+
+    while True:
+        event = rti.changed(job_id)  # taken before reading, so no change between read and wait is missed
+        data = await asyncio.to_thread(read_new)
+        if data:
+            yield data
+        if event is None:
+            rest = partial[STDOUT_LOG] + partial[STDERR_LOG]
+            if rest:
+                yield rest + b"\n"
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), 5.0)

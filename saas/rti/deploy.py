@@ -1,0 +1,135 @@
+"""Deploying a processor: clone the adapter repository at the pinned commit and run `install.sh <config>`.
+
+The repository URL is untrusted (see `saas.dor.gpp`): only file, http(s) and ssh; a GitHub token reaches git only
+through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the loop
+never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import stat
+from pathlib import Path
+
+from saas.core.errors import InvalidInputError, RTIError
+from saas.core.schemas import GithubCredentials
+from saas.dor.gpp import _ASKPASS, _check_proc_path, _check_source
+from saas.dor.schemas import GitProcessorPointer
+
+__all__ = ["DeploymentError", "adapter_dir", "install", "remove", "tail"]
+
+INSTALL_TIMEOUT = 600.0
+CLONE_TIMEOUT = 600.0
+TAIL_BYTES = 2000
+
+
+class DeploymentError(RTIError, InvalidInputError):
+    """Cloning or installing the adapter failed; `details['log_tail']` holds the end of the log."""
+
+
+def adapter_dir(proc_root: Path, gpp: GitProcessorPointer) -> Path:
+    return proc_root / "repo" / _check_proc_path(gpp.proc_path)
+
+
+def tail(path: Path, size: int = TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+async def _run(args: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float) -> int:
+    with open(log, "ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            kill_group(process.pid)
+            await process.wait()
+            raise
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def install(
+    proc_root: Path,
+    gpp: GitProcessorPointer,
+    credentials: GithubCredentials | None = None,
+    install_timeout: float = INSTALL_TIMEOUT,
+) -> Path:
+    """Clone into `<proc_root>/repo` at the commit and run install.sh; returns the adapter folder."""
+    _check_source(gpp.source)
+    await asyncio.to_thread(_reset, proc_root)
+    log = proc_root / "install.log"
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+    }
+    secret: str | None = None
+    askpass_dir = proc_root / ".askpass"
+    if credentials is not None:
+        askpass_dir.mkdir(mode=0o700)
+        askpass = askpass_dir / "askpass.sh"
+        askpass.write_text(_ASKPASS)  # reads the secret from its environment; holds none itself
+        askpass.chmod(stat.S_IRWXU)
+        secret = credentials.token()
+        env |= {"GIT_ASKPASS": str(askpass), "SAAS_GIT_USERNAME": credentials.login, "SAAS_GIT_PASSWORD": secret}
+    repo = proc_root / "repo"
+    try:
+        code = await _run(
+            ["git", "clone", "--quiet", "--no-checkout", "--", gpp.source, str(repo)],
+            proc_root,
+            env,
+            log,
+            CLONE_TIMEOUT,
+        )
+        if code == 0:
+            code = await _run(["git", "-C", str(repo), "checkout", "--quiet", gpp.commit_id], proc_root, env, log, 120)
+    except TimeoutError:
+        raise DeploymentError(f"Cloning '{gpp.source}' timed out", {"log_tail": _clean(tail(log), secret)}) from None
+    finally:
+        shutil.rmtree(askpass_dir, ignore_errors=True)
+    if code != 0:
+        raise DeploymentError(
+            f"Could not clone '{gpp.source}' at {gpp.commit_id[:12]}", {"log_tail": _clean(tail(log), secret)}
+        )
+    folder = adapter_dir(proc_root, gpp).resolve()
+    if not folder.is_relative_to(repo.resolve()) or not (folder / "install.sh").is_file():
+        raise DeploymentError(f"No install.sh in '{gpp.proc_path}'", {"log_tail": ""})
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    try:
+        code = await _run(["bash", "install.sh", gpp.proc_config], folder, plain_env, log, install_timeout)
+    except TimeoutError:
+        raise DeploymentError(
+            f"install.sh did not finish within {install_timeout:g} s", {"log_tail": tail(log)}
+        ) from None
+    if code != 0:
+        raise DeploymentError(f"install.sh exited with code {code}", {"log_tail": tail(log)})
+    return folder
+
+
+def _clean(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _reset(proc_root: Path) -> None:
+    shutil.rmtree(proc_root, ignore_errors=True)
+    proc_root.mkdir(parents=True)
+
+
+def remove(proc_root: Path) -> None:
+    shutil.rmtree(proc_root, ignore_errors=True)

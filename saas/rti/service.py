@@ -1,0 +1,730 @@
+"""`RTIService`: processors and the job board of a node (DESIGN §8).
+
+What callers may rely on:
+- deployment is asynchronous: `deploy` returns at once with state `deploying`; the processor becomes `ready` or
+  `failed` (with the install log tail). Processors survive a restart (they are not reinstalled).
+- the job board is SQLite (`<datastore>/rti/jobs.sqlite`); every state transition is stored with its time and reason
+  before anything depends on it. At most `max_jobs` jobs run at once; the rest wait in submission order.
+- after a restart: pending jobs are queued again, jobs whose process died are failed ("node restarted") or re-queued
+  if the descriptor says `"restartable": true`, and postprocessing resumes. Outputs are stored exactly once: the
+  bytes to store and their creation time are fixed in the board before the DOR sees them, so a retry produces the
+  same object instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import string
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saas.core.errors import (
+    AuthorisationError,
+    ConflictError,
+    CryptoError,
+    InvalidInputError,
+    NotFoundError,
+    RTIError,
+)
+from saas.core.identity import Identity
+from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
+from saas.rti import deploy as deployment
+from saas.rti import runner
+from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
+from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
+from saas.sqlite import Database
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from saas.node import Node
+
+__all__ = [
+    "JobValidationError",
+    "ProcessorBusyError",
+    "RTIService",
+    "UnknownJobError",
+    "UnknownProcessorError",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS processors (
+    proc_id TEXT PRIMARY KEY, state TEXT NOT NULL, gpp TEXT NOT NULL, error TEXT, log_tail TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, proc_id TEXT NOT NULL, user_iid TEXT NOT NULL,
+    state TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_iid);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, obj_id TEXT, PRIMARY KEY (job_id, name)
+);
+"""
+
+
+class UnknownProcessorError(RTIError, NotFoundError):
+    pass
+
+
+class UnknownJobError(RTIError, NotFoundError):
+    pass
+
+
+class JobValidationError(RTIError, InvalidInputError):
+    pass
+
+
+class ProcessorBusyError(RTIError, ConflictError):
+    pass
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_job_id() -> str:
+    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class _Processor:
+    proc_id: str
+    state: str
+    gpp: GitProcessorPointer
+    error: str | None = None
+    log_tail: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    def model(self) -> Processor:
+        return Processor(proc_id=self.proc_id, state=self.state, gpp=self.gpp, error=self.error, log_tail=self.log_tail)  # type: ignore[arg-type]
+
+
+@dataclass
+class _ActiveJob:
+    """A job that is not final yet: its state machine and live status, held in memory and mirrored to the board."""
+
+    job: Job
+    machine: JobStateMachine
+    progress: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
+    task: asyncio.Task[None] | None = None
+    pid: int | None = None  # leader of the adapter's process group while it runs
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def status_doc(self) -> dict[str, Any]:
+        return {
+            "progress": self.progress,
+            "messages": self.messages[-100:],
+            "errors": self.errors,
+            "timeline": self.machine.timeline,
+            "announced": self.announced,
+            "outputs": self.outputs,
+            "pid": self.pid,
+        }
+
+
+# -- board (blocking; run through Database.run) ----------------------------------------------------------------
+
+
+def _put_processor(conn: sqlite3.Connection, p: _Processor) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO processors (proc_id, state, gpp, error, log_tail) VALUES (?, ?, ?, ?, ?)",
+        (p.proc_id, p.state, p.gpp.model_dump_json(), p.error, p.log_tail),
+    )
+
+
+def _insert_job(conn: sqlite3.Connection, a: _ActiveJob) -> None:
+    conn.execute(
+        "INSERT INTO jobs (id, proc_id, user_iid, state, job, status) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            a.job.id,
+            a.job.proc_id,
+            a.job.task.user_iid,
+            a.machine.state.value,
+            a.job.model_dump_json(),
+            json.dumps(a.status_doc()),
+        ),
+    )
+
+
+def _update_job(conn: sqlite3.Connection, job_id: str, state: str, status: str) -> None:
+    conn.execute("UPDATE jobs SET state = ?, status = ? WHERE id = ?", (state, status, job_id))
+
+
+def _get_job(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+
+def _unfinished(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    final = tuple(s.value for s in FINAL_STATES)
+    return conn.execute(
+        f"SELECT * FROM jobs WHERE state NOT IN ({','.join('?' * len(final))}) ORDER BY seq", final
+    ).fetchall()
+
+
+def _output_created(conn: sqlite3.Connection, job_id: str, name: str, created: int) -> tuple[int, str | None]:
+    """The creation time fixed for an output (first call fixes it), and its obj_id once stored."""
+    conn.execute("INSERT OR IGNORE INTO outputs (job_id, name, created) VALUES (?, ?, ?)", (job_id, name, created))
+    row = conn.execute("SELECT created, obj_id FROM outputs WHERE job_id = ? AND name = ?", (job_id, name)).fetchone()
+    return int(row["created"]), row["obj_id"]
+
+
+def _output_stored(conn: sqlite3.Connection, job_id: str, name: str, obj_id: str) -> None:
+    conn.execute("UPDATE outputs SET obj_id = ? WHERE job_id = ? AND name = ?", (obj_id, job_id, name))
+
+
+class RTIService:
+    def __init__(self, node: Node):
+        self._node = node
+        self.root = node.config.datastore / "rti"
+        self.db = Database(self.root / "jobs.sqlite", SCHEMA)
+        self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
+        self.install_timeout = node.config.install_timeout
+        self._processors: dict[str, _Processor] = {}
+        self._active: dict[str, _ActiveJob] = {}
+        self._queue: deque[str] = deque()
+        self._running: set[str] = set()
+        self._stopping = False
+
+    @property
+    def retain(self) -> bool:
+        return self._node.config.retain_job_history
+
+    def _proc_root(self, proc_id: str) -> Path:
+        return self.root / "procs" / proc_id
+
+    def _wd(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def _logs(self, job_id: str) -> Path:
+        return self.root / "logs" / job_id
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        def open_all() -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            for sub in ("procs", "jobs", "logs"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            self.db.open()
+            procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
+            return procs, self.db.call(_unfinished)
+
+        procs, unfinished = await asyncio.to_thread(open_all)
+        for row in procs:
+            p = _Processor(
+                row["proc_id"],
+                row["state"],
+                GitProcessorPointer.model_validate_json(row["gpp"]),
+                row["error"],
+                row["log_tail"],
+            )
+            if p.state == "deploying":
+                p.state, p.error = "failed", "node restarted during deployment"
+                await self.db.run(_put_processor, p)
+            self._processors[p.proc_id] = p
+        for row in unfinished:
+            await self._recover(row)
+        self._dispatch()
+
+    async def _recover(self, row: sqlite3.Row) -> None:
+        job = Job.model_validate_json(row["job"])
+        doc = json.loads(row["status"])
+        active = _ActiveJob(
+            job,
+            JobStateMachine.restore(row["state"], doc["timeline"]),
+            doc["progress"],
+            doc["messages"],
+            doc["errors"],
+            doc["announced"],
+            doc["outputs"],
+        )
+        processor = self._processors.get(job.proc_id)
+        restartable = bool(processor and (processor.gpp.proc_descriptor.model_extra or {}).get("restartable"))
+        before = active.machine.state
+        if before is JobState.RUNNING and doc.get("pid"):
+            killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
+            if killed:
+                logger.info("job %s: killed the processes left from before the restart", job.id)
+        state = recover(active.machine, restartable)
+        if state is JobState.FAILED:
+            active.errors.append("node restarted")
+        if state is not before:
+            await self._save(active)
+        logger.info("job %s found %s after restart: now %s", job.id, before.value, state.value)
+        if state in FINAL_STATES:
+            await self._finish(active)
+            return
+        self._active[job.id] = active
+        if state is JobState.POSTPROCESSING:
+            self._start_task(active, resume=True)
+        else:
+            self._queue.append(job.id)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        tasks += [p.task for p in self._processors.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.db.close)
+
+    # -- processors ---------------------------------------------------------------------------------------------
+
+    def _may_deploy(self, caller: Identity) -> None:
+        if self._node.config.strict_deployment and caller.id != self._node.iid:
+            raise AuthorisationError("Strict deployment: only the node owner may deploy or undeploy processors")
+
+    async def locate_gpp(self, proc_id: str, custodian: str | None = None) -> GitProcessorPointer:
+        """The GPP of a processor: today from this node's DOR (the seam for looking it up across the network)."""
+        from saas.dor.schemas import GPPDataObject
+
+        dor = self._node.dor
+        if dor is not None:
+            try:
+                meta = await dor.get_meta(proc_id, None)
+            except NotFoundError:
+                meta = None
+            if isinstance(meta, GPPDataObject):
+                return meta.gpp
+        raise UnknownProcessorError(f"No GPP data object {proc_id} found", {"proc_id": proc_id})
+
+    def get_deployed(self) -> list[Processor]:
+        return [p.model() for p in self._processors.values()]
+
+    def get_processor(self, proc_id: str) -> Processor:
+        return self._processor(proc_id).model()
+
+    def _processor(self, proc_id: str) -> _Processor:
+        if proc_id not in self._processors:
+            raise UnknownProcessorError(f"Processor {proc_id} is not deployed on this node", {"proc_id": proc_id})
+        return self._processors[proc_id]
+
+    async def deploy(self, caller: Identity, proc_id: str, params: DeployParameters) -> Processor:
+        self._may_deploy(caller)
+        if params.ssh_credentials is not None:
+            raise InvalidInputError("SSH deployment is not supported yet")
+        existing = self._processors.get(proc_id)
+        if existing is not None and existing.state in ("deploying", "ready"):
+            return existing.model()
+        credentials = None
+        if params.github_credentials is not None:
+            from saas.core.keys import b64d
+            from saas.core.schemas import GithubCredentials
+
+            try:
+                plain = await asyncio.to_thread(self._node.keystore.decrypt, b64d(params.github_credentials))
+                credentials = GithubCredentials.model_validate_json(plain)
+            except (CryptoError, ValueError):
+                raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
+        gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
+        processor = _Processor(proc_id, "deploying", gpp)
+        self._processors[proc_id] = processor
+        await self.db.run(_put_processor, processor)
+        processor.task = asyncio.create_task(self._install(processor, credentials))
+        return processor.model()
+
+    async def _install(self, processor: _Processor, credentials: Any) -> None:
+        root = self._proc_root(processor.proc_id)
+        started = time.monotonic()
+        try:
+            await deployment.install(root, processor.gpp, credentials, self.install_timeout)
+            processor.state, processor.error, processor.log_tail = "ready", None, None
+        except deployment.DeploymentError as e:
+            processor.state, processor.error = "failed", e.reason
+            processor.log_tail = e.details.get("log_tail")
+        except asyncio.CancelledError:
+            return
+        except Exception as e:
+            logger.exception("deploying %s failed", processor.proc_id)
+            processor.state, processor.error = "failed", f"Deployment failed: {type(e).__name__}"
+        processor.task = None
+        if self._processors.get(processor.proc_id) is processor:
+            await self.db.run(_put_processor, processor)
+        logger.info("processor %s %s in %.2f s", processor.proc_id, processor.state, time.monotonic() - started)
+
+    async def undeploy(self, caller: Identity, proc_id: str, force: bool = False) -> Processor:
+        self._may_deploy(caller)
+        processor = self._processor(proc_id)
+        jobs = [a for a in self._active.values() if a.job.proc_id == proc_id]
+        if jobs and not force:
+            raise ProcessorBusyError(
+                f"Processor {proc_id} has {len(jobs)} unfinished job(s): cancel them or undeploy with force",
+                {"jobs": [a.job.id for a in jobs]},
+            )
+        for active in jobs:
+            await self._cancel(active, "processor undeployed")
+        if processor.task is not None:
+            processor.task.cancel()
+            await asyncio.gather(processor.task, return_exceptions=True)
+        del self._processors[proc_id]
+        await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
+        await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
+        return processor.model()
+
+    # -- submitting ---------------------------------------------------------------------------------------------
+
+    def _validate(self, proc_id: str, task: Task, caller: Identity) -> _Processor:
+        import jsonschema
+
+        if caller.id != task.user_iid:
+            raise AuthorisationError("A task must be signed by its user (user_iid)")
+        if task.proc_id != proc_id:
+            raise JobValidationError(f"The task is for processor {task.proc_id}, not {proc_id}")
+        processor = self._processor(proc_id)
+        if processor.state != "ready":
+            raise JobValidationError(f"Processor {proc_id} is not ready (state: {processor.state})")
+        descriptor = processor.gpp.proc_descriptor
+        specs = {s.name: s for s in descriptor.input}
+        names = [i.name for i in task.input]
+        for name in names:
+            if name not in specs:
+                raise JobValidationError(f"Input '{name}' is not an input of {descriptor.name}")
+            if names.count(name) > 1:
+                raise JobValidationError(f"Input '{name}' is given more than once")
+        missing = [n for n in specs if n not in names]
+        if missing:
+            raise JobValidationError(f"Missing input(s): {', '.join(missing)}")
+        for item in task.input:
+            schema = specs[item.name].data_schema
+            if isinstance(item, Task.InputValue) and schema is not None:
+                try:
+                    jsonschema.validate(item.value, schema)
+                except jsonschema.ValidationError as e:
+                    raise JobValidationError(
+                        f"Input '{item.name}' does not match its data_schema: {e.message}"
+                    ) from None
+        outputs = {s.name for s in descriptor.output}
+        given = [o.name for o in task.output]
+        if sorted(given) != sorted(outputs):
+            raise JobValidationError(
+                f"Outputs must be exactly {', '.join(sorted(outputs)) or 'none'} (given: {', '.join(given) or 'none'})"
+            )
+        for out in task.output:
+            if self._node.nodedb.get_identity(out.owner_iid) is None:
+                raise JobValidationError(f"The owner {out.owner_iid} of output '{out.name}' is not known to this node")
+            if out.target_node_iid not in (None, self._node.iid):
+                raise JobValidationError("Storing outputs on another node is not supported yet")
+        return processor
+
+    async def _check_references(self, processor: _Processor, task: Task, caller: Identity) -> None:
+        specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
+        dor = self._node.dor
+        for item in task.input:
+            if not isinstance(item, Task.InputReference):
+                continue
+            meta = None
+            if dor is not None:
+                with contextlib.suppress(NotFoundError):
+                    meta = await dor.get_meta(item.obj_id, caller)
+            if meta is None:
+                raise JobValidationError(f"Input '{item.name}': data object {item.obj_id} not found")
+            spec = specs[item.name]
+            if (meta.data_type, meta.data_format) != (spec.data_type, spec.data_format):
+                raise JobValidationError(
+                    f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
+                    f"got {meta.data_type}/{meta.data_format}"
+                )
+
+    async def submit(self, caller: Identity, proc_id: str, task: Task) -> Job:
+        processor = self._validate(proc_id, task, caller)
+        await self._check_references(processor, task, caller)
+        job = Job(
+            id=new_job_id(),
+            proc_id=proc_id,
+            task=task,
+            retain=self.retain,
+            t_submitted=_now(),
+            custodian_iid=self._node.iid,
+        )
+        active = _ActiveJob(job, JobStateMachine())
+        await self.db.run(_insert_job, active)
+        self._active[job.id] = active
+        self._queue.append(job.id)
+        self._dispatch()
+        return job
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._queue and len(self._running) < self.max_jobs and not self._stopping:
+            active = self._active.get(self._queue.popleft())
+            if active is None or active.machine.state is not JobState.PENDING:
+                continue
+            self._start_task(active)
+
+    def _start_task(self, active: _ActiveJob, resume: bool = False) -> None:
+        self._running.add(active.job.id)
+        active.task = asyncio.create_task(self._run(active, resume))
+
+    async def _save(self, active: _ActiveJob) -> None:
+        await self.db.run(_update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
+
+    async def _to(self, active: _ActiveJob, state: JobState, reason: str = "") -> None:
+        active.machine.transition(state, reason)
+        await self._save(active)
+        active.notify()
+
+    async def _run(self, active: _ActiveJob, resume: bool) -> None:
+        job = active.job
+        try:
+            processor = self._processors.get(job.proc_id)
+            if processor is None or processor.state != "ready":
+                raise runner.JobFailedError(f"Processor {job.proc_id} is not deployed")
+            consumes: dict[str, dict[str, Any]] = {}
+            if not resume:
+                consumes = await self._initialise(active, processor)
+                await self._execute(active, processor)
+                # The limit is on running adapters: storing outputs does not hold a slot.
+                self._release(job.id)
+            else:
+                consumes = self._consumes_from_task(active, processor)
+            await self._postprocess(active, processor, consumes)
+            await self._to(active, JobState.SUCCESSFUL, "all outputs stored")
+        except runner.JobFailedError as e:
+            await self._fail(active, e.reason)
+        except asyncio.CancelledError:
+            if not self._stopping and not active.machine.final:
+                await self._to(active, JobState.CANCELLED, "cancelled by the user")
+        except Exception as e:
+            logger.exception("job %s failed unexpectedly", job.id)
+            await self._fail(active, f"Internal error: {type(e).__name__}")
+        finally:
+            self._release(job.id)
+            if active.machine.final:
+                await self._finish(active)
+
+    def _release(self, job_id: str) -> None:
+        if job_id in self._running:
+            self._running.discard(job_id)
+            self._dispatch()
+
+    async def _fail(self, active: _ActiveJob, reason: str) -> None:
+        if active.machine.final:
+            return
+        active.errors.append(reason)
+        await self._to(active, JobState.FAILED, reason)
+
+    async def _finish(self, active: _ActiveJob) -> None:
+        self._active.pop(active.job.id, None)
+        active.notify()
+        if not active.job.retain:
+            await asyncio.to_thread(shutil.rmtree, self._wd(active.job.id), True)
+
+    def _consumes_from_task(self, active: _ActiveJob, processor: _Processor) -> dict[str, dict[str, Any]]:
+        path = self._wd(active.job.id) / ".store" / "consumes.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    async def _initialise(self, active: _ActiveJob, processor: _Processor) -> dict[str, dict[str, Any]]:
+        await self._to(active, JobState.INITIALISING, "preparing inputs")
+        wd, logs = self._wd(active.job.id), self._logs(active.job.id)
+        specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
+
+        def make_dirs() -> None:
+            shutil.rmtree(wd, ignore_errors=True)
+            wd.mkdir(parents=True)
+            (wd / ".store").mkdir()
+            logs.mkdir(parents=True, exist_ok=True)
+
+        await asyncio.to_thread(make_dirs)
+        consumes: dict[str, dict[str, Any]] = {}
+        for item in active.job.task.input:
+            spec = specs[item.name]
+            if isinstance(item, Task.InputValue):
+                await asyncio.to_thread(runner.write_value, wd, item.name, item.value)
+                raw = json.dumps(item.value).encode()
+                consumes[item.name] = {
+                    "c_hash": hashlib.sha256(raw).hexdigest(),
+                    "data_type": spec.data_type,
+                    "data_format": spec.data_format,
+                    "content": item.value,
+                }
+            else:
+                consumes[item.name] = await runner.fetch_input(self._node, active.job, item, spec, wd)
+        await asyncio.to_thread((wd / ".store" / "consumes.json").write_text, json.dumps(consumes))
+        return consumes
+
+    async def _execute(self, active: _ActiveJob, processor: _Processor) -> None:
+        active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the pid once it started
+        adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
+
+        def on_line(line: str) -> None:
+            trigger = runner.parse_trigger(line)
+            if trigger is not None:
+                kind, value = trigger
+                if kind == "progress":
+                    active.progress = value
+                elif kind == "output":
+                    if value not in active.announced:
+                        active.announced.append(value)
+                else:
+                    if len(active.messages) < 1000:
+                        active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
+            active.notify()
+
+        async def on_start(pid: int) -> None:
+            active.pid = pid
+            await self._save(active)
+            active.notify()
+
+        await runner.execute(
+            adapter,
+            processor.gpp.proc_config,
+            self._wd(active.job.id),
+            self._logs(active.job.id),
+            on_line,
+            on_start,
+            active.job.id,
+        )
+        active.pid = None
+        await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
+
+    async def _postprocess(
+        self, active: _ActiveJob, processor: _Processor, consumes: dict[str, dict[str, Any]]
+    ) -> None:
+        job, wd = active.job, self._wd(active.job.id)
+        descriptor = processor.gpp.proc_descriptor
+        specs: dict[str, ProcessorIO] = {s.name: s for s in descriptor.output}
+        pending = [o for o in job.task.output if o.name not in active.outputs]
+        if pending:
+            missing = [o.name for o in pending if not (wd / ".store" / o.name).is_file()]
+            if missing:
+                await asyncio.to_thread(runner.check_outputs, [specs[n] for n in missing], wd, set(active.announced))
+        for out in pending:
+            spec = specs[out.name]
+            created, obj_id = await self.db.run(_output_created, job.id, out.name, _now())
+            if obj_id is None:
+                owner = self._node.nodedb.get_identity(out.owner_iid) if out.content_encrypted else None
+                if out.content_encrypted and owner is None:
+                    raise runner.JobFailedError(f"The owner of output '{out.name}' is not known")
+                path, envelope = await asyncio.to_thread(runner.prepare_output, wd, out.name, owner)
+                recipe = runner.recipe_for(processor.gpp, consumes, spec, job)
+                recipe.product["c_hash"] = await asyncio.to_thread(_sha256_file, path)
+                stored = await runner.store_output(self._node, job, spec, out, path, envelope, recipe, created)
+                obj_id = stored.obj_id
+                await self.db.run(_output_stored, job.id, out.name, obj_id)
+            active.outputs[out.name] = obj_id
+            await self._save(active)
+        active.progress = 100
+
+    # -- control ------------------------------------------------------------------------------------------------
+
+    async def _job(self, job_id: str, caller: Identity) -> tuple[Job, _ActiveJob | None, sqlite3.Row | None]:
+        active = self._active.get(job_id)
+        row = None
+        if active is not None:
+            job = active.job
+        else:
+            row = await self.db.run(_get_job, job_id)
+            if row is None:
+                raise UnknownJobError(f"Job {job_id} not found", {"job_id": job_id})
+            job = Job.model_validate_json(row["job"])
+        if job.task.user_iid != caller.id:
+            raise AuthorisationError(f"Only the owner of job {job_id} may do this", {"job_id": job_id})
+        return job, active, row
+
+    async def get_status(self, job_id: str, caller: Identity, wait: float = 0.0) -> JobStatus:
+        job, active, row = await self._job(job_id, caller)
+        if active is not None and wait > 0 and not active.machine.final:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(active.changed.wait(), wait)
+            if job_id not in self._active:  # finished while we waited
+                row = await self.db.run(_get_job, job_id)
+                active = None
+        if active is not None:
+            state, doc = active.machine.state.value, active.status_doc()
+        else:
+            assert row is not None
+            state, doc = row["state"], json.loads(row["status"])
+        return JobStatus(
+            state=state,
+            progress=doc["progress"],
+            output=await self._output_meta(doc["outputs"]),
+            messages=doc["messages"],
+            errors=doc["errors"],
+            timeline=doc["timeline"],
+            job=job,
+        )
+
+    async def _output_meta(self, outputs: dict[str, str]) -> dict[str, CDataObject]:
+        from saas.dor import catalog
+
+        dor = self._node.dor
+        if dor is None or not outputs:
+            return {}
+        rows = {r.obj_id: r for r in await dor.db.run(catalog.get_many, list(outputs.values()))}
+        found: dict[str, CDataObject] = {}
+        for name, obj_id in outputs.items():
+            if obj_id in rows:
+                model = rows[obj_id].to_model()
+                if isinstance(model, CDataObject):
+                    found[name] = model
+        return found
+
+    async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[Job]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT job FROM jobs WHERE user_iid = ? ORDER BY seq DESC LIMIT ?", (caller.id, limit)
+            ).fetchall()
+        )
+        return [Job.model_validate_json(r["job"]) for r in rows]
+
+    async def cancel(self, job_id: str, caller: Identity) -> JobStatus:
+        _, active, _ = await self._job(job_id, caller)
+        if active is None:
+            raise ProcessorBusyError(f"Job {job_id} has already finished", {"job_id": job_id})
+        await self._cancel(active, "cancelled by the user")
+        return await self.get_status(job_id, caller)
+
+    async def _cancel(self, active: _ActiveJob, reason: str) -> None:
+        if active.machine.final:
+            return
+        if active.task is not None:
+            active.task.cancel()
+            await asyncio.gather(active.task, return_exceptions=True)
+            return
+        with contextlib.suppress(ValueError):
+            self._queue.remove(active.job.id)
+        await self._to(active, JobState.CANCELLED, reason)
+        await self._finish(active)
+
+    async def logs_folder(self, job_id: str, caller: Identity) -> tuple[Path, bool]:
+        """The job's log folder and whether the job is still running (for follow)."""
+        await self._job(job_id, caller)
+        return self._logs(job_id), job_id in self._active
+
+    def changed(self, job_id: str) -> asyncio.Event | None:
+        active = self._active.get(job_id)
+        return active.changed if active is not None else None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,267 @@
+"""The seed's flow with `saas-cli` as a user types it: dor add, dor add-gpp from a local git repository, rti proc
+deploy, rti job submit --job task.json (a by reference, b by value), job status / wait / logs / list, dor download
+of c, and the provenance of c. Plus proc list/show/status, job cancel, and usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
+
+
+def git(path: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "T",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "T",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    return subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args], cwd=path, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> tuple[Path, str]:
+    repo = tmp_path / "saas-processor-template"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    shutil.copytree(EXAMPLES / "abc", repo / "processor_test")
+    shutil.copytree(EXAMPLES / "slow", repo / "processor_slow")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "adapters")
+    return repo, git(repo, "rev-parse", "--short", "HEAD")
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def test_seed_flow(cli, shared_keystore, node_factory, publish, repository, tmp_path: Path) -> None:
+    node = node_factory("cli-rti-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = shared_keystore.args()
+    repo, commit = repository
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return cli(*user, *args)
+
+    def json_of(*args: str) -> object:
+        return json.loads(ok(cli(*user, "--json", *args)).stdout)
+
+    a_file = tmp_path / "a.json"
+    a_file.write_text(json.dumps({"v": 1}))
+    a = json_of(
+        "dor",
+        "--address",
+        address,
+        "add",
+        "--data-type",
+        "JSONObject",
+        "--data-format",
+        "json",
+        "--assume-creator",
+        str(a_file),
+    )
+    gpp = json_of(
+        "dor",
+        "--address",
+        address,
+        "add-gpp",
+        "--url",
+        str(repo),
+        "--commit-id",
+        commit,
+        "--path",
+        "processor_test",
+        "--config",
+        "default",
+    )
+    proc_id = gpp["obj_id"]
+
+    deployed = ok(run("rti", "--address", address, "proc", "deploy", proc_id))
+    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    listed = ok(run("rti", "--address", address, "proc", "list"))
+    assert proc_id in listed.stdout and "test-proc" in listed.stdout and "ready" in listed.stdout
+    shown = json.loads(ok(run("rti", "--address", address, "proc", "show", proc_id)).stdout)
+    assert shown["gpp"]["proc_descriptor"]["name"] == "test-proc"
+
+    task = {
+        "proc_id": proc_id,
+        "user_iid": shared_keystore.iid,
+        "input": [
+            {"name": "a", "type": "reference", "obj_id": a["obj_id"]},
+            {"name": "b", "type": "value", "value": {"v": 2}},
+        ],
+        "output": [
+            {"name": "c", "owner_iid": shared_keystore.iid, "restricted_access": False, "content_encrypted": False}
+        ],
+    }
+    job_file = tmp_path / "job_descriptor.json"
+    job_file.write_text(json.dumps(task))
+    submitted = ok(run("rti", "--address", address, "job", "submit", "--job", str(job_file)))
+    assert submitted.stdout.startswith("Job submitted: job-id=")
+    job_id = submitted.stdout.strip().rsplit("=", 1)[1]
+
+    waited = ok(run("rti", "--address", address, "job", "wait", job_id))
+    assert "State: successful  Progress: 100%" in waited.stdout
+    status = json_of("rti", "--address", address, "job", "status", job_id)
+    assert status["state"] == "successful"
+    c_id = status["output"]["c"]["obj_id"]
+    assert f"Output c: {c_id}" in ok(run("rti", "--address", address, "job", "status", job_id)).stdout
+    assert job_id in ok(run("rti", "--address", address, "job", "list")).stdout
+
+    ok(run("dor", "--address", address, "download", c_id, "--destination", str(tmp_path / "out")))
+    [downloaded] = [p for p in (tmp_path / "out").iterdir()]
+    assert json.loads(downloaded.read_text()) == {"v": 3}
+
+    logs = ok(run("rti", "--address", address, "job", "logs", job_id, "--destination", str(tmp_path)))
+    assert "Logs downloaded to" in logs.stdout
+    with tarfile.open(tmp_path / f"{job_id}-logs.tar.gz") as tar:
+        assert "execute_stdout.log" in tar.getnames()
+    followed = ok(run("rti", "--address", address, "job", "logs", job_id, "--follow"))
+    assert "trigger:output:c" in followed.stdout
+
+    from saas.dor.proxy import DORProxy
+
+    with DORProxy(node.address) as dor:
+        provenance = dor.get_provenance(c_id)
+    [step] = provenance.steps
+    assert set(step["consumes"]) == {"a", "b"} and step["job_id"] == job_id
+    assert [p["name"] for p in provenance.proc_nodes.values()] == ["test-proc"]
+
+    # a long job: cancel it; a missing job descriptor is a usage error; undeploy
+    slow = json_of(
+        "dor",
+        "--address",
+        address,
+        "add-gpp",
+        "--url",
+        str(repo),
+        "--commit-id",
+        commit,
+        "--path",
+        "processor_slow",
+        "--config",
+        "default",
+    )
+    ok(run("rti", "--address", address, "proc", "deploy", slow["obj_id"]))
+    task["proc_id"] = slow["obj_id"]
+    task["input"][1]["value"] = {"v": 30}
+    task["input"][0] = {"name": "a", "type": "value", "value": {"v": 30}}
+    job_file.write_text(json.dumps(task))
+    slow_job = (
+        ok(run("rti", "--address", address, "job", "submit", "--job", str(job_file))).stdout.split("=")[1].strip()
+    )
+    cancelled = ok(run("rti", "--address", address, "job", "cancel", slow_job))
+    assert f"Job {slow_job}: cancelled" in cancelled.stdout
+    failed_wait = run("rti", "--address", address, "job", "wait", slow_job)
+    assert failed_wait.returncode == 1 and "cancelled" in failed_wait.stderr
+
+    missing = cli(*user, "--non-interactive", "rti", "--address", address, "job", "submit")
+    assert missing.returncode == 2 and "--job" in missing.stderr
+    ok(run("rti", "--address", address, "proc", "undeploy", proc_id, slow["obj_id"]))
+    assert "No processors deployed." in ok(run("rti", "--address", address, "proc", "list")).stdout
+
+
+def test_failed_deploy_shows_log_tail(cli, shared_keystore, node_factory, publish, tmp_path: Path) -> None:
+    node = node_factory("cli-rti-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    repo = tmp_path / "broken"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    shutil.copytree(EXAMPLES / "abc", repo / "proc")
+    (repo / "proc" / "install.sh").write_text("#!/bin/bash\necho 'missing dependency xyz' >&2\nexit 1\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "broken")
+    gpp = json.loads(
+        ok(
+            cli(
+                *shared_keystore.args(),
+                "--json",
+                "dor",
+                "--address",
+                address,
+                "add-gpp",
+                "--url",
+                str(repo),
+                "--commit-id",
+                git(repo, "rev-parse", "HEAD"),
+                "--path",
+                "proc",
+                "--config",
+                "default",
+            )
+        ).stdout
+    )
+    result = cli(*shared_keystore.args(), "rti", "--address", address, "proc", "deploy", gpp["obj_id"])
+    assert result.returncode == 1
+    assert "install.sh exited with code 1" in result.stderr
+    status = ok(cli("rti", "--address", address, "proc", "status", gpp["obj_id"]))
+    assert "failed" in status.stdout and "missing dependency xyz" in status.stdout
+
+
+def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, repository, tmp_path: Path) -> None:
+    """Per input "by-value / by-reference"; a JSON value that does not match the schema is refused with the reason."""
+    import re
+
+    import pexpect
+
+    from saas.core.keystore import Keystore
+    from saas.dor.proxy import DORProxy
+    from saas.rti.proxy import RTIProxy
+
+    node = node_factory("cli-rti-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = Keystore.load(shared_keystore.path, shared_keystore.password)
+    repo, commit = repository
+    a_file = tmp_path / "a.json"
+    a_file.write_text('{"v": 40}')
+    with DORProxy(node.address, user) as dor, RTIProxy(node.address, user) as rti:
+        proc_id = dor.add_gpp_data_object(str(repo), commit, "processor_test", "default", user.identity).obj_id
+        a_id = dor.add_data_object(a_file, user.identity, False, False, "JSONObject", "json").obj_id
+        rti.deploy(proc_id, user)
+        assert rti.wait_deployed(proc_id, timeout=30).state == "ready"
+
+    child = spawn_cli(*shared_keystore.args(), "rti", "--address", address, "job", "submit", "--proc-id", proc_id)
+    child.expect_exact("How to provide input 'a'")
+    child.send("\x1b[B\r")  # by-reference
+    child.expect_exact("Object ID for 'a':")
+    child.send(a_id + "\r")
+    child.expect_exact("How to provide input 'b'")
+    child.send("\r")  # by-value
+    child.expect_exact("Value for 'b' (JSON):")
+    bad = '{"v": "two"}'
+    child.send(bad + "\r")
+    child.expect_exact("Does not match the schema: 'two' is not of type 'number'")
+    child.send("\x7f" * len(bad) + '{"v": 2}\r')
+    child.expect_exact("Restrict access to output 'c'?")
+    child.send("n")
+    child.expect_exact("Encrypt output 'c'?")
+    child.send("n")
+    child.expect(r"Job submitted: job-id=([A-Za-z0-9]+)")
+    job_id = child.match.group(1)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", child.logfile_read.getvalue())
+    with RTIProxy(node.address, user) as rti:
+        status = rti.wait_for_job(job_id, user, timeout=30)
+        assert status.state == "successful"
+        assert status.job.task.input[0].type == "reference"
+    with DORProxy(node.address, user) as dor:
+        c = dor.get_content(status.output["c"].obj_id, user, tmp_path / "c.json")
+    assert json.loads(c.read_text()) == {"v": 42}

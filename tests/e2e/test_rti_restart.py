@@ -1,0 +1,111 @@
+"""Restart recovery of the RTI with a real node process killed with SIGKILL mid-job: the running job is failed with
+"node restarted", its leftover processes are killed, finished jobs and their outputs stay as they were (no
+duplicate), and the node runs new jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from e2e_support import NodeProcess, wait_for
+
+from saas.core.keystore import Keystore
+from saas.rti.proxy import RTIProxy
+from saas.rti.schemas import Task
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
+
+
+def adapter_repo(root: Path) -> tuple[str, str]:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "T",
+        "GIT_AUTHOR_EMAIL": "t@e.org",
+        "GIT_COMMITTER_NAME": "T",
+        "GIT_COMMITTER_EMAIL": "t@e.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    root.mkdir(parents=True)
+    git("init", "--quiet")
+    for name in ("abc", "slow"):
+        shutil.copytree(EXAMPLES / name, root / name)
+    git("add", ".")
+    git("commit", "--quiet", "-m", "adapters")
+    return str(root), git("rev-parse", "HEAD")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_kill_9_mid_job(node_process_factory: Callable[..., NodeProcess], user: Keystore, tmp_path: Path) -> None:
+    node = node_process_factory("e2e-rti-node")
+    node.publish(user)
+    source, commit = adapter_repo(tmp_path / "repo")
+    dor = node.dor(user)
+    procs = {
+        name: dor.add_gpp_data_object(source, commit, name, "default", user.identity).obj_id for name in ("abc", "slow")
+    }
+    a = tmp_path / "a.json"
+    a.write_text('{"v": 1}')
+    a_id = dor.add_data_object(a, user.identity, False, False, "JSONObject", "json").obj_id
+    a.write_text('{"v": 60}')  # the slow adapter runs `a` seconds
+    long_id = dor.add_data_object(a, user.identity, False, False, "JSONObject", "json").obj_id
+
+    def submit(rti: RTIProxy, proc: str, b: float) -> str:
+        return rti.submit_job(
+            procs[proc],
+            [
+                Task.InputReference(name="a", obj_id=long_id if proc == "slow" else a_id),
+                Task.InputValue(name="b", value={"v": b}),
+            ],
+            [Task.Output(name="c", owner_iid=user.iid, restricted_access=False, content_encrypted=False)],
+            user,
+        ).id
+
+    with RTIProxy(node.address, node.keystore) as owner:
+        for proc_id in procs.values():
+            owner.deploy(proc_id, node.keystore)
+            assert owner.wait_deployed(proc_id, timeout=30).state == "ready"
+    with RTIProxy(node.address, user) as rti:
+        done = submit(rti, "abc", 2)
+        assert rti.wait_for_job(done, user, timeout=30).state == "successful"
+        running = submit(rti, "slow", 2)
+        child_file = node.datastore / "rti" / "jobs" / running / "child.pid"
+        wait_for(lambda: child_file.is_file() and child_file.read_text(), 20, "the slow job's child process")
+        child = int(child_file.read_text())
+    node.kill()
+    assert alive(child)  # the adapter outlived the node (its own process group)
+    node.restart()
+    with RTIProxy(node.address, user) as rti:
+        status = rti.get_job_status(running, user)
+        assert status.state == "failed"
+        assert status.errors == ["node restarted"]
+        assert status.timeline[-1]["reason"] == "node restarted"
+        assert rti.get_job_status(done, user).state == "successful"
+        again = submit(rti, "abc", 5)
+        assert rti.wait_for_job(again, user, timeout=30).state == "successful"
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
+    produced = [o for o in node.dor(user).search(data_type="JSONObject", limit=1000) if o.recipe]  # type: ignore[attr-defined]
+    assert sorted(o.recipe.job_id for o in produced) == sorted([done, again])  # type: ignore[attr-defined]

@@ -1,0 +1,127 @@
+"""Helpers for the RTI tests: git repositories built from `adapters/examples/<name>`, and `RTIEnv` (a running node
+that knows alice and bob, with helpers to add GPPs, deploy processors and submit the seed's a + b job)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saas.core.keystore import Keystore
+from saas.dor.proxy import DORProxy
+from saas.rti.proxy import RTIProxy
+from saas.rti.schemas import Task
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.org",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.org",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def git(path: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args],
+        cwd=path,
+        env={**os.environ, **GIT_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
+def adapter_repo(root: Path, *examples: str, extra: dict[str, str] | None = None) -> tuple[Path, str]:
+    """A git repository at `root` with each example adapter in its own folder; returns (path, commit)."""
+    root.mkdir(parents=True)
+    git(root, "init", "--quiet", "--initial-branch=main")
+    for name in examples:
+        shutil.copytree(EXAMPLES / name, root / name)
+    for rel, content in (extra or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(content)
+    git(root, "add", "--all")
+    git(root, "commit", "--quiet", "-m", "adapters")
+    return root, git(root, "rev-parse", "HEAD")
+
+
+@dataclass
+class RTIEnv:
+    node: Any
+    owner: Keystore  # the node's identity
+    alice: Keystore
+    bob: Keystore
+    repo: Path
+    commit: str
+    tmp: Path
+    restarted: list[Any] = dataclasses.field(default_factory=list)
+
+    def restart(self) -> None:
+        """Stop the in-process node and start a new one on the same datastore. The stop is graceful but leaves the
+        job board as a crash would (the runner kills its processes and records nothing more)."""
+        from saas.node import Node
+
+        old = self.node
+        old.stop()
+        self.node = type(old)(Node(old.node.config, old.node.keystore))
+        self.restarted.append(self.node)
+        self.node.start()
+
+    def rti(self, keystore: Keystore | None = None) -> RTIProxy:
+        return RTIProxy(self.node.address, keystore)
+
+    def dor(self, keystore: Keystore | None = None) -> DORProxy:
+        return DORProxy(self.node.address, keystore)
+
+    def add_gpp(
+        self, example: str = "abc", config: str = "default", repo: Path | None = None, commit: str | None = None
+    ) -> str:
+        with self.dor(self.alice) as dor:
+            gpp = dor.add_gpp_data_object(
+                str(repo or self.repo), commit or self.commit, example, config, self.alice.identity
+            )
+        return gpp.obj_id
+
+    def deploy(self, example: str = "abc", wait: bool = True, **kwargs: Any) -> str:
+        proc_id = self.add_gpp(example, **kwargs)  # kwargs: config, repo, commit
+        with self.rti(self.owner) as rti:
+            rti.deploy(proc_id, self.owner)
+            if wait:
+                status = rti.wait_deployed(proc_id, timeout=30)
+                assert status.state == "ready", status
+        return proc_id
+
+    def add_json(self, value: Any, owner: Keystore | None = None, **kwargs: Any) -> str:
+        owner = owner or self.alice
+        path = self.tmp / f"value-{os.urandom(4).hex()}.json"
+        path.write_text(json.dumps(value))
+        settings: dict[str, Any] = {"access_restricted": False, "content_encrypted": False}
+        settings.update(kwargs)
+        with self.dor(owner) as dor:
+            return dor.add_data_object(
+                path, owner.identity, data_type="JSONObject", data_format="json", **settings
+            ).obj_id
+
+    def submit_abc(self, proc_id: str, a: Any = 1, b: Any = 2, user: Keystore | None = None, **out: Any) -> str:
+        user = user or self.alice
+        inputs: list[Any] = [
+            Task.InputReference(name="a", obj_id=self.add_json({"v": a}, user)) if a is not None else None,
+            Task.InputValue(name="b", value={"v": b}),
+        ]
+        outputs = [Task.Output(name="c", owner_iid=user.identity.id, **out)]
+        with self.rti(user) as rti:
+            return rti.submit_job(proc_id, [i for i in inputs if i], outputs, user).id
+
+    def wait(self, job_id: str, user: Keystore | None = None, timeout: float = 30) -> Any:
+        with self.rti(user or self.alice) as rti:
+            return rti.wait_for_job(job_id, user or self.alice, timeout=timeout)
