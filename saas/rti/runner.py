@@ -16,7 +16,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from saas.core.errors import InvalidInputError, NotFoundError, RTIError
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
@@ -84,36 +84,47 @@ def parse_trigger(line: str) -> tuple[str, Any] | None:
 async def fetch_input(node: Node, job: Job, item: Task.InputReference, spec: ProcessorIO, wd: Path) -> dict[str, Any]:
     """Copy a by-reference input into `<wd>/<name>`, checked against c_hash, type and format, decrypted if needed.
     Returns what the recipe records about it. Today: this node's DOR (the seam for remote DORs)."""
-    from saas.core.keys import decrypt_file
-    from saas.dor import catalog
-
     dor = node.dor
     if dor is None:
         raise JobFailedError(f"Input '{item.name}': this node has no DOR (remote inputs are not supported yet)")
     user = node.nodedb.get_identity(job.task.user_iid)
     try:
-        source, row = await dor.content(item.obj_id, user) if user else (None, None)
+        source, _, row = await dor.open_content(item.obj_id, user) if user else (None, 0, None)
     except NotFoundError:
         source, row = None, None
     if source is None or row is None:
         raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found")
+    try:
+        await _copy_checked(source, row, item.name, spec, target=input_path(wd, item.name), node=node)
+    finally:
+        source.close()
+    return {"c_hash": row.c_hash, "data_type": row.data_type, "data_format": row.data_format, "obj_id": row.obj_id}
+
+
+async def _copy_checked(source: BinaryIO, row: Any, name: str, spec: ProcessorIO, target: Path, node: Node) -> None:
+    """Copy an opened input into place: type and format as the descriptor says, bytes matching the c_hash,
+    decrypted with this node's key envelope when encrypted."""
+    from saas.core.keys import decrypt_file
+    from saas.dor import catalog
+
+    dor = node.dor
+    assert dor is not None
     if (row.data_type, row.data_format) != (spec.data_type, spec.data_format):
         raise JobFailedError(
-            f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, got {row.data_type}/{row.data_format}"
+            f"Input '{name}': expected {spec.data_type}/{spec.data_format}, got {row.data_type}/{row.data_format}"
         )
-    target = input_path(wd, item.name)
     key: bytes | None = None
     if row.content_encrypted:
         envelope = await dor.db.run(catalog.get_envelope, row.obj_id, node.iid)
         if envelope is None:
-            raise JobFailedError(f"Input '{item.name}' is encrypted and this node has no key envelope for it")
+            raise JobFailedError(f"Input '{name}' is encrypted and this node has no key envelope for it")
         key = await asyncio.to_thread(node.keystore.unwrap_key, base64.b64decode(envelope))
 
     def copy() -> str:
         digest = hashlib.sha256()
-        encrypted = target.with_name(f".{item.name}.encrypted") if key else target
-        with open(source, "rb") as src, open(encrypted, "wb") as dst:
-            while chunk := src.read(1024 * 1024):
+        encrypted = target.with_name(f".{name}.encrypted") if key else target
+        with open(encrypted, "wb") as dst:
+            while chunk := source.read(1024 * 1024):
                 digest.update(chunk)
                 dst.write(chunk)
         if key is not None:
@@ -123,8 +134,7 @@ async def fetch_input(node: Node, job: Job, item: Task.InputReference, spec: Pro
 
     c_hash = await asyncio.to_thread(copy)
     if c_hash != row.c_hash:
-        raise JobFailedError(f"Input '{item.name}': content does not match its c_hash")
-    return {"c_hash": row.c_hash, "data_type": row.data_type, "data_format": row.data_format, "obj_id": row.obj_id}
+        raise JobFailedError(f"Input '{name}': content does not match its c_hash")
 
 
 # -- execution -------------------------------------------------------------------------------------------------
