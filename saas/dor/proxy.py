@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
+from saas.core.delegation import HEADER_DELEGATION, Delegation
 from saas.core.errors import DORError, NotFoundError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json
@@ -97,17 +98,24 @@ class DORProxy(RESTProxy):
         download_path: str | Path,
         content_key: bytes | None = None,
         progress: Progress | None = None,
+        delegation: Delegation | None = None,
+        expected_c_hash: str | None = None,
     ) -> Path:
-        """Download the content to `download_path` (written atomically, checked against its c_hash)."""
+        """Download the content to `download_path` (written atomically, checked against its c_hash: the one
+        given, else the one the node states). A node fetching for a user signs as itself and passes the user's
+        `delegation`."""
         target = Path(download_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         temp = Path(temp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                response = self.request("GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True)
+                headers = {HEADER_DELEGATION: delegation.to_header()} if delegation is not None else None
+                response = self.request(
+                    "GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True, headers=headers
+                )
                 try:
-                    expected = response.headers.get("saas-c-hash")
+                    expected = expected_c_hash or response.headers.get("saas-c-hash")
                     total = int(response.headers.get("content-length", 0))
                     digest = hashlib.sha256()
                     done = 0
@@ -126,7 +134,7 @@ class DORProxy(RESTProxy):
                         ) from e
                 finally:
                     response.close()
-            if expected and digest.hexdigest() != expected:
+            if not expected or digest.hexdigest() != expected:
                 raise DORError(f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id})
             if content_key is not None:
                 from saas.core.keys import decrypt_file
