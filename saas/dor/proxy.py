@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from saas.core.delegation import HEADER_DELEGATION, Delegation
-from saas.core.errors import DORError, NotFoundError, UnreachableError
+from saas.core.errors import DORError, NotFoundError, SaaSError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json
 from saas.dor.schemas import (
@@ -30,9 +31,10 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
 )
+from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
-__all__ = ["DORProxy"]
+__all__ = ["DORProxy", "search_network"]
 
 _ANY = TypeAdapter(AnyDataObject)
 _MANY = TypeAdapter(list[AnyDataObject])
@@ -295,3 +297,46 @@ class DORProxy(RESTProxy):
         return _ANY.validate_python(
             self.request("DELETE", f"/dor/{obj_id}/tags", json_body=list(keys), signer=authority).json()
         )
+
+
+def search_network(
+    address: str | tuple[str, int],
+    keystore: Signer | None = None,
+    *,
+    max_workers: int = 16,
+    timeout: float = 10.0,
+    on_error: Callable[[NodeInfo, SaaSError], None] | None = None,
+    **filters: Any,
+) -> list[DataObject]:
+    """Search every DOR of the network the node at `address` belongs to: the node's view of the network
+    (`GET /db/network`), then every online node with a DOR concurrently (threads). `filters` are those of
+    `DORProxy.search`; `limit` applies per node. Results keep their custodian and come newest first. A node that
+    fails is skipped (and reported to `on_error`)."""
+    from saas.nodedb.proxy import NodeDBProxy
+
+    with NodeDBProxy(address, timeout=timeout) as nodedb:
+        nodes = [n for n in nodedb.get_network() if n.online and n.dor_service]
+
+    def search_one(info: NodeInfo) -> list[DataObject]:
+        try:
+            with DORProxy(info.rest_address, keystore, timeout=timeout, node_iid=info.identity.id) as proxy:
+                found = proxy.search(**filters)
+        except SaaSError as e:
+            if on_error is not None:
+                on_error(info, e)
+            return []
+        for obj in found:
+            if obj.custodian is None:
+                obj.custodian = info
+        return found
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)), thread_name_prefix="dor-search") as pool:
+        results = list(pool.map(search_one, nodes))
+    merged: dict[tuple[str, str], DataObject] = {}
+    for found in results:
+        for obj in found:
+            custodian = obj.custodian.identity.id if obj.custodian else ""
+            merged.setdefault((custodian, obj.obj_id), obj)
+    return sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from saas.core.delegation import Delegation
 from saas.core.errors import AuthenticationError, AuthorisationError, DORError, NotFoundError
 from saas.core.keystore import Keystore
 from saas.dor import remote
-from saas.dor.proxy import DORProxy
+from saas.dor.proxy import DORProxy, search_network
 from saas.node import Node
 from saas.nodedb.proxy import NodeDBProxy
 from tests.conftest import PASSWORD, RunningNode, free_port
@@ -47,12 +50,14 @@ class Network:
         self.files = files
         self._count = 0
 
-    def add(self, node: RunningNode, content: bytes, restricted: bool = False, **kwargs: Any) -> Any:
+    def add(
+        self, node: RunningNode, content: bytes, restricted: bool = False, data_type: str = "JSONObject", **kwargs: Any
+    ) -> Any:
         self._count += 1
         path = self.files / f"f{self._count}"
         path.write_bytes(content)
         with DORProxy(node.address, self.user) as dor:
-            return dor.add_data_object(path, self.user.identity, restricted, False, "JSONObject", "json", **kwargs)
+            return dor.add_data_object(path, self.user.identity, restricted, False, data_type, "json", **kwargs)
 
     def fetch(self, obj: Any, destination: Path, delegation: Delegation | None = None, **kwargs: Any) -> Path:
         custodian = self.a.node.nodedb.get_node(self.b.node.iid)
@@ -219,3 +224,40 @@ def test_cross_node_fetch_catches_corruption(net: Network, tmp_path: Path) -> No
     with pytest.raises(DORError):  # a c_hash the caller expects is checked too
         net.fetch(net.add(net.b, b'{"x": 1}'), tmp_path / "out", expected_c_hash="f" * 64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_search_from_one_node_finds_objects_on_all_three(net: Network) -> None:
+    objects = {n.node.iid: net.add(n, b'{"searched": true}', data_type="NetworkSearch") for n in (net.a, net.b, net.c)}
+    hidden = net.add(net.c, b'{"searched": "hidden"}', restricted=True, data_type="NetworkSearch")
+    found = search_network(net.a.address, data_type="NetworkSearch")
+    assert {(o.custodian.identity.id, o.obj_id) for o in found} == {(i, o.obj_id) for i, o in objects.items()}
+    found = search_network(net.b.address, net.user, data_type="NetworkSearch")  # signed: the owner sees all
+    assert {o.obj_id for o in found} == {o.obj_id for o in objects.values()} | {hidden.obj_id}
+
+
+def test_cli_searches_the_whole_network(net: Network, tmp_path: Path) -> None:
+    from tests.cli.test_cli_dor import table_rows
+
+    obj = net.add(net.b, b'{"cli": 1}', data_type="CLINetworkSearch")
+    address = "{}:{}".format(*net.a.address)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "saas-cli"),
+            "dor",
+            "--address",
+            address,
+            "search",
+            "--data-type",
+            "CLINetworkSearch",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    headers, rows = table_rows(result.stdout)
+    assert headers[:2] == ["OBJECT ID", "NODE"]
+    assert [row[:2] for row in rows] == [[obj.obj_id, net.b.node.iid[:16] + "…"]]
