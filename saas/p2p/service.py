@@ -67,6 +67,7 @@ class P2PService:
             config.p2p_address,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
+            psk=config.network_psk,
         )
         self.host.set_handler(IDENTITY, self._handle_identity)
         self.host.set_handler(NODEDB, self._handle_nodedb)
@@ -83,6 +84,10 @@ class P2PService:
     @property
     def _db(self) -> Any:
         return self._node.nodedb
+
+    @property
+    def _network(self) -> str:
+        return self._node.config.network_name
 
     @property
     def peer_id(self) -> str:
@@ -187,13 +192,13 @@ class P2PService:
 
     async def _handle_identity(self, peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            info = await identity_protocol.check_hello(message, peer_id, self._node.iid)
+            info = await identity_protocol.check_hello(message, peer_id, self._node.iid, self._network)
         except IdentityError as e:
             logger.warning("refused peer %s: %s", peer_id, e.reason)
             self._spawn(self.host.disconnect(peer_id))
             return {"error": e.reason}
         await self._accept(peer_id, info)
-        return identity_protocol.hello(self._db.own)
+        return identity_protocol.hello(self._db.own, self._network)
 
     async def connect(self, peer_id: str, addrs: list[str]) -> str:
         """Connect to a peer and run the identity exchange; returns its identity ID. Raises `P2PError` or
@@ -203,9 +208,9 @@ class P2PService:
         await self.host.connect(peer_id, addrs, timeout=REQUEST_TIMEOUT)
         try:
             response = await self.host.request(
-                peer_id, IDENTITY, identity_protocol.hello(self._db.own), timeout=REQUEST_TIMEOUT
+                peer_id, IDENTITY, identity_protocol.hello(self._db.own, self._network), timeout=REQUEST_TIMEOUT
             )
-            info = await identity_protocol.check_hello(response, peer_id, self._node.iid)
+            info = await identity_protocol.check_hello(response, peer_id, self._node.iid, self._network)
         except SaaSError:
             await self.host.disconnect(peer_id)
             raise

@@ -95,6 +95,16 @@ def test_several_keystores_need_keystore_id_without_tty(cli, shared_two_keystore
     assert not (tmp_path / "datastore").exists()
 
 
+def test_invalid_network_name(cli, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    result = cli(
+        *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+        "--rest-address", rest, "--p2p-address", p2p, "--network-name", "no spaces",
+    )  # fmt: skip
+    assert_clean_error(result, result.returncode, "--network-name")
+    assert result.returncode != 0
+
+
 def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:
     rest, p2p = addresses()
     result = cli(
