@@ -127,10 +127,7 @@ def search(ctx: Context, args: argparse.Namespace) -> None:
     if args.this_node_only:
         ctx.out.line(f"Found {len(found)} data objects at {_address_text(ctx, args)}:")
     else:
-        nodes = len({o.custodian.identity.id for o in found if o.custodian})
-        ctx.out.line(
-            f"Found {len(found)} data objects on {nodes} node(s) of the network of {_address_text(ctx, args)}:"
-        )
+        ctx.out.line(f"Found {len(found)} data objects in the network of {_address_text(ctx, args)}:")
     if found:
         ctx.out.table(
             ["OBJECT ID", "NODE", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"],

@@ -245,6 +245,11 @@ class P2PHost:
         host.get_network().register_notifee(_Notifee(self))
         listen_ip = socket.gethostbyname(self._listen[0])
         async with host.run([multiaddr.Multiaddr(tcp_multiaddr(listen_ip, self._listen[1]))]):
+            if not host.get_transport_addrs():  # libp2p logs a failed listen and runs on without a listener
+                raise P2PError(
+                    f"Cannot listen on {self._listen[0]}:{self._listen[1]} (P2P): address in use or not available",
+                    {"address": f"{self._listen[0]}:{self._listen[1]}"},
+                )
             self._host = host
             if self._advertise[1] == 0 or self._listen[1] == 0:
                 self.port = int(host.get_transport_addrs()[0].value_for_protocol("tcp"))

@@ -259,7 +259,7 @@ def test_search(foo, alice, anonymous, sdk, node, tmp_path: Path) -> None:
 
     result = anonymous("search", "--data-type", "SearchA")  # the whole network (here: one node)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Found 2 data objects on 1 node(s) of the network of {node.address}:"
+    assert result.stdout.splitlines()[0] == f"Found 2 data objects in the network of {node.address}:"
     headers, rows = table_rows(result.stdout)
     assert headers == ["OBJECT ID", "NODE", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"]
     by_id = {row[0]: row for row in rows}

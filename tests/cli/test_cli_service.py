@@ -80,7 +80,7 @@ def test_storage_node_has_a_dor(saas_cli, cli, cli_env, background, shared_keyst
     assert (info.dor_service, info.rti_service, info.retain_job_history) == (True, False, True)
     result = cli("dor", "--address", rest, "search")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"Found 0 data objects at {rest}:"
+    assert result.stdout.strip() == f"Found 0 data objects in the network of {rest}:"
     assert node.stop(signal.SIGTERM) == 0
     assert "Node stopped." in node.stdout
 
