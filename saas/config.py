@@ -26,6 +26,10 @@ class NodeConfig(BaseModel):
     rest_address: tuple[str, int] = DEFAULT_REST_ADDRESS
     p2p_address: tuple[str, int] = DEFAULT_P2P_ADDRESS
     boot_node: str | None = None  # host:port or a multiaddr; None: this node is the first
+    # A closed network: peers that present another network name are refused; with a network key, libp2p's
+    # private-network protection (pre-shared key) keeps out everyone who lacks it before any handshake.
+    network_name: str = Field(default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    network_key: SecretStr | None = None
     node_type: NodeType = "full"
     retain_job_history: bool = False
     strict_deployment: bool = True
@@ -50,6 +54,16 @@ class NodeConfig(BaseModel):
     @classmethod
     def _address(cls, value: object) -> tuple[str, int]:
         return parse_address(value)  # type: ignore[arg-type]
+
+    @property
+    def network_psk(self) -> str | None:
+        """The 32-byte libp2p pre-shared key (hex) derived from `network_key` and the network name, or None."""
+        if self.network_key is None:
+            return None
+        import hashlib
+
+        material = f"saas-network-psk\n{self.network_name}\n{self.network_key.get_secret_value()}"
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     @property
     def has_dor(self) -> bool:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saas.core.errors import InvalidInputError, NotFoundError
+from saas.core.errors import InvalidInputError, NotFoundError, SaaSError
 from saas_cli.context import Context
 from saas_cli.output import Progress
 
@@ -96,30 +96,45 @@ def _pick_objects(
 
 
 def search(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.dor.proxy import search_network
+
     keystore = ctx.load_keystore() if args.own or ctx.keystore_id or ctx.password else None
     tags = {}
     for item in args.tag or []:
         key, sep, value = item.partition("=")
         tags[key] = _parse_value(value) if sep else None
-    with _proxy(ctx, args, keystore) as proxy:
-        found = proxy.search(
-            patterns=args.patterns or None,
-            owner_iid=keystore.iid if args.own and keystore else None,
-            data_type=args.data_type,
-            data_format=args.data_format,
-            tags=tags or None,
-            limit=args.limit,
-        )
+    filters: dict[str, Any] = {
+        "patterns": args.patterns or None,
+        "owner_iid": keystore.iid if args.own and keystore else None,
+        "data_type": args.data_type,
+        "data_format": args.data_format,
+        "tags": tags or None,
+        "limit": args.limit,
+    }
+    if args.this_node_only:
+        with _proxy(ctx, args, keystore) as proxy:
+            found = proxy.search(**filters)
+    else:
+
+        def warn(info: Any, error: SaaSError) -> None:
+            address = "{}:{}".format(*info.rest_address)
+            ctx.out.warning(f"Node {info.identity.id[:16]}… at {address} was not searched: {error.reason}")
+
+        found = search_network(ctx.node_address(args.address), keystore, on_error=warn, **filters)
     ctx.out.result([_meta_document(o) for o in found])
     if ctx.out.as_json:
         return
-    ctx.out.line(f"Found {len(found)} data objects at {_address_text(ctx, args)}:")
+    if args.this_node_only:
+        ctx.out.line(f"Found {len(found)} data objects at {_address_text(ctx, args)}:")
+    else:
+        ctx.out.line(f"Found {len(found)} data objects in the network of {_address_text(ctx, args)}:")
     if found:
         ctx.out.table(
-            ["OBJECT ID", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"],
+            ["OBJECT ID", "NODE", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"],
             [
                 [
                     o.obj_id,
+                    o.custodian.identity.id[:16] + "…" if o.custodian else "",
                     o.data_type,
                     o.data_format,
                     o.owner_iid[:16] + "…",
@@ -450,7 +465,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--data-type", help="exact data type")
     p.add_argument("--data-format", help="exact data format")
     p.add_argument("--tag", action="append", help="key or key=value (repeatable)")
-    p.add_argument("--limit", type=int, default=100, help="at most this many results")
+    p.add_argument("--limit", type=int, default=100, help="at most this many results (per node)")
+    p.add_argument(
+        "--this-node-only", action="store_true", help="search only this node's DOR (default: every DOR of the network)"
+    )
     p.set_defaults(handler=search)
 
     p = sub.add_parser("add", help="add a data object (several files are archived as tar.gz)")

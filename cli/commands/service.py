@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +85,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         True,
         "--disable-strict-deployment",
     )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.network_name):
+        raise InvalidInputError("--network-name must be 1-64 letters, digits, '_', '.' or '-'")
     keystore_path, _ = ctx.select_keystore()
     password = ctx.ask_password()
 
@@ -102,6 +105,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         bind_all=bind_all,
         max_object_size=args.max_object_size,
         max_jobs=args.max_jobs,
+        network_name=args.network_name,
+        network_key=args.network_key or None,
         log_level=_node_log_level(args.log_level),
     )
     _serve(ctx, config)
@@ -159,6 +164,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--rest-address", help=f"host:port of the REST service (default {DEFAULT_REST})")
     p.add_argument("--p2p-address", help=f"host:port of the P2P service (default {DEFAULT_P2P})")
     p.add_argument("--boot-node", help="host:port (or multiaddr) of a node of the network (default: this node)")
+    p.add_argument(
+        "--network-name",
+        default="default",
+        help="name of the network to join; nodes of other networks are refused (default 'default')",
+    )
+    p.add_argument(
+        "--network-key",
+        default=os.environ.get("SAAS_NETWORK_KEY"),
+        help="secret shared by the nodes of a closed network (default $SAAS_NETWORK_KEY; none: open)",
+    )
     p.add_argument("--type", choices=["full", "storage", "execution"], help="node type (default full)")
     p.add_argument(
         "--retain-job-history",

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
-from saas.core.errors import InvalidInputError, TooLargeError
+from saas.core.errors import AuthorisationError, InvalidInputError, TooLargeError
 from saas.core.signing import HEADER_BODY_SHA256
 from saas.dor.catalog import SearchQuery
 from saas.dor.schemas import (
@@ -30,7 +30,7 @@ from saas.dor.schemas import (
     KeyEnvelope,
 )
 from saas.dor.service import DORService
-from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity
+from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of
 from saas.rest.content import content_response
 
 __all__ = ["MAX_HEAD", "router"]
@@ -167,7 +167,9 @@ async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) ->
     },
 )
 async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> StreamingResponse:
-    """The content; a single `Range` (with `If-Range` on the ETag, which is the c_hash) resumes a download."""
+    """The content; a single `Range` (with `If-Range` on the ETag, which is the c_hash) resumes a download. A node
+    fetching for a user signs as itself and sends the user's delegation in `saas-delegation`."""
+    reader = await acting_as(request, reader, obj_id)
     f, size, row = await _dor(request).open_content(obj_id, reader)
     return content_response(
         f,
@@ -187,7 +189,13 @@ async def get_envelope(obj_id: ObjId, request: Request, reader: SignedIdentity) 
 
 @router.get("/{obj_id}/provenance", response_model=DataObjectProvenance)
 async def get_provenance(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> DataObjectProvenance:
-    return await _dor(request).provenance(obj_id, reader)
+    """The recipe graph, followed into other nodes' DORs; ancestors found nowhere are listed in `missing`. With
+    a `saas-delegation` header (the caller's own, naming this node, `obj_id` null) restricted ancestors on other
+    nodes that the caller may read are included too."""
+    delegation = delegation_of(request)
+    if delegation is not None and (reader is None or delegation.issuer_iid != reader.id):
+        raise AuthorisationError("A delegation must be sent by the identity that issued it")
+    return await _dor(request).provenance(obj_id, reader, delegation)
 
 
 @router.delete("/{obj_id}", response_model=AnyDataObject)

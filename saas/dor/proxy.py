@@ -11,13 +11,15 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import TypeAdapter
 
-from saas.core.errors import DORError, NotFoundError, UnreachableError
+from saas.core.delegation import HEADER_DELEGATION, Delegation
+from saas.core.errors import DORError, NotFoundError, SaaSError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json
 from saas.dor.schemas import (
@@ -29,9 +31,10 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
 )
+from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
-__all__ = ["DORProxy"]
+__all__ = ["DORProxy", "search_network"]
 
 _ANY = TypeAdapter(AnyDataObject)
 _MANY = TypeAdapter(list[AnyDataObject])
@@ -97,17 +100,24 @@ class DORProxy(RESTProxy):
         download_path: str | Path,
         content_key: bytes | None = None,
         progress: Progress | None = None,
+        delegation: Delegation | None = None,
+        expected_c_hash: str | None = None,
     ) -> Path:
-        """Download the content to `download_path` (written atomically, checked against its c_hash)."""
+        """Download the content to `download_path` (written atomically, checked against its c_hash: the one
+        given, else the one the node states). A node fetching for a user signs as itself and passes the user's
+        `delegation`."""
         target = Path(download_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         temp = Path(temp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                response = self.request("GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True)
+                headers = {HEADER_DELEGATION: delegation.to_header()} if delegation is not None else None
+                response = self.request(
+                    "GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True, headers=headers
+                )
                 try:
-                    expected = response.headers.get("saas-c-hash")
+                    expected = expected_c_hash or response.headers.get("saas-c-hash")
                     total = int(response.headers.get("content-length", 0))
                     digest = hashlib.sha256()
                     done = 0
@@ -126,7 +136,7 @@ class DORProxy(RESTProxy):
                         ) from e
                 finally:
                     response.close()
-            if expected and digest.hexdigest() != expected:
+            if not expected or digest.hexdigest() != expected:
                 raise DORError(f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id})
             if content_key is not None:
                 from saas.core.keys import decrypt_file
@@ -287,3 +297,46 @@ class DORProxy(RESTProxy):
         return _ANY.validate_python(
             self.request("DELETE", f"/dor/{obj_id}/tags", json_body=list(keys), signer=authority).json()
         )
+
+
+def search_network(
+    address: str | tuple[str, int],
+    keystore: Signer | None = None,
+    *,
+    max_workers: int = 16,
+    timeout: float = 10.0,
+    on_error: Callable[[NodeInfo, SaaSError], None] | None = None,
+    **filters: Any,
+) -> list[DataObject]:
+    """Search every DOR of the network the node at `address` belongs to: the node's view of the network
+    (`GET /db/network`), then every online node with a DOR concurrently (threads). `filters` are those of
+    `DORProxy.search`; `limit` applies per node. Results keep their custodian and come newest first. A node that
+    fails is skipped (and reported to `on_error`)."""
+    from saas.nodedb.proxy import NodeDBProxy
+
+    with NodeDBProxy(address, timeout=timeout) as nodedb:
+        nodes = [n for n in nodedb.get_network() if n.online and n.dor_service]
+
+    def search_one(info: NodeInfo) -> list[DataObject]:
+        try:
+            with DORProxy(info.rest_address, keystore, timeout=timeout, node_iid=info.identity.id) as proxy:
+                found = proxy.search(**filters)
+        except SaaSError as e:
+            if on_error is not None:
+                on_error(info, e)
+            return []
+        for obj in found:
+            if obj.custodian is None:
+                obj.custodian = info
+        return found
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)), thread_name_prefix="dor-search") as pool:
+        results = list(pool.map(search_one, nodes))
+    merged: dict[tuple[str, str], DataObject] = {}
+    for found in results:
+        for obj in found:
+            custodian = obj.custodian.identity.id if obj.custodian else ""
+            merged.setdefault((custodian, obj.obj_id), obj)
+    return sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))

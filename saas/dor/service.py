@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from saas.core.delegation import Delegation
 from saas.core.errors import (
     AuthorisationError,
     CryptoError,
@@ -47,6 +48,7 @@ from saas.dor.schemas import (
     KeyEnvelope,
 )
 from saas.dor.store import ContentStore
+from saas.nodedb.schemas import NodeInfo
 from saas.rest.auth import body_mismatch
 from saas.sqlite import Database
 
@@ -57,6 +59,7 @@ __all__ = ["DORService", "UnknownObjectError", "object_id"]
 
 logger = logging.getLogger(__name__)
 WRITE_BATCH = 4 * 1024 * 1024
+MAX_ROUNDS = 64  # network rounds (graph levels looked up on other nodes) of one provenance query
 
 
 class UnknownObjectError(DORError, NotFoundError):
@@ -82,6 +85,31 @@ def _check_envelope(envelope: str) -> None:
         b64d(envelope)
     except CryptoError:
         raise InvalidInputError("A key envelope must be base64") from None
+
+
+def _recipe_of(row: ObjectRow) -> dict[str, Any] | None:
+    return row.details.get("recipe") if row.kind == "c" else None
+
+
+def _provenance_record(
+    obj_id: str, c_hash: str, data_type: str, data_format: str, recipe: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "c_hash": c_hash,
+        "data_type": data_type,
+        "data_format": data_format,
+        "obj_id": obj_id,
+        "recipe": recipe,
+    }
+
+
+def _remote_record(obj: CDataObject | GPPDataObject) -> dict[str, Any]:
+    recipe = obj.recipe if isinstance(obj, CDataObject) else None
+    record = _provenance_record(
+        obj.obj_id, obj.c_hash, obj.data_type, obj.data_format, recipe.model_dump(mode="json") if recipe else None
+    )
+    record["custodian"] = obj.custodian.identity.id if obj.custodian else None
+    return record
 
 
 def _now() -> int:
@@ -389,27 +417,49 @@ class DORService:
         rows = await self.db.run(catalog.get_many, obj_ids)
         return [self._model(r) for r in rows if r.may_read(reader.id if reader else None)]
 
-    async def provenance(self, obj_id: str, reader: Identity | None) -> DataObjectProvenance:
-        """The recipe graph behind an object, as far as this DOR holds the ancestors."""
+    async def find_c_hashes(self, c_hashes: list[str], reader: Identity | None) -> list[CDataObject | GPPDataObject]:
+        """Objects holding any of `c_hashes` that `reader` may read."""
+        rows = await self.db.run(catalog.find_by_c_hashes, c_hashes) if c_hashes else []
+        return [self._model(r) for r in rows if r.may_read(reader.id if reader else None)]
+
+    async def provenance(
+        self, obj_id: str, reader: Identity | None, delegation: Delegation | None = None
+    ) -> DataObjectProvenance:
+        """The recipe graph behind an object. Ancestors this DOR does not hold (or the reader may not read) are
+        asked for on the other DOR nodes, one batch per level of the graph (other nodes read as nobody unless
+        `delegation` lets this node read for the reader); what no node holds is listed in `missing`."""
+        from saas.dor import remote
+
+        reader_iid = reader.id if reader else None
         root = await self._readable(obj_id, reader)
         data_nodes: dict[str, dict[str, Any]] = {}
         proc_nodes: dict[str, dict[str, Any]] = {}
         steps: list[dict[str, Any]] = []
+        unresolved: list[str] = []
         missing: list[str] = []
         seen: set[str] = set()
-        pending = [root]
-        while pending:
-            row = pending.pop()
-            if row.c_hash in seen:
+        pending = [_provenance_record(root.obj_id, root.c_hash, root.data_type, root.data_format, _recipe_of(root))]
+        rounds = 0
+        while pending or unresolved:
+            if not pending:
+                # One network round per level: ask the other DORs for everything still unresolved.
+                rounds += 1
+                found = await remote.find_c_hashes(self._node, unresolved, delegation) if rounds <= MAX_ROUNDS else {}
+                for c_hash in unresolved:
+                    obj = found.get(c_hash)
+                    if obj is None:
+                        seen.add(c_hash)
+                        missing.append(c_hash)
+                    else:
+                        pending.append(_remote_record(obj))
+                unresolved = []
                 continue
-            seen.add(row.c_hash)
-            data_nodes[row.c_hash] = {
-                "c_hash": row.c_hash,
-                "data_type": row.data_type,
-                "data_format": row.data_format,
-                "obj_id": row.obj_id,
-            }
-            recipe = row.details.get("recipe") if row.kind == "c" else None
+            record = pending.pop()
+            if record["c_hash"] in seen:
+                continue
+            seen.add(record["c_hash"])
+            recipe = record.pop("recipe")
+            data_nodes[record["c_hash"]] = record
             if not recipe:
                 continue
             processor = recipe["processor"]
@@ -435,25 +485,41 @@ class DORService:
                         "data_format": item.get("data_format"),
                         "content": item["content"],
                     }
-                else:
+                elif c_hash not in seen:
                     wanted.append(c_hash)
-            found = await self.db.run(catalog.find_by_c_hashes, wanted) if wanted else []
-            # An ancestor the reader may not read is reported like one this DOR does not hold.
-            by_hash = {r.c_hash: r for r in found if r.may_read(reader.id if reader else None)}
+            local = await self.db.run(catalog.find_by_c_hashes, wanted) if wanted else []
+            # An ancestor the reader may not read here is looked for elsewhere, then reported like an absent one.
+            by_hash = {r.c_hash: r for r in local if r.may_read(reader_iid)}
             for c_hash in wanted:
                 if c_hash in by_hash:
-                    pending.append(by_hash[c_hash])
-                elif c_hash not in missing:
-                    missing.append(c_hash)
+                    r = by_hash[c_hash]
+                    pending.append(_provenance_record(r.obj_id, r.c_hash, r.data_type, r.data_format, _recipe_of(r)))
+                elif c_hash not in unresolved:
+                    unresolved.append(c_hash)
             steps.append(
                 {
                     "processor": proc_key,
                     "consumes": consumes,
-                    "produces": {recipe["name"]: row.c_hash},
+                    "produces": {recipe["name"]: record["c_hash"]},
                     "job_id": recipe.get("job_id"),
                 }
             )
         return DataObjectProvenance(data_nodes=data_nodes, proc_nodes=proc_nodes, steps=steps, missing=missing)
+
+    async def fetch_remote(
+        self,
+        obj_id: str,
+        custodian: NodeInfo,
+        destination: Path,
+        delegation: Delegation | None = None,
+        expected_c_hash: str | None = None,
+    ) -> Path:
+        """Fetch the content of an object held by another node (see `saas.dor.remote.fetch_remote`)."""
+        from saas.dor import remote
+
+        return await remote.fetch_remote(
+            self._node, obj_id, custodian, destination, delegation=delegation, expected_c_hash=expected_c_hash
+        )
 
     # -- changing -----------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from saas.core.errors import P2PError
+from saas.core.errors import P2PError, SaaSError
 
 __all__ = ["TrioBridge"]
 
@@ -27,6 +27,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TrioMain = Callable[..., Awaitable[None]]  # async def main(*, task_status) -> None
+
+
+def _single(error: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one error each — trio nurseries wrap what they raise."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 class TrioBridge:
@@ -65,8 +72,9 @@ class TrioBridge:
                     await nursery.start(lambda task_status: main(task_status=task_status))
                     self._notify(settle, None)
             except BaseException as e:  # report a failed start to the awaiting asyncio side
+                e = _single(e)
                 self._notify(settle, e if isinstance(e, Exception) else P2PError("P2P thread stopped"))
-                if not isinstance(e, trio.Cancelled | KeyboardInterrupt):
+                if not isinstance(e, trio.Cancelled | KeyboardInterrupt | SaaSError):
                     logger.exception("P2P thread failed")
 
         def thread_main() -> None:

@@ -2,7 +2,9 @@
 
 Restricted profile: TCP only, Noise only (passed explicitly: libp2p's default also accepts plaintext and secio),
 Yamux only, one connection per peer, no built-in bootstrap or discovery. The Ed25519 peer key is persisted in
-`<datastore>/p2p/peer.key` (mode 0600), so a node keeps its peer ID across restarts.
+`<datastore>/p2p/peer.key` (mode 0600), so a node keeps its peer ID across restarts. With a pre-shared key
+(`psk`, a closed network) every raw connection, our own peer-ID probe included, is wrapped in libp2p's private
+network protection before the Noise handshake, so a peer without the key never gets that far.
 
 Everything runs in the trio thread of a `TrioBridge`; the public methods are asyncio coroutines that take and
 return plain data (peer IDs and multiaddrs as strings, messages as JSON-able dicts). libp2p errors are wrapped in
@@ -40,6 +42,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.pnet.protector import new_protected_conn
 from libp2p.security.security_multistream import SecurityMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
@@ -188,12 +191,14 @@ class P2PHost:
         advertise: tuple[str, int],
         on_connected: PeerEvent | None = None,
         on_disconnected: PeerEvent | None = None,
+        psk: str | None = None,
     ):
         self._key_path = key_path
         self._listen = listen
         self._advertise = advertise
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
+        self._psk = psk  # 64 hex characters: libp2p private network (every raw connection wrapped in Salsa20)
         self._handlers: dict[str, Handler] = {}
         self._bridge = TrioBridge()
         self._host: IHost | None = None
@@ -230,6 +235,7 @@ class P2PHost:
             sec_opt=self._new_noise(self._key_pair),
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             connection_config=ConnectionConfig(max_connections_per_peer=1),
+            psk=self._psk,
         )
         # libp2p's auto-connector dials peerstore peers until ~150 connections (its watermarks cannot switch it
         # off without also pruning every connection); our service decides whom to dial, so it does nothing here.
@@ -239,6 +245,11 @@ class P2PHost:
         host.get_network().register_notifee(_Notifee(self))
         listen_ip = socket.gethostbyname(self._listen[0])
         async with host.run([multiaddr.Multiaddr(tcp_multiaddr(listen_ip, self._listen[1]))]):
+            if not host.get_transport_addrs():  # libp2p logs a failed listen and runs on without a listener
+                raise P2PError(
+                    f"Cannot listen on {self._listen[0]}:{self._listen[1]} (P2P): address in use or not available",
+                    {"address": f"{self._listen[0]}:{self._listen[1]}"},
+                )
             self._host = host
             if self._advertise[1] == 0 or self._listen[1] == 0:
                 self.port = int(host.get_transport_addrs()[0].value_for_protocol("tcp"))
@@ -280,6 +291,8 @@ class P2PHost:
         async def run() -> str:
             ip = await trio.to_thread.run_sync(socket.gethostbyname, host)
             raw = await TCP().dial(multiaddr.Multiaddr(tcp_multiaddr(ip, port)))
+            if self._psk is not None:
+                raw = new_protected_conn(raw, self._psk)
             try:
                 probe_key = create_new_key_pair()  # a throwaway identity: the probe is not a peer
                 secure = await SecurityMultistream(self._new_noise(probe_key)).secure_outbound(raw, None)  # type: ignore[arg-type]

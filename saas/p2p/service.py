@@ -3,7 +3,7 @@ NodeDB in sync, and watching liveness (DESIGN §7).
 
 - **Peers.** A connection (in or out) becomes an accepted peer only after the identity exchange
   (`protocols.identity`); a connection not accepted within `ACCEPT_WITHIN` seconds is closed. Only accepted peers
-  are served on `/saas/nodedb/1.0.0`.
+  are served on `/saas/nodedb/1.0.0` and `/saas/dor/1.0.0` (DOR lookups: `saas.dor.remote`).
 - **Joining.** `boot_node` is `host:port` or a multiaddr. With `host:port` the boot node's peer ID is learned by a
   Noise handshake (`P2PHost.probe`) and pinned in NodeDB on first use; a later different answer is refused. A
   boot address that is this node itself makes it the first node. Joining retries with backoff until it works;
@@ -30,7 +30,7 @@ from saas.core.errors import IdentityError, P2PError, SaaSError
 from saas.core.helpers import parse_address
 from saas.core.identity import Identity
 from saas.nodedb.schemas import NodeInfo
-from saas.p2p.protocols import IDENTITY, NODEDB
+from saas.p2p.protocols import DOR, IDENTITY, NODEDB
 from saas.p2p.protocols import identity as identity_protocol
 from saas.p2p.protocols import nodedb as nodedb_protocol
 
@@ -67,9 +67,11 @@ class P2PService:
             config.p2p_address,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
+            psk=config.network_psk,
         )
         self.host.set_handler(IDENTITY, self._handle_identity)
         self.host.set_handler(NODEDB, self._handle_nodedb)
+        self.host.set_handler(DOR, self._handle_dor)
         self.status = P2PStatus.CREATED
         self._peers: dict[str, str] = {}  # accepted peer ID -> node identity ID
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +84,10 @@ class P2PService:
     @property
     def _db(self) -> Any:
         return self._node.nodedb
+
+    @property
+    def _network(self) -> str:
+        return self._node.config.network_name
 
     @property
     def peer_id(self) -> str:
@@ -186,13 +192,13 @@ class P2PService:
 
     async def _handle_identity(self, peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            info = await identity_protocol.check_hello(message, peer_id, self._node.iid)
+            info = await identity_protocol.check_hello(message, peer_id, self._node.iid, self._network)
         except IdentityError as e:
             logger.warning("refused peer %s: %s", peer_id, e.reason)
             self._spawn(self.host.disconnect(peer_id))
             return {"error": e.reason}
         await self._accept(peer_id, info)
-        return identity_protocol.hello(self._db.own)
+        return identity_protocol.hello(self._db.own, self._network)
 
     async def connect(self, peer_id: str, addrs: list[str]) -> str:
         """Connect to a peer and run the identity exchange; returns its identity ID. Raises `P2PError` or
@@ -202,9 +208,9 @@ class P2PService:
         await self.host.connect(peer_id, addrs, timeout=REQUEST_TIMEOUT)
         try:
             response = await self.host.request(
-                peer_id, IDENTITY, identity_protocol.hello(self._db.own), timeout=REQUEST_TIMEOUT
+                peer_id, IDENTITY, identity_protocol.hello(self._db.own, self._network), timeout=REQUEST_TIMEOUT
             )
-            info = await identity_protocol.check_hello(response, peer_id, self._node.iid)
+            info = await identity_protocol.check_hello(response, peer_id, self._node.iid, self._network)
         except SaaSError:
             await self.host.disconnect(peer_id)
             raise
@@ -321,6 +327,40 @@ class P2PService:
             self._db.set_online(iid, False)
             return {}
         return {"error": f"unknown message type {kind!r}"}
+
+    # -- DOR protocol -------------------------------------------------------------------------------------------
+
+    def dor_peers(self) -> list[tuple[str, NodeInfo]]:
+        """Accepted peers whose node runs a DOR: (peer ID, node record)."""
+        result = []
+        for peer_id, iid in list(self._peers.items()):
+            info = self._db.get_node(iid)
+            if info is not None and info.dor_service:
+                result.append((peer_id, info))
+        return result
+
+    async def request_dor(
+        self, peer_id: str, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT
+    ) -> dict[str, Any]:
+        """A `/saas/dor/1.0.0` request to an accepted peer; raises `P2PError` on failure, timeout or refusal."""
+        if peer_id not in self._peers:
+            raise P2PError("Not an accepted peer", {"peer_id": peer_id})
+        answer = await self.host.request(peer_id, DOR, message, timeout=timeout)
+        iid = self._peers.get(peer_id)
+        if iid is not None:
+            self._db.touch(iid)
+        if "error" in answer:
+            raise P2PError(f"Peer refused the request: {answer['error']}", {"peer_id": peer_id})
+        return answer
+
+    async def _handle_dor(self, peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
+        iid = self._peers.get(peer_id)
+        if iid is None:
+            return {"error": "identity exchange first"}
+        self._db.touch(iid)
+        from saas.dor import remote
+
+        return await remote.serve(self._node, iid, message)
 
     def _on_nodedb_change(self, kind: str, record: Identity | NodeInfo) -> None:
         """A change was stored: queue it for every peer (a peer that already has it ignores it). Changes are

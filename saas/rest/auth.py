@@ -20,6 +20,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from saas.core.delegation import HEADER_DELEGATION, Delegation
 from saas.core.errors import AuthenticationError, InvalidInputError
 from saas.core.identity import Identity
 from saas.core.signing import (
@@ -32,7 +33,15 @@ from saas.core.signing import (
     request_string,
 )
 
-__all__ = ["OptionalIdentity", "RequestVerifier", "SignedIdentity", "StreamIdentity", "body_mismatch"]
+__all__ = [
+    "OptionalIdentity",
+    "RequestVerifier",
+    "SignedIdentity",
+    "StreamIdentity",
+    "acting_as",
+    "body_mismatch",
+    "delegation_of",
+]
 
 _HEADERS = (HEADER_IID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_NODE, HEADER_BODY_SHA256, HEADER_SIGNATURE)
 MAX_NONCE_LENGTH = 128
@@ -124,6 +133,23 @@ async def optionally_signed(request: Request) -> Identity | None:
     if not request.headers.get(HEADER_SIGNATURE) and not request.headers.get(HEADER_IID):
         return None
     return await signed(request)
+
+
+def delegation_of(request: Request) -> Delegation | None:
+    """The `saas-delegation` header, parsed (not yet checked); None if absent."""
+    value = request.headers.get(HEADER_DELEGATION)
+    return None if not value else Delegation.from_header(value)
+
+
+async def acting_as(request: Request, signer: Identity, obj_id: str) -> Identity:
+    """Whom a signed request reads `obj_id` as: the signer, or — with a `saas-delegation` header — the user who
+    delegated to the signer (a node fetching for that user). A delegation that does not check out is refused
+    (401/403), never silently ignored."""
+    delegation = delegation_of(request)
+    if delegation is None:
+        return signer
+    issuer = request.app.state.node.nodedb.get_identity(delegation.issuer_iid)
+    return await asyncio.to_thread(delegation.check, issuer, signer.id, obj_id)
 
 
 SignedIdentity = Annotated[Identity, Depends(signed)]

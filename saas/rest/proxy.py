@@ -52,13 +52,19 @@ def error_from_response(response: httpx.Response) -> errors.RemoteError:
 
 
 class RESTProxy:
-    def __init__(self, address: str | tuple[str, int], keystore: Signer | None = None, timeout: float = 60.0):
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        keystore: Signer | None = None,
+        timeout: float = 60.0,
+        node_iid: str | None = None,
+    ):
         self.address = parse_address(address)
         self.keystore = keystore
         host, port = self.address
         host = f"[{host}]" if ":" in host else host
         self._client = httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, trust_env=False)
-        self._node_iid: str | None = None
+        self._node_iid = node_iid  # known already (e.g. from a verified node record), or asked for once
 
     def close(self) -> None:
         self._client.close()

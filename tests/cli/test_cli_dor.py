@@ -257,16 +257,22 @@ def test_search(foo, alice, anonymous, sdk, node, tmp_path: Path) -> None:
     with DORProxy(node.address, keystore=sdk["foo"]) as proxy:
         proxy.update_tags(mine[0], sdk["foo"], [DataObject.Tag(key="colour", value="red")])
 
-    result = anonymous("search", "--data-type", "SearchA")
+    result = anonymous("search", "--data-type", "SearchA")  # the whole network (here: one node)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Found 2 data objects at {node.address}:"
+    assert result.stdout.splitlines()[0] == f"Found 2 data objects in the network of {node.address}:"
     headers, rows = table_rows(result.stdout)
-    assert headers == ["OBJECT ID", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"]
+    assert headers == ["OBJECT ID", "NODE", "TYPE", "FORMAT", "OWNER", "ACCESS", "TAGS"]
     by_id = {row[0]: row for row in rows}
     assert set(by_id) == set(mine)  # not the restricted one: no keystore, no access
     owner = foo.keystore.iid[:16] + "…"
-    assert by_id[mine[0]][1:] == ["SearchA", "json", owner, "open", "colour=red"]
-    assert by_id[mine[1]][1:] == ["SearchA", "json", owner, "open"]  # no tags: an empty last column
+    custodian = node.node.iid[:16] + "…"
+    assert by_id[mine[0]][1:] == [custodian, "SearchA", "json", owner, "open", "colour=red"]
+    assert by_id[mine[1]][1:] == [custodian, "SearchA", "json", owner, "open"]  # no tags: an empty last column
+
+    result = anonymous("search", "--this-node-only", "--data-type", "SearchA")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"Found 2 data objects at {node.address}:"
+    assert {row[0] for row in table_rows(result.stdout)[1]} == set(mine)
 
     def found(dor: Dor, *args: str) -> set[str]:
         return {document["obj_id"] for document in dor.json("search", *args)}

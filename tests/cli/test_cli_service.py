@@ -80,7 +80,7 @@ def test_storage_node_has_a_dor(saas_cli, cli, cli_env, background, shared_keyst
     assert (info.dor_service, info.rti_service, info.retain_job_history) == (True, False, True)
     result = cli("dor", "--address", rest, "search")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"Found 0 data objects at {rest}:"
+    assert result.stdout.strip() == f"Found 0 data objects in the network of {rest}:"
     assert node.stop(signal.SIGTERM) == 0
     assert "Node stopped." in node.stdout
 
@@ -93,6 +93,16 @@ def test_several_keystores_need_keystore_id_without_tty(cli, shared_two_keystore
     )  # fmt: skip
     assert_clean_error(result, 2, "--keystore-id")
     assert not (tmp_path / "datastore").exists()
+
+
+def test_invalid_network_name(cli, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    result = cli(
+        *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+        "--rest-address", rest, "--p2p-address", p2p, "--network-name", "no spaces",
+    )  # fmt: skip
+    assert_clean_error(result, result.returncode, "--network-name")
+    assert result.returncode != 0
 
 
 def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:

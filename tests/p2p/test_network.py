@@ -94,3 +94,15 @@ def test_node_restarted_keeps_its_peer_id(node_factory: Callable[..., Any], tmp_
     a.stop()
     again = node_factory("alice", datastore=a.node.config.datastore)
     assert again.node.p2p.peer_id == peer_id
+
+
+def test_busy_p2p_port_fails_the_start(node_factory: Callable[..., Any]) -> None:
+    import socket
+
+    from saas.core.errors import P2PError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(P2PError, match="Cannot listen"):  # libp2p alone would run on without a listener
+            node_factory("alice", p2p_address=busy.getsockname())

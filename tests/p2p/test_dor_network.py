@@ -1,0 +1,263 @@
+"""The DOR across the network (DESIGN §6, §7): metadata lookups on other nodes over `/saas/dor/1.0.0`, provenance
+that follows recipes into other DORs, and content fetched from another node over HTTP — signed by the fetching
+node, with the user's delegation for restricted objects, checked against the c_hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from saas.config import NodeConfig
+from saas.core.delegation import Delegation
+from saas.core.errors import AuthenticationError, AuthorisationError, DORError, NotFoundError
+from saas.core.keystore import Keystore
+from saas.dor import remote
+from saas.dor.proxy import DORProxy, search_network
+from saas.node import Node
+from saas.nodedb.proxy import NodeDBProxy
+from tests.conftest import PASSWORD, RunningNode, free_port
+from tests.p2p.conftest import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+PROCESSOR: dict[str, Any] = {
+    "source": "https://github.com/example/adapter",
+    "commit_id": "c" * 40,
+    "proc_path": "proc",
+    "proc_config": "default",
+    "proc_descriptor": {
+        "name": "test-proc",
+        "input": [{"name": "a", "data_type": "JSONObject", "data_format": "json"}],
+        "output": [{"name": "c", "data_type": "JSONObject", "data_format": "json"}],
+        "configurations": ["default"],
+    },
+}
+
+
+class Network:
+    def __init__(self, nodes: list[RunningNode], user: Keystore, other: Keystore, files: Path):
+        self.a, self.b, self.c = nodes
+        self.user = user
+        self.other = other
+        self.files = files
+        self._count = 0
+
+    def add(
+        self, node: RunningNode, content: bytes, restricted: bool = False, data_type: str = "JSONObject", **kwargs: Any
+    ) -> Any:
+        self._count += 1
+        path = self.files / f"f{self._count}"
+        path.write_bytes(content)
+        with DORProxy(node.address, self.user) as dor:
+            return dor.add_data_object(path, self.user.identity, restricted, False, data_type, "json", **kwargs)
+
+    def fetch(self, obj: Any, destination: Path, delegation: Delegation | None = None, **kwargs: Any) -> Path:
+        custodian = self.a.node.nodedb.get_node(self.b.node.iid)
+        return self.a.call(self.a.node.dor.fetch_remote(obj.obj_id, custodian, destination, delegation, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Keystore]) -> Iterator[Network]:
+    """Three nodes (alice is the boot node) and two users published on every node."""
+    root = tmp_path_factory.mktemp("dor-network")
+    nodes: list[RunningNode] = []
+    boot = None
+    try:
+        for name in ("alice", "bob", "carol"):
+            keystore = keystores(name)
+            p2p = ("127.0.0.1", free_port())
+            config = NodeConfig(
+                datastore=root / name,
+                keystore=keystore.path,
+                password=PASSWORD,
+                rest_address=("127.0.0.1", free_port()),
+                p2p_address=p2p,
+                boot_node=boot,
+                log_level="WARNING",
+            )
+            boot = boot or "{}:{}".format(*p2p)
+            running = RunningNode(Node(config, keystore))
+            nodes.append(running)
+            running.start()
+        user, other = keystores("dave"), keystores("erin")
+        with NodeDBProxy(nodes[2].address) as db:
+            db.update_identity(user.identity)
+            db.update_identity(other.identity)
+        for n in nodes:
+            wait_until(
+                lambda n=n: (
+                    len(n.node.p2p.dor_peers()) == 2
+                    and n.node.nodedb.get_identity(user.iid) is not None
+                    and n.node.nodedb.get_identity(other.iid) is not None
+                ),
+                15,
+                "the network to form and the users to be known everywhere",
+            )
+        files = root / "files"
+        files.mkdir()
+        yield Network(nodes, user, other, files)
+    finally:
+        for running in reversed(nodes):
+            running.stop()
+
+
+def test_lookup_across_nodes(net: Network) -> None:
+    public = net.add(net.b, b'{"v": 1}')
+    hidden = net.add(net.b, b'{"v": 2}', restricted=True)
+    on_c = net.add(net.c, b'{"v": 3}')
+    unknown = "0" * 64
+    ids = [public.obj_id, hidden.obj_id, on_c.obj_id, unknown]
+    found = net.a.call(remote.lookup(net.a.node, ids))
+    assert set(found) == {public.obj_id, on_c.obj_id}  # unknown and restricted simply absent
+    assert found[public.obj_id].custodian.identity.id == net.b.node.iid
+    assert found[on_c.obj_id].custodian.identity.id == net.c.node.iid
+
+    delegation = Delegation.create(net.user, net.a.node.iid)
+    found = net.a.call(remote.lookup(net.a.node, ids, delegation))
+    assert set(found) == {public.obj_id, hidden.obj_id, on_c.obj_id}
+
+    for wrong in (
+        Delegation.create(net.user, net.c.node.iid),  # names another node as delegate
+        Delegation.create(net.other, net.a.node.iid),  # from a user without access
+        Delegation.create(net.user, net.a.node.iid, obj_id=public.obj_id),  # for another object
+        Delegation.create(net.user, net.a.node.iid, lifetime_s=-1),  # expired
+    ):
+        assert hidden.obj_id not in net.a.call(remote.lookup(net.a.node, ids, wrong))
+
+
+def test_provenance_spans_two_nodes(net: Network) -> None:
+    source = json.dumps({"input": "on bob"}).encode()
+    on_b = net.add(net.b, source)
+    absent = hashlib.sha256(b"nowhere").hexdigest()
+    recipe = {
+        "processor": PROCESSOR,
+        "consumes": {
+            "a": {"c_hash": on_b.c_hash, "data_type": "JSONObject", "data_format": "json"},
+            "b": {"c_hash": absent, "data_type": "JSONObject", "data_format": "json"},
+        },
+        "product": {"data_type": "JSONObject", "data_format": "json"},
+        "name": "c",
+        "job_id": "job-1",
+    }
+    derived = net.add(net.a, b'{"derived": true}', recipe=recipe)
+    with DORProxy(net.a.address) as dor:
+        provenance = dor.get_provenance(derived.obj_id)
+    assert set(provenance.data_nodes) == {derived.c_hash, on_b.c_hash}
+    assert provenance.data_nodes[on_b.c_hash]["obj_id"] == on_b.obj_id
+    assert provenance.data_nodes[on_b.c_hash]["custodian"] == net.b.node.iid
+    assert provenance.missing == [absent]
+    assert len(provenance.steps) == 1
+
+
+def test_provenance_of_restricted_remote_ancestor_needs_a_delegation(net: Network) -> None:
+    hidden = net.add(net.b, b'{"hidden": "input"}', restricted=True)
+    recipe = {
+        "processor": PROCESSOR,
+        "consumes": {"a": {"c_hash": hidden.c_hash, "data_type": "JSONObject", "data_format": "json"}},
+        "product": {"data_type": "JSONObject", "data_format": "json"},
+        "name": "c",
+    }
+    derived = net.add(net.a, b'{"derived": "from hidden"}', recipe=recipe)
+    with DORProxy(net.a.address, net.user) as dor:
+        assert dor.get_provenance(derived.obj_id).missing == [hidden.c_hash]
+        delegation = Delegation.create(net.user, net.a.node.iid)
+        response = dor.request(
+            "GET",
+            f"/dor/{derived.obj_id}/provenance",
+            signed=True,
+            headers={"saas-delegation": delegation.to_header()},
+        )
+        assert response.json()["missing"] == []
+    with DORProxy(net.a.address, net.other) as dor, pytest.raises(AuthorisationError):
+        dor.request(  # someone else's delegation is refused
+            "GET", f"/dor/{derived.obj_id}/provenance", signed=True, headers={"saas-delegation": delegation.to_header()}
+        )
+
+
+def test_restricted_object_is_fetched_only_with_a_valid_delegation(net: Network, tmp_path: Path) -> None:
+    content = b'{"secret": 42}'
+    hidden = net.add(net.b, content, restricted=True)
+    public = net.add(net.b, b'{"open": 1}')
+    target = tmp_path / "out"
+
+    with pytest.raises(NotFoundError):  # the node alone may not read it
+        net.fetch(hidden, target)
+    valid = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id)
+    assert net.fetch(hidden, target, valid).read_bytes() == content
+
+    expired = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id, lifetime_s=-1)
+    too_long = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id, lifetime_s=2 * 3600)
+    wrong_delegate = Delegation.create(net.user, net.c.node.iid, obj_id=hidden.obj_id)
+    wrong_object = Delegation.create(net.user, net.a.node.iid, obj_id=public.obj_id)
+    bad_signature = valid.model_copy(update={"expires": valid.expires + 1000})
+    no_access = Delegation.create(net.other, net.a.node.iid, obj_id=hidden.obj_id)
+    for delegation, error in (
+        (expired, AuthenticationError),
+        (too_long, AuthenticationError),
+        (bad_signature, AuthenticationError),
+        (wrong_delegate, AuthorisationError),
+        (wrong_object, AuthorisationError),
+        (no_access, NotFoundError),
+    ):
+        with pytest.raises(error):
+            net.fetch(hidden, tmp_path / "refused", delegation)
+    assert not (tmp_path / "refused").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_cross_node_fetch_catches_corruption(net: Network, tmp_path: Path) -> None:
+    content = b'{"intact": "content"}'
+    obj = net.add(net.b, content)
+    stored = net.b.node.dor.store.path(obj.c_hash)
+    stored.write_bytes(content.replace(b"intact", b"broken"))
+    with pytest.raises(DORError, match="c_hash"):
+        net.fetch(obj, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DORError):  # a c_hash the caller expects is checked too
+        net.fetch(net.add(net.b, b'{"x": 1}'), tmp_path / "out", expected_c_hash="f" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_from_one_node_finds_objects_on_all_three(net: Network) -> None:
+    objects = {n.node.iid: net.add(n, b'{"searched": true}', data_type="NetworkSearch") for n in (net.a, net.b, net.c)}
+    hidden = net.add(net.c, b'{"searched": "hidden"}', restricted=True, data_type="NetworkSearch")
+    found = search_network(net.a.address, data_type="NetworkSearch")
+    assert {(o.custodian.identity.id, o.obj_id) for o in found} == {(i, o.obj_id) for i, o in objects.items()}
+    found = search_network(net.b.address, net.user, data_type="NetworkSearch")  # signed: the owner sees all
+    assert {o.obj_id for o in found} == {o.obj_id for o in objects.values()} | {hidden.obj_id}
+
+
+def test_cli_searches_the_whole_network(net: Network, tmp_path: Path) -> None:
+    from tests.cli.test_cli_dor import table_rows
+
+    obj = net.add(net.b, b'{"cli": 1}', data_type="CLINetworkSearch")
+    address = "{}:{}".format(*net.a.address)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "saas-cli"),
+            "dor",
+            "--address",
+            address,
+            "search",
+            "--data-type",
+            "CLINetworkSearch",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    headers, rows = table_rows(result.stdout)
+    assert headers[:2] == ["OBJECT ID", "NODE"]
+    assert [row[:2] for row in rows] == [[obj.obj_id, net.b.node.iid[:16] + "…"]]
