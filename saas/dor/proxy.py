@@ -242,13 +242,7 @@ class DORProxy(RESTProxy):
         github_credentials: Any = None,
     ) -> GPPDataObject:
         """Add a Git-Processor-Pointer; GitHub credentials travel encrypted for the node."""
-        encrypted = None
-        if github_credentials is not None:
-            node = self.get_json("/db/node")
-            plain = canonical_json(
-                {"login": github_credentials.login, "personal_access_token": github_credentials.token()}
-            )
-            encrypted = base64.b64encode(Identity.model_validate(node["identity"]).encrypt(plain)).decode()
+        encrypted = None if github_credentials is None else self.encrypt_github_credentials(github_credentials)
         body = {
             "source": source,
             "commit_id": commit_id,

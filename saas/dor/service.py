@@ -202,6 +202,34 @@ class DORService:
 
     # -- adding -------------------------------------------------------------------------------------------------
 
+    async def _commit_content(
+        self, params: AddCDataObjectParameters, creator_iid: str, temp: Path, c_hash: str, size: int, created: int
+    ) -> ObjectRow:
+        """Record a complete content file (in `temp`) as a new object; the same content, type, format, creators
+        and `created` give the same obj_id, so committing twice returns the existing object."""
+        creators = params.creators_iid or [creator_iid]
+        row = ObjectRow(
+            obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
+            kind="c",
+            c_hash=c_hash,
+            data_type=params.data_type,
+            data_format=params.data_format,
+            owner_iid=params.owner_iid,
+            access_restricted=params.access_restricted,
+            content_encrypted=params.content_encrypted,
+            created=created,
+            last_accessed=created,
+            size=size,
+            details={
+                "creators_iid": creators,
+                "license": params.license.model_dump(),
+                "recipe": params.recipe.model_dump(mode="json") if params.recipe else None,
+            },
+            access=[params.owner_iid],
+        )
+        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
+        return await self._commit(row, temp, None, envelopes)
+
     def check_add(self, params: AddCDataObjectParameters) -> None:
         self._known(params.owner_iid, "owner")
         for iid in params.creators_iid:
@@ -256,30 +284,7 @@ class DORService:
             f.close()
             await asyncio.to_thread(temp.unlink, True)
             raise
-        created = _now()
-        c_hash = content_hash.hexdigest()
-        creators = params.creators_iid or [signer.id]
-        row = ObjectRow(
-            obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
-            kind="c",
-            c_hash=c_hash,
-            data_type=params.data_type,
-            data_format=params.data_format,
-            owner_iid=params.owner_iid,
-            access_restricted=params.access_restricted,
-            content_encrypted=params.content_encrypted,
-            created=created,
-            last_accessed=created,
-            size=size,
-            details={
-                "creators_iid": creators,
-                "license": params.license.model_dump(),
-                "recipe": params.recipe.model_dump(mode="json") if params.recipe else None,
-            },
-            access=[params.owner_iid],
-        )
-        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
-        row = await self._commit(row, temp, None, envelopes)
+        row = await self._commit_content(params, signer.id, temp, content_hash.hexdigest(), size, _now())
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)
@@ -312,28 +317,7 @@ class DORService:
             return temp, digest.hexdigest(), size
 
         temp, c_hash, size = await asyncio.to_thread(copy)
-        creators = params.creators_iid or [creator_iid]
-        row = ObjectRow(
-            obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
-            kind="c",
-            c_hash=c_hash,
-            data_type=params.data_type,
-            data_format=params.data_format,
-            owner_iid=params.owner_iid,
-            access_restricted=params.access_restricted,
-            content_encrypted=params.content_encrypted,
-            created=created,
-            last_accessed=created,
-            size=size,
-            details={
-                "creators_iid": creators,
-                "license": params.license.model_dump(),
-                "recipe": params.recipe.model_dump(mode="json") if params.recipe else None,
-            },
-            access=[params.owner_iid],
-        )
-        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
-        model = self._model(await self._commit(row, temp, None, envelopes))
+        model = self._model(await self._commit_content(params, creator_iid, temp, c_hash, size, created))
         assert isinstance(model, CDataObject)
         return model
 

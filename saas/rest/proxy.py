@@ -82,6 +82,21 @@ class RESTProxy:
             self._node_iid = str(self.request("GET", "/db/node").json()["identity"]["id"])
         return self._node_iid
 
+    def encrypt_github_credentials(self, credentials: Any) -> str:
+        """GitHub credentials (`saas.core.schemas.GithubCredentials`) encrypted for this node's identity, base64:
+        only the node can read them, and only in memory."""
+        import base64
+
+        from saas.core.identity import Identity
+        from saas.core.signing import canonical_json
+
+        node = Identity.model_validate(self.request("GET", "/db/node").json()["identity"])
+        if self._node_iid is not None and node.id != self._node_iid:
+            raise errors.AuthenticationError("The node answered with another identity than expected")
+        node.verify()
+        plain = canonical_json({"login": credentials.login, "personal_access_token": credentials.token()})
+        return base64.b64encode(node.encrypt(plain)).decode()
+
     def _signer(self, signer: Signer | None) -> Signer:
         signer = signer or self.keystore
         if signer is None:

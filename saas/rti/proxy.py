@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -15,8 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from saas.core.errors import NotFoundError
-from saas.core.identity import Identity
-from saas.core.signing import Signer, canonical_json
+from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
 from saas.rest.proxy import RESTProxy
 from saas.rti.schemas import Job, JobStatus, Processor, Task
@@ -51,13 +49,7 @@ class RTIProxy(RESTProxy):
         github_credentials: Any = None,
     ) -> Processor:
         """Start deploying; returns at once (poll `get_status` or use `wait_deployed`)."""
-        encrypted = None
-        if github_credentials is not None:
-            node = self.get_json("/db/node")
-            plain = canonical_json(
-                {"login": github_credentials.login, "personal_access_token": github_credentials.token()}
-            )
-            encrypted = base64.b64encode(Identity.model_validate(node["identity"]).encrypt(plain)).decode()
+        encrypted = None if github_credentials is None else self.encrypt_github_credentials(github_credentials)
         body = {
             "deployment": deployment,
             "gpp_custodian": gpp_custodian,

@@ -257,3 +257,27 @@ def test_credentials_not_encrypted_for_the_node_are_400(users: Any, repo: Any, s
         response = send(users.alice, "POST", "/dor/add-gpp", raw, {"content-type": "application/json"})
         assert response.status_code == 400, response.text
         assert credentials not in response.text
+
+
+def test_github_credentials_travel_encrypted_for_the_node(node: Any, users: Any, repo: Any, dor_as: Callable) -> None:
+    # The proxy encrypts credentials for the node's identity: only the node can read them, and the GPP it stores
+    # (and returns) never contains them.
+    import base64
+
+    from saas.core.errors import CryptoError
+    from saas.core.schemas import GithubCredentials
+
+    credentials = GithubCredentials(login="octo", personal_access_token="ghp_secret_token_123")
+    proxy = dor_as(users.alice)
+    sealed = proxy.encrypt_github_credentials(credentials)
+    assert "ghp_secret_token_123" not in sealed
+    opened = json.loads(node.keystore.decrypt(base64.b64decode(sealed)))
+    assert opened == {"login": "octo", "personal_access_token": "ghp_secret_token_123"}
+    with pytest.raises(CryptoError):  # it is not for Alice
+        users.alice.decrypt(base64.b64decode(sealed))
+
+    gpp = proxy.add_gpp_data_object(
+        str(repo.path), repo.head, "proc", "default", users.alice.identity, github_credentials=credentials
+    )
+    assert gpp.gpp.commit_id == repo.head
+    assert "ghp_secret_token_123" not in gpp.model_dump_json()
