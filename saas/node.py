@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -148,17 +150,35 @@ class Node:
 
 
 async def run_node(node: Node, on_started: object = None) -> None:
-    """Start the node, wait for SIGINT/SIGTERM, stop gracefully. The outermost runner only."""
+    """Start the node, wait for SIGINT/SIGTERM, stop gracefully. The outermost runner only.
+
+    The handlers stay installed while the node stops, so a repeated signal cannot interrupt the shutdown
+    halfway. Repeats within a second are ignored (tools such as `timeout` deliver one signal to the process and
+    to its group); a signal after that means "stop now" and exits at once."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    first_signal: list[float] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        now = loop.time()
+        if not first_signal:
+            first_signal.append(now)
+            logger.info("%s received: stopping (send it again to stop at once)", sig.name)
+            stop.set()
+        elif now - first_signal[0] > 1.0:
+            print("Stopping at once.", file=sys.stderr, flush=True)
+            os._exit(130)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await node.start()
         if callable(on_started):
             on_started(node)
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await node.stop()
+        try:
+            await node.stop()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

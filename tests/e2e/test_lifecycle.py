@@ -46,6 +46,18 @@ def test_signal_stops_gracefully(node_process: NodeProcess, sig: signal.Signals)
         httpx.get(f"{node.url}/api/v1/db/node", timeout=2, trust_env=False)
 
 
+def test_a_signal_delivered_twice_at_once_still_stops_gracefully(node_process: NodeProcess) -> None:
+    # `timeout -s INT` and a terminal's Ctrl+C can deliver the signal to the process and again to its group; the
+    # repeat must not cut the graceful stop short (it once turned into a KeyboardInterrupt mid-shutdown).
+    node = node_process
+    node.send(signal.SIGINT)
+    node.send(signal.SIGINT)
+    assert node.wait(10) == 0, node.output()
+    assert node.stdout().rstrip().endswith("Node stopped."), node.output()
+    assert "Interrupted" not in node.stderr() and "Traceback" not in node.stderr(), node.output()
+    assert port_is_free(node.rest_port)
+
+
 def test_signal_stops_with_open_connections(node_process: NodeProcess, user: Keystore) -> None:
     """Idle keep-alive connections do not hold up a graceful stop."""
     node = node_process
