@@ -89,7 +89,7 @@ class Identity(BaseModel):
     email: Annotated[str, AfterValidator(_check_email)]
     s_public_key: str
     e_public_key: str
-    nonce: int = Field(ge=0)
+    nonce: int = Field(ge=0, le=2**53)  # a JSON-safe integer (and one SQLite can store)
     signature: str | None = None
 
     def signed_content(self) -> bytes:

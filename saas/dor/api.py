@@ -37,6 +37,7 @@ __all__ = ["MAX_HEAD", "router"]
 
 router = APIRouter(prefix="/dor", tags=["dor"])
 MAX_HEAD = 1024 * 1024
+MAX_OFFSET = 2**31  # far beyond any catalog, well inside SQLite's 64-bit integers
 MAX_FILTERS = 100  # patterns / tags per search (each adds to one SQL expression, whose depth SQLite limits)
 ObjId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="data object ID")]
 IidPath = Annotated[str, Path(pattern=r"^[0-9a-z]{64}$", description="identity ID")]
@@ -79,7 +80,7 @@ async def search(
         Query(max_length=MAX_FILTERS, description="'key' (has the tag) or 'key=value' (JSON or text)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[CDataObject | GPPDataObject]:
     """Objects visible to the caller (unrestricted ones when anonymous), newest first."""
     tags: dict[str, Any] = {}

@@ -70,7 +70,7 @@ def parse_trigger(line: str) -> tuple[str, Any] | None:
     if kind == "progress":
         try:
             return "progress", max(0, min(100, int(float(value))))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, NaN or infinite: an ordinary line
             return None
     if kind == "output":
         return ("output", value) if NAME.match(value) else None

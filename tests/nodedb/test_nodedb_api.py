@@ -191,3 +191,15 @@ def test_self_signed_identity_with_unprintable_profile_is_refused(
     assert response.status_code == 422, response.text
     assert value not in response.text
     assert stored_identity(node, keystore.iid) is None
+
+
+def test_identity_nonce_beyond_json_safe_integers_is_refused(node: Any, keystores: Callable[[str], Keystore]) -> None:
+    # A correctly self-signed record whose nonce SQLite could not store must be a client error, not a 500.
+    from saas.core.signing import canonical_json
+
+    keystore = keystores("carol")
+    record = keystore.identity.model_dump(exclude={"signature"}) | {"nonce": 2**70}
+    record["signature"] = keystore.sign(canonical_json(record))
+    response = httpx.post(node.url + "/api/v1/db/identity", json=record, trust_env=False)
+    assert response.status_code == 422, response.text
+    assert stored_identity(node, keystore.iid) is None
