@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from saas.config import NodeConfig
+from saas.core.errors import ConfigError, P2PError
 from saas.core.keystore import Keystore
 from saas.node import Node
 
@@ -85,19 +86,30 @@ def node_factory(tmp_path: Path, keystores: Callable[[str], Keystore]) -> Iterat
 
     def make(name: str = "node", **overrides: Any) -> RunningNode:
         keystore = keystores(name)
-        settings: dict[str, Any] = {
-            "datastore": tmp_path / f"datastore-{name}",
-            "keystore": keystore.path,
-            "password": PASSWORD,
-            "rest_address": ("127.0.0.1", free_port()),
-            "p2p_address": ("127.0.0.1", free_port()),
-            "log_level": "WARNING",
-        }
-        settings.update(overrides)
-        running = RunningNode(Node(NodeConfig(**settings), keystore))
-        started.append(running)
-        running.start()
-        return running
+        # A port free_port() found can be taken (e.g. as another connection's local port) before the node binds
+        # it: try again with fresh ports, unless the test chose the ports itself.
+        attempts = 1 if {"rest_address", "p2p_address"} & overrides.keys() else 5
+        for attempt in range(attempts):
+            settings: dict[str, Any] = {
+                "datastore": tmp_path / f"datastore-{name}",
+                "keystore": keystore.path,
+                "password": PASSWORD,
+                "rest_address": ("127.0.0.1", free_port()),
+                "p2p_address": ("127.0.0.1", free_port()),
+                "log_level": "WARNING",
+            }
+            settings.update(overrides)
+            running = RunningNode(Node(NodeConfig(**settings), keystore))
+            try:
+                running.start()
+            except (ConfigError, P2PError) as e:
+                running.stop()
+                if not e.reason.startswith("Cannot listen on") or attempt == attempts - 1:
+                    raise
+                continue
+            started.append(running)
+            return running
+        raise AssertionError("unreachable")
 
     yield make
     for running in reversed(started):
