@@ -300,9 +300,29 @@ class NodeProcess:
         return self.proc
 
     def start(self, timeout: float = READY_TIMEOUT) -> NodeProcess:
-        self.spawn()
+        first = self.runs == 0
+        for attempt in range(3 if first else 1):
+            self.spawn()
+            if first and attempt < 2 and self._lost_port_race():
+                # A port free_port() found was taken before the node bound it: pick new ones (first start only;
+                # a restart keeps its ports).
+                self.rest_port, self.p2p_port = free_port(), free_port()
+                continue
+            break
         self.wait_ready(timeout)
         return self
+
+    def _lost_port_race(self, within: float = 10.0) -> bool:
+        """True if the process exits at start-up because a port is in use (it is reaped then)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "Cannot listen on" in self.stderr()
+            if "Created '" in self.stdout():
+                return False
+            time.sleep(0.02)
+        return False
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait until GET /api/v1/db/node answers 200; fail with the process output otherwise."""
