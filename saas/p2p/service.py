@@ -296,8 +296,11 @@ class P2PService:
 
     # -- NodeDB protocol ----------------------------------------------------------------------------------------
 
-    async def _request(self, peer_id: str, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
-        answer = await self.host.request(peer_id, NODEDB, message, timeout=timeout)
+    async def _request(
+        self, peer_id: str, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT, protocol: str = NODEDB
+    ) -> dict[str, Any]:
+        """A request on `protocol`; hearing back counts as seeing the peer; a refusal raises `P2PError`."""
+        answer = await self.host.request(peer_id, protocol, message, timeout=timeout)
         iid = self._peers.get(peer_id)
         if iid is not None:
             self._db.touch(iid)
@@ -346,13 +349,7 @@ class P2PService:
         """A `/saas/dor/1.0.0` request to an accepted peer; raises `P2PError` on failure, timeout or refusal."""
         if peer_id not in self._peers:
             raise P2PError("Not an accepted peer", {"peer_id": peer_id})
-        answer = await self.host.request(peer_id, DOR, message, timeout=timeout)
-        iid = self._peers.get(peer_id)
-        if iid is not None:
-            self._db.touch(iid)
-        if "error" in answer:
-            raise P2PError(f"Peer refused the request: {answer['error']}", {"peer_id": peer_id})
-        return answer
+        return await self._request(peer_id, message, timeout, protocol=DOR)
 
     async def _handle_dor(self, peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
         iid = self._peers.get(peer_id)
