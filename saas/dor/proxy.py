@@ -171,15 +171,18 @@ class DORProxy(RESTProxy):
         license_nd: bool = False,
         content_key: bytes | None = None,
         progress: Progress | None = None,
+        key_envelope: str | None = None,
+        created: int | None = None,
     ) -> CDataObject:
         """Upload a file as a new data object, signed by the proxy's keystore.
 
         With `content_encrypted` and a `content_key`, the file is encrypted here first and an envelope of the key
         for `owner` is stored with the object; with `content_encrypted` and no key, the file must already be
-        encrypted."""
+        encrypted (and `key_envelope` may carry the owner's envelope). `created` states the creation time, so that a
+        retried upload of the same content returns the same object."""
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
-        envelope = None
+        envelope = key_envelope
         source = Path(content_path)
         encrypted_temp: Path | None = None
         try:
@@ -203,6 +206,8 @@ class DORProxy(RESTProxy):
                 "recipe": recipe,
                 "key_envelope": envelope,
             }
+            if created is not None:
+                params["created"] = created
             head = canonical_json(params) + b"\n"
             digest = hashlib.sha256(head)
             size = source.stat().st_size

@@ -161,6 +161,12 @@ class AddCDataObjectParameters(BaseModel):
     key_envelope: str | None = Field(
         default=None, max_length=4096, description="base64 content key wrapped for the owner (encrypted objects)"
     )
+    created: int | None = Field(
+        default=None,
+        ge=0,
+        description="creation time (ms since epoch; not in the future). The same content, type, format, creators "
+        "and time give the same obj_id, so a retried upload (e.g. a job output) returns the existing object",
+    )
 
 
 class AddGPPDataObjectParameters(BaseModel):

@@ -112,6 +112,9 @@ def _remote_record(obj: CDataObject | GPPDataObject) -> dict[str, Any]:
     return record
 
 
+CLOCK_SKEW_MS = 60_000  # how far in the future a stated creation time may be
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -250,6 +253,11 @@ class DORService:
     ) -> CDataObject:
         """Stream content to a temp file while hashing it; commit only if the signed body hash matches."""
         self.check_add(params)
+        created = _now()
+        if params.created is not None:
+            if params.created > created + CLOCK_SKEW_MS:
+                raise InvalidInputError("The creation time of a data object may not be in the future")
+            created = params.created
         body_hash = hashlib.sha256(head)
         content_hash = hashlib.sha256()
         temp, f = await asyncio.to_thread(self.store.new_temp)
@@ -284,7 +292,7 @@ class DORService:
             f.close()
             await asyncio.to_thread(temp.unlink, True)
             raise
-        row = await self._commit_content(params, signer.id, temp, content_hash.hexdigest(), size, _now())
+        row = await self._commit_content(params, signer.id, temp, content_hash.hexdigest(), size, created)
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)

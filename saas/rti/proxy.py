@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from saas.core.delegation import MAX_LIFETIME_MS, Delegation
 from saas.core.errors import NotFoundError
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
@@ -24,6 +25,7 @@ __all__ = ["RTIProxy"]
 _PROCESSORS = TypeAdapter(list[Processor])
 _JOBS = TypeAdapter(list[Job])
 FINAL = ("successful", "failed", "cancelled")
+DELEGATION_LIFETIME_S = MAX_LIFETIME_MS / 1000 - 60  # inputs are fetched when the job starts, which may be later
 
 
 def _dump(item: Any) -> dict[str, Any]:
@@ -108,12 +110,21 @@ class RTIProxy(RESTProxy):
         return self.submit_task(task, with_authorisation_by)
 
     def submit_task(self, task: Task | dict[str, Any], with_authorisation_by: Signer) -> Job:
-        """Submit a whole task (the seed's job descriptor)."""
+        """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` gets
+        the user's delegation for the node, so that the node may fetch it from another node's DOR even when its
+        access is restricted."""
         body = _dump(task)
+        body["input"] = [self._delegated(dict(i), with_authorisation_by) for i in body.get("input") or []]
         response = self.request(
             "POST", f"/rti/proc/{body['proc_id']}/jobs", json_body=body, signer=with_authorisation_by
         )
         return Job.model_validate(response.json())
+
+    def _delegated(self, item: dict[str, Any], user: Signer) -> dict[str, Any]:
+        if item.get("type") != "reference" or item.get("user_signature") or not isinstance(item.get("obj_id"), str):
+            return item
+        delegation = Delegation.create(user, self.node_iid, item["obj_id"], lifetime_s=DELEGATION_LIFETIME_S)
+        return {**item, "user_signature": delegation.to_header()}
 
     def get_jobs_by_user(self, authority: Signer) -> list[Job]:
         return list(_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))

@@ -16,9 +16,9 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from saas.core.errors import InvalidInputError, NotFoundError, RTIError
+from saas.core.errors import InvalidInputError, NotFoundError, RTIError, SaaSError
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
 from saas.rti.schemas import Job, Task
 
@@ -39,6 +39,7 @@ __all__ = [
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 TRIGGER = re.compile(r"^trigger:(progress|output|message):(.*)$")
 KILL_GRACE = 2.0
+UPLOAD_RETRIES = (0.5, 1.0, 2.0)  # seconds between attempts to store an output on an unreachable DOR
 STDOUT_LOG = "execute_stdout.log"
 STDERR_LOG = "execute_stderr.log"
 
@@ -82,59 +83,108 @@ def parse_trigger(line: str) -> tuple[str, Any] | None:
 
 
 async def fetch_input(node: Node, job: Job, item: Task.InputReference, spec: ProcessorIO, wd: Path) -> dict[str, Any]:
-    """Copy a by-reference input into `<wd>/<name>`, checked against c_hash, type and format, decrypted if needed.
-    Returns what the recipe records about it. Today: this node's DOR (the seam for remote DORs)."""
-    dor = node.dor
-    if dor is None:
-        raise JobFailedError(f"Input '{item.name}': this node has no DOR (remote inputs are not supported yet)")
-    user = node.nodedb.get_identity(job.task.user_iid)
+    """Copy a by-reference input into `<wd>/<name>` from whichever DOR holds it (this node's, read as the job's
+    user, or another node's over HTTP with the user's delegation), checked against c_hash, type and format, and
+    decrypted with this node's key envelope when encrypted. Returns what the recipe records about it."""
+    from saas.rti import placement
+
     try:
-        source, _, row = await dor.open_content(item.obj_id, user) if user else (None, 0, None)
-    except NotFoundError:
-        source, row = None, None
-    if source is None or row is None:
-        raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found")
-    try:
-        await _copy_checked(source, row, item.name, spec, target=input_path(wd, item.name), node=node)
-    finally:
-        source.close()
-    return {"c_hash": row.c_hash, "data_type": row.data_type, "data_format": row.data_format, "obj_id": row.obj_id}
+        location = await placement.find_input(node, item, job.task.user_iid)
+    except (NotFoundError, InvalidInputError) as e:
+        raise JobFailedError(e.reason) from None
+    meta = location.meta
+    if (meta.data_type, meta.data_format) != (spec.data_type, spec.data_format):
+        raise JobFailedError(
+            f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
+            f"got {meta.data_type}/{meta.data_format}"
+        )
+    target = input_path(wd, item.name)
+    if location.custodian is None:
+        await _copy_local(node, job, item, meta, target)
+    else:
+        await _fetch_remote(node, item, location, target)
+    return placement.describe(location)
 
 
-async def _copy_checked(source: BinaryIO, row: Any, name: str, spec: ProcessorIO, target: Path, node: Node) -> None:
-    """Copy an opened input into place: type and format as the descriptor says, bytes matching the c_hash,
-    decrypted with this node's key envelope when encrypted."""
-    from saas.core.keys import decrypt_file
+async def _copy_local(node: Node, job: Job, item: Task.InputReference, meta: CDataObject, target: Path) -> None:
     from saas.dor import catalog
 
-    dor = node.dor
-    assert dor is not None
-    if (row.data_type, row.data_format) != (spec.data_type, spec.data_format):
-        raise JobFailedError(
-            f"Input '{name}': expected {spec.data_type}/{spec.data_format}, got {row.data_type}/{row.data_format}"
+    dor, user = node.dor, node.nodedb.get_identity(job.task.user_iid)
+    assert dor is not None and user is not None
+    try:
+        source, _, row = await dor.open_content(item.obj_id, user)
+    except NotFoundError:
+        raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found") from None
+    try:
+        key: bytes | None = None
+        if row.content_encrypted:
+            envelope = await dor.db.run(catalog.get_envelope, row.obj_id, node.iid)
+            key = await _unwrap(node, item.name, envelope)
+
+        def copy() -> str:
+            digest = hashlib.sha256()
+            encrypted = target.with_name(f".{item.name}.encrypted") if key else target
+            with open(encrypted, "wb") as dst:
+                while chunk := source.read(1024 * 1024):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            if key is not None:
+                _decrypt(encrypted, target, key)
+            return digest.hexdigest()
+
+        if await asyncio.to_thread(copy) != row.c_hash:
+            raise JobFailedError(f"Input '{item.name}': content does not match its c_hash")
+    finally:
+        source.close()
+
+
+async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, target: Path) -> None:
+    """Fetch an input from another node's DOR (checked against its c_hash by `fetch_remote`)."""
+    from saas.dor import remote
+    from saas.dor.proxy import DORProxy
+
+    meta, custodian = location.meta, location.custodian
+    download = target.with_name(f".{item.name}.download")
+    try:
+        await remote.fetch_remote(
+            node, item.obj_id, custodian, download, delegation=location.delegation, expected_c_hash=meta.c_hash
         )
-    key: bytes | None = None
-    if row.content_encrypted:
-        envelope = await dor.db.run(catalog.get_envelope, row.obj_id, node.iid)
-        if envelope is None:
-            raise JobFailedError(f"Input '{name}' is encrypted and this node has no key envelope for it")
-        key = await asyncio.to_thread(node.keystore.unwrap_key, base64.b64decode(envelope))
+    except SaaSError as e:
+        node_id = custodian.identity.id[:8]
+        raise JobFailedError(f"Input '{item.name}': fetching from node {node_id} failed: {e.reason}") from None
+    if not meta.content_encrypted:
+        await asyncio.to_thread(download.replace, target)
+        return
 
-    def copy() -> str:
-        digest = hashlib.sha256()
-        encrypted = target.with_name(f".{name}.encrypted") if key else target
-        with open(encrypted, "wb") as dst:
-            while chunk := source.read(1024 * 1024):
-                digest.update(chunk)
-                dst.write(chunk)
-        if key is not None:
-            decrypt_file(encrypted, target, key)
-            encrypted.unlink()
-        return digest.hexdigest()
+    def envelope() -> str:
+        with DORProxy(custodian.rest_address, keystore=node.keystore, node_iid=custodian.identity.id) as proxy:
+            return base64.b64encode(proxy.get_envelope(item.obj_id, node.keystore)).decode()
 
-    c_hash = await asyncio.to_thread(copy)
-    if c_hash != row.c_hash:
-        raise JobFailedError(f"Input '{name}': content does not match its c_hash")
+    try:
+        wrapped = await asyncio.to_thread(envelope)
+    except SaaSError:
+        wrapped = None
+    key = await _unwrap(node, item.name, wrapped)
+    await asyncio.to_thread(_decrypt, download, target, key)
+
+
+async def _unwrap(node: Node, name: str, envelope: str | None) -> bytes:
+    if envelope is None:
+        raise JobFailedError(f"Input '{name}' is encrypted and this node has no key envelope for it")
+    return await asyncio.to_thread(node.keystore.unwrap_key, base64.b64decode(envelope))
+
+
+def _decrypt(encrypted: Path, target: Path, key: bytes) -> None:
+    """Decrypt into `target`, removing the encrypted copy; a failure (wrong key, tampering) fails the job."""
+    from saas.core.keys import decrypt_file
+
+    try:
+        decrypt_file(encrypted, target, key)
+    except SaaSError as e:
+        target.unlink(missing_ok=True)
+        raise JobFailedError(f"Input '{target.name}' could not be decrypted: {e.reason}") from None
+    finally:
+        encrypted.unlink(missing_ok=True)
 
 
 # -- execution -------------------------------------------------------------------------------------------------
@@ -303,11 +353,10 @@ async def store_output(
     recipe: DataObjectRecipe,
     created: int,
 ) -> CDataObject:
-    """Store an output in the target DOR: today this node's DOR (the seam for `target_node_iid`). Idempotent for
-    the same file and `created` (the DOR returns the existing object)."""
-    dor = node.dor
-    if dor is None:
-        raise JobFailedError("This node has no DOR to store outputs in (remote targets are not supported yet)")
+    """Store an output in its DOR: `target_node_iid`, else this node's DOR, else the nearest DOR (uploaded over
+    HTTP, signed by this node). Idempotent for the same file and `created`: the DOR returns the existing object."""
+    from saas.rti import placement
+
     params = AddCDataObjectParameters(
         owner_iid=out.owner_iid,
         creators_iid=[job.task.user_iid],
@@ -318,4 +367,52 @@ async def store_output(
         recipe=recipe,
         key_envelope=envelope,
     )
-    return await dor.add_file(node.iid, params, path, created)
+    try:
+        target = await placement.output_dor(node, out)
+    except NotFoundError as e:
+        raise JobFailedError(e.reason) from None
+    if target is None:
+        if node.dor is None:
+            raise JobFailedError(f"Output '{out.name}': this node has no DOR")
+        return await node.dor.add_file(node.iid, params, path, created)
+    return await _upload(node, target, params, path, created, out.name)
+
+
+async def _upload(
+    node: Node, target: Any, params: AddCDataObjectParameters, path: Path, created: int, name: str
+) -> CDataObject:
+    from saas.core.errors import RemoteError, UnreachableError
+    from saas.core.identity import Identity
+    from saas.dor.proxy import DORProxy
+
+    owner = node.nodedb.get_identity(params.owner_iid)
+    creators = [node.nodedb.get_identity(i) for i in params.creators_iid]
+    if owner is None or None in creators:
+        raise JobFailedError(f"Output '{name}': its owner or creator is not known to this node")
+
+    def upload() -> CDataObject:
+        with DORProxy(target.rest_address, keystore=node.keystore, node_iid=target.identity.id) as proxy:
+            return proxy.add_data_object(
+                path,
+                owner,
+                params.access_restricted,
+                params.content_encrypted,
+                params.data_type,
+                params.data_format,
+                creators=[c for c in creators if isinstance(c, Identity)],
+                recipe=params.recipe,
+                key_envelope=params.key_envelope,
+                created=created,
+            )
+
+    where = f"node {target.identity.id[:8]}"
+    for delay in (*UPLOAD_RETRIES, None):
+        try:
+            return await asyncio.to_thread(upload)
+        except UnreachableError as e:
+            if delay is None:
+                raise JobFailedError(f"Output '{name}': {where} is unreachable: {e.reason}") from None
+            await asyncio.sleep(delay)  # the same `created`: a retry never duplicates the object
+        except (RemoteError, SaaSError) as e:
+            raise JobFailedError(f"Output '{name}': storing on {where} failed: {e.reason}") from None
+    raise AssertionError("unreachable")

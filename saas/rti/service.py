@@ -39,7 +39,7 @@ from saas.core.errors import (
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import deploy as deployment
-from saas.rti import runner
+from saas.rti import placement, runner
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.sqlite import Database
@@ -127,6 +127,7 @@ class _ActiveJob:
     errors: list[str] = field(default_factory=list)
     announced: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
+    stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -143,6 +144,7 @@ class _ActiveJob:
             "timeline": self.machine.timeline,
             "announced": self.announced,
             "outputs": self.outputs,
+            "stored_elsewhere": self.stored_elsewhere,
             "pid": self.pid,
         }
 
@@ -300,18 +302,13 @@ class RTIService:
             raise AuthorisationError("Strict deployment: only the node owner may deploy or undeploy processors")
 
     async def locate_gpp(self, proc_id: str, custodian: str | None = None) -> GitProcessorPointer:
-        """The GPP of a processor: today from this node's DOR (the seam for looking it up across the network)."""
-        from saas.dor.schemas import GPPDataObject
+        """The GPP of a processor: from this node's DOR, else from any DOR of the network."""
+        from saas.rti import placement
 
-        dor = self._node.dor
-        if dor is not None:
-            try:
-                meta = await dor.get_meta(proc_id, None)
-            except NotFoundError:
-                meta = None
-            if isinstance(meta, GPPDataObject):
-                return meta.gpp
-        raise UnknownProcessorError(f"No GPP data object {proc_id} found", {"proc_id": proc_id})
+        try:
+            return await placement.find_gpp(self._node, proc_id, custodian)
+        except NotFoundError as e:
+            raise UnknownProcessorError(e.reason, {"proc_id": proc_id}) from None
 
     def get_deployed(self) -> list[Processor]:
         return [p.model() for p in self._processors.values()]
@@ -427,23 +424,23 @@ class RTIService:
         for out in task.output:
             if self._node.nodedb.get_identity(out.owner_iid) is None:
                 raise JobValidationError(f"The owner {out.owner_iid} of output '{out.name}' is not known to this node")
-            if out.target_node_iid not in (None, self._node.iid):
-                raise JobValidationError("Storing outputs on another node is not supported yet")
+            try:
+                placement.check_target(self._node, out)
+            except InvalidInputError as e:
+                raise JobValidationError(e.reason) from None
         return processor
 
     async def _check_references(self, processor: _Processor, task: Task, caller: Identity) -> None:
+        """Every by-reference input exists (on this node or another), is visible to the user, and has the type and
+        format the descriptor asks for."""
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
-        dor = self._node.dor
-        for item in task.input:
-            if not isinstance(item, Task.InputReference):
-                continue
-            meta = None
-            if dor is not None:
-                with contextlib.suppress(NotFoundError):
-                    meta = await dor.get_meta(item.obj_id, caller)
-            if meta is None:
-                raise JobValidationError(f"Input '{item.name}': data object {item.obj_id} not found")
-            spec = specs[item.name]
+        references = [i for i in task.input if isinstance(i, Task.InputReference)]
+        try:
+            found = await asyncio.gather(*(placement.find_input(self._node, i, caller.id) for i in references))
+        except (NotFoundError, InvalidInputError) as e:
+            raise JobValidationError(e.reason) from None
+        for item, location in zip(references, found, strict=True):
+            meta, spec = location.meta, specs[item.name]
             if (meta.data_type, meta.data_format) != (spec.data_type, spec.data_format):
                 raise JobValidationError(
                     f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
@@ -626,6 +623,8 @@ class RTIService:
                 recipe.product["c_hash"] = await asyncio.to_thread(_sha256_file, path)
                 stored = await runner.store_output(self._node, job, spec, out, path, envelope, recipe, created)
                 obj_id = stored.obj_id
+                if stored.custodian is not None and stored.custodian.identity.id != self._node.iid:
+                    active.stored_elsewhere[out.name] = stored.model_dump(mode="json")
                 await self.db.run(_output_stored, job.id, out.name, obj_id)
             active.outputs[out.name] = obj_id
             await self._save(active)
@@ -663,26 +662,31 @@ class RTIService:
         return JobStatus(
             state=state,
             progress=doc["progress"],
-            output=await self._output_meta(doc["outputs"]),
+            output=await self._output_meta(doc["outputs"], doc.get("stored_elsewhere") or {}),
             messages=doc["messages"],
             errors=doc["errors"],
             timeline=doc["timeline"],
             job=job,
         )
 
-    async def _output_meta(self, outputs: dict[str, str]) -> dict[str, CDataObject]:
+    async def _output_meta(
+        self, outputs: dict[str, str], elsewhere: dict[str, dict[str, Any]]
+    ) -> dict[str, CDataObject]:
+        """Metadata of a job's outputs: from this node's DOR, or as stored on another node's DOR."""
         from saas.dor import catalog
 
-        dor = self._node.dor
-        if dor is None or not outputs:
-            return {}
-        rows = {r.obj_id: r for r in await dor.db.run(catalog.get_many, list(outputs.values()))}
         found: dict[str, CDataObject] = {}
-        for name, obj_id in outputs.items():
-            if obj_id in rows:
-                model = rows[obj_id].to_model()
+        dor = self._node.dor
+        if dor is not None and outputs:
+            rows = {r.obj_id: r for r in await dor.db.run(catalog.get_many, list(outputs.values()))}
+            for name, obj_id in outputs.items():
+                model = rows[obj_id].to_model() if obj_id in rows else None
                 if isinstance(model, CDataObject):
                     found[name] = model
+        for name, meta in elsewhere.items():
+            if name not in found:
+                with contextlib.suppress(ValueError):
+                    found[name] = CDataObject.model_validate(meta)
         return found
 
     async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[Job]:

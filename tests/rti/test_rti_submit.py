@@ -64,7 +64,7 @@ CASES = {
                 }
             ]
         },
-        "not supported yet",
+        "is not known to this node",
     ),
     "missing object": ({"input": "a", "obj_id": "f" * 64}, f"Input 'a': data object {'f' * 64} not found"),
 }

@@ -1,0 +1,166 @@
+"""Where a job's data lives (DESIGN §6 to §8): the GPP of a processor, the DOR holding each by-reference input, and
+the DOR its outputs go to — this node's DOR or another node's, found through the network.
+
+- **Inputs**: this node's DOR first (read as the job's user); otherwise every DOR of the network is asked. A
+  restricted object on another node is visible only with the user's `Delegation` for this node, carried in the
+  input's `user_signature` (base64 JSON, as in the `saas-delegation` header; `RTIProxy.submit_job` adds one). The
+  delegation must be issued by the job's user and name this node as delegate.
+- **Outputs**: `target_node_iid` names the DOR; without it, this node's DOR, else the nearest DOR (the first to
+  answer a lookup).
+- **Bytes** move over HTTP between the nodes' REST services, signed by this node (`saas.dor.remote`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from saas.core.delegation import Delegation
+from saas.core.errors import InvalidInputError, NotFoundError, SaaSError
+from saas.dor.schemas import CDataObject, GitProcessorPointer, GPPDataObject
+from saas.nodedb.schemas import NodeInfo
+from saas.rti.schemas import Task
+
+if TYPE_CHECKING:
+    from saas.node import Node
+
+__all__ = ["InputLocation", "delegation_of", "find_gpp", "find_input", "nearest_dor", "output_dor"]
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 2.0  # seconds a DOR has to answer the nearest-DOR probe
+
+
+@dataclass
+class InputLocation:
+    """A by-reference input: its metadata and, for an object on another node, that node and the delegation."""
+
+    meta: CDataObject
+    custodian: NodeInfo | None = None  # None: this node's DOR
+    delegation: Delegation | None = None
+
+
+def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> Delegation | None:
+    """The delegation carried in an input's `user_signature`; raises `InvalidInputError` if it is malformed or not
+    the job user's delegation to this node (the signature itself is checked by the node that serves the object)."""
+    if not item.user_signature:
+        return None
+    try:
+        delegation = Delegation.from_header(item.user_signature)
+    except SaaSError:
+        raise InvalidInputError(
+            f"Input '{item.name}': user_signature is not a delegation (base64 JSON, as RTIProxy.submit_job makes)"
+        ) from None
+    if delegation.issuer_iid != user_iid:
+        raise InvalidInputError(f"Input '{item.name}': the delegation is not issued by the job's user")
+    if delegation.delegate_iid != node_iid:
+        raise InvalidInputError(f"Input '{item.name}': the delegation is for another node")
+    if not delegation.covers(item.obj_id):
+        raise InvalidInputError(f"Input '{item.name}': the delegation is for another data object")
+    return delegation
+
+
+async def find_input(node: Node, item: Task.InputReference, user_iid: str) -> InputLocation:
+    """Where the input `item` is: this node's DOR (read as the user) or another node's. Raises `NotFoundError`."""
+    from saas.dor import remote
+
+    user = node.nodedb.get_identity(user_iid)
+    delegation = delegation_of(item, user_iid, node.iid)
+    if node.dor is not None and user is not None:
+        with contextlib.suppress(NotFoundError):
+            meta = await node.dor.get_meta(item.obj_id, user)
+            if isinstance(meta, CDataObject):
+                return InputLocation(meta)
+    found = await remote.lookup(node, [item.obj_id], delegation)
+    meta = found.get(item.obj_id)
+    if isinstance(meta, CDataObject) and meta.custodian is not None:
+        return InputLocation(meta, meta.custodian, delegation)
+    hint = "" if delegation else " (a restricted object on another node needs the user's delegation)"
+    raise NotFoundError(f"Input '{item.name}': data object {item.obj_id} not found{hint}", {"obj_id": item.obj_id})
+
+
+async def find_gpp(node: Node, proc_id: str, custodian_iid: str | None = None) -> GitProcessorPointer:
+    """The GPP of `proc_id`: from this node's DOR, else from the network (preferring `custodian_iid`)."""
+    from saas.dor import remote
+
+    if node.dor is not None and custodian_iid in (None, node.iid):
+        with contextlib.suppress(NotFoundError):
+            meta = await node.dor.get_meta(proc_id, None)
+            if isinstance(meta, GPPDataObject):
+                return meta.gpp
+    found = await remote.lookup(node, [proc_id])
+    meta = found.get(proc_id)
+    if isinstance(meta, GPPDataObject):
+        return meta.gpp
+    where = f"on node {custodian_iid}" if custodian_iid not in (None, node.iid) else "in any DOR of the network"
+    raise NotFoundError(f"No GPP data object {proc_id} found {where}", {"proc_id": proc_id})
+
+
+async def nearest_dor(node: Node) -> NodeInfo | None:
+    """The DOR of another node that answers a (tiny) lookup first, or None when no DOR answers."""
+    from saas.p2p.protocols import dor as dor_protocol
+
+    p2p = node.p2p
+    if p2p is None:
+        return None
+    peers = p2p.dor_peers()
+    if not peers:
+        return None
+
+    async def probe(peer_id: str, info: NodeInfo) -> NodeInfo:
+        await p2p.request_dor(peer_id, dor_protocol.lookup([]), timeout=PROBE_TIMEOUT)
+        return info
+
+    tasks = [asyncio.create_task(probe(pid, info)) for pid, info in peers]
+    try:
+        for done in asyncio.as_completed(tasks):
+            with contextlib.suppress(SaaSError, TimeoutError):
+                return await done
+        return None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def target_record(node: Node, out: Task.Output) -> NodeInfo | None:
+    """The node record of an output's explicit target, None for this node (validated at submission)."""
+    if out.target_node_iid in (None, node.iid):
+        return None
+    return node.nodedb.get_node(out.target_node_iid)
+
+
+def check_target(node: Node, out: Task.Output) -> None:
+    """Raise `InvalidInputError` if an output's target cannot take it."""
+    target = out.target_node_iid
+    if target in (None, node.iid):
+        if node.dor is None and target == node.iid:
+            raise InvalidInputError(f"Output '{out.name}': this node has no DOR")
+        return
+    info = node.nodedb.get_node(target)
+    if info is None:
+        raise InvalidInputError(f"Output '{out.name}': target node {target} is not known to this node")
+    if not info.dor_service:
+        raise InvalidInputError(f"Output '{out.name}': target node {target} has no DOR")
+
+
+async def output_dor(node: Node, out: Task.Output) -> NodeInfo | None:
+    """The DOR an output goes to: None for this node's DOR, else the node record of another node's DOR.
+    Raises `NotFoundError` if there is none."""
+    target = target_record(node, out)
+    if target is not None:
+        return target
+    if out.target_node_iid == node.iid or node.dor is not None:
+        return None
+    nearest = await nearest_dor(node)
+    if nearest is None:
+        raise NotFoundError(f"Output '{out.name}': this node has no DOR and no other DOR answers")
+    return nearest
+
+
+def describe(location: InputLocation) -> dict[str, Any]:
+    """What the recipe records about an input."""
+    meta = location.meta
+    return {"c_hash": meta.c_hash, "data_type": meta.data_type, "data_format": meta.data_format, "obj_id": meta.obj_id}
