@@ -274,12 +274,22 @@ def _print_status(ctx: Context, status: JobStatus) -> None:
     ctx.out.result(document)
     if ctx.out.as_json:
         return
+    # The seed's layout: the job descriptor, then the status as JSON, then a one-line summary.
     ctx.out.line(f"Job descriptor: {json.dumps(status.job.model_dump(mode='json'), indent=4)}")
+    seed_status: dict[str, object] = {
+        "output": [{"name": name, "obj_id": obj.obj_id} for name, obj in status.output.items()],
+        "progress": str(status.progress),
+        "state": status.state,
+    }
+    if status.messages:
+        seed_status["messages"] = status.messages[-10:]
+    if status.errors:
+        seed_status["errors"] = status.errors
+    ctx.out.line(f"Status: {json.dumps(seed_status, indent=4)}")
     ctx.out.line(f"State: {status.state}  Progress: {status.progress}%")
     for name, obj in status.output.items():
-        ctx.out.line(f"Output {name}: {obj.obj_id}")
-    for message in status.messages[-10:]:
-        ctx.out.line(f"Message [{message.get('severity')}]: {message.get('message')}")
+        custodian = f" (on node {obj.custodian.identity.id})" if obj.custodian is not None else ""
+        ctx.out.line(f"Output {name}: {obj.obj_id}{custodian}")
     for error in status.errors:
         ctx.out.line(f"Error: {error}")
 
