@@ -120,3 +120,24 @@ def test_three_processes_join_and_a_killed_node_comes_back(
     )
     c.start()
     wait_until(all_online, 10, "the restarted node online again everywhere")
+
+
+def test_boot_node_process_started_ten_seconds_late(
+    processes: list[NodeProcess], keystores: Callable[[str], Any], tmp_path: Path
+) -> None:
+    """The others start first and keep trying (with backoff); once the boot node runs, all join within seconds."""
+    boot_port = free_port()
+    boot = f"127.0.0.1:{boot_port}"
+    b = NodeProcess(keystores("bob"), tmp_path / "b", boot)
+    c = NodeProcess(keystores("carol"), tmp_path / "c", boot)
+    processes += [b, c]
+    b.start()
+    c.start()
+    time.sleep(10)
+    assert b.network() == {b.keystore.iid: True}  # running alone, still trying
+    assert c.network() == {c.keystore.iid: True}
+    a = NodeProcess(keystores("alice"), tmp_path / "a", boot, p2p_port=boot_port)
+    processes.append(a)
+    a.start()
+    everyone = dict.fromkeys({a.keystore.iid, b.keystore.iid, c.keystore.iid}, True)
+    wait_until(lambda: all(p.network() == everyone for p in (a, b, c)), 10, "the late boot node to be joined")
