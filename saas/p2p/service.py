@@ -178,9 +178,13 @@ class P2PService:
             logger.info("peer %s (%s) disconnected", iid[:8], peer_id)
 
     async def _accept(self, peer_id: str, info: NodeInfo) -> None:
-        with contextlib.suppress(SaaSError):
-            await self._publish(info.identity)
-        await self._db.update_node(info)
+        token = _relaying.set(False)  # a record from a hello is not relayed (see `_on_nodedb_change`)
+        try:
+            with contextlib.suppress(SaaSError):
+                await self._publish(info.identity)
+            await self._db.update_node(info)
+        finally:
+            _relaying.reset(token)
         self._peers[peer_id] = info.identity.id
         self._retry_at.pop(peer_id, None)
         self._db.set_online(info.identity.id, True)
@@ -319,6 +323,9 @@ class P2PService:
         if kind == "join":
             answer = nodedb_protocol.snapshot(self._db)
             await nodedb_protocol.merge(self._db, message)  # relayed: what a newcomer brings is new to everyone
+            joiner = self._db.get_node(iid)
+            if joiner is not None:
+                self._relay(joiner)  # stored at the hello (not relayed then): the others learn of it from us
             return answer
         if kind == "sync":
             return nodedb_protocol.records(self._db, message.get("digest") or {})
@@ -361,29 +368,36 @@ class P2PService:
         return await remote.serve(self._node, iid, message)
 
     async def _merge(self, peer_id: str, message: dict[str, Any]) -> None:
-        """Store the newer records of a peer's message, remembering (for `_on_nodedb_change`) whom they came from."""
-        token = _merging_from.set(self._peers.get(peer_id, ""))
+        """Store the newer records of a peer's message (not relayed: see `_on_nodedb_change`)."""
+        token = _relaying.set(False)
         try:
             await nodedb_protocol.merge(self._db, message)
         finally:
-            _merging_from.reset(token)
+            _relaying.reset(token)
 
     def _on_nodedb_change(self, kind: str, record: Identity | NodeInfo) -> None:
-        """A change was stored: queue it for every peer (a peer that already has it ignores it). Changes are
-        batched per peer, one update in flight per peer, so a join that stores many records costs each peer one
-        message rather than one per record.
+        """A change was stored: relay it if this node is where it enters the network, and dial a node we just
+        heard of.
 
-        Only first-hand changes are relayed: local ones (an identity published here, a peer's record from the
-        identity exchange, whatever a joining node brings) and a peer's own records in its messages. Records a
-        peer merely passes on are not relayed again — the network is a full mesh, so the first-hand push reaches
-        every node, and anti-entropy repairs what it missed. (Relaying everything made each record cost n²
-        messages: with 20 nodes forming at once, ~8000 streams kept the CPUs busy for 10-20 s.)"""
+        Relayed are local changes (an identity published here, our own record) and what a joining node brings
+        (its records, and its own record, relayed by the join handler). Records learned from peers — in a hello,
+        an update or a sync — are not relayed again: the network is a full mesh, so the node where a change enters
+        reaches every node itself, and anti-entropy repairs what a push missed. (Relaying what peers pass on made
+        each record cost n² messages: with 20 nodes forming at once, thousands of streams kept the CPUs busy for
+        seconds.)"""
         if self.status is not P2PStatus.RUNNING:
             return
+        if _relaying.get():
+            self._relay(record)
+        if isinstance(record, NodeInfo) and self._should_dial(record, asyncio.get_running_loop().time()):
+            self._spawn(self._dial(record))  # a node we just heard of: connect now rather than next round
+
+    def _relay(self, record: Identity | NodeInfo) -> None:
+        """Queue a record for every peer (but the node it describes); changes are batched per peer, one update in
+        flight per peer, so a join that stores many records costs each peer one message rather than one per
+        record."""
         record_id = record.identity.id if isinstance(record, NodeInfo) else record.id
-        source = _merging_from.get()
-        relay = source is None or source == record_id
-        for peer_id, iid in list(self._peers.items()) if relay else []:
+        for peer_id, iid in list(self._peers.items()):
             if isinstance(record, NodeInfo) and record.identity.id == iid:
                 continue  # it is their own record
             box = self._outbox.setdefault(peer_id, {"nodes": {}, "identities": {}})
@@ -391,8 +405,6 @@ class P2PService:
             if peer_id not in self._flushing:
                 self._flushing.add(peer_id)
                 self._spawn(self._flush(peer_id))
-        if isinstance(record, NodeInfo) and self._should_dial(record, asyncio.get_running_loop().time()):
-            self._spawn(self._dial(record))  # a node we just heard of: connect now rather than next round
 
     async def _flush(self, peer_id: str) -> None:
         try:
@@ -430,12 +442,15 @@ class P2PService:
             with contextlib.suppress(SaaSError):
                 answer = await self._request(peer_id, {"type": "sync", "digest": nodedb_protocol.digest(self._db)})
                 await self._merge(peer_id, answer)
-        quiet_after = config.p2p_offline_after / 3
+        # A ping refreshes both sides, so of two peers the one with the smaller peer ID pings when the link has
+        # been quiet for a third of `p2p_offline_after`; the other only if it has not heard anything for two
+        # thirds (its peer stopped pinging). Pings are O(n²) for a full mesh: halving them matters.
+        now, third = _now_ms(), int(config.p2p_offline_after * 1000 / 3)
         stale = [
             pid
             for pid, iid in self._peers.items()
             if (node := self._db.get_node(iid)) is not None
-            and (node.last_seen or 0) < _now_ms() - int(quiet_after * 1000)
+            and (node.last_seen or 0) < now - (third if self.peer_id < pid else 2 * third)
         ]
         if stale:
             await asyncio.gather(*(self._request(pid, {"type": "ping"}) for pid in stale), return_exceptions=True)
@@ -479,8 +494,8 @@ class P2PService:
             self._dialing.discard(pid)
 
 
-# The node identity ID of the peer whose message is being merged (None: a local change).
-_merging_from: contextvars.ContextVar[str | None] = contextvars.ContextVar("saas_p2p_merging_from", default=None)
+# False while records learned from a peer are stored: they are not relayed (see `_on_nodedb_change`).
+_relaying: contextvars.ContextVar[bool] = contextvars.ContextVar("saas_p2p_relaying", default=True)
 
 
 def _now_ms() -> int:
