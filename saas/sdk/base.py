@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import tarfile
 import threading
 import time
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 NodeRef = NodeInfo | str | tuple[str, int]
 LOG_TAIL_LINES = 20
 LONG_POLL = 10.0  # seconds one status request may wait for the next change
@@ -420,7 +422,8 @@ class SDKJob:
         (reason, log tail) when it failed or was cancelled, or when `timeout` seconds passed first.
 
         `callback_progress(percent)` and `callback_message(severity, text)` get each trigger the adapter printed,
-        in order; they run in a helper thread that follows the job's log stream."""
+        in order; they run in a helper thread that follows the job's log stream. An exception a callback raises
+        stops the callbacks and is raised here once the job is final."""
         keystore = self._context.keystore
         deadline = None if timeout is None else time.monotonic() + timeout
         follower = None
@@ -444,6 +447,8 @@ class SDKJob:
         finally:
             if follower is not None:
                 follower.stop()
+        if follower is not None and follower.callback_error is not None:
+            raise follower.callback_error
         if status.state != "successful":
             reason = (
                 status.errors[-1] if status.errors else (status.timeline[-1].get("reason") if status.timeline else "")
@@ -477,7 +482,7 @@ class _TriggerFollower:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"sdk-follow-{job_id}", daemon=True)
-        self.error: BaseException | None = None
+        self.callback_error: Exception | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -505,12 +510,16 @@ class _TriggerFollower:
                     with self._lock:
                         if self._stopped.is_set():
                             return
-                        if kind == "progress" and self._on_progress is not None:
-                            self._on_progress(value)
-                        elif kind == "message" and self._on_message is not None:
-                            self._on_message(*value)
-        except Exception as e:  # a callback's or the stream's error: waiting goes on with the status long-poll
-            self.error = e
+                        try:
+                            if kind == "progress" and self._on_progress is not None:
+                                self._on_progress(value)
+                            elif kind == "message" and self._on_message is not None:
+                                self._on_message(*value)
+                        except Exception as e:  # the caller's bug: `wait` raises it once the job is final
+                            self.callback_error = e
+                            return
+        except Exception:  # the stream broke (e.g. the node went away): waiting goes on with the status long-poll
+            logger.debug("following the logs of job %s stopped", self._job_id, exc_info=True)
 
 
 # -- the context ----------------------------------------------------------------------------------------------------

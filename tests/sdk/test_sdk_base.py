@@ -119,6 +119,12 @@ def test_deploy_submit_and_wait_with_callbacks(sdk: SDKEnv) -> None:
     assert found is not None and found.status.state == "successful"
     assert found.processor is not None and found.processor.proc_id == proc.proc_id
 
+    def broken(percent: int) -> None:
+        raise RuntimeError(f"bug in a callback at {percent}%")
+
+    with pytest.raises(RuntimeError, match="bug in a callback at 50%"):  # not swallowed by the helper thread
+        proc.submit_and_wait({"a": {"v": 1}, "b": {"v": 1}}, callback_progress=broken)
+
     with pytest.raises(InvalidInputError, match="Missing input"):
         proc.submit({"a": {"v": 1}})
     with pytest.raises(InvalidInputError, match="Unknown input"):
