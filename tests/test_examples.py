@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD, RunningNode
+from tests.rti.rti_support import adapter_repo
 from tests.sdk.conftest import own_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").rglob("*.py"))
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_runs_against_a_node(script: Path, node: RunningNode, tmp_path: Path) -> None:
+def run_example(script: Path, node: RunningNode, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     keystore = own_copy(node.keystore, tmp_path / "keystore")  # the node owner (deploys), in a folder of its own
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_") and not k.upper().endswith("_PROXY")}
     env |= {
@@ -30,12 +29,26 @@ def test_example_runs_against_a_node(script: Path, node: RunningNode, tmp_path: 
         "HOME": str(tmp_path),
         "TMPDIR": str(tmp_path),
     }
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=110
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=110
     )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs_against_a_node(script: Path, node: RunningNode, tmp_path: Path) -> None:
+    result = run_example(script, node, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "result c = {'v': 18}" in result.stdout
     assert result.stdout.rstrip().endswith("done")
+
+
+@pytest.mark.timeout(120)
+def test_example_with_a_given_repository(node: RunningNode, tmp_path: Path) -> None:
+    repo, _ = adapter_repo(tmp_path / "repo", "abc")
+    result = run_example(ROOT / "examples" / "applications" / "example_sdk.py", node, tmp_path, "--repo", str(repo))
+    assert result.returncode == 0, result.stdout + result.stderr  # the commit is the repository's HEAD
+    assert "result c = {'v': 18}" in result.stdout
 
 
 def test_every_example_is_collected() -> None:

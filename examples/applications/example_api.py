@@ -62,6 +62,12 @@ def adapter_repository(work: Path) -> tuple[str, str]:
     return str(repo), commit
 
 
+def head_commit(repo: str) -> str:
+    """The commit HEAD of a repository points to (a GPP pins a commit ID, not a branch)."""
+    listing = subprocess.run(["git", "ls-remote", repo, "HEAD"], check=True, capture_output=True, text=True).stdout
+    return listing.split()[0]
+
+
 def main() -> None:
     args = arguments()
     work = Path(tempfile.mkdtemp(prefix="saas-example-"))
@@ -76,7 +82,7 @@ def main() -> None:
     rti = RTIProxy(args.address, keystore)
 
     # (2) A Git-Processor-Pointer says where the adapter's code is; its object ID is the processor ID.
-    repo, commit = (args.repo, args.commit or "HEAD") if args.repo else adapter_repository(work)
+    repo, commit = (args.repo, args.commit or head_commit(args.repo)) if args.repo else adapter_repository(work)
     gpp = dor.add_gpp_data_object(repo, commit, args.proc_path, "default", keystore.identity)
     proc_id = gpp.obj_id
 

@@ -57,6 +57,12 @@ def adapter_repository(work: Path) -> tuple[str, str]:
     return str(repo), commit
 
 
+def head_commit(repo: str) -> str:
+    """The commit HEAD of a repository points to (a GPP pins a commit ID, not a branch)."""
+    listing = subprocess.run(["git", "ls-remote", repo, "HEAD"], check=True, capture_output=True, text=True).stdout
+    return listing.split()[0]
+
+
 def main() -> None:
     args = arguments()
     work = Path(tempfile.mkdtemp(prefix="saas-example-"))
@@ -67,7 +73,7 @@ def main() -> None:
     print(f"connected as {keystore.identity.name} ({keystore.iid})")
 
     # (2) Add a Git-Processor-Pointer (where the adapter's code is) and deploy it on an RTI node.
-    repo, commit = (args.repo, args.commit or "HEAD") if args.repo else adapter_repository(work)
+    repo, commit = (args.repo, args.commit or head_commit(args.repo)) if args.repo else adapter_repository(work)
     gpp = context.upload_gpp(repo, commit, args.proc_path, "default")
     proc = gpp.deploy(context.rti())  # waits until the processor is ready
     print(f"processor {proc.descriptor.proc_id} ({proc.name}) is {proc.status().state}")
