@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from saas.core.errors import ConfigError, InvalidInputError
+from saas.core.errors import ConfigError, InvalidInputError, RTIError
 from saas_cli.context import Context
 
 __all__ = ["TEMPLATE", "register"]
@@ -177,7 +177,7 @@ def test(ctx: Context, args: argparse.Namespace) -> None:
 
     try:
         run = run_locally(folder, config, descriptor, inputs, work, on_event)
-    except Exception:
+    except RTIError:  # the run failed: what it left is worth a look
         out.line(f"Logs and working folder kept in '{work}'.")
         raise
     specs = {s.name: s for s in descriptor.output}

@@ -1,7 +1,8 @@
 """Run one job of an adapter folder locally, the way the RTI runs it, without a node (`saas-cli adapter test`).
 
 The steps and checks are the RTI's own: the descriptor is validated by `saas.dor.gpp.validate_descriptor`; the
-adapter is copied to a fresh folder (as a deployment clones it) and `install.sh <config>` runs there in its own
+adapter's repository is copied to `<work>/procs/local/repo` (as a deployment clones it: the whole repository, its
+working tree including uncommitted changes) and `install.sh <config>` runs in the adapter's folder in its own
 process group, without the caller's `SAAS_*` variables and with the RTI's install timeout; the working folder
 (`<work>/jobs/<job id>`, with `.store/`) gets by-value inputs through `runner.write_value` and files at
 `runner.input_path`; `execute.sh <config> <wd>` runs through `runner.execute` with each line parsed by
@@ -29,6 +30,7 @@ from saas.rti.runner import JobFailedError
 __all__ = ["LocalInput", "LocalRun", "load_descriptor", "parse_inputs", "run_locally"]
 
 JOB_ID = "local-test"
+PROC_ID = "local"
 INSTALL_LOG = "install.log"
 Event = Callable[[str, Any], None]  # ("install" | "line" | "progress" | "message" | "output" | "step", value)
 
@@ -51,6 +53,7 @@ class LocalRun:
     """What a local run produced: the folders, every trigger in order, and the output files by name."""
 
     work: Path
+    repo: Path
     adapter: Path
     wd: Path
     logs: Path
@@ -170,8 +173,16 @@ async def _install(adapter: Path, config: str, log: Path, on_event: Event, timeo
         raise JobFailedError(f"install.sh exited with code {process.returncode}")
 
 
-def _copy_adapter(folder: Path, target: Path) -> None:
-    shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__"), symlinks=True)
+def repository_root(folder: Path) -> Path:
+    """The git repository `folder` is in (the RTI clones the whole repository), else `folder` itself."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _copy_repository(root: Path, target: Path) -> None:
+    shutil.copytree(root, target, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__"), symlinks=True)
 
 
 async def _run(
@@ -183,12 +194,12 @@ async def _run(
     on_event: Event,
     install_timeout: float,
 ) -> None:
-    await asyncio.to_thread(_copy_adapter, folder, run.adapter)
+    await asyncio.to_thread(_copy_repository, repository_root(folder), run.repo)
     run.wd.mkdir(parents=True)
     (run.wd / ".store").mkdir()
     run.logs.mkdir(parents=True)
     on_event("step", f"install.sh {config}")
-    await _install(run.adapter, config, run.work / INSTALL_LOG, on_event, install_timeout)
+    await _install(run.adapter, config, run.repo.parent / INSTALL_LOG, on_event, install_timeout)
     for item in inputs:
         if item.by_value:
             await asyncio.to_thread(runner.write_value, run.wd, item.name, item.value)
@@ -235,9 +246,14 @@ def run_locally(
         raise InvalidInputError(f"Configuration '{config}' is not in the descriptor (configurations: {available})")
     if work.exists() and any(work.iterdir()):
         raise InvalidInputError(f"Working folder '{work}' is not empty")
+    folder, work = folder.resolve(), work.resolve()
+    if work.is_relative_to(repository_root(folder)):
+        raise InvalidInputError(f"The working folder '{work}' must be outside the adapter's repository")
+    repo = work / "procs" / PROC_ID / "repo"  # as a deployment: <rti>/procs/<proc id>/repo/<proc path>
     run = LocalRun(
         work=work,
-        adapter=work / "adapter",
+        repo=repo,
+        adapter=repo / folder.relative_to(repository_root(folder)),
         wd=work / "jobs" / JOB_ID,
         logs=work / "logs" / JOB_ID,
     )
@@ -245,7 +261,7 @@ def run_locally(
     asyncio.run(
         _run(
             run,
-            folder.resolve(),
+            folder,
             config,
             descriptor,
             inputs,

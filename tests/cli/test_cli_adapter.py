@@ -75,7 +75,8 @@ def test_template_passes_and_prints_progress_messages_and_outputs(cli, adapter: 
     assert document["messages"] == [{"severity": "info", "message": "summed 2 rows"}]
     # the RTI's layout: the adapter copied as a deployment checks it out, one working folder per job
     assert document["outputs"]["result"] == str(work / "jobs" / "local-test" / "result")
-    assert (work / "adapter" / "descriptor.json").is_file()
+    assert (work / "procs" / "local" / "repo" / "descriptor.json").is_file()
+    assert (work / "procs" / "local" / "install.log").read_text().startswith("Installing for the default")
     assert (work / "logs" / "local-test" / "execute_stdout.log").is_file()
 
 
@@ -144,3 +145,45 @@ def test_agent_kind(cli, tmp_path: Path) -> None:
     result = cli("adapter", "test", folder)
     assert result.returncode == 2
     assert "agents are not supported by 'adapter test' yet" in result.stderr
+
+
+def test_an_adapter_in_a_repository_folder_runs_with_the_whole_repository(cli, tmp_path: Path) -> None:
+    from tests.rti.rti_support import adapter_repo
+
+    repo, _ = adapter_repo(tmp_path / "repo", "abc", extra={"common/notes.txt": "shared by the adapters"})
+    work = tmp_path / "work"
+    result = cli(
+        "adapter",
+        "test",
+        repo / "abc",
+        "--config",
+        "nscc",
+        "--work-dir",
+        work,
+        "--input",
+        'a={"v": 1}',
+        "--input",
+        'b={"v": 2}',
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'c: {"v": 3}' in result.stdout
+    assert "message [info]: 1 + 2 = 3" in result.stdout
+    clone = work / "procs" / "local" / "repo"  # the RTI's layout: the repository, the adapter in its folder
+    assert (clone / "common" / "notes.txt").is_file() and (clone / "abc" / "descriptor.json").is_file()
+    assert not (clone / ".git").exists()
+
+    inside = cli(
+        "adapter",
+        "test",
+        repo / "abc",
+        "--config",
+        "nscc",
+        "--work-dir",
+        repo / "run",
+        "--input",
+        'a={"v": 1}',
+        "--input",
+        'b={"v": 2}',
+    )
+    assert inside.returncode == 2
+    assert "must be outside the adapter's repository" in inside.stderr
