@@ -66,3 +66,18 @@ def test_importing_the_sdk_loads_no_server_dependency() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_public_surface_of_the_sdk() -> None:
+    import saas.sdk.base
+
+    assert sorted(saas.sdk.base.__all__) == [
+        "SDKCDataObject",
+        "SDKContext",
+        "SDKDataObject",
+        "SDKGPPDataObject",
+        "SDKJob",
+        "SDKProcessor",
+        "SDKProductSpecification",
+        "connect",
+    ]
