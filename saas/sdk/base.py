@@ -460,7 +460,18 @@ class SDKJob:
             raise JobError(
                 message, {"job_id": self._job.id, "state": status.state, "errors": status.errors, "log_tail": tail}
             )
-        return {name: SDKCDataObject(meta, self._context, self._node) for name, meta in status.output.items()}  # type: ignore[arg-type]
+        targets = {o.name: o.target_node_iid for o in self._job.task.output}
+        return {
+            name: SDKCDataObject(meta, self._context, self._output_node(targets.get(name)))
+            for name, meta in status.output.items()
+        }
+
+    def _output_node(self, target_iid: str | None) -> NodeInfo:
+        """Where an output is stored: its target node if the task named one, else the node that ran the job."""
+        assert self._node is not None
+        if target_iid is None or target_iid == self._node.identity.id:
+            return self._node
+        return self._context._node_info_by_iid(target_iid)
 
 
 class _TriggerFollower:
@@ -588,6 +599,14 @@ class SDKContext:
             return node
         with NodeDBProxy(node, timeout=self._timeout) as db:
             return db.get_node()
+
+    def _node_info_by_iid(self, iid: str) -> NodeInfo:
+        """A node of the network by identity ID (asking the node connected to if it joined after `connect`)."""
+        if iid not in self._nodes:
+            self.refresh()
+        if iid not in self._nodes:
+            raise NotFoundError(f"Node {iid} is not in the network of {self._address[0]}:{self._address[1]}")
+        return self._nodes[iid]
 
     def _dor_proxy(self, node: NodeInfo, timeout: float | None = None) -> DORProxy:
         return DORProxy(node.rest_address, self._keystore, node_iid=node.identity.id, timeout=timeout or 60.0)
