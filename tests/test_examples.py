@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import PASSWORD, RunningNode
 from tests.rti.rti_support import adapter_repo
-from tests.sdk.conftest import own_copy
+from tests.sdk.sdk_support import own_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").rglob("*.py"))

@@ -18,7 +18,7 @@ from saas.nodedb.proxy import NodeDBProxy
 from saas.sdk.base import SDKCDataObject, SDKGPPDataObject, connect
 from tests.conftest import RunningNode, free_port
 from tests.p2p.conftest import wait_until
-from tests.sdk.conftest import SDKEnv, own_copy
+from tests.sdk.sdk_support import SDKEnv, own_copy
 
 pytestmark = pytest.mark.timeout(120)
 
