@@ -49,6 +49,7 @@ __all__ = [
     "SDKProcessor",
     "SDKProductSpecification",
     "connect",
+    "publish_identity",
 ]
 
 T = TypeVar("T")
@@ -806,6 +807,8 @@ class SDKContext:
             SDKJob(None, j, self, n) for n, found in zip(nodes, _in_parallel(jobs, nodes), strict=True) for j in found
         ]
 
+    find_all_jobs_with_status = find_jobs  # the original SDK's name
+
     def publish_identity(self, identity: Identity | None = None) -> None:
         """Publish an identity record (yours by default) to every node of the network."""
         record = identity or self._keystore.identity
@@ -817,6 +820,12 @@ class SDKContext:
         with NodeDBProxy(self._address, timeout=self._timeout) as db:
             db.update_identity(record)
         _in_parallel(publish, [n for n in self._nodes.values() if tuple(n.rest_address) != tuple(self._address)])
+
+
+def publish_identity(address: str | tuple[str, int], identity: Identity) -> None:
+    """Publish an identity record to the node at `address` (it reaches the rest of the network from there)."""
+    with NodeDBProxy(address) as db:
+        db.update_identity(identity)
 
 
 def _usable(network: list[NodeInfo], own: NodeInfo) -> list[NodeInfo]:

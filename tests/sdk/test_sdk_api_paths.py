@@ -80,4 +80,5 @@ def test_public_surface_of_the_sdk() -> None:
         "SDKProcessor",
         "SDKProductSpecification",
         "connect",
+        "publish_identity",
     ]

@@ -15,7 +15,7 @@ from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
 from saas.dor.schemas import DataObject
 from saas.nodedb.proxy import NodeDBProxy
-from saas.sdk.base import SDKCDataObject, SDKGPPDataObject, connect
+from saas.sdk.base import SDKCDataObject, SDKGPPDataObject, connect, publish_identity
 from tests.conftest import RunningNode, free_port
 from tests.p2p.conftest import wait_until
 from tests.sdk.sdk_support import SDKEnv, own_copy
@@ -35,10 +35,11 @@ def test_connect_refuses_bad_and_unreachable_addresses(keystores: Callable[[str]
 def test_connect_publishes_identity_and_learns_the_node(
     node: RunningNode, keystores: Callable[[str], Keystore]
 ) -> None:
-    alice = keystores("alice")
+    alice, bob = keystores("alice"), keystores("bob")
+    publish_identity(node.address, bob.identity)
     context = connect(node.address, alice)
     with NodeDBProxy(node.address) as db:
-        assert db.get_identity(alice.iid) is not None
+        assert db.get_identity(alice.iid) is not None and db.get_identity(bob.iid) is not None
     assert context.dor().identity.id == node.node.iid
     assert context.rti().identity.id == node.node.iid
     with pytest.raises(NotFoundError):
@@ -115,6 +116,7 @@ def test_deploy_submit_and_wait_with_callbacks(sdk: SDKEnv) -> None:
 
     job = proc.submit({"a": {"v": 5}, "b": {"v": 6}}, name="by value")
     assert job.wait()["c"].meta.data_type == "JSONObject"
+    assert job.id in [j.id for j in sdk.context.find_all_jobs_with_status()]
     found = sdk.context.find_job(job.id)
     assert found is not None and found.status.state == "successful"
     assert found.processor is not None and found.processor.proc_id == proc.proc_id
