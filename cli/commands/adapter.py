@@ -89,17 +89,21 @@ def _has_git_identity(folder: Path) -> bool:
 def init(ctx: Context, args: argparse.Namespace) -> None:
     import shutil
 
+    from saas.dor.gpp import validate_descriptor
+
     folder = Path(args.folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InvalidInputError(f"'{folder}' already exists and is not an empty folder")
     if not (TEMPLATE / "descriptor.json").is_file():
         raise ConfigError(f"The adapter template is missing at '{TEMPLATE}' (install saas-middleware from source)")
     name = args.name or folder.resolve().name
-    shutil.copytree(TEMPLATE, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
-    descriptor = json.loads((folder / "descriptor.json").read_text(encoding="utf-8"))
+    descriptor = json.loads((TEMPLATE / "descriptor.json").read_text(encoding="utf-8"))
     descriptor["name"] = name
     if args.kind == "agent":
         descriptor = {**descriptor, "kind": "agent"}
+    validate_descriptor(descriptor)  # e.g. a --name the descriptor does not accept: before anything is written
+    shutil.copytree(TEMPLATE, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    if args.kind == "agent":
         (folder / "processor.py").write_text(AGENT_PROCESSOR, encoding="utf-8")
     (folder / "descriptor.json").write_text(json.dumps(descriptor, indent=2) + "\n", encoding="utf-8")
     (folder / ".gitignore").write_text(".venv/\n__pycache__/\n", encoding="utf-8")
@@ -119,9 +123,13 @@ def init(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def _uncommitted(folder: Path) -> bool:
-    result = subprocess.run(
-        ["git", "status", "--porcelain", "--", "."], cwd=folder, capture_output=True, text=True, check=False
-    )
+    """True if `folder` is in a git repository and has changes not committed (False without git)."""
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."], cwd=folder, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return False
     return result.returncode == 0 and bool(result.stdout.strip())
 
 

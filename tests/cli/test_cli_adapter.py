@@ -41,6 +41,11 @@ def test_init_writes_the_template_as_a_git_repository(cli, adapter: Path) -> Non
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
+    bad_name = cli("adapter", "init", adapter.parent / "other", "--name", "bad\tname")
+    assert bad_name.returncode == 2
+    assert "Invalid descriptor" in bad_name.stderr
+    assert not (adapter.parent / "other").exists()  # nothing written
+
 
 def test_template_passes_and_prints_progress_messages_and_outputs(cli, adapter: Path, tmp_path: Path) -> None:
     result = _test(cli, adapter)
