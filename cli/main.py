@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import dor, identity, network, rti, service
+from saas_cli.commands import adapter, dor, identity, network, rti, service
 from saas_cli.context import Context, env_default
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     dor.register(commands)
     network.register(commands)
     rti.register(commands)
+    adapter.register(commands)
     return parser
 
 

@@ -156,7 +156,7 @@ def _archive(ctx: Context, files: list[Path]) -> Path:
 
 
 def add(ctx: Context, args: argparse.Namespace) -> None:
-    import os
+    from saas.dor.encryption import add_content
 
     files = [Path(f).expanduser() for f in args.files]
     if not files:
@@ -201,25 +201,23 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
                     or creators
                 )
         content = files[0] if len(files) == 1 else _archive(ctx, files)
-        key = os.urandom(32) if args.encrypt_content else None
         try:
-            obj = proxy.add_data_object(
+            obj = add_content(
+                proxy,
+                keystore,
                 content,
-                keystore.identity,
-                args.restrict_access,
-                args.encrypt_content,
                 data_type,
                 data_format,
+                args.restrict_access,
+                args.encrypt_content,
                 creators=creators,
-                content_key=key,
                 progress=Progress("Uploading", not ctx.out.as_json),
             )
         finally:
             if content != files[0]:
                 content.unlink(missing_ok=True)
                 content.parent.rmdir()
-    if key is not None:
-        keystore.content_keys.update(obj.obj_id, key.hex())
+    if args.encrypt_content:
         ctx.out.line(f"Content key for object {obj.obj_id} added to keystore.")
     ctx.out.result(_meta_document(obj), "Data object added: " + json.dumps(_meta_document(obj), indent=4))
 
@@ -305,6 +303,8 @@ def meta(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def download(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.dor.encryption import download_content
+
     keystore = ctx.load_keystore()
     destination = Path(args.destination).expanduser()
     destination.mkdir(parents=True, exist_ok=True)
@@ -315,18 +315,10 @@ def download(ctx: Context, args: argparse.Namespace) -> None:
             obj = proxy.get_meta(obj_id)
             if obj is None:
                 raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
-            key = None
-            if getattr(obj, "content_encrypted", False):
-                key_hex = keystore.content_keys.get(obj_id)
-                key = bytes.fromhex(key_hex) if key_hex else keystore.unwrap_key(proxy.get_envelope(obj_id, keystore))
             suffix = "tar.gz" if obj.data_format == ARCHIVE_FORMAT else obj.data_format
             target = destination / f"{obj_id}.{suffix}"
-            proxy.get_content(
-                obj_id,
-                keystore,
-                target,
-                content_key=key,
-                progress=Progress(f"Downloading {obj_id[:12]}", not ctx.out.as_json),
+            download_content(
+                proxy, keystore, obj, target, progress=Progress(f"Downloading {obj_id[:12]}", not ctx.out.as_json)
             )
             results.append({"obj_id": obj_id, "path": str(target)})
             ctx.out.line(f"Data object {obj_id} downloaded to '{target}'.")
@@ -334,13 +326,15 @@ def download(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def remove(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.dor.encryption import forget_content_key
+
     keystore = ctx.load_keystore()
     removed = []
     with _proxy(ctx, args, keystore) as proxy:
         obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects to remove:", "OBJ_IDS")
         for obj_id in obj_ids:
             proxy.delete_data_object(obj_id, keystore)
-            keystore.content_keys.remove(obj_id)
+            forget_content_key(keystore, obj_id)
             removed.append(obj_id)
             ctx.out.line(f"Data object {obj_id} removed.")
     ctx.out.result({"removed": removed})

@@ -22,6 +22,7 @@ __all__ = [
     "IdentityError",
     "InvalidInputError",
     "InvalidSignatureError",
+    "JobError",
     "KeystoreCorruptedError",
     "KeystoreError",
     "KeystoreNotFoundError",
@@ -169,3 +170,8 @@ class RTIError(SaaSError):
 
 class P2PError(SaaSError):
     """Base of peer-to-peer errors."""
+
+
+class JobError(RTIError):
+    """A job someone waited for did not succeed (failed or cancelled), or did not finish in time. `details` holds
+    `job_id`, `state`, the job's `errors` and the tail of its logs (`log_tail`)."""

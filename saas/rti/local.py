@@ -1,0 +1,272 @@
+"""Run one job of an adapter folder locally, the way the RTI runs it, without a node (`saas-cli adapter test`).
+
+The steps and checks are the RTI's own: the descriptor is validated by `saas.dor.gpp.validate_descriptor`; the
+adapter's repository is copied to `<work>/procs/local/repo` (as a deployment clones it: the whole repository, its
+working tree including uncommitted changes) and `install.sh <config>` runs in the adapter's folder in its own
+process group, without the caller's `SAAS_*` variables and with the RTI's install timeout; the working folder
+(`<work>/jobs/<job id>`, with `.store/`) gets by-value inputs through `runner.write_value` and files at
+`runner.input_path`; `execute.sh <config> <wd>` runs through `runner.execute` with each line parsed by
+`runner.parse_trigger`; outputs are checked by `runner.check_outputs`. Mistakes raise `InvalidInputError` (the
+adapter or the inputs) or `JobFailedError` (the run), each with a one-line reason."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saas.core.errors import InvalidInputError
+from saas.dor.schemas import ProcessorDescriptor
+from saas.rti import runner
+from saas.rti.runner import JobFailedError
+
+__all__ = ["LocalInput", "LocalRun", "load_descriptor", "parse_inputs", "run_locally"]
+
+JOB_ID = "local-test"
+PROC_ID = "local"
+INSTALL_LOG = "install.log"
+Event = Callable[[str, Any], None]  # ("install" | "line" | "progress" | "message" | "output" | "step", value)
+
+
+@dataclass
+class LocalInput:
+    """An input for a local run: a JSON value (by value) or a file (as a by-reference input arrives)."""
+
+    name: str
+    value: Any = None
+    path: Path | None = None
+
+    @property
+    def by_value(self) -> bool:
+        return self.path is None
+
+
+@dataclass
+class LocalRun:
+    """What a local run produced: the folders, every trigger in order, and the output files by name."""
+
+    work: Path
+    repo: Path
+    adapter: Path
+    wd: Path
+    logs: Path
+    progress: list[int] = field(default_factory=list)
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def load_descriptor(folder: Path) -> tuple[ProcessorDescriptor, dict[str, Any]]:
+    """The folder's descriptor.json, validated as the DOR validates a GPP's; also the raw document."""
+    from saas.dor.gpp import validate_descriptor
+
+    path = folder / "descriptor.json"
+    if not folder.is_dir():
+        raise InvalidInputError(f"'{folder}' is not a folder")
+    if not path.is_file():
+        raise InvalidInputError(f"No descriptor.json in '{folder}'")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"descriptor.json is not valid JSON: {e}") from None
+    for script in ("install.sh", "execute.sh"):
+        if not (folder / script).is_file():
+            raise InvalidInputError(f"No {script} in '{folder}'")
+    return validate_descriptor(document), document
+
+
+def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Path | None = None) -> list[LocalInput]:
+    """`name=value` items: a value that parses as a JSON object, array, number, boolean or null is given by value,
+    anything else is a file path. Every descriptor input exactly once; by-value inputs and JSON files are checked
+    against the input's `data_schema` (as the RTI checks by-value inputs at submission)."""
+    import jsonschema
+
+    specs = {s.name: s for s in descriptor.input}
+    given: dict[str, LocalInput] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InvalidInputError(f"Invalid input '{item}': use NAME=FILE or NAME=JSON")
+        if name not in specs:
+            raise InvalidInputError(
+                f"Input '{name}' is not an input of {descriptor.name} (inputs: {', '.join(specs) or 'none'})"
+            )
+        if name in given:
+            raise InvalidInputError(f"Input '{name}' is given more than once")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        if isinstance(value, str):
+            path = Path(value).expanduser()
+            if base is not None and not path.is_absolute():
+                path = base / path
+            if not path.is_file():
+                raise InvalidInputError(f"Input '{name}': '{text}' is neither a file nor a JSON value")
+            given[name] = LocalInput(name, path=path)
+        else:
+            given[name] = LocalInput(name, value=value)
+    missing = [n for n in specs if n not in given]
+    if missing:
+        raise InvalidInputError(f"Missing input(s): {', '.join(missing)} (give each with --input NAME=FILE|JSON)")
+    for name, local in given.items():
+        schema = specs[name].data_schema
+        if schema is None:
+            continue
+        value = local.value
+        if local.path is not None:
+            try:
+                value = json.loads(local.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidInputError(
+                    f"Input '{name}': '{local.path}' is not valid JSON (it has a data_schema)"
+                ) from None
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as e:
+            raise InvalidInputError(f"Input '{name}' does not match its data_schema: {e.message}") from None
+    return [given[s.name] for s in descriptor.input]
+
+
+async def _install(adapter: Path, config: str, log: Path, on_event: Event, timeout: float) -> None:
+    """`install.sh <config>` as a deployment runs it (own process group, no SAAS_* variables, a timeout); each
+    output line is also reported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "install.sh",
+        config,
+        cwd=adapter,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+
+    async def pump() -> None:
+        assert process.stdout is not None
+        with open(log, "ab") as out:
+            while line := await process.stdout.readline():
+                out.write(line)
+                on_event("install", line.decode("utf-8", "replace").rstrip("\r\n"))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
+    except BaseException as e:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        if isinstance(e, TimeoutError):
+            raise JobFailedError(f"install.sh did not finish within {timeout:g} s") from None
+        raise
+    if process.returncode != 0:
+        raise JobFailedError(f"install.sh exited with code {process.returncode}")
+
+
+def repository_root(folder: Path) -> Path:
+    """The git repository `folder` is in (the RTI clones the whole repository), else `folder` itself."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def _copy_repository(root: Path, target: Path) -> None:
+    shutil.copytree(root, target, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__"), symlinks=True)
+
+
+async def _run(
+    run: LocalRun,
+    folder: Path,
+    config: str,
+    descriptor: ProcessorDescriptor,
+    inputs: Sequence[LocalInput],
+    on_event: Event,
+    install_timeout: float,
+) -> None:
+    await asyncio.to_thread(_copy_repository, repository_root(folder), run.repo)
+    run.wd.mkdir(parents=True)
+    (run.wd / ".store").mkdir()
+    run.logs.mkdir(parents=True)
+    on_event("step", f"install.sh {config}")
+    await _install(run.adapter, config, run.repo.parent / INSTALL_LOG, on_event, install_timeout)
+    for item in inputs:
+        if item.by_value:
+            await asyncio.to_thread(runner.write_value, run.wd, item.name, item.value)
+        else:
+            assert item.path is not None
+            await asyncio.to_thread(shutil.copyfile, item.path, runner.input_path(run.wd, item.name))
+
+    def on_line(line: str) -> None:
+        trigger = runner.parse_trigger(line)
+        if trigger is None:
+            on_event("line", line.rstrip("\r\n"))
+            return
+        kind, value = trigger
+        if kind == "progress":
+            run.progress.append(value)
+        elif kind == "output":
+            if value not in run.announced:
+                run.announced.append(value)
+        else:
+            run.messages.append(value)
+        on_event(kind, value)
+
+    on_event("step", f"execute.sh {config} {run.wd}")
+    await runner.execute(run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID)
+    await asyncio.to_thread(runner.check_outputs, descriptor.output, run.wd, set(run.announced))
+    run.outputs = {spec.name: runner.input_path(run.wd, spec.name) for spec in descriptor.output}
+
+
+def run_locally(
+    folder: Path,
+    config: str,
+    descriptor: ProcessorDescriptor,
+    inputs: Sequence[LocalInput],
+    work: Path,
+    on_event: Event | None = None,
+    install_timeout: float | None = None,
+) -> LocalRun:
+    """Install and run one job of the adapter in `folder` under `work` (created; must not exist or be empty).
+    Blocks; raises `JobFailedError` with the reason when installing, running or an output check fails."""
+    from saas.rti.deploy import INSTALL_TIMEOUT
+
+    if config not in descriptor.configurations:
+        available = ", ".join(descriptor.configurations)
+        raise InvalidInputError(f"Configuration '{config}' is not in the descriptor (configurations: {available})")
+    if work.exists() and any(work.iterdir()):
+        raise InvalidInputError(f"Working folder '{work}' is not empty")
+    folder, work = folder.resolve(), work.resolve()
+    if work.is_relative_to(repository_root(folder)):
+        raise InvalidInputError(f"The working folder '{work}' must be outside the adapter's repository")
+    repo = work / "procs" / PROC_ID / "repo"  # as a deployment: <rti>/procs/<proc id>/repo/<proc path>
+    run = LocalRun(
+        work=work,
+        repo=repo,
+        adapter=repo / folder.relative_to(repository_root(folder)),
+        wd=work / "jobs" / JOB_ID,
+        logs=work / "logs" / JOB_ID,
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    asyncio.run(
+        _run(
+            run,
+            folder,
+            config,
+            descriptor,
+            inputs,
+            on_event or (lambda kind, value: None),
+            install_timeout or INSTALL_TIMEOUT,
+        )
+    )
+    return run
