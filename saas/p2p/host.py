@@ -148,6 +148,10 @@ async def write_frame(stream: INetStream, message: dict[str, Any], timeout: floa
         await stream.write(struct.pack(">I", len(body)) + body)
 
 
+def _no_identify(peer_id: ID) -> bool:
+    return False
+
+
 async def _no_auto_connect() -> None:
     return None
 
@@ -240,6 +244,10 @@ class P2PHost:
         # libp2p's auto-connector dials peerstore peers until ~150 connections (its watermarks cannot switch it
         # off without also pruning every connection); our service decides whom to dial, so it does nothing here.
         host.get_network().auto_connector.maybe_connect = _no_auto_connect  # type: ignore[attr-defined]
+        # libp2p runs its Identify protocol on every new connection (a stream, a signed peer record, protobufs):
+        # measured here at roughly a third of the CPU a connection costs. Peers are identified by our own
+        # identity exchange, and streams negotiate their protocol anyway, so it is switched off.
+        host._should_identify_peer = _no_identify  # type: ignore[method-assign]
         for protocol in self._handlers:
             host.set_stream_handler(TProtocol(protocol), self._serve)
         host.get_network().register_notifee(_Notifee(self))
