@@ -47,6 +47,7 @@ ACCEPT_WITHIN = 5.0  # seconds a new connection has to complete the identity exc
 REQUEST_TIMEOUT = 5.0
 JOIN_BACKOFF = (0.25, 3.0)  # first and largest delay between join attempts
 PUSH_DELAY = 0.05  # seconds changes gather before one batched update goes to a peer
+RETRY_DELAY = 0.1  # seconds before an idempotent request that failed in transport is tried again
 
 
 class P2PStatus(enum.Enum):
@@ -353,10 +354,19 @@ class P2PService:
     async def request_dor(
         self, peer_id: str, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT
     ) -> dict[str, Any]:
-        """A `/saas/dor/1.0.0` request to an accepted peer; raises `P2PError` on failure, timeout or refusal."""
-        if peer_id not in self._peers:
-            raise P2PError("Not an accepted peer", {"peer_id": peer_id})
-        return await self._request(peer_id, message, timeout, protocol=DOR)
+        """A `/saas/dor/1.0.0` request to an accepted peer; raises `P2PError` on failure, timeout or refusal.
+        DOR requests only read, so one that failed in transport (a reset stream, not a timeout or a refusal) is
+        tried once more."""
+        for attempt in (1, 2):
+            if peer_id not in self._peers:
+                raise P2PError("Not an accepted peer", {"peer_id": peer_id})
+            try:
+                return await self._request(peer_id, message, timeout, protocol=DOR)
+            except P2PError as e:
+                if attempt == 2 or "timeout" in e.details or e.reason.startswith("Peer refused"):
+                    raise
+                await asyncio.sleep(RETRY_DELAY)
+        raise AssertionError("unreachable")
 
     async def _handle_dor(self, peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
         iid = self._peers.get(peer_id)
