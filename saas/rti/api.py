@@ -18,7 +18,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from saas.rest.auth import SignedIdentity
+from saas.rest.auth import OptionalIdentity, SignedIdentity
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.rti.service import RTIService
@@ -49,8 +49,9 @@ async def deploy(
 
 
 @router.get("/proc/{proc_id}", response_model=Processor)
-async def get_processor(proc_id: ProcId, request: Request) -> Processor:
-    return _rti(request).get_processor(proc_id)
+async def get_processor(proc_id: ProcId, request: Request, caller: OptionalIdentity) -> Processor:
+    """State and descriptor (anonymous); for an agent, its instances (with their jobs if signed by the node owner)."""
+    return _rti(request).get_processor(proc_id, caller)
 
 
 @router.delete("/proc/{proc_id}", response_model=Processor)

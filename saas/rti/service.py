@@ -9,6 +9,10 @@ What callers may rely on:
   if the descriptor says `"restartable": true`, and postprocessing resumes. Outputs are stored exactly once: the
   bytes to store and their creation time are fixed in the board before the DOR sees them, so a retry produces the
   same object instead of a duplicate.
+- agents (`"kind": "agent"`, see `saas.rti.agents`): deploying one also starts its instances (ready once each
+  printed `trigger:ready`); after a restart they are started again. An agent's jobs do not take one of the
+  `max_jobs` slots: they stay pending until an instance is free, then run exactly like a processor's job
+  (same inputs, triggers, output checks and storage).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import deploy as deployment
 from saas.rti import runner
+from saas.rti.agents import AgentPool, Lease
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.sqlite import Database
@@ -111,9 +116,21 @@ class _Processor:
     error: str | None = None
     log_tail: str | None = None
     task: asyncio.Task[None] | None = None
+    agent: AgentPool | None = None  # the instances of an agent
 
-    def model(self) -> Processor:
-        return Processor(proc_id=self.proc_id, state=self.state, gpp=self.gpp, error=self.error, log_tail=self.log_tail)  # type: ignore[arg-type]
+    def model(self, show_jobs: bool = False) -> Processor:
+        return Processor(
+            proc_id=self.proc_id,
+            state=self.state,  # type: ignore[arg-type]
+            gpp=self.gpp,
+            error=self.error,
+            log_tail=self.log_tail,
+            instances=self.agent.status(show_jobs) if self.agent is not None else None,
+        )
+
+    @property
+    def is_agent(self) -> bool:
+        return self.gpp.proc_descriptor.kind == "agent"
 
 
 @dataclass
@@ -129,6 +146,7 @@ class _ActiveJob:
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
+    lease: Lease | None = None  # agents: the instance reserved for this job
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -209,6 +227,7 @@ class RTIService:
         self._queue: deque[str] = deque()
         self._running: set[str] = set()
         self._stopping = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def retain(self) -> bool:
@@ -246,6 +265,9 @@ class RTIService:
                 p.state, p.error = "failed", "node restarted during deployment"
                 await self.db.run(_put_processor, p)
             self._processors[p.proc_id] = p
+            if p.state == "ready" and p.is_agent:
+                p.agent = self._new_pool(p)
+                p.task = asyncio.create_task(self._restart_agent(p))
         for row in unfinished:
             await self._recover(row)
         self._dispatch()
@@ -282,15 +304,20 @@ class RTIService:
         if state is JobState.POSTPROCESSING:
             self._start_task(active, resume=True)
         else:
-            self._queue.append(job.id)
+            self._enqueue(active)
 
     async def stop(self) -> None:
         self._stopping = True
+        agents = [p.agent for p in self._processors.values() if p.agent is not None]
+        for agent in agents:
+            agent.prepare_stop()  # the jobs cancelled below must not restart their instances
         tasks = [a.task for a in self._active.values() if a.task is not None]
         tasks += [p.task for p in self._processors.values() if p.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(agent.stop() for agent in agents))
+        await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self.db.close)
 
     # -- processors ---------------------------------------------------------------------------------------------
@@ -316,8 +343,9 @@ class RTIService:
     def get_deployed(self) -> list[Processor]:
         return [p.model() for p in self._processors.values()]
 
-    def get_processor(self, proc_id: str) -> Processor:
-        return self._processor(proc_id).model()
+    def get_processor(self, proc_id: str, caller: Identity | None = None) -> Processor:
+        """A processor's state; the jobs its agent instances hold are shown to the node owner only."""
+        return self._processor(proc_id).model(show_jobs=caller is not None and caller.id == self._node.iid)
 
     def _processor(self, proc_id: str) -> _Processor:
         if proc_id not in self._processors:
@@ -331,6 +359,8 @@ class RTIService:
         existing = self._processors.get(proc_id)
         if existing is not None and existing.state in ("deploying", "ready"):
             return existing.model()
+        if existing is not None and existing.agent is not None:
+            await existing.agent.stop()  # a failed agent: nothing of it may keep running
         credentials = None
         if params.github_credentials is not None:
             from saas.core.keys import b64d
@@ -353,6 +383,9 @@ class RTIService:
         started = time.monotonic()
         try:
             await deployment.install(root, processor.gpp, credentials, self.install_timeout)
+            if processor.is_agent:
+                processor.agent = self._new_pool(processor)
+                await processor.agent.start()
             processor.state, processor.error, processor.log_tail = "ready", None, None
         except deployment.DeploymentError as e:
             processor.state, processor.error = "failed", e.reason
@@ -381,6 +414,8 @@ class RTIService:
         if processor.task is not None:
             processor.task.cancel()
             await asyncio.gather(processor.task, return_exceptions=True)
+        if processor.agent is not None:
+            await processor.agent.stop()
         del self._processors[proc_id]
         await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
         await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
@@ -464,11 +499,20 @@ class RTIService:
         active = _ActiveJob(job, JobStateMachine())
         await self.db.run(_insert_job, active)
         self._active[job.id] = active
-        self._queue.append(job.id)
-        self._dispatch()
+        self._enqueue(active)
         return job
 
     # -- running ------------------------------------------------------------------------------------------------
+
+    def _enqueue(self, active: _ActiveJob) -> None:
+        """A processor's job waits for one of `max_jobs` slots; an agent's job waits for a free instance."""
+        processor = self._processors.get(active.job.proc_id)
+        if processor is not None and processor.is_agent:
+            if not self._stopping:
+                active.task = asyncio.create_task(self._run(active, False))
+            return
+        self._queue.append(active.job.id)
+        self._dispatch()
 
     def _dispatch(self) -> None:
         while self._queue and len(self._running) < self.max_jobs and not self._stopping:
@@ -497,6 +541,8 @@ class RTIService:
                 raise runner.JobFailedError(f"Processor {job.proc_id} is not deployed")
             consumes: dict[str, dict[str, Any]] = {}
             if not resume:
+                if processor.agent is not None:
+                    active.lease = await processor.agent.acquire()  # the job stays pending until then
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
                 # The limit is on running adapters: storing outputs does not hold a slot.
@@ -515,6 +561,8 @@ class RTIService:
             await self._fail(active, f"Internal error: {type(e).__name__}")
         finally:
             self._release(job.id)
+            if active.lease is not None:
+                active.lease.release()  # unused (e.g. the inputs could not be prepared)
             if active.machine.final:
                 await self._finish(active)
 
@@ -569,6 +617,9 @@ class RTIService:
         return consumes
 
     async def _execute(self, active: _ActiveJob, processor: _Processor) -> None:
+        if active.lease is not None:
+            await self._execute_on_agent(active, processor)
+            return
         active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the pid once it started
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
 
@@ -602,6 +653,70 @@ class RTIService:
         )
         active.pid = None
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
+
+    async def _execute_on_agent(self, active: _ActiveJob, processor: _Processor) -> None:
+        """Hand the job to the leased agent instance; it ends the job with trigger:done or trigger:error."""
+        assert processor.agent is not None and active.lease is not None
+
+        async def on_start(index: int) -> None:
+            active.machine.transition(JobState.RUNNING, f"sent to agent instance {index}")
+            await self._save(active)
+            active.notify()
+
+        await processor.agent.run_job(
+            active.lease,
+            active.job.id,
+            self._wd(active.job.id),
+            self._logs(active.job.id),
+            lambda line: _apply_line(active, line),
+            on_start,
+        )
+        await self._to(active, JobState.POSTPROCESSING, "the agent finished the job")
+
+    # -- agents -------------------------------------------------------------------------------------------------
+
+    def _new_pool(self, processor: _Processor) -> AgentPool:
+        descriptor = processor.gpp.proc_descriptor
+        root = self._proc_root(processor.proc_id)
+
+        def broken(reason: str, log_tail: str) -> None:
+            processor.state, processor.error, processor.log_tail = "failed", reason, log_tail
+            task = asyncio.create_task(self.db.run(_put_processor, processor))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return AgentPool(
+            processor.proc_id,
+            deployment.adapter_dir(root, processor.gpp),
+            processor.gpp.proc_config,
+            root / "agent",
+            descriptor.instances,
+            descriptor.job_timeout,
+            descriptor.startup_timeout,
+            on_broken=broken,
+        )
+
+    async def _restart_agent(self, processor: _Processor) -> None:
+        """After a node restart: start the instances of a deployed agent again (its jobs wait until then)."""
+        assert processor.agent is not None
+        try:
+            await processor.agent.start()
+            logger.info("agent %s restarted", processor.proc_id)
+        except asyncio.CancelledError:
+            return
+        except Exception as e:
+            if isinstance(e, deployment.DeploymentError):
+                processor.error, processor.log_tail = (
+                    f"Restarting the agent failed: {e.reason}",
+                    e.details.get("log_tail"),
+                )
+            else:
+                logger.exception("restarting agent %s failed", processor.proc_id)
+                processor.error = f"Restarting the agent failed: {type(e).__name__}"
+            processor.state = "failed"
+            if self._processors.get(processor.proc_id) is processor:
+                await self.db.run(_put_processor, processor)
+        processor.task = None
 
     async def _postprocess(
         self, active: _ActiveJob, processor: _Processor, consumes: dict[str, dict[str, Any]]
@@ -720,6 +835,21 @@ class RTIService:
     def changed(self, job_id: str) -> asyncio.Event | None:
         active = self._active.get(job_id)
         return active.changed if active is not None else None
+
+
+def _apply_line(active: _ActiveJob, line: str) -> None:
+    """A line an agent wrote for the job: triggers update its live status (as for processors)."""
+    trigger = runner.parse_trigger(line)
+    if trigger is not None:
+        kind, value = trigger
+        if kind == "progress":
+            active.progress = value
+        elif kind == "output":
+            if value not in active.announced:
+                active.announced.append(value)
+        elif len(active.messages) < 1000:
+            active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
+    active.notify()
 
 
 def _sha256_file(path: Path) -> str:
