@@ -100,8 +100,12 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 
 
 def new_job_id() -> str:
-    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option.
+    One read of the OS random source, unbiased (bytes of 248 and above are dropped: 248 = 4 x 62)."""
+    while True:
+        picked = [b % 62 for b in secrets.token_bytes(32) if b < 248]
+        if len(picked) >= 22:
+            return "".join(_ID_ALPHABET[i] for i in picked[:22])
 
 
 def _now() -> int:
@@ -424,8 +428,6 @@ class RTIService:
     # -- submitting ---------------------------------------------------------------------------------------------
 
     def _validate(self, proc_id: str, task: Task, caller: Identity) -> _Processor:
-        import jsonschema
-
         if caller.id != task.user_iid:
             raise AuthorisationError("A task must be signed by its user (user_iid)")
         if task.proc_id != proc_id:
@@ -447,12 +449,9 @@ class RTIService:
         for item in task.input:
             schema = specs[item.name].data_schema
             if isinstance(item, Task.InputValue) and schema is not None:
-                try:
-                    jsonschema.validate(item.value, schema)
-                except jsonschema.ValidationError as e:
-                    raise JobValidationError(
-                        f"Input '{item.name}' does not match its data_schema: {e.message}"
-                    ) from None
+                problem = runner.schema_error(item.value, schema)
+                if problem is not None:
+                    raise JobValidationError(f"Input '{item.name}' does not match its data_schema: {problem}")
         outputs = {s.name for s in descriptor.output}
         given = [o.name for o in task.output]
         if sorted(given) != sorted(outputs):
