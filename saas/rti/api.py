@@ -12,7 +12,7 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.background import BackgroundTask
@@ -78,8 +78,11 @@ async def get_status(
     request: Request,
     caller: SignedIdentity,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the next change")] = 0.0,
+    until: Annotated[
+        Literal["change", "final"], Query(description="with wait: answer at the next change, or only once final")
+    ] = "change",
 ) -> JobStatus:
-    return await _rti(request).get_status(job_id, caller, wait)
+    return await _rti(request).get_status(job_id, caller, wait, until == "final")
 
 
 @router.delete("/job/{job_id}", response_model=JobStatus)

@@ -761,14 +761,23 @@ class RTIService:
             raise AuthorisationError(f"Only the owner of job {job_id} may do this", {"job_id": job_id})
         return job, active, row
 
-    async def get_status(self, job_id: str, caller: Identity, wait: float = 0.0) -> JobStatus:
+    async def get_status(
+        self, job_id: str, caller: Identity, wait: float = 0.0, until_final: bool = False
+    ) -> JobStatus:
+        """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
         job, active, row = await self._job(job_id, caller)
         if active is not None and wait > 0 and not active.machine.final:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(active.changed.wait(), wait)
-            if job_id not in self._active:  # finished while we waited
-                row = await self.db.run(_get_job, job_id)
-                active = None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(active.changed.wait(), max(0.0, deadline - loop.time()))
+                if job_id not in self._active:  # finished while we waited
+                    row = await self.db.run(_get_job, job_id)
+                    active = None
+                    break
+                if not until_final or active.machine.final or loop.time() >= deadline:
+                    break
         if active is not None:
             state, doc = active.machine.state.value, active.status_doc()
         else:
