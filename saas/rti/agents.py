@@ -104,6 +104,7 @@ class _Instance:
     job: _Assignment | None = None
     served: int = 0
     restarts: int = 0
+    generation: int = 0  # counts the runs (spawns): a lease holds one run
     failures: int = 0  # crashes and failed starts in a row (drives the backoff)
     kill_reason: str | None = None
     error: str | None = None
@@ -112,26 +113,25 @@ class _Instance:
 
 
 class Lease:
-    """A free instance reserved for one job. `release()` gives it back unused (idempotent)."""
+    """A free instance reserved for one job (one run of it: a restarted instance is not the same run).
+    `release()` gives it back unused (idempotent)."""
 
     def __init__(self, pool: AgentPool, instance: _Instance):
         self._pool = pool
         self._instance: _Instance | None = instance
+        self._generation = instance.generation
 
-    @property
-    def index(self) -> int:
-        assert self._instance is not None
-        return self._instance.index
-
-    def _take(self) -> _Instance:
+    def _take(self) -> tuple[_Instance, int]:
         if self._instance is None:
             raise RuntimeError("lease already used")
         instance, self._instance = self._instance, None
-        return instance
+        return instance, self._generation
 
     def release(self) -> None:
         if self._instance is not None:
-            self._pool._release(self._take())
+            instance, generation = self._take()
+            if self._pool._current(instance, generation):
+                self._pool._release(instance)
 
 
 class AgentPool:
@@ -280,16 +280,18 @@ class AgentPool:
         on_start: Callable[[int], Awaitable[None]],
     ) -> None:
         """Run one job on the leased instance; returns on `trigger:done`, raises `JobFailedError` otherwise."""
-        instance = lease._take()
+        instance, generation = lease._take()
+        files: tuple[BinaryIO, BinaryIO] | None = None
         assignment: _Assignment | None = None
         reason = "The job ended abnormally (instance restarted)"
         try:
             files = await asyncio.to_thread(_open_job_logs, logs)
+            while not self._current(instance, generation):  # it went down before it got the job: take another
+                instance, generation = (await self.acquire())._take()
+            process = instance.process
+            assert process is not None and process.stdin is not None
             assignment = _Assignment(job_id, on_line, files, asyncio.get_running_loop().create_future())
             instance.job, instance.state = assignment, "busy"
-            process = instance.process
-            if process is None or process.stdin is None or process.returncode is not None:
-                raise JobFailedError(f"Agent instance {instance.index} is not running")
             with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
                 process.stdin.write((json.dumps({"job_id": job_id, "wd": str(wd)}) + "\n").encode())
             await on_start(instance.index)
@@ -302,23 +304,36 @@ class AgentPool:
             reason = "The job was cancelled (instance restarted)"
             raise
         finally:
+            for file in files or ():
+                file.close()
             if assignment is None:
-                self._release(instance)
+                if self._current(instance, generation):
+                    self._release(instance)
             else:
                 lost, answered = assignment.lost, assignment.result.done()
                 assignment.settle(reason, lost=True)
                 with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
                     assignment.result.result()
-                for file in assignment.logs:
-                    file.close()
                 if lost:
                     pass  # it went down holding the job: its supervisor restarts it
                 elif answered:  # trigger:done or trigger:error
                     instance.served += 1
                     instance.failures = 0
                     self._release(instance)
-                else:
+                elif self._closing:
+                    pass  # the pool is stopping: stop() ends it gracefully
+                elif self._current(instance, generation):
                     self._kill(instance, reason)  # it may still be working on the job: restart it
+
+    def _current(self, instance: _Instance, generation: int) -> bool:
+        """The instance still runs the very process `generation` names and is not being killed."""
+        process = instance.process
+        return (
+            instance.generation == generation
+            and process is not None
+            and process.returncode is None
+            and instance.kill_reason is None
+        )
 
     # -- instances ----------------------------------------------------------------------------------------------
 
@@ -331,6 +346,7 @@ class AgentPool:
         env["PYTHONUNBUFFERED"] = "1"
         env["SAAS_JOB_ID"] = self._marker(instance.index)  # lets a restarted node recognise leftovers
         instance.state, instance.kill_reason, instance.err_tail = "starting", None, b""
+        instance.generation += 1
         instance.logs = await asyncio.to_thread(
             lambda: [_Log(self.root / f"instance-{instance.index}.{name}.log") for name in ("stdout", "stderr")]
         )

@@ -413,6 +413,8 @@ class RTIService:
                 f"Processor {proc_id} has {len(jobs)} unfinished job(s): cancel them or undeploy with force",
                 {"jobs": [a.job.id for a in jobs]},
             )
+        if processor.agent is not None:
+            processor.agent.prepare_stop()  # its cancelled jobs must not restart instances
         for active in jobs:
             await self._cancel(active, "processor undeployed")
         if processor.task is not None:
