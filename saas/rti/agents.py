@@ -3,10 +3,12 @@
 Each instance is `execute.sh <config> <agent dir>` in its own process group. What callers may rely on:
 - `start()` returns once every instance printed `trigger:ready`, or raises `DeploymentError` (with the log tail)
   after stopping whatever it started.
-- `acquire()` waits for a free instance, in arrival order, and returns a `Lease`; `run_job(lease, ...)` sends the
-  job as one JSON line on stdin (`{"job_id", "wd"}`) and returns when the instance printed `trigger:done`. It raises
-  `JobFailedError` on `trigger:error:<text>`, when the instance exits, or when the per-job timeout passes. The lease
-  is given back when the job ends (or with `Lease.release()` if it was never used).
+- `acquire()` admits a job (in arrival order; `ADMITTED_PER_INSTANCE` jobs per instance are admitted at once, so
+  the next inputs are ready when an instance frees up) and returns a `Lease`. `run_job(lease, ...)` waits for a
+  free instance (in arrival order), sends the job as one JSON line on stdin (`{"job_id", "wd"}`) and returns when
+  the instance printed `trigger:done`. It raises `JobFailedError` on `trigger:error:<text>`, when the instance
+  exits, or when the per-job timeout passes. The lease is given back when the job ends (or with `Lease.release()`
+  if it was never used).
 - An instance that exits, overruns the per-job timeout or whose job is cancelled is killed (its whole process group)
   and restarted: at once after a cancel or timeout, with exponential backoff after a crash. An instance that fails
   to start `MAX_START_FAILURES` times in a row is given up; when none is left the pool is broken (`on_broken`).
@@ -45,6 +47,7 @@ STOP_GRACE = 2.0
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 MAX_START_FAILURES = 5
+ADMITTED_PER_INSTANCE = 2
 LOG_LIMIT = 10 * 2**20
 STREAM_LIMIT = 1024 * 1024
 
@@ -113,25 +116,22 @@ class _Instance:
 
 
 class Lease:
-    """A free instance reserved for one job (one run of it: a restarted instance is not the same run).
-    `release()` gives it back unused (idempotent)."""
+    """One of the pool's places for jobs being prepared or run (`ADMITTED_PER_INSTANCE` per instance), so the next
+    jobs' inputs are ready when an instance frees up while the rest stay pending. `release()` gives it back
+    (idempotent); `run_job` consumes it."""
 
-    def __init__(self, pool: AgentPool, instance: _Instance):
-        self._pool = pool
-        self._instance: _Instance | None = instance
-        self._generation = instance.generation
+    def __init__(self, pool: AgentPool):
+        self._pool: AgentPool | None = pool
 
-    def _take(self) -> tuple[_Instance, int]:
-        if self._instance is None:
+    def _take(self) -> AgentPool:
+        if self._pool is None:
             raise RuntimeError("lease already used")
-        instance, self._instance = self._instance, None
-        return instance, self._generation
+        pool, self._pool = self._pool, None
+        return pool
 
     def release(self) -> None:
-        if self._instance is not None:
-            instance, generation = self._take()
-            if self._pool._current(instance, generation):
-                self._pool._release(instance)
+        if self._pool is not None:
+            self._take()._return_place()
 
 
 class AgentPool:
@@ -156,6 +156,8 @@ class AgentPool:
         self._instances = [_Instance(i, root / f"instance-{i}") for i in range(instances)]
         self._idle: collections.deque[_Instance] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[_Instance]] = collections.deque()
+        self._places = ADMITTED_PER_INSTANCE * instances
+        self._place_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._supervisors: list[asyncio.Task[None]] = []
         self._closing = False
         self._pids_lock = threading.Lock()
@@ -242,19 +244,48 @@ class AgentPool:
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def acquire(self) -> Lease:
-        """Wait for a free instance (first come, first served)."""
+        """Wait for a place (first come, first served): then prepare the job's inputs and call `run_job`."""
         if self.broken is not None:
             raise JobFailedError(self.broken)
-        if self._idle and not self._waiters:
-            return Lease(self, self._idle.popleft())
-        waiter: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if self._places > 0 and not self._place_waiters:
+            self._places -= 1
+            return Lease(self)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._place_waiters.append(waiter)
         try:
-            return Lease(self, await waiter)
+            await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())  # handed over just as we were cancelled
+                self._return_place()  # handed over just as we were cancelled
             raise
+        return Lease(self)
+
+    def _return_place(self) -> None:
+        while self._place_waiters:
+            waiter = self._place_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._places += 1
+
+    async def _take_instance(self) -> tuple[_Instance, int]:
+        """Wait for a free instance (first come, first served); returns it with the run (generation) it is in."""
+        while True:
+            if self.broken is not None:
+                raise JobFailedError(self.broken)
+            if self._idle and not self._waiters:
+                instance = self._idle.popleft()
+            else:
+                waiter: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    instance = await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                        self._release(waiter.result())  # handed over just as we were cancelled
+                    raise
+            if self._current(instance, instance.generation):
+                return instance, instance.generation
 
     def _release(self, instance: _Instance) -> None:
         instance.job = None
@@ -280,14 +311,15 @@ class AgentPool:
         on_start: Callable[[int], Awaitable[None]],
     ) -> None:
         """Run one job on the leased instance; returns on `trigger:done`, raises `JobFailedError` otherwise."""
-        instance, generation = lease._take()
+        lease._take()
         files: tuple[BinaryIO, BinaryIO] | None = None
         assignment: _Assignment | None = None
+        instance: _Instance | None = None
+        generation = 0
         reason = "The job ended abnormally (instance restarted)"
         try:
             files = await asyncio.to_thread(_open_job_logs, logs)
-            while not self._current(instance, generation):  # it went down before it got the job: take another
-                instance, generation = (await self.acquire())._take()
+            instance, generation = await self._take_instance()
             process = instance.process
             assert process is not None and process.stdin is not None
             assignment = _Assignment(job_id, on_line, files, asyncio.get_running_loop().create_future())
@@ -304,9 +336,12 @@ class AgentPool:
             reason = "The job was cancelled (instance restarted)"
             raise
         finally:
+            self._return_place()
             for file in files or ():
                 file.close()
-            if assignment is None:
+            if instance is None:
+                pass
+            elif assignment is None:
                 if self._current(instance, generation):
                     self._release(instance)
             else:
@@ -481,10 +516,11 @@ class AgentPool:
             self.broken = reason
             if notify and self._on_broken is not None:
                 self._on_broken(reason, "\n".join(self._log_tail(i) for i in self._instances if i.state == "failed"))
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(JobFailedError(self.broken))
+        for waiters in (self._waiters, self._place_waiters):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(JobFailedError(self.broken))
 
     def _save_pids(self) -> None:
         """Blocks. Under a lock, so the last write holds every process started before it."""

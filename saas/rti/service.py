@@ -11,8 +11,9 @@ What callers may rely on:
   same object instead of a duplicate.
 - agents (`"kind": "agent"`, see `saas.rti.agents`): deploying one also starts its instances (ready once each
   printed `trigger:ready`); after a restart they are started again. An agent's jobs do not take one of the
-  `max_jobs` slots: they stay pending until an instance is free, then run exactly like a processor's job
-  (same inputs, triggers, output checks and storage).
+  `max_jobs` slots: they stay pending until the agent admits them (a few per instance), prepare their inputs,
+  wait for a free instance and run exactly like a processor's job (same inputs, triggers, output checks and
+  storage). A job still waiting for an instance when the node stopped is queued again after the restart.
 """
 
 from __future__ import annotations
@@ -291,6 +292,8 @@ class RTIService:
         processor = self._processors.get(job.proc_id)
         restartable = bool(processor and (processor.gpp.proc_descriptor.model_extra or {}).get("restartable"))
         before = active.machine.state
+        if processor is not None and processor.is_agent and before is JobState.INITIALISING:
+            restartable = True  # it was waiting for an instance: no agent has seen it
         if before is JobState.RUNNING and doc.get("pid"):
             killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
             if killed:
@@ -543,7 +546,7 @@ class RTIService:
             consumes: dict[str, dict[str, Any]] = {}
             if not resume:
                 if processor.agent is not None:
-                    active.lease = await processor.agent.acquire()  # the job stays pending until then
+                    active.lease = await processor.agent.acquire()  # the job stays pending until admitted
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
                 # The limit is on running adapters: storing outputs does not hold a slot.

@@ -1,7 +1,7 @@
 """Restart recovery of an agent with a real node process killed with SIGKILL while both instances hold a job and
-more jobs wait: the restarted node kills the instances the dead one left (found through pids.json), starts fresh
-ones, fails the two running jobs with "node restarted", runs the waiting jobs once each, and stores each output
-once."""
+more jobs wait (two with their inputs prepared, one pending): the restarted node kills the instances the dead one
+left (found through pids.json), starts fresh ones, fails the two running jobs with "node restarted", runs the
+waiting jobs once each, and stores each output once."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_kill_9_with_an_agent(node_process_factory: Callable[..., NodeProcess], 
             lambda: all(rti.get_job_status(j, user).state == "running" for j in hanging), 20, "both instances busy"
         )
         waiting = [submit(rti, n) for n in (2, 3, 4)]
-        assert {rti.get_job_status(j, user).state for j in waiting} == {"pending"}
+        # two admitted (inputs ready, waiting for an instance), the third not yet
+        expected = ["initialising", "initialising", "pending"]
+        wait_for(lambda: [rti.get_job_status(j, user).state for j in waiting] == expected, 20, "jobs waiting")
     node.kill()
     assert all(group_alive(g) for g in old)  # the instances outlived the node (their own process groups)
     node.restart()
@@ -95,6 +97,7 @@ def test_kill_9_with_an_agent(node_process_factory: Callable[..., NodeProcess], 
             assert (status.state, status.errors) == ("failed", ["node restarted"])
         done = [rti.wait_for_job(j, user, timeout=30) for j in waiting]
         assert [s.state for s in done] == ["successful"] * 3
+        assert [t["reason"] for t in done[0].timeline].count("node restarted: re-queued") == 1
     produced = [o for o in node.dor(user).search(data_type="JSONObject", limit=1000) if o.recipe]  # type: ignore[attr-defined]
     assert len(produced) == 4 and {s.job.id for s in done} <= {o.recipe.job_id for o in produced}  # type: ignore[attr-defined]
     new = [int(p) for p in json.loads(pids.read_text()).values()]

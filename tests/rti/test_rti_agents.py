@@ -172,8 +172,9 @@ def test_restart_recovery_no_job_lost_or_duplicated(env: RTIEnv) -> None:
     hanging = [submit(env, proc_id, 14) for _ in range(2)]  # both instances busy
     wait_until(lambda: all(i.state == "busy" for i in instances(env, proc_id)), what="both instances busy")
     queued = [submit(env, proc_id, n) for n in range(3)]
-    with env.rti(env.alice) as rti:
-        assert {rti.get_job_status(j, env.alice).state for j in queued} == {"pending"}
+    with env.rti(env.alice) as rti:  # two admitted (inputs ready, waiting for an instance), the third not yet
+        expected = ["initialising", "initialising", "pending"]
+        wait_until(lambda: [rti.get_job_status(j, env.alice).state for j in queued] == expected, what="jobs waiting")
     env.restart()
     assert all(group_members(g) == [] for g in old)
     statuses = {j: env.wait(j) for j in hanging + queued}
