@@ -310,7 +310,8 @@ class AgentPool:
         on_line: Callable[[str], None],
         on_start: Callable[[int], Awaitable[None]],
     ) -> None:
-        """Run one job on the leased instance; returns on `trigger:done`, raises `JobFailedError` otherwise."""
+        """Wait for a free instance and run the job on it: returns on `trigger:done`, raises `JobFailedError`
+        otherwise. Consumes the lease."""
         lease._take()
         files: tuple[BinaryIO, BinaryIO] | None = None
         assignment: _Assignment | None = None
