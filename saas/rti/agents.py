@@ -325,9 +325,9 @@ class AgentPool:
             assert process is not None and process.stdin is not None
             assignment = _Assignment(job_id, on_line, files, asyncio.get_running_loop().create_future())
             instance.job, instance.state = assignment, "busy"
+            await on_start(instance.index)  # recorded before the agent sees the job (a restart never re-sends it)
             with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
                 process.stdin.write((json.dumps({"job_id": job_id, "wd": str(wd)}) + "\n").encode())
-            await on_start(instance.index)
             try:
                 await asyncio.wait_for(asyncio.shield(assignment.result), self.job_timeout)
             except TimeoutError:
