@@ -151,7 +151,7 @@ class _ActiveJob:
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
-    lease: Lease | None = None  # agents: the instance reserved for this job
+    lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -509,7 +509,7 @@ class RTIService:
     # -- running ------------------------------------------------------------------------------------------------
 
     def _enqueue(self, active: _ActiveJob) -> None:
-        """A processor's job waits for one of `max_jobs` slots; an agent's job waits for a free instance."""
+        """A processor's job waits for one of `max_jobs` slots; an agent's job waits in its agent (`acquire`)."""
         processor = self._processors.get(active.job.proc_id)
         if processor is not None and processor.is_agent:
             if not self._stopping:
@@ -659,7 +659,7 @@ class RTIService:
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
 
     async def _execute_on_agent(self, active: _ActiveJob, processor: _Processor) -> None:
-        """Hand the job to the leased agent instance; it ends the job with trigger:done or trigger:error."""
+        """Hand the job to a free instance of the agent; it ends the job with trigger:done or trigger:error."""
         assert processor.agent is not None and active.lease is not None
 
         async def on_start(index: int) -> None:
