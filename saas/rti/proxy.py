@@ -66,8 +66,11 @@ class RTIProxy(RESTProxy):
             self.request("DELETE", f"/rti/proc/{proc_id}", params=params, signer=authority).json()
         )
 
-    def get_status(self, proc_id: str) -> Processor:
-        return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}"))
+    def get_status(self, proc_id: str, authority: Signer | None = None) -> Processor:
+        """State and descriptor; for an agent its instances (signed by the node owner: with the jobs they hold)."""
+        if authority is None:
+            return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}"))
+        return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}", signer=authority))
 
     def get_gpp(self, proc_id: str) -> GitProcessorPointer | None:
         try:

@@ -17,7 +17,7 @@ import pytest
 from rti_support import EXAMPLES, RTIEnv, adapter_repo
 
 from saas.core.errors import InvalidInputError
-from saas.rti.schemas import Processor, Task
+from saas.rti.schemas import Task
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def submit(env: RTIEnv, proc_id: str, a: float, b: float = 1) -> str:
 
 def instances(env: RTIEnv, proc_id: str) -> list[Any]:
     with env.rti(env.owner) as rti:  # signed by the node owner: shows the jobs
-        status: Processor = Processor.model_validate(rti.get_json(f"/rti/proc/{proc_id}", signer=env.owner))
+        status = rti.get_status(proc_id, env.owner)
     assert status.instances is not None
     return status.instances
 
