@@ -181,8 +181,14 @@ def proc_status(ctx: Context, args: argparse.Namespace) -> None:
     if status.error:
         ctx.out.line(f"Error: {status.error}")
     if status.log_tail:
-        ctx.out.line("Install log (tail):")
+        ctx.out.line("Install log (tail):" if not status.instances else "Log (tail):")
         ctx.out.line(status.log_tail.rstrip())
+    if status.instances:
+        ctx.out.line(f"Agent instances: {len(status.instances)}")
+        ctx.out.table(
+            ["INSTANCE", "STATE", "JOB", "JOBS SERVED", "RESTARTS", "ERROR"],
+            [[i.index, i.state, i.job_id or "-", i.jobs_served, i.restarts, i.error or ""] for i in status.instances],
+        )
 
 
 # -- jobs -------------------------------------------------------------------------------------------------------
@@ -386,7 +392,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = proc_sub.add_parser("show", help="a processor's state and descriptor")
     p.add_argument("proc_id", nargs="?", metavar="PROC_ID")
     p.set_defaults(handler=proc_show)
-    p = proc_sub.add_parser("status", help="a processor's deployment state (and install log tail if it failed)")
+    p = proc_sub.add_parser(
+        "status", help="a processor's deployment state (install log tail if it failed; an agent's instances)"
+    )
     p.add_argument("proc_id", nargs="?", metavar="PROC_ID")
     p.set_defaults(handler=proc_status)
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from saas.core.errors import DORError, InvalidInputError, UnreachableError
 from saas.core.schemas import GithubCredentials
-from saas.dor.schemas import GitProcessorPointer, ProcessorDescriptor
+from saas.dor.schemas import MAX_AGENT_INSTANCES, MAX_AGENT_TIMEOUT, GitProcessorPointer, ProcessorDescriptor
 
 __all__ = ["GPPError", "fetch_gpp", "validate_descriptor"]
 
@@ -42,7 +42,9 @@ DESCRIPTOR_SCHEMA: dict[str, Any] = {
         "output": {"type": "array", "items": {"$ref": "#/$defs/io"}},
         "configurations": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
         "kind": {"enum": ["processor", "agent"]},
-        "instances": {"type": "integer", "minimum": 1},
+        "instances": {"type": "integer", "minimum": 1, "maximum": MAX_AGENT_INSTANCES},
+        "job_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_AGENT_TIMEOUT},
+        "startup_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_AGENT_TIMEOUT},
     },
     "$defs": {
         "io": {

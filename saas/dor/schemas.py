@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from saas.nodedb.schemas import NodeInfo
 
@@ -68,8 +68,17 @@ class ProcessorIO(BaseModel):
     data_schema: dict[str, Any] | None = None
 
 
+MAX_AGENT_INSTANCES = 64
+MAX_AGENT_TIMEOUT = 7 * 24 * 3600.0
+_AGENT_ONLY = ("instances", "job_timeout", "startup_timeout")
+
+
 class ProcessorDescriptor(BaseModel):
-    """`descriptor.json` of an adapter. Unknown fields are kept (adapters may carry their own)."""
+    """`descriptor.json` of an adapter. Unknown fields are kept (adapters may carry their own).
+
+    Optional fields are kept as extras, so a descriptor without them hashes as before (GPPs are content-addressed):
+    `kind` ("processor" or "agent"), and for agents `instances` (1-64, default 1), `job_timeout` and
+    `startup_timeout` (seconds). Read them through the properties of the same names."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -77,6 +86,45 @@ class ProcessorDescriptor(BaseModel):
     input: list[ProcessorIO]
     output: list[ProcessorIO]
     configurations: list[str]
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ProcessorDescriptor:
+        extra = self.model_extra or {}
+        kind = extra.get("kind", "processor")
+        if kind not in ("processor", "agent"):
+            raise ValueError(f"kind must be 'processor' or 'agent', not {kind!r}")
+        if kind != "agent":
+            given = [name for name in _AGENT_ONLY if name in extra]
+            if given:
+                raise ValueError(f'{", ".join(given)}: only for agents ("kind": "agent")')
+            return self
+        instances = extra.get("instances", 1)
+        if type(instances) is not int or not 1 <= instances <= MAX_AGENT_INSTANCES:
+            raise ValueError(f"instances must be an integer from 1 to {MAX_AGENT_INSTANCES}")
+        for name in ("job_timeout", "startup_timeout"):
+            value = extra.get(name)
+            if value is not None and (type(value) not in (int, float) or not 0 < value <= MAX_AGENT_TIMEOUT):
+                raise ValueError(f"{name} must be a number of seconds above 0 and at most {MAX_AGENT_TIMEOUT:g}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """ "agent" for a long-lived adapter that takes many jobs, else "processor"."""
+        return str((self.model_extra or {}).get("kind", "processor"))
+
+    @property
+    def instances(self) -> int:
+        return int((self.model_extra or {}).get("instances", 1))
+
+    @property
+    def job_timeout(self) -> float | None:
+        value = (self.model_extra or {}).get("job_timeout")
+        return None if value is None else float(value)
+
+    @property
+    def startup_timeout(self) -> float | None:
+        value = (self.model_extra or {}).get("startup_timeout")
+        return None if value is None else float(value)
 
 
 class GitProcessorPointer(BaseModel):

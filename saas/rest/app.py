@@ -102,10 +102,13 @@ class BodyLimit:
         if scope["type"] != "http" or scope["path"].endswith(self.unlimited):
             await self.app(scope, receive, send)
             return
-        too_large = _envelope(413, f"Request body is larger than {self.limit} bytes", {"limit": self.limit})
+
+        def too_large() -> JSONResponse:  # built only when needed (an envelope draws a random error id)
+            return _envelope(413, f"Request body is larger than {self.limit} bytes", {"limit": self.limit})
+
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -116,7 +119,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break

@@ -12,13 +12,13 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from saas.rest.auth import SignedIdentity
+from saas.rest.auth import OptionalIdentity, SignedIdentity
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.rti.service import RTIService
@@ -49,8 +49,9 @@ async def deploy(
 
 
 @router.get("/proc/{proc_id}", response_model=Processor)
-async def get_processor(proc_id: ProcId, request: Request) -> Processor:
-    return _rti(request).get_processor(proc_id)
+async def get_processor(proc_id: ProcId, request: Request, caller: OptionalIdentity) -> Processor:
+    """State and descriptor (anonymous); for an agent, its instances (with their jobs if signed by the node owner)."""
+    return _rti(request).get_processor(proc_id, caller)
 
 
 @router.delete("/proc/{proc_id}", response_model=Processor)
@@ -77,8 +78,11 @@ async def get_status(
     request: Request,
     caller: SignedIdentity,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the next change")] = 0.0,
+    until: Annotated[
+        Literal["change", "final"], Query(description="with wait: answer at the next change, or only once final")
+    ] = "change",
 ) -> JobStatus:
-    return await _rti(request).get_status(job_id, caller, wait)
+    return await _rti(request).get_status(job_id, caller, wait, until == "final")
 
 
 @router.delete("/job/{job_id}", response_model=JobStatus)

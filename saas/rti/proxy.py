@@ -68,8 +68,11 @@ class RTIProxy(RESTProxy):
             self.request("DELETE", f"/rti/proc/{proc_id}", params=params, signer=authority).json()
         )
 
-    def get_status(self, proc_id: str) -> Processor:
-        return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}"))
+    def get_status(self, proc_id: str, authority: Signer | None = None) -> Processor:
+        """State and descriptor; for an agent its instances (signed by the node owner: with the jobs they hold)."""
+        if authority is None:
+            return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}"))
+        return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}", signer=authority))
 
     def get_gpp(self, proc_id: str) -> GitProcessorPointer | None:
         try:
@@ -129,20 +132,26 @@ class RTIProxy(RESTProxy):
     def get_jobs_by_user(self, authority: Signer) -> list[Job]:
         return list(_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))
 
-    def get_job_status(self, job_id: str, with_authorisation_by: Signer, wait: float = 0.0) -> JobStatus:
-        """The job's status; with `wait`, the node answers at the next change (or after `wait` seconds)."""
-        params = {"wait": wait} if wait else None
+    def get_job_status(
+        self, job_id: str, with_authorisation_by: Signer, wait: float = 0.0, until_final: bool = False
+    ) -> JobStatus:
+        """The job's status; with `wait`, the node answers at the next change (or, `until_final`, once the job is
+        final), or after `wait` seconds."""
+        params: dict[str, Any] | None = None
+        if wait:
+            params = {"wait": wait, "until": "final"} if until_final else {"wait": wait}
         return JobStatus.model_validate(
             self.get_json(f"/rti/job/{job_id}/status", params=params, signer=with_authorisation_by)
         )
 
     def wait_for_job(self, job_id: str, with_authorisation_by: Signer, timeout: float | None = None) -> JobStatus:
-        """Block until the job is final (the node answers as soon as anything changes)."""
+        """Block until the job is final (the node answers as soon as it is)."""
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status = self.get_job_status(job_id, with_authorisation_by, wait=10.0)
+            wait = 10.0 if deadline is None else max(0.0, min(10.0, deadline - time.monotonic()))
+            status = self.get_job_status(job_id, with_authorisation_by, wait=wait, until_final=True)
             if status.state in FINAL or (deadline is not None and time.monotonic() > deadline):
                 return status
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -281,10 +282,27 @@ def kill_leftover(pgid: int, job_id: str) -> bool:
 # -- outputs ---------------------------------------------------------------------------------------------------
 
 
-def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: set[str]) -> None:
-    """Every declared output announced and present; JSON outputs valid against their data_schema. Blocks."""
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
     import jsonschema
 
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def schema_error(value: Any, schema: dict[str, Any]) -> str | None:
+    """What is wrong with `value` under a JSON schema (the message `jsonschema.validate` would raise), or None.
+    The checked validator is cached per schema: checking a schema costs far more than validating a small value."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
+    return None if error is None else str(error.message)
+
+
+def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: set[str]) -> None:
+    """Every declared output announced and present; JSON outputs valid against their data_schema. Blocks."""
     for spec in descriptor_outputs:
         if spec.name not in announced:
             raise JobFailedError(f"Output '{spec.name}' was not announced (trigger:output:{spec.name})")
@@ -293,11 +311,11 @@ def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: se
             raise JobFailedError(f"Output '{spec.name}' was announced but {spec.name} does not exist")
         if spec.data_schema is not None:
             try:
-                jsonschema.validate(json.loads(path.read_text(encoding="utf-8")), spec.data_schema)
+                problem = schema_error(json.loads(path.read_text(encoding="utf-8")), spec.data_schema)
             except (ValueError, UnicodeDecodeError):
                 raise JobFailedError(f"Output '{spec.name}' is not valid JSON") from None
-            except jsonschema.ValidationError as e:
-                raise JobFailedError(f"Output '{spec.name}' does not match its data_schema: {e.message}") from None
+            if problem is not None:
+                raise JobFailedError(f"Output '{spec.name}' does not match its data_schema: {problem}")
 
 
 def recipe_for(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from saas.dor.schemas import CDataObject, GitProcessorPointer
 
 __all__ = [
+    "AgentInstance",
     "DeployParameters",
     "Job",
     "JobStatus",
@@ -77,14 +78,27 @@ class JobStatus(BaseModel):
     job: Job
 
 
+class AgentInstance(BaseModel):
+    """One running copy of an agent. `job_id` (the job it holds) is shown to the node owner only."""
+
+    index: int
+    state: Literal["starting", "idle", "busy", "restarting", "failed", "stopped"]
+    job_id: str | None = None
+    jobs_served: int = 0
+    restarts: int = 0
+    error: str | None = None
+
+
 class Processor(BaseModel):
-    """A deployed (or deploying, or failed) processor. Shown anonymously: never job details."""
+    """A deployed (or deploying, or failed) processor. Shown anonymously: never job details.
+    For an agent (`"kind": "agent"` in its descriptor), `instances` holds the state of each instance."""
 
     proc_id: str
     state: ProcessorState
     gpp: GitProcessorPointer | None = None
     error: str | None = None
     log_tail: str | None = None
+    instances: list[AgentInstance] | None = None
 
 
 class DeployParameters(BaseModel):

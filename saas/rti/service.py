@@ -9,6 +9,11 @@ What callers may rely on:
   if the descriptor says `"restartable": true`, and postprocessing resumes. Outputs are stored exactly once: the
   bytes to store and their creation time are fixed in the board before the DOR sees them, so a retry produces the
   same object instead of a duplicate.
+- agents (`"kind": "agent"`, see `saas.rti.agents`): deploying one also starts its instances (ready once each
+  printed `trigger:ready`); after a restart they are started again. An agent's jobs do not take one of the
+  `max_jobs` slots: they stay pending until the agent admits them (a few per instance), prepare their inputs,
+  wait for a free instance and run exactly like a processor's job (same inputs, triggers, output checks and
+  storage). A job still waiting for an instance when the node stopped is queued again after the restart.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import deploy as deployment
 from saas.rti import placement, runner
+from saas.rti.agents import AgentPool, Lease
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.sqlite import Database
@@ -95,8 +101,12 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 
 
 def new_job_id() -> str:
-    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option.
+    One read of the OS random source, unbiased (bytes of 248 and above are dropped: 248 = 4 x 62)."""
+    while True:
+        picked = [b % 62 for b in secrets.token_bytes(32) if b < 248]
+        if len(picked) >= 22:
+            return "".join(_ID_ALPHABET[i] for i in picked[:22])
 
 
 def _now() -> int:
@@ -111,9 +121,21 @@ class _Processor:
     error: str | None = None
     log_tail: str | None = None
     task: asyncio.Task[None] | None = None
+    agent: AgentPool | None = None  # the instances of an agent
 
-    def model(self) -> Processor:
-        return Processor(proc_id=self.proc_id, state=self.state, gpp=self.gpp, error=self.error, log_tail=self.log_tail)  # type: ignore[arg-type]
+    def model(self, show_jobs: bool = False) -> Processor:
+        return Processor(
+            proc_id=self.proc_id,
+            state=self.state,  # type: ignore[arg-type]
+            gpp=self.gpp,
+            error=self.error,
+            log_tail=self.log_tail,
+            instances=self.agent.status(show_jobs) if self.agent is not None else None,
+        )
+
+    @property
+    def is_agent(self) -> bool:
+        return self.gpp.proc_descriptor.kind == "agent"
 
 
 @dataclass
@@ -130,6 +152,7 @@ class _ActiveJob:
     stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
+    lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -211,6 +234,7 @@ class RTIService:
         self._queue: deque[str] = deque()
         self._running: set[str] = set()
         self._stopping = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def retain(self) -> bool:
@@ -248,6 +272,9 @@ class RTIService:
                 p.state, p.error = "failed", "node restarted during deployment"
                 await self.db.run(_put_processor, p)
             self._processors[p.proc_id] = p
+            if p.state == "ready" and p.is_agent:
+                p.agent = self._new_pool(p)
+                p.task = asyncio.create_task(self._restart_agent(p))
         for row in unfinished:
             await self._recover(row)
         self._dispatch()
@@ -267,6 +294,8 @@ class RTIService:
         processor = self._processors.get(job.proc_id)
         restartable = bool(processor and (processor.gpp.proc_descriptor.model_extra or {}).get("restartable"))
         before = active.machine.state
+        if processor is not None and processor.is_agent and before is JobState.INITIALISING:
+            restartable = True  # it was waiting for an instance: no agent has seen it
         if before is JobState.RUNNING and doc.get("pid"):
             killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
             if killed:
@@ -284,15 +313,20 @@ class RTIService:
         if state is JobState.POSTPROCESSING:
             self._start_task(active, resume=True)
         else:
-            self._queue.append(job.id)
+            self._enqueue(active)
 
     async def stop(self) -> None:
         self._stopping = True
+        agents = [p.agent for p in self._processors.values() if p.agent is not None]
+        for agent in agents:
+            agent.prepare_stop()  # the jobs cancelled below must not restart their instances
         tasks = [a.task for a in self._active.values() if a.task is not None]
         tasks += [p.task for p in self._processors.values() if p.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(agent.stop() for agent in agents))
+        await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.to_thread(self.db.close)
 
     # -- processors ---------------------------------------------------------------------------------------------
@@ -313,8 +347,9 @@ class RTIService:
     def get_deployed(self) -> list[Processor]:
         return [p.model() for p in self._processors.values()]
 
-    def get_processor(self, proc_id: str) -> Processor:
-        return self._processor(proc_id).model()
+    def get_processor(self, proc_id: str, caller: Identity | None = None) -> Processor:
+        """A processor's state; the jobs its agent instances hold are shown to the node owner only."""
+        return self._processor(proc_id).model(show_jobs=caller is not None and caller.id == self._node.iid)
 
     def _processor(self, proc_id: str) -> _Processor:
         if proc_id not in self._processors:
@@ -328,6 +363,8 @@ class RTIService:
         existing = self._processors.get(proc_id)
         if existing is not None and existing.state in ("deploying", "ready"):
             return existing.model()
+        if existing is not None and existing.agent is not None:
+            await existing.agent.stop()  # a failed agent: nothing of it may keep running
         credentials = None
         if params.github_credentials is not None:
             from saas.core.keys import b64d
@@ -350,6 +387,9 @@ class RTIService:
         started = time.monotonic()
         try:
             await deployment.install(root, processor.gpp, credentials, self.install_timeout)
+            if processor.is_agent:
+                processor.agent = self._new_pool(processor)
+                await processor.agent.start()
             processor.state, processor.error, processor.log_tail = "ready", None, None
         except deployment.DeploymentError as e:
             processor.state, processor.error = "failed", e.reason
@@ -373,11 +413,15 @@ class RTIService:
                 f"Processor {proc_id} has {len(jobs)} unfinished job(s): cancel them or undeploy with force",
                 {"jobs": [a.job.id for a in jobs]},
             )
+        if processor.agent is not None:
+            processor.agent.prepare_stop()  # its cancelled jobs must not restart instances
         for active in jobs:
             await self._cancel(active, "processor undeployed")
         if processor.task is not None:
             processor.task.cancel()
             await asyncio.gather(processor.task, return_exceptions=True)
+        if processor.agent is not None:
+            await processor.agent.stop()
         del self._processors[proc_id]
         await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
         await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
@@ -386,8 +430,6 @@ class RTIService:
     # -- submitting ---------------------------------------------------------------------------------------------
 
     def _validate(self, proc_id: str, task: Task, caller: Identity) -> _Processor:
-        import jsonschema
-
         if caller.id != task.user_iid:
             raise AuthorisationError("A task must be signed by its user (user_iid)")
         if task.proc_id != proc_id:
@@ -409,12 +451,9 @@ class RTIService:
         for item in task.input:
             schema = specs[item.name].data_schema
             if isinstance(item, Task.InputValue) and schema is not None:
-                try:
-                    jsonschema.validate(item.value, schema)
-                except jsonschema.ValidationError as e:
-                    raise JobValidationError(
-                        f"Input '{item.name}' does not match its data_schema: {e.message}"
-                    ) from None
+                problem = runner.schema_error(item.value, schema)
+                if problem is not None:
+                    raise JobValidationError(f"Input '{item.name}' does not match its data_schema: {problem}")
         outputs = {s.name for s in descriptor.output}
         given = [o.name for o in task.output]
         if sorted(given) != sorted(outputs):
@@ -461,11 +500,20 @@ class RTIService:
         active = _ActiveJob(job, JobStateMachine())
         await self.db.run(_insert_job, active)
         self._active[job.id] = active
-        self._queue.append(job.id)
-        self._dispatch()
+        self._enqueue(active)
         return job
 
     # -- running ------------------------------------------------------------------------------------------------
+
+    def _enqueue(self, active: _ActiveJob) -> None:
+        """A processor's job waits for one of `max_jobs` slots; an agent's job waits in its agent (`acquire`)."""
+        processor = self._processors.get(active.job.proc_id)
+        if processor is not None and processor.is_agent:
+            if not self._stopping:
+                active.task = asyncio.create_task(self._run(active, False))
+            return
+        self._queue.append(active.job.id)
+        self._dispatch()
 
     def _dispatch(self) -> None:
         while self._queue and len(self._running) < self.max_jobs and not self._stopping:
@@ -494,6 +542,8 @@ class RTIService:
                 raise runner.JobFailedError(f"Processor {job.proc_id} is not deployed")
             consumes: dict[str, dict[str, Any]] = {}
             if not resume:
+                if processor.agent is not None:
+                    active.lease = await processor.agent.acquire()  # the job stays pending until admitted
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
                 # The limit is on running adapters: storing outputs does not hold a slot.
@@ -512,6 +562,8 @@ class RTIService:
             await self._fail(active, f"Internal error: {type(e).__name__}")
         finally:
             self._release(job.id)
+            if active.lease is not None:
+                active.lease.release()  # unused (e.g. the inputs could not be prepared)
             if active.machine.final:
                 await self._finish(active)
 
@@ -566,6 +618,9 @@ class RTIService:
         return consumes
 
     async def _execute(self, active: _ActiveJob, processor: _Processor) -> None:
+        if active.lease is not None:
+            await self._execute_on_agent(active, processor)
+            return
         active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the pid once it started
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
 
@@ -599,6 +654,70 @@ class RTIService:
         )
         active.pid = None
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
+
+    async def _execute_on_agent(self, active: _ActiveJob, processor: _Processor) -> None:
+        """Hand the job to a free instance of the agent; it ends the job with trigger:done or trigger:error."""
+        assert processor.agent is not None and active.lease is not None
+
+        async def on_start(index: int) -> None:
+            active.machine.transition(JobState.RUNNING, f"sent to agent instance {index}")
+            await self._save(active)
+            active.notify()
+
+        await processor.agent.run_job(
+            active.lease,
+            active.job.id,
+            self._wd(active.job.id),
+            self._logs(active.job.id),
+            lambda line: _apply_line(active, line),
+            on_start,
+        )
+        await self._to(active, JobState.POSTPROCESSING, "the agent finished the job")
+
+    # -- agents -------------------------------------------------------------------------------------------------
+
+    def _new_pool(self, processor: _Processor) -> AgentPool:
+        descriptor = processor.gpp.proc_descriptor
+        root = self._proc_root(processor.proc_id)
+
+        def broken(reason: str, log_tail: str) -> None:
+            processor.state, processor.error, processor.log_tail = "failed", reason, log_tail
+            task = asyncio.create_task(self.db.run(_put_processor, processor))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return AgentPool(
+            processor.proc_id,
+            deployment.adapter_dir(root, processor.gpp),
+            processor.gpp.proc_config,
+            root / "agent",
+            descriptor.instances,
+            descriptor.job_timeout,
+            descriptor.startup_timeout,
+            on_broken=broken,
+        )
+
+    async def _restart_agent(self, processor: _Processor) -> None:
+        """After a node restart: start the instances of a deployed agent again (its jobs wait until then)."""
+        assert processor.agent is not None
+        try:
+            await processor.agent.start()
+            logger.info("agent %s restarted", processor.proc_id)
+        except asyncio.CancelledError:
+            return
+        except Exception as e:
+            if isinstance(e, deployment.DeploymentError):
+                processor.error, processor.log_tail = (
+                    f"Restarting the agent failed: {e.reason}",
+                    e.details.get("log_tail"),
+                )
+            else:
+                logger.exception("restarting agent %s failed", processor.proc_id)
+                processor.error = f"Restarting the agent failed: {type(e).__name__}"
+            processor.state = "failed"
+            if self._processors.get(processor.proc_id) is processor:
+                await self.db.run(_put_processor, processor)
+        processor.task = None
 
     async def _postprocess(
         self, active: _ActiveJob, processor: _Processor, consumes: dict[str, dict[str, Any]]
@@ -646,14 +765,23 @@ class RTIService:
             raise AuthorisationError(f"Only the owner of job {job_id} may do this", {"job_id": job_id})
         return job, active, row
 
-    async def get_status(self, job_id: str, caller: Identity, wait: float = 0.0) -> JobStatus:
+    async def get_status(
+        self, job_id: str, caller: Identity, wait: float = 0.0, until_final: bool = False
+    ) -> JobStatus:
+        """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
         job, active, row = await self._job(job_id, caller)
         if active is not None and wait > 0 and not active.machine.final:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(active.changed.wait(), wait)
-            if job_id not in self._active:  # finished while we waited
-                row = await self.db.run(_get_job, job_id)
-                active = None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(active.changed.wait(), max(0.0, deadline - loop.time()))
+                if job_id not in self._active:  # finished while we waited
+                    row = await self.db.run(_get_job, job_id)
+                    active = None
+                    break
+                if not until_final or active.machine.final or loop.time() >= deadline:
+                    break
         if active is not None:
             state, doc = active.machine.state.value, active.status_doc()
         else:
@@ -724,6 +852,21 @@ class RTIService:
     def changed(self, job_id: str) -> asyncio.Event | None:
         active = self._active.get(job_id)
         return active.changed if active is not None else None
+
+
+def _apply_line(active: _ActiveJob, line: str) -> None:
+    """A line an agent wrote for the job: triggers update its live status (as for processors)."""
+    trigger = runner.parse_trigger(line)
+    if trigger is not None:
+        kind, value = trigger
+        if kind == "progress":
+            active.progress = value
+        elif kind == "output":
+            if value not in active.announced:
+                active.announced.append(value)
+        elif len(active.messages) < 1000:
+            active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
+    active.notify()
 
 
 def _sha256_file(path: Path) -> str:

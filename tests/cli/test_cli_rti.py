@@ -265,3 +265,33 @@ def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, r
     with DORProxy(node.address, user) as dor:
         c = dor.get_content(status.output["c"].obj_id, user, tmp_path / "c.json")
     assert json.loads(c.read_text()) == {"v": 42}
+
+
+def test_proc_status_shows_agent_instances(cli, node_factory, tmp_path: Path) -> None:
+    from saas.dor.proxy import DORProxy
+    from saas.rti.proxy import RTIProxy
+
+    node = node_factory("cli-agent-node")
+    repo = tmp_path / "agents"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    shutil.copytree(EXAMPLES / "abc-agent", repo / "abc-agent")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "agent")
+    owner = node.keystore
+    with DORProxy(node.address, owner) as dor:
+        proc_id = dor.add_gpp_data_object(
+            str(repo), git(repo, "rev-parse", "HEAD"), "abc-agent", "default", owner.identity
+        ).obj_id
+    with RTIProxy(node.address, owner) as rti:
+        rti.deploy(proc_id, owner)
+        assert rti.wait_deployed(proc_id, timeout=30).state == "ready"
+    address = "{}:{}".format(*node.address)
+    out = ok(cli("rti", "--address", address, "proc", "status", proc_id)).stdout
+    assert f"Processor {proc_id}: ready" in out and "Agent instances: 2" in out
+    assert "JOBS SERVED" in out and out.count("idle") == 2
+    document = json.loads(ok(cli("--json", "rti", "--address", address, "proc", "status", proc_id)).stdout)
+    assert [(i["index"], i["state"], i["jobs_served"]) for i in document["instances"]] == [
+        (0, "idle", 0),
+        (1, "idle", 0),
+    ]

@@ -1,0 +1,150 @@
+"""Agent figures (issue "Agents"): prints medians with their goals, no pass/fail. Uses RTIProxy / DORProxy against a
+`saas-cli service` node process on 127.0.0.1, with the warm a + b agent of adapters/examples/abc-agent (2 instances)
+beside the same job on the a + b processor of adapters/examples/abc, both from one local git repository.
+
+(a) submit → successful latency, sequential (median and p95 of --latency jobs; agent goal ≤ 50 ms);
+(b) throughput of --jobs jobs submitted by --threads client threads (agent goal ≥ 200 jobs/s with 2 instances on 2
+    cores); the processor runs --jobs / 4 jobs.
+
+The job is the seed's a + b: a by reference (a DOR object), b by value, c stored in the DOR.
+
+    .venv/bin/python bench/bench_agents.py [--latency 50] [--jobs 400] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bench_rti  # noqa: F401  (puts the real Python first on the node's PATH, as bench_rti does)
+from bench_node import PASSWORD, NodeRun
+from bench_rti import percentile
+
+from saas.core.keystore import Keystore
+from saas.dor.proxy import DORProxy
+from saas.rti.proxy import RTIProxy
+from saas.rti.schemas import Task
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "adapters" / "examples"
+
+
+def make_repo(root: Path) -> tuple[str, str]:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "B",
+        "GIT_AUTHOR_EMAIL": "b@e.org",
+        "GIT_COMMITTER_NAME": "B",
+        "GIT_COMMITTER_EMAIL": "b@e.org",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    root.mkdir(parents=True)
+    git("init", "--quiet")
+    for name in ("abc", "abc-agent"):
+        shutil.copytree(EXAMPLES / name, root / name)
+    git("add", ".")
+    git("commit", "--quiet", "-m", "a+b")
+    return str(root), git("rev-parse", "HEAD")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", type=int, default=50)
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-agents-"))
+    node = None
+    try:
+        keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
+        node = NodeRun(keystore, work / "datastore", work / "node.log")
+        node.wait_ready()
+        source, commit = make_repo(work / "repo")
+        address = ("127.0.0.1", node.port)
+        print(f"node: pid {node.proc.pid}, {os.cpu_count()} CPUs, max jobs = CPU count")
+        procs: dict[str, str] = {}
+        with DORProxy(address, keystore) as dor, RTIProxy(address, keystore) as rti:
+            for name in ("abc", "abc-agent"):
+                procs[name] = dor.add_gpp_data_object(source, commit, name, "default", keystore.identity).obj_id
+                began = time.perf_counter()
+                rti.deploy(procs[name], keystore)
+                assert rti.wait_deployed(procs[name], timeout=60, interval=0.005).state == "ready"
+                print(f"deploy {name}: {time.perf_counter() - began:.3f} s")
+            a_file = work / "a.json"
+            a_file.write_text(json.dumps({"v": 1}))
+            a_id = dor.add_data_object(a_file, keystore.identity, False, False, "JSONObject", "json").obj_id
+
+        inputs = [Task.InputReference(name="a", obj_id=a_id), Task.InputValue(name="b", value={"v": 2})]
+        outputs = [Task.Output(name="c", owner_iid=keystore.iid, restricted_access=False, content_encrypted=False)]
+        local = threading.local()
+
+        def proxy() -> RTIProxy:
+            if not hasattr(local, "proxy"):
+                local.proxy = RTIProxy(address, keystore)
+            return local.proxy
+
+        def one(proc_id: str) -> float:
+            began = time.perf_counter()
+            job = proxy().submit_job(proc_id, inputs, outputs, keystore)
+            status = proxy().wait_for_job(job.id, keystore, timeout=120)
+            if status.state != "successful":
+                raise RuntimeError(f"job {job.id} {status.state}: {status.errors}")
+            return time.perf_counter() - began
+
+        def latency(name: str, n: int) -> list[float]:
+            one(procs[name])  # warm up
+            return [one(procs[name]) for _ in range(n)]
+
+        def throughput(name: str, n: int) -> float:
+            run: Callable[[int], float] = lambda _: one(procs[name])  # noqa: E731
+            with ThreadPoolExecutor(args.threads) as pool:
+                began = time.perf_counter()
+                list(pool.map(run, range(n)))
+                return n / (time.perf_counter() - began)
+
+        for name, n, goal in (
+            ("abc-agent", args.latency, "goal <= 50 ms"),
+            ("abc", max(5, args.latency // 3), "processor, for comparison"),
+        ):
+            values = latency(name, n)
+            print(
+                f"(a) submit -> successful, {name}, sequential (n={n}): "
+                f"median {statistics.median(values) * 1000:.1f} ms, "
+                f"p95 {percentile(values, 0.95) * 1000:.1f} ms ({goal})"
+            )
+        for name, n, goal in (
+            ("abc-agent", args.jobs, "goal >= 200 jobs/s with 2 instances on 2 cores"),
+            ("abc", max(20, args.jobs // 4), "processor, for comparison"),
+        ):
+            rate = throughput(name, n)
+            print(f"(b) throughput, {name}: {n} jobs, {args.threads} client threads: {rate:.1f} jobs/s ({goal})")
+        with RTIProxy(address, keystore) as rti:
+            status = rti.get_json(f"/rti/proc/{procs['abc-agent']}", signer=keystore)
+            served = [(i["index"], i["jobs_served"], i["restarts"]) for i in status["instances"]]
+            print(f"agent instances (index, jobs served, restarts): {served}")
+    finally:
+        if node is not None:
+            node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
