@@ -1,0 +1,73 @@
+"""The SSH backend: the adapter is installed on a remote host and execute.sh runs there.
+
+A job's inputs are copied to `jobs/<job_id>/wd` on the host, execute.sh runs detached from the SSH connection in
+its own session (`setsid`; its process group ID is the job's handle), writing stdout/stderr to files there that
+the node follows (`tail --pid`) into its own log files and trigger parser. When it ended, the exit code and the
+outputs come back into the local working folder, so postprocessing is the local one. Cancel kills the remote
+process group (TERM, then KILL). Because the job does not depend on the connection, a restarted node follows it
+again (re-attach) instead of failing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from saas.core.schemas import SSHCredentials
+from saas.rti import runner
+from saas.rti.backends.base import JobContext
+from saas.rti.backends.remote import PRELUDE, RemoteBackend, stream
+from saas.rti.backends.shell import Shell, SSHShell
+
+__all__ = ["SSHBackend"]
+
+KILL_GRACE = runner.KILL_GRACE
+
+_START = PRELUDE + (
+    'J="$B/jobs/$2"; A="$B/procs/$3/repo/$4"; : > "$J/stdout"; : > "$J/stderr"; rm -f "$J/exitcode"; '
+    'cd "$A" || exit 97; export SAAS_JOB_ID="$2" PYTHONUNBUFFERED=1; '
+    'setsid bash -c \'echo $$; exec >"$1/stdout" 2>"$1/stderr" </dev/null; bash execute.sh "$2" "$1/wd"; '
+    'echo $? > "$1/exitcode.part"; mv "$1/exitcode.part" "$1/exitcode"\' _ "$J" "$5" </dev/null &'
+)
+_FOLLOW = PRELUDE + 'exec tail -c +1 -s 0.1 -f --pid="$3" "$B/jobs/$2/$4"'
+_KILL = (
+    'kill -TERM -- "-$1" 2>/dev/null || exit 0; '
+    f'for i in $(seq {int(KILL_GRACE * 10)}); do sleep 0.1; kill -0 -- "-$1" 2>/dev/null || exit 0; done; '
+    'kill -KILL -- "-$1" 2>/dev/null; exit 0'
+)
+
+
+class SSHBackend(RemoteBackend):
+    name = "ssh"
+
+    def __init__(self, credentials: SSHCredentials, known_hosts: Path, base: str, proc_id: str, proc_path: str):
+        super().__init__(SSHShell(credentials, known_hosts), base, proc_id, proc_path)
+        self.host = credentials.host
+        self.login = credentials.login
+
+    async def start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
+        text = await shell.check(
+            _START, self.base, ctx.job_id, self.proc_id, self.proc_path, ctx.config, what="Starting execute.sh"
+        )
+        try:
+            pid = int(text.strip().splitlines()[0])
+        except (ValueError, IndexError):
+            raise runner.JobFailedError(f"Starting execute.sh on {shell.label} gave no process ID") from None
+        return {"backend": self.name, "pid": pid}
+
+    async def follow(self, shell: Shell, ctx: JobContext, handle: dict[str, Any], name: str, log: Path) -> None:
+        import asyncio
+
+        process = await shell.spawn(
+            _FOLLOW,
+            self.base,
+            ctx.job_id,
+            str(int(handle["pid"])),
+            name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=1024 * 1024,
+        )
+        await stream(process, log, ctx.on_line)
+
+    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any]) -> None:
+        await shell.run(_KILL, str(int(handle["pid"])), timeout=30)
