@@ -28,6 +28,12 @@ __all__ = ["RemoteBackend"]
 TRANSFER_TIMEOUT = 3600.0
 # Every script starts with this: $1 is the base folder, made absolute against $HOME.
 PRELUDE = 'B=$1; case "$B" in /*) ;; *) B="$HOME/$B" ;; esac; '
+# Unpacks the inputs (stdin) into a fresh job folder, then runs a backend's start command in the same connection:
+# $2 job ID, $3 processor ID, $4 adapter path in the repository, $5 config, then the backend's own arguments.
+STAGE = PRELUDE + (
+    'J="$B/jobs/$2"; A="$B/procs/$3/repo/$4"; rm -rf "$J" && mkdir -p "$J/wd" && tar -x -C "$J/wd" || exit 95; '
+    ': > "$J/stdout"; : > "$J/stderr"; '
+)
 
 
 class RemoteBackend(Backend):
@@ -63,12 +69,16 @@ class RemoteBackend(Backend):
                 shell.check_connection(unpacked)
                 if unpacked.code != 0:
                     raise BackendError(f"Copying the adapter to {shell.label} failed: {unpacked.error_text()}")
+                await self.installed(shell)
                 await self._install_remote(shell, gpp.proc_config, log, timeout)
         except BackendError as e:
             raise deploy.DeploymentError(e.reason, {"log_tail": deploy.tail(log)}) from None
 
     async def prepare(self, shell: Shell, gpp: GitProcessorPointer) -> None:
         """Checks before copying the adapter (e.g. that SLURM answers)."""
+
+    async def installed(self, shell: Shell) -> None:
+        """After the adapter was copied to `procs/<proc_id>/repo` (before install.sh)."""
 
     async def _install_remote(self, shell: Shell, config: str, log: Path, timeout: float) -> None:
         with open(log, "ab") as out:
@@ -111,8 +121,7 @@ class RemoteBackend(Backend):
             handle = ctx.handle
             try:
                 if handle is None:
-                    await self._stage(shell, ctx)
-                    handle = await self.start(shell, ctx)
+                    handle = await self._stage_and_start(shell, ctx)
                     await ctx.on_handle(handle)
                 else:
                     await asyncio.to_thread(_reset_logs, ctx.logs)
@@ -132,11 +141,14 @@ class RemoteBackend(Backend):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._cleanup(shell, ctx))
                 raise
-            await self._cleanup(shell, ctx)
 
     @abc.abstractmethod
-    async def start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
-        """Start execute.sh for a staged job; return the handle that finds it again."""
+    def start_command(self, ctx: JobContext) -> tuple[str, list[str]]:
+        """The script (run after STAGE, with its variables) that starts execute.sh, and its extra arguments."""
+
+    @abc.abstractmethod
+    def started(self, shell: Shell, ctx: JobContext, output: str) -> dict[str, Any]:
+        """The handle that finds the job again, from the start command's output."""
 
     @abc.abstractmethod
     async def follow(self, shell: Shell, ctx: JobContext, handle: dict[str, Any], name: str, log: Path) -> None:
@@ -153,27 +165,28 @@ class RemoteBackend(Backend):
             return f"execute.sh on {shell.label} ended without an exit code (killed?)"
         return f"execute.sh exited with code {code}" + (f": {text[-500:]}" if text else "")
 
-    async def _stage(self, shell: Shell, ctx: JobContext) -> None:
-        _, unpacked = await pipe(
+    async def _stage_and_start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
+        script, args = self.start_command(ctx)
+        _, started = await pipe(
             ["tar", "-c", "-C", str(ctx.wd), "--exclude=./.store", "."],
-            shell.argv(
-                PRELUDE + 'j="$B/jobs/$2"; rm -rf "$j" && mkdir -p "$j/wd" && tar -x -C "$j/wd"',
-                self.base,
-                ctx.job_id,
-            ),
+            shell.argv(STAGE + script, self.base, ctx.job_id, self.proc_id, self.proc_path, ctx.config, *args),
             TRANSFER_TIMEOUT,
         )
-        shell.check_connection(unpacked)
-        if unpacked.code != 0:
-            raise runner.JobFailedError(f"Staging the inputs on {shell.label} failed: {unpacked.error_text()}")
+        shell.check_connection(started)
+        if started.code == 95:
+            raise runner.JobFailedError(f"Staging the inputs on {shell.label} failed: {started.error_text()}")
+        if started.code != 0:
+            raise runner.JobFailedError(f"Starting the job on {shell.label} failed: {started.error_text()}")
+        return self.started(shell, ctx, started.text())
 
     async def _fetch(self, shell: Shell, ctx: JobContext) -> int | None:
         """Copy the exit code and the outputs that exist back into the local working folder."""
         incoming = ctx.wd / ".store" / "remote"
         await asyncio.to_thread(_fresh_dir, incoming)
         script = (
-            PRELUDE + 'cd "$B/jobs/$2" || exit 3; shift 2; set -- exitcode "$@"; files=(); '
-            'for f in "$@"; do [ -e "$f" ] && files+=("$f"); done; exec tar -c -h -- "${files[@]}"'
+            PRELUDE + 'J="$B/jobs/$2"; cd "$J" || exit 3; shift 2; set -- exitcode "$@"; files=(); '
+            'for f in "$@"; do [ -e "$f" ] && files+=("$f"); done; tar -c -h -- "${files[@]}"; rc=$?; '
+            'cd / && rm -rf "$J"; exit $rc'  # the job folder goes once its outputs are on their way
         )
         names = [f"wd/{runner.input_path(ctx.wd, n).name}" for n in ctx.outputs]
         packed, unpacked = await pipe(

@@ -119,17 +119,21 @@ class SSHShell(Shell):
         self._credentials = credentials
         self._known_hosts = known_hosts
         self._key_file: str | None = None
+        self._control: str | None = None
         host, port = credentials.host_and_port()
         self._host, self._port = host, port
         self.label = f"{credentials.login}@{credentials.host}"
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Shell]:
+        """Write the key, log in once (a ControlMaster: later commands share its connection, so the handshake and
+        authentication happen once per session), and remove the key and stop the master at the end."""
         if shutil.which("ssh") is None:
             raise BackendError("The 'ssh' client is not installed on this node")
         folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="saas-ssh-")  # mode 0700
         shell = SSHShell(self._credentials, self._known_hosts)
         shell._key_file = os.path.join(folder, "key")
+        shell._control = os.path.join(folder, "cm")
 
         def write_key() -> None:
             key = self._credentials.private_key()
@@ -137,14 +141,56 @@ class SSHShell(Shell):
             with os.fdopen(fd, "w") as f:
                 f.write(key if key.endswith("\n") else key + "\n")
 
+        log = os.path.join(folder, "master.log")
         try:
             await asyncio.to_thread(write_key)
-            yield shell
+            master = await asyncio.create_subprocess_exec(
+                *shell._options(control="yes"),
+                "-N",
+                "-f",
+                "-E",
+                log,
+                "-o",
+                "ControlPersist=60",  # a master left behind by a crashed node ends a minute after its last use
+                "-l",
+                self._credentials.login,
+                "--",
+                self._host,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                code = await asyncio.wait_for(master.wait(), SSH_TIMEOUT)
+            except BaseException:
+                _kill(master)
+                await master.wait()
+                raise
+            if code != 0:
+                error = await asyncio.to_thread(Path(log).read_bytes) if os.path.exists(log) else b""
+                shell.check_connection(ShellResult(255, b"", error))
+            try:
+                yield shell
+            finally:
+                stop = await asyncio.create_subprocess_exec(
+                    *shell._options(control="no"),
+                    "-O",
+                    "exit",
+                    "-l",
+                    self._credentials.login,
+                    "--",
+                    self._host,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 10)
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
 
-    def argv(self, script: str, *args: str) -> list[str]:
-        if self._key_file is None:
+    def _options(self, control: str) -> list[str]:
+        if self._key_file is None or self._control is None:
             raise RuntimeError("SSHShell used outside session()")
         options = {
             "BatchMode": "yes",
@@ -156,14 +202,19 @@ class SSHShell(Shell):
             "LogLevel": "ERROR",
             "ServerAliveInterval": "15",
             "ServerAliveCountMax": "4",
+            "ControlMaster": control,
+            "ControlPath": self._control,
         }
         argv = ["ssh", "-F", "/dev/null", "-T", "-i", self._key_file]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]
         if self._port is not None:
             argv += ["-p", str(self._port)]
+        return argv
+
+    def argv(self, script: str, *args: str) -> list[str]:
         remote = " ".join(["bash", "-c", shlex.quote(script), "_", *(shlex.quote(a) for a in args)])
-        return [*argv, "-l", self._credentials.login, "--", self._host, remote]
+        return [*self._options(control="no"), "-l", self._credentials.login, "--", self._host, remote]
 
     def check_connection(self, result: ShellResult) -> None:
         if result.code != 255:

@@ -38,11 +38,10 @@ code=$?
 echo "$code" > "$3/exitcode.part" && mv "$3/exitcode.part" "$3/exitcode"
 exit "$code"
 """
-_SUBMIT = PRELUDE + (
-    'J="$B/jobs/$2"; A="$B/procs/$3/repo/$4"; : > "$J/stdout"; : > "$J/stderr"; rm -f "$J/exitcode"; '
-    'cat > "$J/job.sh" || exit 96; config=$5; walltime=$6; shift 6; '
-    'exec sbatch --parsable --job-name="saas-${J##*/}" --output="$J/stdout" --error="$J/stderr" '
-    '--open-mode=append --chdir="$A" "$@" "$J/job.sh" "$config" "$J/wd" "$J" "$walltime" "${J##*/}"'
+_SUBMIT = (
+    "config=$5; walltime=$6; shift 6; "
+    'exec sbatch --parsable --job-name="saas-$2" --output="$J/stdout" --error="$J/stderr" --open-mode=append '
+    '--chdir="$A" "$@" "$B/procs/$3/job.sh" "$config" "$J/wd" "$J" "$walltime" "$2"'
 )
 _RUNNING = "PENDING|RUNNING|CONFIGURING|COMPLETING|SUSPENDED|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|RESIZING|SIGNALING"
 _FOLLOW = PRELUDE + (
@@ -110,25 +109,26 @@ class SlurmBackend(RemoteBackend):
                 {"partitions": partitions.split()},
             )
 
-    async def start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
-        resources = Resources.model_validate(ctx.resources)
-        text = await shell.check(
-            _SUBMIT,
+    async def installed(self, shell: Shell) -> None:
+        await shell.check(
+            PRELUDE + 'cat > "$B/procs/$2/job.sh"',
             self.base,
-            ctx.job_id,
             self.proc_id,
-            self.proc_path,
-            ctx.config,
-            str(resources.walltime_seconds() or 0),
-            *sbatch_options(resources),
             input=JOB_SCRIPT.encode(),
-            what="Submitting the job (sbatch)",
+            what="Writing the job script",
         )
-        slurm_job = text.strip().split(";")[0]
+
+    def start_command(self, ctx: JobContext) -> tuple[str, list[str]]:
+        resources = Resources.model_validate(ctx.resources)
+        return _SUBMIT, [str(resources.walltime_seconds() or 0), *sbatch_options(resources)]
+
+    def started(self, shell: Shell, ctx: JobContext, output: str) -> dict[str, Any]:
+        slurm_job = output.strip().split(";")[0]
         if not slurm_job.isdigit():
-            raise runner.JobFailedError(f"sbatch on {shell.label} gave no job ID: {text.strip()[:200]}")
+            raise runner.JobFailedError(f"sbatch on {shell.label} gave no job ID: {output.strip()[:200]}")
         ctx.on_line(f"trigger:message:info:submitted as SLURM job {slurm_job}")
-        return {"backend": self.name, "slurm_job": slurm_job, "walltime": resources.walltime_seconds()}
+        walltime = Resources.model_validate(ctx.resources).walltime_seconds()
+        return {"backend": self.name, "slurm_job": slurm_job, "walltime": walltime}
 
     async def follow(self, shell: Shell, ctx: JobContext, handle: dict[str, Any], name: str, log: Path) -> None:
         process = await shell.spawn(

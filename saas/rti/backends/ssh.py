@@ -22,13 +22,19 @@ __all__ = ["SSHBackend"]
 
 KILL_GRACE = runner.KILL_GRACE
 
-_START = PRELUDE + (
-    'J="$B/jobs/$2"; A="$B/procs/$3/repo/$4"; : > "$J/stdout"; : > "$J/stderr"; rm -f "$J/exitcode"; '
+_START = (
     'cd "$A" || exit 97; export SAAS_JOB_ID="$2" PYTHONUNBUFFERED=1; '
     'setsid bash -c \'echo $$; exec >"$1/stdout" 2>"$1/stderr" </dev/null; bash execute.sh "$2" "$1/wd"; '
     'echo $? > "$1/exitcode.part"; mv "$1/exitcode.part" "$1/exitcode"\' _ "$J" "$5" </dev/null &'
 )
-_FOLLOW = PRELUDE + 'exec tail -c +1 -s 0.1 -f --pid="$3" "$B/jobs/$2/$4"'
+# Follows until the exit code is written or the process is gone. Not `tail --pid=<job>`: kill(pid, 0) holds for a
+# zombie, and an orphaned job may wait for its reaper for seconds. tail ends once this script has ended.
+_FOLLOW = PRELUDE + (
+    'J="$B/jobs/$2"; tail -c +1 -s 0.1 -f --pid=$$ "$J/$4" & '
+    'alive() { local s; s=$(sed -n "s/.*) \\(.\\).*/\\1/p" "/proc/$1/stat" 2>/dev/null) || return 1; '
+    '[ -n "$s" ] && [ "$s" != Z ]; }; '
+    'while [ ! -e "$J/exitcode" ] && alive "$3"; do sleep 0.1; done'
+)
 _KILL = (
     'kill -TERM -- "-$1" 2>/dev/null || exit 0; '
     f'for i in $(seq {int(KILL_GRACE * 10)}); do sleep 0.1; kill -0 -- "-$1" 2>/dev/null || exit 0; done; '
@@ -44,12 +50,12 @@ class SSHBackend(RemoteBackend):
         self.host = credentials.host
         self.login = credentials.login
 
-    async def start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
-        text = await shell.check(
-            _START, self.base, ctx.job_id, self.proc_id, self.proc_path, ctx.config, what="Starting execute.sh"
-        )
+    def start_command(self, ctx: JobContext) -> tuple[str, list[str]]:
+        return _START, []
+
+    def started(self, shell: Shell, ctx: JobContext, output: str) -> dict[str, Any]:
         try:
-            pid = int(text.strip().splitlines()[0])
+            pid = int(output.strip().splitlines()[0])
         except (ValueError, IndexError):
             raise runner.JobFailedError(f"Starting execute.sh on {shell.label} gave no process ID") from None
         return {"backend": self.name, "pid": pid}
