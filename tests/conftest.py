@@ -8,6 +8,7 @@ once per session (RSA-4096 generation is slow) and must not be modified by tests
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -148,3 +149,20 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, ssh_key: Path) -> Iterator[An
 
     with start_sshd(tmp_path_factory.mktemp("sshd"), ssh_key) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node SLURM cluster (tests/slurm_support.py); SLURM_CONF points at it for this session."""
+    from slurm_support import start_slurm
+
+    with start_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        try:
+            yield cluster
+        finally:
+            if before is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = before

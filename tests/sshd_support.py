@@ -68,8 +68,9 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: flo
 
 
 @contextmanager
-def start_sshd(directory: Path, authorised_key: Path) -> Iterator[SSHServer]:
-    """A real OpenSSH server on a free 127.0.0.1 port that lets the current user in with `authorised_key`."""
+def start_sshd(directory: Path, authorised_key: Path, extra: list[str] | None = None) -> Iterator[SSHServer]:
+    """A real OpenSSH server on a free 127.0.0.1 port that lets the current user in with `authorised_key`
+    (`extra`: more sshd_config lines, e.g. `SetEnv NAME=value` for every session)."""
     if not SSHD.exists():
         pytest.fail(f"openssh-server not installed ({SSHD} is missing): scripts/test installs it")
     if shutil.which("ssh") is None:
@@ -97,6 +98,7 @@ def start_sshd(directory: Path, authorised_key: Path) -> Iterator[SSHServer]:
                 "PermitRootLogin prohibit-password",
                 "MaxStartups 100:30:200",
                 "LogLevel VERBOSE",
+                *(extra or []),
                 "",
             ]
         )

@@ -39,9 +39,9 @@ echo "$code" > "$3/exitcode.part" && mv "$3/exitcode.part" "$3/exitcode"
 exit "$code"
 """
 _SUBMIT = (
-    "config=$5; walltime=$6; shift 6; "
-    'exec sbatch --parsable --job-name="saas-$2" --output="$J/stdout" --error="$J/stderr" --open-mode=append '
-    '--chdir="$A" "$@" "$B/procs/$3/job.sh" "$config" "$J/wd" "$J" "$walltime" "$2"'
+    'config=$5; walltime=$6; job=$2; script="$B/procs/$3/job.sh"; shift 6; '
+    'exec sbatch --parsable --job-name="saas-$job" --output="$J/stdout" --error="$J/stderr" --open-mode=append '
+    '--chdir="$A" "$@" "$script" "$config" "$J/wd" "$J" "$walltime" "$job"'
 )
 _RUNNING = "PENDING|RUNNING|CONFIGURING|COMPLETING|SUSPENDED|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|RESIZING|SIGNALING"
 _FOLLOW = PRELUDE + (
