@@ -117,6 +117,12 @@ class RemoteBackend(Backend):
     # -- jobs -----------------------------------------------------------------------------------------------------
 
     async def execute(self, ctx: JobContext) -> None:
+        try:
+            await self._execute(ctx)
+        except BackendError as e:  # e.g. the host refused the login: the job fails with that reason
+            raise runner.JobFailedError(e.reason) from None
+
+    async def _execute(self, ctx: JobContext) -> None:
         async with self.shell.session() as shell:
             handle = ctx.handle
             try:
