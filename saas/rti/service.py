@@ -328,6 +328,9 @@ class RTIService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for processor in self._processors.values():
+            with contextlib.suppress(Exception):
+                await processor.backend.close()
         await asyncio.to_thread(self.db.close)
 
     # -- processors ---------------------------------------------------------------------------------------------
@@ -378,6 +381,8 @@ class RTIService:
                 raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
         spec = self._backend_spec(params)
         gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
+        if existing is not None:  # a failed deployment is replaced
+            await existing.backend.close()
         processor = _Processor(proc_id, "deploying", gpp, spec=spec)
         processor.backend = await self._make_backend(processor)
         self._processors[proc_id] = processor

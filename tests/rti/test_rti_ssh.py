@@ -7,6 +7,7 @@ import base64
 import os
 import sqlite3
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def test_ssh_cancel_leaves_no_remote_process(env: RTIEnv, sshd: Any, remote_home
     (child_pid_file,) = remote_home.glob(f".saas-rti/*/jobs/{job_id}/wd/child.pid")
     child = int(child_pid_file.read_text())
     assert job_processes(job_id) and psutil.pid_exists(child)
+    # the node is logged in (a shared ControlMaster connection), but the private key is not on disk any more
+    masters = list(Path(tempfile.gettempdir()).glob("saas-ssh-*"))
+    assert masters and not [m for m in masters if (m / "key").exists()]
     with env.rti(env.alice) as rti:
         status = rti.cancel_job(job_id, env.alice)
     assert status.state == "cancelled"

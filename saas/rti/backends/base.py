@@ -60,6 +60,9 @@ class Backend(abc.ABC):
     async def remove(self, proc_root: Path) -> None:  # noqa: B027 - most backends leave nothing elsewhere
         """Undeploy: remove what `install` left outside `proc_root` (best effort)."""
 
+    async def close(self) -> None:  # noqa: B027 - only backends with connections hold anything
+        """Release connections (undeploy, node stop); jobs still running elsewhere are not affected."""
+
     def describe(self) -> dict[str, Any]:
         """What a processor's record may show about its backend (never credentials)."""
         return {"name": self.name}

@@ -113,6 +113,10 @@ class RemoteBackend(Backend):
         with contextlib.suppress(Exception):
             async with self.shell.session() as shell:
                 await shell.run(PRELUDE + 'rm -rf "$B/procs/$2"', self.base, self.proc_id, timeout=60)
+        await self.close()
+
+    async def close(self) -> None:
+        await self.shell.close()
 
     # -- jobs -----------------------------------------------------------------------------------------------------
 

@@ -105,93 +105,148 @@ class Shell:
     def check_connection(self, result: ShellResult) -> None:
         """Raise when a result says the connection itself failed (SSH only)."""
 
+    async def close(self) -> None:
+        """Release shared connections (SSH only)."""
+
 
 class LocalShell(Shell):
     pass
 
 
+@dataclass
+class _Master:
+    """One authenticated SSH connection that sessions share (OpenSSH ControlMaster on a socket in a 0700 folder)."""
+
+    folder: str
+    users: int = 0
+
+    @property
+    def control(self) -> str:
+        return os.path.join(self.folder, "cm")
+
+
 class SSHShell(Shell):
-    """Runs bash scripts on `credentials.host` as `credentials.login` (needs an open `session()`)."""
+    """Runs bash scripts on `credentials.host` as `credentials.login` (inside an open `session()`).
+
+    Sessions share ControlMaster connections (at most JOBS_PER_MASTER sessions each, so a host's MaxSessions is never
+    reached): the handshake and login happen once per master, not per command. The private key is on disk only
+    while a master logs in; a master ends after MASTER_IDLE seconds without use (also when the node crashed), or on
+    `close()`."""
 
     remote = True
+    JOBS_PER_MASTER = 4  # a job holds at most two channels at once (its stdout and stderr followers)
+    MASTER_IDLE = 300
 
-    def __init__(self, credentials: SSHCredentials, known_hosts: Path):
+    def __init__(self, credentials: SSHCredentials, known_hosts: Path, _control: str | None = None):
         self._credentials = credentials
         self._known_hosts = known_hosts
-        self._key_file: str | None = None
-        self._control: str | None = None
+        self._control = _control
         host, port = credentials.host_and_port()
         self._host, self._port = host, port
         self.label = f"{credentials.login}@{credentials.host}"
+        self._masters: list[_Master] = []
+        self._lock: asyncio.Lock | None = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[Shell]:
-        """Write the key, log in once (a ControlMaster: later commands share its connection, so the handshake and
-        authentication happen once per session), and remove the key and stop the master at the end."""
+        master = await self._acquire()
+        try:
+            yield SSHShell(self._credentials, self._known_hosts, master.control)
+        finally:
+            master.users -= 1
+
+    async def _acquire(self) -> _Master:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            for master in list(self._masters):
+                if master.users >= self.JOBS_PER_MASTER:
+                    continue
+                if await self._alive(master):
+                    master.users += 1
+                    return master
+                self._masters.remove(master)
+                await asyncio.to_thread(shutil.rmtree, master.folder, True)
+            master = await self._start_master()
+            master.users += 1
+            self._masters.append(master)
+            return master
+
+    async def _alive(self, master: _Master) -> bool:
+        code = await self._control_command(master, "check")
+        return code == 0
+
+    async def _control_command(self, master: _Master, command: str) -> int | None:
+        process = await asyncio.create_subprocess_exec(
+            *self._options(master.control, "no"),
+            "-O",
+            command,
+            "-l",
+            self._credentials.login,
+            "--",
+            self._host,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            return await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            _kill(process)
+            await process.wait()
+            return None
+
+    async def _start_master(self) -> _Master:
         if shutil.which("ssh") is None:
             raise BackendError("The 'ssh' client is not installed on this node")
-        folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="saas-ssh-")  # mode 0700
-        shell = SSHShell(self._credentials, self._known_hosts)
-        shell._key_file = os.path.join(folder, "key")
-        shell._control = os.path.join(folder, "cm")
+        master = _Master(await asyncio.to_thread(tempfile.mkdtemp, prefix="saas-ssh-"))  # mode 0700
+        key_file = os.path.join(master.folder, "key")
+        log = os.path.join(master.folder, "login.log")
 
         def write_key() -> None:
             key = self._credentials.private_key()
-            fd = os.open(shell._key_file or "", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(key if key.endswith("\n") else key + "\n")
 
-        log = os.path.join(folder, "master.log")
         try:
             await asyncio.to_thread(write_key)
-            master = await asyncio.create_subprocess_exec(
-                *shell._options(control="yes"),
-                "-N",
-                "-f",
-                "-E",
-                log,
-                "-o",
-                "ControlPersist=60",  # a master left behind by a crashed node ends a minute after its last use
-                "-l",
-                self._credentials.login,
-                "--",
-                self._host,
+            process = await asyncio.create_subprocess_exec(
+                *self._options(master.control, "yes"),
+                *("-i", key_file, "-N", "-f", "-E", log, "-o", f"ControlPersist={self.MASTER_IDLE}"),
+                *("-l", self._credentials.login, "--", self._host),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
             try:
-                code = await asyncio.wait_for(master.wait(), SSH_TIMEOUT)
+                code = await asyncio.wait_for(process.wait(), SSH_TIMEOUT)
             except BaseException:
-                _kill(master)
-                await master.wait()
+                _kill(process)
+                await process.wait()
                 raise
-            if code != 0:
-                error = await asyncio.to_thread(Path(log).read_bytes) if os.path.exists(log) else b""
-                shell.check_connection(ShellResult(255, b"", error))
-            try:
-                yield shell
-            finally:
-                stop = await asyncio.create_subprocess_exec(
-                    *shell._options(control="no"),
-                    "-O",
-                    "exit",
-                    "-l",
-                    self._credentials.login,
-                    "--",
-                    self._host,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 10)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, master.folder, True)
+            raise
         finally:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            with contextlib.suppress(OSError):
+                os.unlink(key_file)  # the master is logged in (or failed): the key leaves the disk
+        if code != 0:
+            error = await asyncio.to_thread(Path(log).read_bytes) if os.path.exists(log) else b""
+            await asyncio.to_thread(shutil.rmtree, master.folder, True)
+            self.check_connection(ShellResult(255, b"", error))
+            raise BackendError(f"SSH to {self.label} failed (exit code {code})")
+        return master
 
-    def _options(self, control: str) -> list[str]:
-        if self._key_file is None or self._control is None:
-            raise RuntimeError("SSHShell used outside session()")
+    async def close(self) -> None:
+        """Stop every master connection (undeploy, node stop)."""
+        masters, self._masters = self._masters, []
+        for master in masters:
+            await self._control_command(master, "exit")
+            await asyncio.to_thread(shutil.rmtree, master.folder, True)
+
+    def _options(self, control: str, master: str) -> list[str]:
         options = {
             "BatchMode": "yes",
             "IdentitiesOnly": "yes",
@@ -202,10 +257,10 @@ class SSHShell(Shell):
             "LogLevel": "ERROR",
             "ServerAliveInterval": "15",
             "ServerAliveCountMax": "4",
-            "ControlMaster": control,
-            "ControlPath": self._control,
+            "ControlMaster": master,
+            "ControlPath": control,
         }
-        argv = ["ssh", "-F", "/dev/null", "-T", "-i", self._key_file]
+        argv = ["ssh", "-F", "/dev/null", "-T"]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]
         if self._port is not None:
@@ -213,8 +268,10 @@ class SSHShell(Shell):
         return argv
 
     def argv(self, script: str, *args: str) -> list[str]:
+        if self._control is None:
+            raise RuntimeError("SSHShell used outside session()")
         remote = " ".join(["bash", "-c", shlex.quote(script), "_", *(shlex.quote(a) for a in args)])
-        return [*self._options(control="no"), "-l", self._credentials.login, "--", self._host, remote]
+        return [*self._options(self._control, "no"), "-l", self._credentials.login, "--", self._host, remote]
 
     def check_connection(self, result: ShellResult) -> None:
         if result.code != 255:
