@@ -124,3 +124,17 @@ def test_slurm_job_reattached_after_restart(env: RTIEnv, slurm: Any) -> None:
     assert status.state == "successful", status
     assert env.output_value(status.output["c"].obj_id) == {"v": 5}
     assert not any("node restarted" in (t["reason"] or "") for t in status.timeline)
+
+
+def test_slurm_cancel_while_queued(env: RTIEnv, slurm: Any) -> None:
+    """A job SLURM cannot place yet (more cores than the node has) waits in the queue; cancel removes it there."""
+    proc_id = env.deploy("abc", deploy_args={"backend": "slurm"})
+    job_id = submit(env, proc_id, a=1, resources={"cores": 4096})
+    deadline = time.monotonic() + 30
+    with env.rti(env.alice) as rti:
+        while not (status := rti.get_job_status(job_id, env.alice, wait=1.0)).messages:
+            assert time.monotonic() < deadline and status.state in ("pending", "initialising", "running"), status
+        slurm_job = slurm_job_of(status)
+        assert slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip() == "PENDING"
+        assert rti.cancel_job(job_id, env.alice).state == "cancelled"
+    assert slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip() == "CANCELLED"

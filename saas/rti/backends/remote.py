@@ -145,9 +145,8 @@ class RemoteBackend(Backend):
             except BaseException:
                 if ctx.detaching():
                     raise  # the node stops: the job runs on and is re-attached after the restart
-                if handle is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.kill(shell, ctx, handle))
+                with contextlib.suppress(Exception):  # also when cancelled while starting (no handle yet)
+                    await asyncio.shield(self.kill(shell, ctx, handle))
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._cleanup(shell, ctx))
                 raise
@@ -165,8 +164,8 @@ class RemoteBackend(Backend):
         """Stream `jobs/<id>/<name>` into `log` and `ctx.on_line` until the job ended."""
 
     @abc.abstractmethod
-    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any]) -> None:
-        """Stop the job and every process it started."""
+    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any] | None) -> None:
+        """Stop the job and every process it started (`handle` None: it may have been starting)."""
 
     async def failure(self, shell: Shell, ctx: JobContext, handle: dict[str, Any], code: int | None) -> str:
         """The reason a job did not exit 0 (`code` None: it ended without writing its exit code)."""

@@ -143,8 +143,11 @@ class SlurmBackend(RemoteBackend):
         )
         await stream(process, log, ctx.on_line)
 
-    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any]) -> None:
-        await shell.run('scancel "$1"', str(int(handle["slurm_job"])), timeout=30)
+    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any] | None) -> None:
+        if handle is None:  # cancelled while submitting: by the job's name
+            await shell.run('scancel --name="saas-$1"', ctx.job_id, timeout=30)
+        else:
+            await shell.run('scancel "$1"', str(int(handle["slurm_job"])), timeout=30)
 
     async def failure(self, shell: Shell, ctx: JobContext, handle: dict[str, Any], code: int | None) -> str:
         slurm_job = str(int(handle["slurm_job"]))

@@ -24,7 +24,8 @@ KILL_GRACE = runner.KILL_GRACE
 
 _START = (
     'cd "$A" || exit 97; export SAAS_JOB_ID="$2" PYTHONUNBUFFERED=1; '
-    'setsid bash -c \'echo $$; exec >"$1/stdout" 2>"$1/stderr" </dev/null; bash execute.sh "$2" "$1/wd"; '
+    'setsid bash -c \'echo $$; echo $$ > "$1/pid"; exec >"$1/stdout" 2>"$1/stderr" </dev/null; '
+    'bash execute.sh "$2" "$1/wd"; '
     'echo $? > "$1/exitcode.part"; mv "$1/exitcode.part" "$1/exitcode"\' _ "$J" "$5" </dev/null &'
 )
 # Follows until the exit code is written or the process is gone. Not `tail --pid=<job>`: kill(pid, 0) holds for a
@@ -34,6 +35,11 @@ _FOLLOW = PRELUDE + (
     'alive() { local s; s=$(sed -n "s/.*) \\(.\\).*/\\1/p" "/proc/$1/stat" 2>/dev/null) || return 1; '
     '[ -n "$s" ] && [ "$s" != Z ]; }; '
     'while [ ! -e "$J/exitcode" ] && alive "$3"; do sleep 0.1; done'
+)
+# Without a handle (cancelled while starting): the process ID the job wrote, if it started within a second.
+_FIND = PRELUDE + (
+    'J="$B/jobs/$2"; for i in $(seq 10); do [ -s "$J/pid" ] && break; sleep 0.1; done; '
+    '[ -s "$J/pid" ] || exit 0; set -- "$(cat "$J/pid")"; '
 )
 _KILL = (
     'kill -TERM -- "-$1" 2>/dev/null || exit 0; '
@@ -75,5 +81,8 @@ class SSHBackend(RemoteBackend):
         )
         await stream(process, log, ctx.on_line)
 
-    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any]) -> None:
-        await shell.run(_KILL, str(int(handle["pid"])), timeout=30)
+    async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any] | None) -> None:
+        if handle is None:
+            await shell.run(_FIND + _KILL, self.base, ctx.job_id, timeout=30)
+        else:
+            await shell.run(_KILL, str(int(handle["pid"])), timeout=30)
