@@ -136,5 +136,9 @@ def test_slurm_cancel_while_queued(env: RTIEnv, slurm: Any) -> None:
             assert time.monotonic() < deadline and status.state in ("pending", "initialising", "running"), status
         slurm_job = slurm_job_of(status)
         assert slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip() == "PENDING"
+        while len(status.messages) < 2:  # the queue's reason, as a message
+            status = rti.get_job_status(job_id, env.alice, wait=1.0)
+            assert time.monotonic() < deadline, status
+        assert status.messages[1]["message"].startswith(f"SLURM job {slurm_job} is queued (reason: ")
         assert rti.cancel_job(job_id, env.alice).state == "cancelled"
     assert slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip() == "CANCELLED"

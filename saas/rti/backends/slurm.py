@@ -50,6 +50,7 @@ _FOLLOW = PRELUDE + (
     f'if [ $rc -eq 0 ]; then case "$s" in {_RUNNING}|STAGE_OUT) ;; *) break ;; esac; '
     'else case "$s" in *"Invalid job id"*) break ;; esac; fi; sleep 0.5; done'
 )
+QUEUE_POLL = 2.0
 _STATE = 'squeue -h -j "$1" --states=all -o "%T|%r" 2>/dev/null || true'
 
 
@@ -141,7 +142,30 @@ class SlurmBackend(RemoteBackend):
             stderr=asyncio.subprocess.DEVNULL,
             limit=1024 * 1024,
         )
-        await stream(process, log, ctx.on_line)
+        if name != "stdout":
+            await stream(process, log, ctx.on_line)
+            return
+        watcher = asyncio.create_task(self._watch_queue(shell, ctx, str(int(handle["slurm_job"]))))
+        try:
+            await stream(process, log, ctx.on_line)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch_queue(self, shell: Shell, ctx: JobContext, slurm_job: str) -> None:
+        """While the job waits in the queue, say why (a message each time SLURM's reason changes)."""
+        said = ""
+        while True:
+            await asyncio.sleep(QUEUE_POLL)
+            result = await shell.run(_STATE, slurm_job, timeout=30)
+            state, _, reason = result.text().strip().partition("|")
+            if state != "PENDING":
+                if state:
+                    return
+                continue
+            if reason != said:
+                said = reason
+                ctx.on_line(f"trigger:message:info:SLURM job {slurm_job} is queued (reason: {reason})")
 
     async def kill(self, shell: Shell, ctx: JobContext, handle: dict[str, Any] | None) -> None:
         if handle is None:  # cancelled while submitting: by the job's name
