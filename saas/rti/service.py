@@ -807,7 +807,8 @@ class RTIService:
 
 def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """A job's resources: the descriptor's, then the deployment's partition, then the task's (the task wins)."""
-    merged: dict[str, Any] = dict((extra or {}).get("resources") or {})
+    declared = (extra or {}).get("resources")
+    merged: dict[str, Any] = dict(declared) if isinstance(declared, dict) else {}
     if spec.get("partition"):
         merged["partition"] = spec["partition"]
     if task is not None:
