@@ -327,3 +327,19 @@ def test_deploy_asks_for_ssh_profile(spawn_cli, ssh_deploy) -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.logfile_read.getvalue()
+
+
+@pytest.mark.slow
+def test_deploy_on_slurm(cli, ssh_deploy, slurm) -> None:
+    address, keystore, proc_id, _ = ssh_deploy
+    bad = cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--partition", "debug")
+    assert bad.returncode != 0 and "--partition is only for --backend slurm" in bad.stderr
+    deployed = ok(
+        cli(
+            *keystore.args(),
+            *("rti", "--address", address, "proc", "deploy", proc_id, "--backend", "slurm", "--partition", "debug"),
+        )
+    )
+    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    shown = json.loads(ok(cli("rti", "--address", address, "proc", "show", proc_id)).stdout)
+    assert shown["backend"] == {"name": "slurm", "partition": "debug", "remote": False}

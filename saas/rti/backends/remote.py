@@ -176,14 +176,15 @@ class RemoteBackend(Backend):
 
     async def _stage_and_start(self, shell: Shell, ctx: JobContext) -> dict[str, Any]:
         script, args = self.start_command(ctx)
-        _, started = await pipe(
+        packed, started = await pipe(
             ["tar", "-c", "-C", str(ctx.wd), "--exclude=./.store", "."],
             shell.argv(STAGE + script, self.base, ctx.job_id, self.proc_id, self.proc_path, ctx.config, *args),
             TRANSFER_TIMEOUT,
         )
         shell.check_connection(started)
-        if started.code == 95:
-            raise runner.JobFailedError(f"Staging the inputs on {shell.label} failed: {started.error_text()}")
+        if packed.code != 0 or started.code == 95:
+            failed = packed if packed.code != 0 else started
+            raise runner.JobFailedError(f"Staging the inputs on {shell.label} failed: {failed.error_text()}")
         if started.code != 0:
             raise runner.JobFailedError(f"Starting the job on {shell.label} failed: {started.error_text()}")
         return self.started(shell, ctx, started.text())
