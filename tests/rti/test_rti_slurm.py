@@ -51,7 +51,13 @@ def test_slurm_runs_jobs(env: RTIEnv, slurm: Any) -> None:
         assert env.output_value(status.output["c"].obj_id) == {"v": i + 100}
         assert {"severity": "info", "message": f"{i} + 100 = {i + 100}"}.items() <= status.messages[-1].items()
         slurm_job = slurm_job_of(status)
-        assert slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip() == "COMPLETED"
+        deadline = time.monotonic() + 15  # the node is done once the job script wrote its exit code
+        while (state := slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip()) in (
+            "RUNNING",
+            "COMPLETING",
+        ) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state == "COMPLETED"
 
 
 def test_slurm_progress_then_scancel(env: RTIEnv, slurm: Any) -> None:

@@ -44,13 +44,16 @@ _SUBMIT = (
     '--chdir="$A" "$@" "$script" "$config" "$J/wd" "$J" "$walltime" "$job"'
 )
 _RUNNING = "PENDING|RUNNING|CONFIGURING|COMPLETING|SUSPENDED|REQUEUED|REQUEUE_HOLD|REQUEUE_FED|RESIZING|SIGNALING"
+# Follows a job's output file until the job script wrote its exit code (checked every 0.25 s: a file, no load on
+# slurmctld) or, asked every 5 s, SLURM says the job left the running states (killed, cancelled, over its limit).
 _FOLLOW = PRELUDE + (
-    'tail -c +1 -s 0.2 -f --pid=$$ "$B/jobs/$2/$4" & '
-    'while :; do s=$(squeue -h -j "$3" --states=all -o %T 2>&1); rc=$?; '
+    'J="$B/jobs/$2"; tail -c +1 -s 0.2 -f --pid=$$ "$J/$4" & n=0; '
+    'while [ ! -e "$J/exitcode" ]; do n=$((n + 1)); '
+    'if [ $((n % 20)) -eq 0 ]; then s=$(squeue -h -j "$3" --states=all -o %T 2>&1); rc=$?; '
     f'if [ $rc -eq 0 ]; then case "$s" in {_RUNNING}|STAGE_OUT) ;; *) break ;; esac; '
-    'else case "$s" in *"Invalid job id"*) break ;; esac; fi; sleep 0.5; done'
+    'else case "$s" in *"Invalid job id"*) break ;; esac; fi; fi; sleep 0.25; done'
 )
-QUEUE_POLL = 2.0
+QUEUE_POLL = 3.0
 _STATE = 'squeue -h -j "$1" --states=all -o "%T|%r" 2>/dev/null || true'
 
 
