@@ -2,7 +2,7 @@
 
 A job's inputs are copied to `jobs/<job_id>/wd` on the host, execute.sh runs detached from the SSH connection in
 its own session (`setsid`; its process group ID is the job's handle), writing stdout/stderr to files there that
-the node follows (`tail --pid`) into its own log files and trigger parser. When it ended, the exit code and the
+the node follows (`tail -f`) into its own log files and trigger parser. When it ended, the exit code and the
 outputs come back into the local working folder, so postprocessing is the local one. Cancel kills the remote
 process group (TERM, then KILL). Because the job does not depend on the connection, a restarted node follows it
 again (re-attach) instead of failing it."""
