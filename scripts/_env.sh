@@ -51,13 +51,16 @@ saas_ensure_venv() {
   fi
 }
 
-# System packages the test suite uses (a real sshd for credential and SSH-backend tests). Installed with apt
-# when missing and we are root; otherwise the tests that need them fail and say what to install.
+# System packages the test suite uses (a real sshd for credential and SSH-backend tests; munge and SLURM for a
+# one-node test cluster). Installed with apt when missing and we are root; otherwise the tests that need them fail
+# and say what to install.
 saas_ensure_system_packages() {
   local missing=()
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   command -v git >/dev/null 2>&1 || missing+=(git)
+  [ -x /usr/sbin/munged ] || missing+=(munge)
+  { [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null 2>&1; } || missing+=(slurm-wlm)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing system packages: ${missing[*]}"

@@ -8,6 +8,7 @@ once per session (RSA-4096 generation is slow) and must not be modified by tests
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -120,3 +121,48 @@ def node_factory(tmp_path: Path, keystores: Callable[[str], Keystore]) -> Iterat
 def node(node_factory: Callable[..., RunningNode]) -> RunningNode:
     """A running full node."""
     return node_factory()
+
+
+# -- a real sshd (tests/sshd_support.py) -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private ed25519 key file (its public key is next to it, `.pub`)."""
+    from sshd_support import ssh_keygen
+
+    return ssh_keygen(tmp_path_factory.mktemp("sshkey") / "id_ed25519")
+
+
+@pytest.fixture(scope="session")
+def other_ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key that no sshd of these tests authorises."""
+    from sshd_support import ssh_keygen
+
+    return ssh_keygen(tmp_path_factory.mktemp("sshkey_other") / "id_ed25519")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory, ssh_key: Path) -> Iterator[Any]:
+    """A real OpenSSH server on a free 127.0.0.1 port that lets the current user in with `ssh_key`."""
+    from sshd_support import start_sshd
+
+    with start_sshd(tmp_path_factory.mktemp("sshd"), ssh_key) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real one-node SLURM cluster (tests/slurm_support.py); SLURM_CONF points at it for this session."""
+    from slurm_support import start_slurm
+
+    with start_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        try:
+            yield cluster
+        finally:
+            if before is None:
+                os.environ.pop("SLURM_CONF", None)
+            else:
+                os.environ["SLURM_CONF"] = before

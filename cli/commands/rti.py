@@ -89,8 +89,16 @@ def proc_deploy(ctx: Context, args: argparse.Namespace) -> None:
             name="processor",
             flag="PROC_ID",
         )
+    ssh_credentials = _ssh_profile(ctx, args, keystore)
     with _proxy(ctx, args, keystore) as rti:
-        status = rti.deploy(proc_id, keystore, deployment=args.type)
+        status = rti.deploy(
+            proc_id,
+            keystore,
+            deployment=args.type,
+            ssh_credentials=ssh_credentials,
+            backend=args.backend,
+            partition=args.partition,
+        )
         if args.no_wait:
             ctx.out.result(status.model_dump(mode="json"), f"Deploying processor {proc_id}... (state: {status.state})")
             return
@@ -106,6 +114,37 @@ def proc_deploy(ctx: Context, args: argparse.Namespace) -> None:
             {"proc_id": proc_id, "log_tail": status.log_tail},
         )
     ctx.out.result(status.model_dump(mode="json"), f"Deploying processor {proc_id}...Done")
+
+
+def _ssh_profile(ctx: Context, args: argparse.Namespace, keystore: Keystore) -> Any:
+    """The SSH credentials to deploy with: `--ssh-profile`, or asked (as in the seed) when there is a TTY and the
+    keystore has SSH profiles. The ssh backend needs one; slurm uses one to reach a login node."""
+    if args.partition is not None and args.backend != "slurm":
+        raise InvalidInputError("--partition is only for --backend slurm")
+    profiles = keystore.ssh_credentials.list()
+    name = args.ssh_profile
+    if name is None and args.backend == "local":
+        return None
+    if name is None and args.backend == "ssh":
+        if not profiles:
+            raise NotFoundError("The ssh backend needs an SSH profile: add one with 'identity credentials add ssh'")
+        name = ctx.prompt.select(
+            "Select the SSH profile:", [(n, n) for n in profiles], name="SSH profile", flag="--ssh-profile"
+        )
+    elif name is None:
+        if not (ctx.prompt.interactive and profiles):
+            return None
+        if not ctx.prompt.confirm("Use an SSH profile for deployment?", name="SSH profile", flag="--ssh-profile"):
+            return None
+        name = ctx.prompt.select(
+            "Select the SSH profile:", [(n, n) for n in profiles], name="SSH profile", flag="--ssh-profile"
+        )
+    credentials = keystore.ssh_credentials.get(name)
+    if credentials is None:
+        raise NotFoundError(f"No SSH profile '{name}' in the keystore", {"profiles": profiles})
+    if args.backend == "local":
+        raise InvalidInputError("--ssh-profile is for the ssh or slurm backend, not local")
+    return credentials
 
 
 def proc_undeploy(ctx: Context, args: argparse.Namespace) -> None:
@@ -380,6 +419,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = proc_sub.add_parser("deploy", help="deploy a processor (its ID is the GPP's object ID)")
     p.add_argument("proc_id", nargs="?", metavar="PROC_ID")
     p.add_argument("--type", default="native", choices=["native"], help="deployment type")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ssh", "slurm"],
+        help="where jobs run: this node (local), the --ssh-profile host (ssh, the default with a profile) or SLURM "
+        "(slurm: the node's own, or through the --ssh-profile login node)",
+    )
+    p.add_argument("--ssh-profile", metavar="NAME", help="an SSH profile of your keystore (sent encrypted)")
+    p.add_argument("--partition", help="SLURM partition (--backend slurm)")
     p.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the deployment")
     p.add_argument("--publish-identity", action="store_true", help="publish your identity if the node lacks it")
     p.set_defaults(handler=proc_deploy)

@@ -85,16 +85,35 @@ class RESTProxy:
     def encrypt_github_credentials(self, credentials: Any) -> str:
         """GitHub credentials (`saas.core.schemas.GithubCredentials`) encrypted for this node's identity, base64:
         only the node can read them, and only in memory."""
+        from saas.core.signing import canonical_json
+
+        return self._encrypt_for_node(
+            canonical_json({"login": credentials.login, "personal_access_token": credentials.token()})
+        )
+
+    def encrypt_ssh_credentials(self, credentials: Any) -> str:
+        """SSH credentials (`saas.core.schemas.SSHCredentials`) encrypted for this node's identity, base64: the node
+        keeps them only in this form (and in memory while it uses them)."""
+        from saas.core.signing import canonical_json
+
+        document = {
+            "host": credentials.host,
+            "login": credentials.login,
+            "key": credentials.private_key(),
+            "key_path": credentials.key_path,
+            "home_path": credentials.home_path,
+        }
+        return self._encrypt_for_node(canonical_json(document))
+
+    def _encrypt_for_node(self, plain: bytes) -> str:
         import base64
 
         from saas.core.identity import Identity
-        from saas.core.signing import canonical_json
 
         node = Identity.model_validate(self.request("GET", "/db/node").json()["identity"])
         if self._node_iid is not None and node.id != self._node_iid:
             raise errors.AuthenticationError("The node answered with another identity than expected")
         node.verify()
-        plain = canonical_json({"login": credentials.login, "personal_access_token": credentials.token()})
         return base64.b64encode(node.encrypt(plain)).decode()
 
     def _signer(self, signer: Signer | None) -> Signer:

@@ -19,7 +19,7 @@ from saas.core.schemas import GithubCredentials
 from saas.dor.gpp import _ASKPASS, _check_proc_path, _check_source
 from saas.dor.schemas import GitProcessorPointer
 
-__all__ = ["DeploymentError", "adapter_dir", "install", "remove", "tail"]
+__all__ = ["DeploymentError", "adapter_dir", "clone", "install", "remove", "run_install", "tail"]
 
 INSTALL_TIMEOUT = 600.0
 CLONE_TIMEOUT = 600.0
@@ -69,6 +69,14 @@ async def install(
     install_timeout: float = INSTALL_TIMEOUT,
 ) -> Path:
     """Clone into `<proc_root>/repo` at the commit and run install.sh; returns the adapter folder."""
+    folder = await clone(proc_root, gpp, credentials)
+    await run_install(folder, gpp.proc_config, proc_root / "install.log", install_timeout)
+    return folder
+
+
+async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None = None) -> Path:
+    """Clone into `<proc_root>/repo` (emptied first) at the commit; returns the adapter folder (with install.sh).
+    The log goes to `<proc_root>/install.log`; a GitHub token never reaches it."""
     _check_source(gpp.source)
     await asyncio.to_thread(_reset, proc_root)
     log = proc_root / "install.log"
@@ -110,16 +118,20 @@ async def install(
     folder = adapter_dir(proc_root, gpp).resolve()
     if not folder.is_relative_to(repo.resolve()) or not (folder / "install.sh").is_file():
         raise DeploymentError(f"No install.sh in '{gpp.proc_path}'", {"log_tail": ""})
+    return folder
+
+
+async def run_install(folder: Path, config: str, log: Path, install_timeout: float = INSTALL_TIMEOUT) -> None:
+    """Run `install.sh <config>` in the adapter folder on this machine (own process group, timeout, log)."""
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     try:
-        code = await _run(["bash", "install.sh", gpp.proc_config], folder, plain_env, log, install_timeout)
+        code = await _run(["bash", "install.sh", config], folder, plain_env, log, install_timeout)
     except TimeoutError:
         raise DeploymentError(
             f"install.sh did not finish within {install_timeout:g} s", {"log_tail": tail(log)}
         ) from None
     if code != 0:
         raise DeploymentError(f"install.sh exited with code {code}", {"log_tail": tail(log)})
-    return folder
 
 
 def _clean(text: str, secret: str | None) -> str:

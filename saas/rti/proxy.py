@@ -49,15 +49,26 @@ class RTIProxy(RESTProxy):
         gpp_custodian: str | None = None,
         ssh_credentials: Any = None,
         github_credentials: Any = None,
+        *,
+        backend: str | None = None,
+        partition: str | None = None,
     ) -> Processor:
-        """Start deploying; returns at once (poll `get_status` or use `wait_deployed`)."""
+        """Start deploying; returns at once (poll `get_status` or use `wait_deployed`).
+
+        `ssh_credentials` (`SSHCredentials`) deploy on that host (backend `ssh`, the default with credentials) or
+        submit to SLURM through it (`backend="slurm"`); `backend="slurm"` without them uses the node's own SLURM.
+        Credentials travel encrypted for the node."""
         encrypted = None if github_credentials is None else self.encrypt_github_credentials(github_credentials)
-        body = {
+        body: dict[str, Any] = {
             "deployment": deployment,
             "gpp_custodian": gpp_custodian,
             "github_credentials": encrypted,
-            "ssh_credentials": None if ssh_credentials is None else "unsupported",
+            "ssh_credentials": None if ssh_credentials is None else self.encrypt_ssh_credentials(ssh_credentials),
         }
+        if backend is not None:
+            body["backend"] = backend
+        if partition is not None:
+            body["partition"] = partition
         return Processor.model_validate(
             self.request("POST", f"/rti/proc/{proc_id}", json_body=body, signer=authority).json()
         )

@@ -4,9 +4,10 @@ descriptor use them): `Task` with `Task.InputReference` / `Task.InputValue` / `T
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from saas.dor.schemas import CDataObject, GitProcessorPointer
 
@@ -17,6 +18,7 @@ __all__ = [
     "JobStatus",
     "Processor",
     "ProcessorState",
+    "Resources",
     "Task",
 ]
 
@@ -24,6 +26,46 @@ ProcessorState = Literal["deploying", "ready", "failed"]
 IOName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 IID = Annotated[str, Field(pattern=r"^[0-9a-z]{64}$")]
 ObjId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+BackendName = Literal["local", "ssh", "slurm"]
+PartitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+_WALLTIME = re.compile(r"^(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+)$")
+
+
+class Resources(BaseModel):
+    """What a job asks of a batch cluster (SLURM): from the descriptor's `resources`, overridable per job.
+    `memory`: megabytes, or a number with K/M/G/T; `walltime`: seconds, or `[[D-]HH:]MM:SS`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cores: int | None = Field(default=None, ge=1, le=4096)
+    memory: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}[KMGT]?$")
+    walltime: int | str | None = None
+    partition: PartitionName | None = None
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int):
+            if not 1 <= value <= 366 * 86400:
+                raise ValueError("walltime must be between 1 s and 366 days")
+        elif isinstance(value, str) and not _WALLTIME.match(value):
+            raise ValueError("walltime must be seconds or [[D-]HH:]MM:SS")
+        return value
+
+    def walltime_seconds(self) -> int | None:
+        if self.walltime is None or isinstance(self.walltime, int):
+            return self.walltime
+        match = _WALLTIME.match(self.walltime)
+        assert match is not None
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        return max(1, ((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 class Task(BaseModel):
@@ -55,6 +97,7 @@ class Task(BaseModel):
     output: Annotated[list[Output], Field(max_length=1000)]
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
+    resources: Resources | None = Field(default=None, description="overrides the descriptor's (SLURM backend)")
 
 
 class Job(BaseModel):
@@ -99,6 +142,7 @@ class Processor(BaseModel):
     error: str | None = None
     log_tail: str | None = None
     instances: list[AgentInstance] | None = None
+    backend: dict[str, Any] = Field(default_factory=lambda: {"name": "local"}, description="never credentials")
 
 
 class DeployParameters(BaseModel):
@@ -109,4 +153,8 @@ class DeployParameters(BaseModel):
     github_credentials: str | None = Field(
         default=None, max_length=16384, description="base64 of GithubCredentials JSON encrypted for this node"
     )
-    ssh_credentials: str | None = Field(default=None, max_length=16384)
+    ssh_credentials: str | None = Field(
+        default=None, max_length=65536, description="base64 of SSHCredentials JSON encrypted for this node"
+    )
+    backend: BackendName | None = Field(default=None, description="default: ssh with SSH credentials, else local")
+    partition: PartitionName | None = Field(default=None, description="SLURM partition (slurm backend)")

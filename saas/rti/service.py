@@ -46,6 +46,7 @@ from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import deploy as deployment
 from saas.rti import placement, runner
 from saas.rti.agents import AgentPool, Lease
+from saas.rti.backends import Backend, JobContext, LocalBackend, make_backend
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.sqlite import Database
@@ -67,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS processors (
-    proc_id TEXT PRIMARY KEY, state TEXT NOT NULL, gpp TEXT NOT NULL, error TEXT, log_tail TEXT
+    proc_id TEXT PRIMARY KEY, state TEXT NOT NULL, gpp TEXT NOT NULL, error TEXT, log_tail TEXT, backend TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, proc_id TEXT NOT NULL, user_iid TEXT NOT NULL,
@@ -122,6 +123,8 @@ class _Processor:
     log_tail: str | None = None
     task: asyncio.Task[None] | None = None
     agent: AgentPool | None = None  # the instances of an agent
+    spec: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # stored; SSH credentials encrypted
+    backend: Backend = field(default_factory=LocalBackend)
 
     def model(self, show_jobs: bool = False) -> Processor:
         return Processor(
@@ -131,6 +134,7 @@ class _Processor:
             error=self.error,
             log_tail=self.log_tail,
             instances=self.agent.status(show_jobs) if self.agent is not None else None,
+            backend=self.backend.describe(),
         )
 
     @property
@@ -153,6 +157,7 @@ class _ActiveJob:
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
     lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
+    remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -169,6 +174,7 @@ class _ActiveJob:
             "outputs": self.outputs,
             "stored_elsewhere": self.stored_elsewhere,
             "pid": self.pid,
+            "remote": self.remote,
         }
 
 
@@ -177,9 +183,16 @@ class _ActiveJob:
 
 def _put_processor(conn: sqlite3.Connection, p: _Processor) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO processors (proc_id, state, gpp, error, log_tail) VALUES (?, ?, ?, ?, ?)",
-        (p.proc_id, p.state, p.gpp.model_dump_json(), p.error, p.log_tail),
+        "INSERT OR REPLACE INTO processors (proc_id, state, gpp, error, log_tail, backend) VALUES (?, ?, ?, ?, ?, ?)",
+        (p.proc_id, p.state, p.gpp.model_dump_json(), p.error, p.log_tail, json.dumps(p.spec)),
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Boards from before execution backends lack processors.backend (NULL reads as local)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(processors)")}
+    if "backend" not in columns:
+        conn.execute("ALTER TABLE processors ADD COLUMN backend TEXT")
 
 
 def _insert_job(conn: sqlite3.Connection, a: _ActiveJob) -> None:
@@ -256,6 +269,7 @@ class RTIService:
             for sub in ("procs", "jobs", "logs"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self.db.open()
+            self.db.call(_migrate)
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
             return procs, self.db.call(_unfinished)
 
@@ -267,7 +281,12 @@ class RTIService:
                 GitProcessorPointer.model_validate_json(row["gpp"]),
                 row["error"],
                 row["log_tail"],
+                spec=json.loads(row["backend"]) if row["backend"] else {"name": "local"},
             )
+            try:
+                p.backend = await self._make_backend(p)
+            except (InvalidInputError, CryptoError) as e:
+                p.state, p.error = "failed", f"Execution backend unusable after restart: {e.reason}"
             if p.state == "deploying":
                 p.state, p.error = "failed", "node restarted during deployment"
                 await self.db.run(_put_processor, p)
@@ -296,6 +315,18 @@ class RTIService:
         before = active.machine.state
         if processor is not None and processor.is_agent and before is JobState.INITIALISING:
             restartable = True  # it was waiting for an instance: no agent has seen it
+        if (
+            before is JobState.RUNNING
+            and doc.get("remote")
+            and processor is not None
+            and processor.state == "ready"
+            and processor.backend.reattachable
+        ):
+            active.remote = doc["remote"]
+            self._active[job.id] = active
+            logger.info("job %s found running on the %s backend: re-attaching", job.id, processor.backend.name)
+            self._start_task(active, reattach=True)
+            return
         if before is JobState.RUNNING and doc.get("pid"):
             killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
             if killed:
@@ -327,6 +358,9 @@ class RTIService:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(agent.stop() for agent in agents))
         await asyncio.gather(*self._background, return_exceptions=True)
+        for processor in self._processors.values():
+            with contextlib.suppress(Exception):
+                await processor.backend.close()
         await asyncio.to_thread(self.db.close)
 
     # -- processors ---------------------------------------------------------------------------------------------
@@ -358,8 +392,6 @@ class RTIService:
 
     async def deploy(self, caller: Identity, proc_id: str, params: DeployParameters) -> Processor:
         self._may_deploy(caller)
-        if params.ssh_credentials is not None:
-            raise InvalidInputError("SSH deployment is not supported yet")
         existing = self._processors.get(proc_id)
         if existing is not None and existing.state in ("deploying", "ready"):
             return existing.model()
@@ -375,18 +407,46 @@ class RTIService:
                 credentials = GithubCredentials.model_validate_json(plain)
             except (CryptoError, ValueError):
                 raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
+        spec = self._backend_spec(params)
         gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
-        processor = _Processor(proc_id, "deploying", gpp)
+        if gpp.proc_descriptor.kind == "agent" and spec["name"] != "local":
+            raise InvalidInputError("Agents run on this node only (the local backend), not over SSH or SLURM")
+        if existing is not None:  # a failed deployment is replaced
+            await existing.backend.close()
+        processor = _Processor(proc_id, "deploying", gpp, spec=spec)
+        processor.backend = await self._make_backend(processor)
         self._processors[proc_id] = processor
         await self.db.run(_put_processor, processor)
         processor.task = asyncio.create_task(self._install(processor, credentials))
         return processor.model()
 
+    @staticmethod
+    def _backend_spec(params: DeployParameters) -> dict[str, Any]:
+        name = params.backend or ("ssh" if params.ssh_credentials is not None else "local")
+        if name == "ssh" and params.ssh_credentials is None:
+            raise InvalidInputError("The ssh backend needs SSH credentials (an SSH profile)")
+        if name == "local" and params.ssh_credentials is not None:
+            raise InvalidInputError("SSH credentials are for the ssh or slurm backend, not local")
+        if params.partition is not None and name != "slurm":
+            raise InvalidInputError("A partition is only for the slurm backend")
+        return {"name": name, "ssh_credentials": params.ssh_credentials, "partition": params.partition}
+
+    async def _make_backend(self, processor: _Processor) -> Backend:
+        return await make_backend(
+            processor.spec,
+            decrypt=self._node.keystore.decrypt,
+            proc_root=self._proc_root(processor.proc_id),
+            rti_root=self.root,
+            node_tag=self._node.iid[:16],
+            gpp=processor.gpp,
+            proc_id=processor.proc_id,
+        )
+
     async def _install(self, processor: _Processor, credentials: Any) -> None:
         root = self._proc_root(processor.proc_id)
         started = time.monotonic()
         try:
-            await deployment.install(root, processor.gpp, credentials, self.install_timeout)
+            await processor.backend.install(root, processor.gpp, credentials, self.install_timeout)
             if processor.is_agent:
                 processor.agent = self._new_pool(processor)
                 await processor.agent.start()
@@ -424,6 +484,7 @@ class RTIService:
             await processor.agent.stop()
         del self._processors[proc_id]
         await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
+        await processor.backend.remove(self._proc_root(proc_id))
         await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
         return processor.model()
 
@@ -522,9 +583,9 @@ class RTIService:
                 continue
             self._start_task(active)
 
-    def _start_task(self, active: _ActiveJob, resume: bool = False) -> None:
+    def _start_task(self, active: _ActiveJob, resume: bool = False, reattach: bool = False) -> None:
         self._running.add(active.job.id)
-        active.task = asyncio.create_task(self._run(active, resume))
+        active.task = asyncio.create_task(self._run(active, resume, reattach))
 
     async def _save(self, active: _ActiveJob) -> None:
         await self.db.run(_update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
@@ -534,14 +595,18 @@ class RTIService:
         await self._save(active)
         active.notify()
 
-    async def _run(self, active: _ActiveJob, resume: bool) -> None:
+    async def _run(self, active: _ActiveJob, resume: bool, reattach: bool = False) -> None:
         job = active.job
         try:
             processor = self._processors.get(job.proc_id)
             if processor is None or processor.state != "ready":
                 raise runner.JobFailedError(f"Processor {job.proc_id} is not deployed")
             consumes: dict[str, dict[str, Any]] = {}
-            if not resume:
+            if reattach:
+                consumes = self._consumes_from_task(active, processor)
+                await self._execute(active, processor, reattach=True)
+                self._release(job.id)
+            elif not resume:
                 if processor.agent is not None:
                     active.lease = await processor.agent.acquire()  # the job stays pending until admitted
                 consumes = await self._initialise(active, processor)
@@ -617,42 +682,42 @@ class RTIService:
         await asyncio.to_thread((wd / ".store" / "consumes.json").write_text, json.dumps(consumes))
         return consumes
 
-    async def _execute(self, active: _ActiveJob, processor: _Processor) -> None:
+    async def _execute(self, active: _ActiveJob, processor: _Processor, reattach: bool = False) -> None:
         if active.lease is not None:
             await self._execute_on_agent(active, processor)
             return
-        active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the pid once it started
+        if not reattach:
+            active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the handle once started
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
 
-        def on_line(line: str) -> None:
-            trigger = runner.parse_trigger(line)
-            if trigger is not None:
-                kind, value = trigger
-                if kind == "progress":
-                    active.progress = value
-                elif kind == "output":
-                    if value not in active.announced:
-                        active.announced.append(value)
-                else:
-                    if len(active.messages) < 1000:
-                        active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
-            active.notify()
-
-        async def on_start(pid: int) -> None:
-            active.pid = pid
+        async def on_start(handle: dict[str, Any]) -> None:
+            if processor.backend.reattachable:
+                active.remote = handle
+            else:
+                active.pid = handle.get("pid")
             await self._save(active)
             active.notify()
 
-        await runner.execute(
-            adapter,
-            processor.gpp.proc_config,
-            self._wd(active.job.id),
-            self._logs(active.job.id),
-            on_line,
-            on_start,
-            active.job.id,
+        descriptor = processor.gpp.proc_descriptor
+        task_resources = active.job.task.resources
+        await processor.backend.execute(
+            JobContext(
+                job_id=active.job.id,
+                proc_id=processor.proc_id,
+                config=processor.gpp.proc_config,
+                adapter=adapter,
+                wd=self._wd(active.job.id),
+                logs=self._logs(active.job.id),
+                outputs=[s.name for s in descriptor.output],
+                on_line=lambda line: _apply_line(active, line),
+                on_handle=on_start,
+                detaching=lambda: self._stopping,
+                resources=_resources(descriptor.model_extra, task_resources, processor.spec),
+                handle=active.remote if reattach else None,
+            )
         )
         active.pid = None
+        active.remote = None
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
 
     async def _execute_on_agent(self, active: _ActiveJob, processor: _Processor) -> None:
@@ -855,7 +920,7 @@ class RTIService:
 
 
 def _apply_line(active: _ActiveJob, line: str) -> None:
-    """A line an agent wrote for the job: triggers update its live status (as for processors)."""
+    """A line the adapter (processor or agent) wrote for the job: triggers update its live status."""
     trigger = runner.parse_trigger(line)
     if trigger is not None:
         kind, value = trigger
@@ -867,6 +932,17 @@ def _apply_line(active: _ActiveJob, line: str) -> None:
         elif len(active.messages) < 1000:
             active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
     active.notify()
+
+
+def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """A job's resources: the descriptor's, then the deployment's partition, then the task's (the task wins)."""
+    declared = (extra or {}).get("resources")
+    merged: dict[str, Any] = dict(declared) if isinstance(declared, dict) else {}
+    if spec.get("partition"):
+        merged["partition"] = spec["partition"]
+    if task is not None:
+        merged.update(task.model_dump(exclude_none=True))
+    return merged
 
 
 def _sha256_file(path: Path) -> str:

@@ -8,7 +8,6 @@ Every subprocess gets HOME set to a temporary directory and an explicit `--keyst
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 import shutil
@@ -27,7 +26,6 @@ import pytest
 
 SAAS_CLI = Path(sys.executable).parent / "saas-cli"
 PASSWORD = "correct horse battery"
-SSHD = Path("/usr/sbin/sshd")
 
 # -- running the CLI -------------------------------------------------------------------------------
 
@@ -220,28 +218,6 @@ def add_credentials() -> Callable[..., KeystoreInfo]:
 # -- keys and ports --------------------------------------------------------------------------------
 
 
-def ssh_keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "saas-cli-test", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
-    return path
-
-
-@pytest.fixture(scope="session")
-def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private ed25519 key file (its public key is next to it, `.pub`)."""
-    return ssh_keygen(tmp_path_factory.mktemp("sshkey") / "id_ed25519")
-
-
-@pytest.fixture(scope="session")
-def other_ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A key that no sshd of these tests authorises."""
-    return ssh_keygen(tmp_path_factory.mktemp("sshkey_other") / "id_ed25519")
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -321,92 +297,6 @@ def git_server() -> Iterator[GitServer]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-# -- a real sshd -----------------------------------------------------------------------------------
-
-
-@dataclass
-class SSHServer:
-    port: int
-    login: str
-    key: Path  # an authorised private key
-    log: Path
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"sshd exited with code {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    pytest.fail(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s:\n{log.read_text(errors='replace')}")
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory, ssh_key: Path) -> Iterator[SSHServer]:
-    """A real OpenSSH server on a free 127.0.0.1 port that lets the current user in with `ssh_key`."""
-    if not SSHD.exists():
-        pytest.fail(f"openssh-server not installed ({SSHD} is missing): scripts/test installs it")
-    if shutil.which("ssh") is None:
-        pytest.fail("openssh-client not installed (no 'ssh' on PATH): scripts/test installs it")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    directory = tmp_path_factory.mktemp("sshd")
-    host_key = ssh_keygen(directory / "host_key")
-    authorized_keys = directory / "authorized_keys"
-    authorized_keys.write_text(ssh_key.with_suffix(".pub").read_text())
-    port = free_port()
-    config = directory / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host_key}",
-                f"AuthorizedKeysFile {authorized_keys}",
-                f"PidFile {directory / 'sshd.pid'}",
-                "StrictModes no",
-                "UsePAM no",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "PermitRootLogin prohibit-password",
-                "LogLevel VERBOSE",
-                "",
-            ]
-        )
-    )
-    log = directory / "sshd.log"
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_port(port, process, log)
-        yield SSHServer(port, getpass.getuser(), ssh_key, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

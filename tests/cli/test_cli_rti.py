@@ -295,3 +295,81 @@ def test_proc_status_shows_agent_instances(cli, node_factory, tmp_path: Path) ->
         (0, "idle", 0),
         (1, "idle", 0),
     ]
+
+
+# -- execution backends: --ssh-profile and the seed's "Use an SSH profile for deployment?" -------------------------
+
+
+@pytest.fixture
+def ssh_deploy(cli, keystore, node_factory, publish, repository, sshd, tmp_path: Path):
+    """A node, the caller's keystore (a copy) with SSH profile 'lab' for the test sshd (its remote home in
+    tmp_path), and a GPP of the a + b adapter; returns (address, keystore, proc_id, remote home)."""
+    from saas.core.keystore import Keystore
+    from saas.core.schemas import SSHCredentials
+
+    node = node_factory("cli-rti-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, keystore)
+    remote_home = tmp_path / "remote-home"
+    remote_home.mkdir()
+    store = Keystore.load(keystore.path, keystore.password)
+    store.ssh_credentials.update(
+        "lab",
+        SSHCredentials(host=sshd.host, login=sshd.login, key=sshd.key.read_text(), home_path=str(remote_home)),
+    )
+    repo, commit = repository
+    gpp = json.loads(
+        ok(
+            cli(
+                *keystore.args(),
+                "--json",
+                *("dor", "--address", address, "add-gpp", "--url", str(repo), "--commit-id", commit),
+                *("--path", "processor_test", "--config", "default"),
+            )
+        ).stdout
+    )
+    return address, keystore, gpp["obj_id"], remote_home
+
+
+@pytest.mark.slow
+def test_deploy_with_ssh_profile(cli, ssh_deploy) -> None:
+    address, keystore, proc_id, remote_home = ssh_deploy
+    missing = cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--ssh-profile", "nope")
+    assert missing.returncode != 0 and "No SSH profile 'nope'" in missing.stderr
+    deployed = ok(cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--ssh-profile", "lab"))
+    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    shown = json.loads(ok(cli("rti", "--address", address, "proc", "show", proc_id)).stdout)
+    assert shown["backend"] == {"name": "ssh"}
+    assert list(remote_home.glob(f".saas-rti/*/procs/{proc_id}/repo/processor_test/install.sh"))
+
+
+@pytest.mark.slow
+def test_deploy_asks_for_ssh_profile(spawn_cli, ssh_deploy) -> None:
+    import pexpect
+
+    address, keystore, proc_id, _ = ssh_deploy
+    child = spawn_cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, timeout=60)
+    child.expect_exact("Use an SSH profile for deployment?")
+    child.sendline("y")
+    child.expect_exact("Select the SSH profile:")
+    child.sendline("")  # the first (only) profile: lab
+    child.expect_exact(f"Deploying processor {proc_id}...Done")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.logfile_read.getvalue()
+
+
+@pytest.mark.slow
+def test_deploy_on_slurm(cli, ssh_deploy, slurm) -> None:
+    address, keystore, proc_id, _ = ssh_deploy
+    bad = cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--partition", "debug")
+    assert bad.returncode != 0 and "--partition is only for --backend slurm" in bad.stderr
+    deployed = ok(
+        cli(
+            *keystore.args(),
+            *("rti", "--address", address, "proc", "deploy", proc_id, "--backend", "slurm", "--partition", "debug"),
+        )
+    )
+    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    shown = json.loads(ok(cli("rti", "--address", address, "proc", "show", proc_id)).stdout)
+    assert shown["backend"] == {"name": "slurm", "partition": "debug", "remote": False}

@@ -92,14 +92,25 @@ class RTIEnv:
             )
         return gpp.obj_id
 
-    def deploy(self, example: str = "abc", wait: bool = True, **kwargs: Any) -> str:
+    def deploy(
+        self, example: str = "abc", wait: bool = True, deploy_args: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """Add the GPP and deploy it (`deploy_args`: ssh_credentials=, backend=, partition=)."""
         proc_id = self.add_gpp(example, **kwargs)  # kwargs: config, repo, commit
         with self.rti(self.owner) as rti:
-            rti.deploy(proc_id, self.owner)
+            rti.deploy(proc_id, self.owner, **(deploy_args or {}))
             if wait:
-                status = rti.wait_deployed(proc_id, timeout=30)
+                status = rti.wait_deployed(proc_id, timeout=60)
                 assert status.state == "ready", status
         return proc_id
+
+    def output_value(self, obj_id: str, user: Keystore | None = None) -> Any:
+        """The JSON content of a data object."""
+        user = user or self.alice
+        target = self.tmp / f"download-{os.urandom(4).hex()}"
+        with self.dor(user) as dor:
+            dor.get_content(obj_id, user, target)
+        return json.loads(target.read_text())
 
     def add_json(self, value: Any, owner: Keystore | None = None, **kwargs: Any) -> str:
         owner = owner or self.alice

@@ -1,0 +1,27 @@
+"""The local backend: install and run adapters on this node (`saas.rti.deploy` and `saas.rti.runner`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from saas.core.schemas import GithubCredentials
+from saas.dor.schemas import GitProcessorPointer
+from saas.rti import deploy, runner
+from saas.rti.backends.base import Backend, JobContext
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    async def install(
+        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+    ) -> None:
+        await deploy.install(proc_root, gpp, credentials, timeout)
+
+    async def execute(self, ctx: JobContext) -> None:
+        async def on_start(pid: int) -> None:
+            await ctx.on_handle({"pid": pid})
+
+        await runner.execute(ctx.adapter, ctx.config, ctx.wd, ctx.logs, ctx.on_line, on_start, ctx.job_id)
