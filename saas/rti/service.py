@@ -29,7 +29,6 @@ import shutil
 import string
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +42,11 @@ from saas.core.errors import (
 )
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
+from saas.rti import board, placement, runner
 from saas.rti import deploy as deployment
-from saas.rti import placement, runner
-from saas.rti.agents import AgentPool, Lease
-from saas.rti.backends import Backend, JobContext, LocalBackend, make_backend
+from saas.rti.agents import AgentPool
+from saas.rti.backends import Backend, JobContext, make_backend
+from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.sqlite import Database
@@ -65,21 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS processors (
-    proc_id TEXT PRIMARY KEY, state TEXT NOT NULL, gpp TEXT NOT NULL, error TEXT, log_tail TEXT, backend TEXT
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, proc_id TEXT NOT NULL, user_iid TEXT NOT NULL,
-    state TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_iid);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS outputs (
-    job_id TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, obj_id TEXT, PRIMARY KEY (job_id, name)
-);
-"""
 
 
 class UnknownProcessorError(RTIError, NotFoundError):
@@ -114,136 +99,15 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass
-class _Processor:
-    proc_id: str
-    state: str
-    gpp: GitProcessorPointer
-    error: str | None = None
-    log_tail: str | None = None
-    task: asyncio.Task[None] | None = None
-    agent: AgentPool | None = None  # the instances of an agent
-    spec: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # stored; SSH credentials encrypted
-    backend: Backend = field(default_factory=LocalBackend)
-
-    def model(self, show_jobs: bool = False) -> Processor:
-        return Processor(
-            proc_id=self.proc_id,
-            state=self.state,  # type: ignore[arg-type]
-            gpp=self.gpp,
-            error=self.error,
-            log_tail=self.log_tail,
-            instances=self.agent.status(show_jobs) if self.agent is not None else None,
-            backend=self.backend.describe(),
-        )
-
-    @property
-    def is_agent(self) -> bool:
-        return self.gpp.proc_descriptor.kind == "agent"
-
-
-@dataclass
-class _ActiveJob:
-    """A job that is not final yet: its state machine and live status, held in memory and mirrored to the board."""
-
-    job: Job
-    machine: JobStateMachine
-    progress: int = 0
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    announced: list[str] = field(default_factory=list)
-    outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
-    stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
-    task: asyncio.Task[None] | None = None
-    pid: int | None = None  # leader of the adapter's process group while it runs
-    lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
-    remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def status_doc(self) -> dict[str, Any]:
-        return {
-            "progress": self.progress,
-            "messages": self.messages[-100:],
-            "errors": self.errors,
-            "timeline": self.machine.timeline,
-            "announced": self.announced,
-            "outputs": self.outputs,
-            "stored_elsewhere": self.stored_elsewhere,
-            "pid": self.pid,
-            "remote": self.remote,
-        }
-
-
-# -- board (blocking; run through Database.run) ----------------------------------------------------------------
-
-
-def _put_processor(conn: sqlite3.Connection, p: _Processor) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO processors (proc_id, state, gpp, error, log_tail, backend) VALUES (?, ?, ?, ?, ?, ?)",
-        (p.proc_id, p.state, p.gpp.model_dump_json(), p.error, p.log_tail, json.dumps(p.spec)),
-    )
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Boards from before execution backends lack processors.backend (NULL reads as local)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(processors)")}
-    if "backend" not in columns:
-        conn.execute("ALTER TABLE processors ADD COLUMN backend TEXT")
-
-
-def _insert_job(conn: sqlite3.Connection, a: _ActiveJob) -> None:
-    conn.execute(
-        "INSERT INTO jobs (id, proc_id, user_iid, state, job, status) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            a.job.id,
-            a.job.proc_id,
-            a.job.task.user_iid,
-            a.machine.state.value,
-            a.job.model_dump_json(),
-            json.dumps(a.status_doc()),
-        ),
-    )
-
-
-def _update_job(conn: sqlite3.Connection, job_id: str, state: str, status: str) -> None:
-    conn.execute("UPDATE jobs SET state = ?, status = ? WHERE id = ?", (state, status, job_id))
-
-
-def _get_job(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
-    return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-
-
-def _unfinished(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    final = tuple(s.value for s in FINAL_STATES)
-    return conn.execute(
-        f"SELECT * FROM jobs WHERE state NOT IN ({','.join('?' * len(final))}) ORDER BY seq", final
-    ).fetchall()
-
-
-def _output_created(conn: sqlite3.Connection, job_id: str, name: str, created: int) -> tuple[int, str | None]:
-    """The creation time fixed for an output (first call fixes it), and its obj_id once stored."""
-    conn.execute("INSERT OR IGNORE INTO outputs (job_id, name, created) VALUES (?, ?, ?)", (job_id, name, created))
-    row = conn.execute("SELECT created, obj_id FROM outputs WHERE job_id = ? AND name = ?", (job_id, name)).fetchone()
-    return int(row["created"]), row["obj_id"]
-
-
-def _output_stored(conn: sqlite3.Connection, job_id: str, name: str, obj_id: str) -> None:
-    conn.execute("UPDATE outputs SET obj_id = ? WHERE job_id = ? AND name = ?", (obj_id, job_id, name))
-
-
 class RTIService:
     def __init__(self, node: Node):
         self._node = node
         self.root = node.config.datastore / "rti"
-        self.db = Database(self.root / "jobs.sqlite", SCHEMA)
+        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.install_timeout = node.config.install_timeout
-        self._processors: dict[str, _Processor] = {}
-        self._active: dict[str, _ActiveJob] = {}
+        self._processors: dict[str, ProcessorRecord] = {}
+        self._active: dict[str, ActiveJob] = {}
         self._queue: deque[str] = deque()
         self._running: set[str] = set()
         self._stopping = False
@@ -269,13 +133,13 @@ class RTIService:
             for sub in ("procs", "jobs", "logs"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self.db.open()
-            self.db.call(_migrate)
+            self.db.call(board.migrate)
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
-            return procs, self.db.call(_unfinished)
+            return procs, self.db.call(board.unfinished)
 
         procs, unfinished = await asyncio.to_thread(open_all)
         for row in procs:
-            p = _Processor(
+            p = ProcessorRecord(
                 row["proc_id"],
                 row["state"],
                 GitProcessorPointer.model_validate_json(row["gpp"]),
@@ -289,7 +153,7 @@ class RTIService:
                 p.state, p.error = "failed", f"Execution backend unusable after restart: {e.reason}"
             if p.state == "deploying":
                 p.state, p.error = "failed", "node restarted during deployment"
-                await self.db.run(_put_processor, p)
+                await self.db.run(board.put_processor, p)
             self._processors[p.proc_id] = p
             if p.state == "ready" and p.is_agent:
                 p.agent = self._new_pool(p)
@@ -301,7 +165,7 @@ class RTIService:
     async def _recover(self, row: sqlite3.Row) -> None:
         job = Job.model_validate_json(row["job"])
         doc = json.loads(row["status"])
-        active = _ActiveJob(
+        active = ActiveJob(
             job,
             JobStateMachine.restore(row["state"], doc["timeline"]),
             doc["progress"],
@@ -385,7 +249,7 @@ class RTIService:
         """A processor's state; the jobs its agent instances hold are shown to the node owner only."""
         return self._processor(proc_id).model(show_jobs=caller is not None and caller.id == self._node.iid)
 
-    def _processor(self, proc_id: str) -> _Processor:
+    def _processor(self, proc_id: str) -> ProcessorRecord:
         if proc_id not in self._processors:
             raise UnknownProcessorError(f"Processor {proc_id} is not deployed on this node", {"proc_id": proc_id})
         return self._processors[proc_id]
@@ -413,10 +277,10 @@ class RTIService:
             raise InvalidInputError("Agents run on this node only (the local backend), not over SSH or SLURM")
         if existing is not None:  # a failed deployment is replaced
             await existing.backend.close()
-        processor = _Processor(proc_id, "deploying", gpp, spec=spec)
+        processor = ProcessorRecord(proc_id, "deploying", gpp, spec=spec)
         processor.backend = await self._make_backend(processor)
         self._processors[proc_id] = processor
-        await self.db.run(_put_processor, processor)
+        await self.db.run(board.put_processor, processor)
         processor.task = asyncio.create_task(self._install(processor, credentials))
         return processor.model()
 
@@ -431,7 +295,7 @@ class RTIService:
             raise InvalidInputError("A partition is only for the slurm backend")
         return {"name": name, "ssh_credentials": params.ssh_credentials, "partition": params.partition}
 
-    async def _make_backend(self, processor: _Processor) -> Backend:
+    async def _make_backend(self, processor: ProcessorRecord) -> Backend:
         return await make_backend(
             processor.spec,
             decrypt=self._node.keystore.decrypt,
@@ -442,7 +306,7 @@ class RTIService:
             proc_id=processor.proc_id,
         )
 
-    async def _install(self, processor: _Processor, credentials: Any) -> None:
+    async def _install(self, processor: ProcessorRecord, credentials: Any) -> None:
         root = self._proc_root(processor.proc_id)
         started = time.monotonic()
         try:
@@ -461,7 +325,7 @@ class RTIService:
             processor.state, processor.error = "failed", f"Deployment failed: {type(e).__name__}"
         processor.task = None
         if self._processors.get(processor.proc_id) is processor:
-            await self.db.run(_put_processor, processor)
+            await self.db.run(board.put_processor, processor)
         logger.info("processor %s %s in %.2f s", processor.proc_id, processor.state, time.monotonic() - started)
 
     async def undeploy(self, caller: Identity, proc_id: str, force: bool = False) -> Processor:
@@ -490,7 +354,7 @@ class RTIService:
 
     # -- submitting ---------------------------------------------------------------------------------------------
 
-    def _validate(self, proc_id: str, task: Task, caller: Identity) -> _Processor:
+    def _validate(self, proc_id: str, task: Task, caller: Identity) -> ProcessorRecord:
         if caller.id != task.user_iid:
             raise AuthorisationError("A task must be signed by its user (user_iid)")
         if task.proc_id != proc_id:
@@ -530,7 +394,7 @@ class RTIService:
                 raise JobValidationError(e.reason) from None
         return processor
 
-    async def _check_references(self, processor: _Processor, task: Task, caller: Identity) -> None:
+    async def _check_references(self, processor: ProcessorRecord, task: Task, caller: Identity) -> None:
         """Every by-reference input exists (on this node or another), is visible to the user, and has the type and
         format the descriptor asks for."""
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
@@ -558,15 +422,15 @@ class RTIService:
             t_submitted=_now(),
             custodian_iid=self._node.iid,
         )
-        active = _ActiveJob(job, JobStateMachine())
-        await self.db.run(_insert_job, active)
+        active = ActiveJob(job, JobStateMachine())
+        await self.db.run(board.insert_job, active)
         self._active[job.id] = active
         self._enqueue(active)
         return job
 
     # -- running ------------------------------------------------------------------------------------------------
 
-    def _enqueue(self, active: _ActiveJob) -> None:
+    def _enqueue(self, active: ActiveJob) -> None:
         """A processor's job waits for one of `max_jobs` slots; an agent's job waits in its agent (`acquire`)."""
         processor = self._processors.get(active.job.proc_id)
         if processor is not None and processor.is_agent:
@@ -583,19 +447,19 @@ class RTIService:
                 continue
             self._start_task(active)
 
-    def _start_task(self, active: _ActiveJob, resume: bool = False, reattach: bool = False) -> None:
+    def _start_task(self, active: ActiveJob, resume: bool = False, reattach: bool = False) -> None:
         self._running.add(active.job.id)
         active.task = asyncio.create_task(self._run(active, resume, reattach))
 
-    async def _save(self, active: _ActiveJob) -> None:
-        await self.db.run(_update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
+    async def _save(self, active: ActiveJob) -> None:
+        await self.db.run(board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
 
-    async def _to(self, active: _ActiveJob, state: JobState, reason: str = "") -> None:
+    async def _to(self, active: ActiveJob, state: JobState, reason: str = "") -> None:
         active.machine.transition(state, reason)
         await self._save(active)
         active.notify()
 
-    async def _run(self, active: _ActiveJob, resume: bool, reattach: bool = False) -> None:
+    async def _run(self, active: ActiveJob, resume: bool, reattach: bool = False) -> None:
         job = active.job
         try:
             processor = self._processors.get(job.proc_id)
@@ -637,23 +501,23 @@ class RTIService:
             self._running.discard(job_id)
             self._dispatch()
 
-    async def _fail(self, active: _ActiveJob, reason: str) -> None:
+    async def _fail(self, active: ActiveJob, reason: str) -> None:
         if active.machine.final:
             return
         active.errors.append(reason)
         await self._to(active, JobState.FAILED, reason)
 
-    async def _finish(self, active: _ActiveJob) -> None:
+    async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)
         active.notify()
         if not active.job.retain:
             await asyncio.to_thread(shutil.rmtree, self._wd(active.job.id), True)
 
-    def _consumes_from_task(self, active: _ActiveJob, processor: _Processor) -> dict[str, dict[str, Any]]:
+    def _consumes_from_task(self, active: ActiveJob, processor: ProcessorRecord) -> dict[str, dict[str, Any]]:
         path = self._wd(active.job.id) / ".store" / "consumes.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    async def _initialise(self, active: _ActiveJob, processor: _Processor) -> dict[str, dict[str, Any]]:
+    async def _initialise(self, active: ActiveJob, processor: ProcessorRecord) -> dict[str, dict[str, Any]]:
         await self._to(active, JobState.INITIALISING, "preparing inputs")
         wd, logs = self._wd(active.job.id), self._logs(active.job.id)
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
@@ -682,7 +546,7 @@ class RTIService:
         await asyncio.to_thread((wd / ".store" / "consumes.json").write_text, json.dumps(consumes))
         return consumes
 
-    async def _execute(self, active: _ActiveJob, processor: _Processor, reattach: bool = False) -> None:
+    async def _execute(self, active: ActiveJob, processor: ProcessorRecord, reattach: bool = False) -> None:
         if active.lease is not None:
             await self._execute_on_agent(active, processor)
             return
@@ -709,7 +573,7 @@ class RTIService:
                 wd=self._wd(active.job.id),
                 logs=self._logs(active.job.id),
                 outputs=[s.name for s in descriptor.output],
-                on_line=lambda line: _apply_line(active, line),
+                on_line=lambda line: board.apply_line(active, line),
                 on_handle=on_start,
                 detaching=lambda: self._stopping,
                 resources=_resources(descriptor.model_extra, task_resources, processor.spec),
@@ -720,7 +584,7 @@ class RTIService:
         active.remote = None
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
 
-    async def _execute_on_agent(self, active: _ActiveJob, processor: _Processor) -> None:
+    async def _execute_on_agent(self, active: ActiveJob, processor: ProcessorRecord) -> None:
         """Hand the job to a free instance of the agent; it ends the job with trigger:done or trigger:error."""
         assert processor.agent is not None and active.lease is not None
 
@@ -734,20 +598,20 @@ class RTIService:
             active.job.id,
             self._wd(active.job.id),
             self._logs(active.job.id),
-            lambda line: _apply_line(active, line),
+            lambda line: board.apply_line(active, line),
             on_start,
         )
         await self._to(active, JobState.POSTPROCESSING, "the agent finished the job")
 
     # -- agents -------------------------------------------------------------------------------------------------
 
-    def _new_pool(self, processor: _Processor) -> AgentPool:
+    def _new_pool(self, processor: ProcessorRecord) -> AgentPool:
         descriptor = processor.gpp.proc_descriptor
         root = self._proc_root(processor.proc_id)
 
         def broken(reason: str, log_tail: str) -> None:
             processor.state, processor.error, processor.log_tail = "failed", reason, log_tail
-            task = asyncio.create_task(self.db.run(_put_processor, processor))
+            task = asyncio.create_task(self.db.run(board.put_processor, processor))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -762,7 +626,7 @@ class RTIService:
             on_broken=broken,
         )
 
-    async def _restart_agent(self, processor: _Processor) -> None:
+    async def _restart_agent(self, processor: ProcessorRecord) -> None:
         """After a node restart: start the instances of a deployed agent again (its jobs wait until then)."""
         assert processor.agent is not None
         try:
@@ -781,11 +645,11 @@ class RTIService:
                 processor.error = f"Restarting the agent failed: {type(e).__name__}"
             processor.state = "failed"
             if self._processors.get(processor.proc_id) is processor:
-                await self.db.run(_put_processor, processor)
+                await self.db.run(board.put_processor, processor)
         processor.task = None
 
     async def _postprocess(
-        self, active: _ActiveJob, processor: _Processor, consumes: dict[str, dict[str, Any]]
+        self, active: ActiveJob, processor: ProcessorRecord, consumes: dict[str, dict[str, Any]]
     ) -> None:
         job, wd = active.job, self._wd(active.job.id)
         descriptor = processor.gpp.proc_descriptor
@@ -797,7 +661,7 @@ class RTIService:
                 await asyncio.to_thread(runner.check_outputs, [specs[n] for n in missing], wd, set(active.announced))
         for out in pending:
             spec = specs[out.name]
-            created, obj_id = await self.db.run(_output_created, job.id, out.name, _now())
+            created, obj_id = await self.db.run(board.output_created, job.id, out.name, _now())
             if obj_id is None:
                 owner = self._node.nodedb.get_identity(out.owner_iid) if out.content_encrypted else None
                 if out.content_encrypted and owner is None:
@@ -809,20 +673,20 @@ class RTIService:
                 obj_id = stored.obj_id
                 if stored.custodian is not None and stored.custodian.identity.id != self._node.iid:
                     active.stored_elsewhere[out.name] = stored.model_dump(mode="json")
-                await self.db.run(_output_stored, job.id, out.name, obj_id)
+                await self.db.run(board.output_stored, job.id, out.name, obj_id)
             active.outputs[out.name] = obj_id
             await self._save(active)
         active.progress = 100
 
     # -- control ------------------------------------------------------------------------------------------------
 
-    async def _job(self, job_id: str, caller: Identity) -> tuple[Job, _ActiveJob | None, sqlite3.Row | None]:
+    async def _job(self, job_id: str, caller: Identity) -> tuple[Job, ActiveJob | None, sqlite3.Row | None]:
         active = self._active.get(job_id)
         row = None
         if active is not None:
             job = active.job
         else:
-            row = await self.db.run(_get_job, job_id)
+            row = await self.db.run(board.get_job, job_id)
             if row is None:
                 raise UnknownJobError(f"Job {job_id} not found", {"job_id": job_id})
             job = Job.model_validate_json(row["job"])
@@ -842,7 +706,7 @@ class RTIService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(active.changed.wait(), max(0.0, deadline - loop.time()))
                 if job_id not in self._active:  # finished while we waited
-                    row = await self.db.run(_get_job, job_id)
+                    row = await self.db.run(board.get_job, job_id)
                     active = None
                     break
                 if not until_final or active.machine.final or loop.time() >= deadline:
@@ -897,7 +761,7 @@ class RTIService:
         await self._cancel(active, "cancelled by the user")
         return await self.get_status(job_id, caller)
 
-    async def _cancel(self, active: _ActiveJob, reason: str) -> None:
+    async def _cancel(self, active: ActiveJob, reason: str) -> None:
         if active.machine.final:
             return
         if active.task is not None:
@@ -917,21 +781,6 @@ class RTIService:
     def changed(self, job_id: str) -> asyncio.Event | None:
         active = self._active.get(job_id)
         return active.changed if active is not None else None
-
-
-def _apply_line(active: _ActiveJob, line: str) -> None:
-    """A line the adapter (processor or agent) wrote for the job: triggers update its live status."""
-    trigger = runner.parse_trigger(line)
-    if trigger is not None:
-        kind, value = trigger
-        if kind == "progress":
-            active.progress = value
-        elif kind == "output":
-            if value not in active.announced:
-                active.announced.append(value)
-        elif len(active.messages) < 1000:
-            active.messages.append({"severity": value[0], "message": value[1], "time": _now()})
-    active.notify()
 
 
 def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) -> dict[str, Any]:

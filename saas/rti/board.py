@@ -1,0 +1,191 @@
+"""The job board of the RTI: a processor's and a job's live record (in memory while they matter) and their rows in
+SQLite (`<datastore>/rti/jobs.sqlite`). The functions below block: run them through `Database.run`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from saas.dor.schemas import GitProcessorPointer
+from saas.rti import runner
+from saas.rti.agents import AgentPool, Lease
+from saas.rti.backends import Backend, LocalBackend
+from saas.rti.jobs import FINAL_STATES, JobStateMachine
+from saas.rti.schemas import Job, Processor
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = [
+    "SCHEMA",
+    "ActiveJob",
+    "ProcessorRecord",
+    "apply_line",
+    "get_job",
+    "insert_job",
+    "migrate",
+    "output_created",
+    "output_stored",
+    "put_processor",
+    "unfinished",
+    "update_job",
+]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS processors (
+    proc_id TEXT PRIMARY KEY, state TEXT NOT NULL, gpp TEXT NOT NULL, error TEXT, log_tail TEXT, backend TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, proc_id TEXT NOT NULL, user_iid TEXT NOT NULL,
+    state TEXT NOT NULL, job TEXT NOT NULL, status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_iid);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS outputs (
+    job_id TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, obj_id TEXT, PRIMARY KEY (job_id, name)
+);
+"""
+
+
+@dataclass
+class ProcessorRecord:
+    proc_id: str
+    state: str
+    gpp: GitProcessorPointer
+    error: str | None = None
+    log_tail: str | None = None
+    task: asyncio.Task[None] | None = None
+    agent: AgentPool | None = None  # the instances of an agent
+    spec: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # stored; SSH credentials encrypted
+    backend: Backend = field(default_factory=LocalBackend)
+
+    def model(self, show_jobs: bool = False) -> Processor:
+        return Processor(
+            proc_id=self.proc_id,
+            state=self.state,  # type: ignore[arg-type]
+            gpp=self.gpp,
+            error=self.error,
+            log_tail=self.log_tail,
+            instances=self.agent.status(show_jobs) if self.agent is not None else None,
+            backend=self.backend.describe(),
+        )
+
+    @property
+    def is_agent(self) -> bool:
+        return self.gpp.proc_descriptor.kind == "agent"
+
+
+@dataclass
+class ActiveJob:
+    """A job that is not final yet: its state machine and live status, held in memory and mirrored to the board."""
+
+    job: Job
+    machine: JobStateMachine
+    progress: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    announced: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
+    stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
+    task: asyncio.Task[None] | None = None
+    pid: int | None = None  # leader of the adapter's process group while it runs
+    lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
+    remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def status_doc(self) -> dict[str, Any]:
+        return {
+            "progress": self.progress,
+            "messages": self.messages[-100:],
+            "errors": self.errors,
+            "timeline": self.machine.timeline,
+            "announced": self.announced,
+            "outputs": self.outputs,
+            "stored_elsewhere": self.stored_elsewhere,
+            "pid": self.pid,
+            "remote": self.remote,
+        }
+
+
+# -- rows ----------------------------------------------------------------
+
+
+def put_processor(conn: sqlite3.Connection, p: ProcessorRecord) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO processors (proc_id, state, gpp, error, log_tail, backend) VALUES (?, ?, ?, ?, ?, ?)",
+        (p.proc_id, p.state, p.gpp.model_dump_json(), p.error, p.log_tail, json.dumps(p.spec)),
+    )
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Boards from before execution backends lack processors.backend (NULL reads as local)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(processors)")}
+    if "backend" not in columns:
+        conn.execute("ALTER TABLE processors ADD COLUMN backend TEXT")
+
+
+def insert_job(conn: sqlite3.Connection, a: ActiveJob) -> None:
+    conn.execute(
+        "INSERT INTO jobs (id, proc_id, user_iid, state, job, status) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            a.job.id,
+            a.job.proc_id,
+            a.job.task.user_iid,
+            a.machine.state.value,
+            a.job.model_dump_json(),
+            json.dumps(a.status_doc()),
+        ),
+    )
+
+
+def update_job(conn: sqlite3.Connection, job_id: str, state: str, status: str) -> None:
+    conn.execute("UPDATE jobs SET state = ?, status = ? WHERE id = ?", (state, status, job_id))
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row | None:
+    return conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+
+
+def unfinished(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    final = tuple(s.value for s in FINAL_STATES)
+    return conn.execute(
+        f"SELECT * FROM jobs WHERE state NOT IN ({','.join('?' * len(final))}) ORDER BY seq", final
+    ).fetchall()
+
+
+def output_created(conn: sqlite3.Connection, job_id: str, name: str, created: int) -> tuple[int, str | None]:
+    """The creation time fixed for an output (first call fixes it), and its obj_id once stored."""
+    conn.execute("INSERT OR IGNORE INTO outputs (job_id, name, created) VALUES (?, ?, ?)", (job_id, name, created))
+    row = conn.execute("SELECT created, obj_id FROM outputs WHERE job_id = ? AND name = ?", (job_id, name)).fetchone()
+    return int(row["created"]), row["obj_id"]
+
+
+def output_stored(conn: sqlite3.Connection, job_id: str, name: str, obj_id: str) -> None:
+    conn.execute("UPDATE outputs SET obj_id = ? WHERE job_id = ? AND name = ?", (obj_id, job_id, name))
+
+
+def apply_line(active: ActiveJob, line: str) -> None:
+    """A line the adapter (processor or agent) wrote for the job: triggers update its live status."""
+    trigger = runner.parse_trigger(line)
+    if trigger is not None:
+        kind, value = trigger
+        if kind == "progress":
+            active.progress = value
+        elif kind == "output":
+            if value not in active.announced:
+                active.announced.append(value)
+        elif len(active.messages) < 1000:
+            active.messages.append({"severity": value[0], "message": value[1], "time": now_ms()})
+    active.notify()
