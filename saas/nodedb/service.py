@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from saas.core.errors import ConflictError, NodeDBError, NotFoundError
+from saas.core.errors import ConflictError, NodeDBError, NotFoundError, SaaSError
 from saas.core.identity import Identity
 from saas.nodedb.schemas import NodeInfo
 from saas.sqlite import Database
@@ -165,6 +165,70 @@ class NodeDBService:
         self._nodes[info.identity.id] = info.model_copy(update={"last_seen": seen})
         self._notify("node", info)
         return True
+
+    async def merge_records(self, identities: list[Identity], nodes: list[NodeInfo]) -> tuple[int, int]:
+        """Store the newer of many records at once (a peer's snapshot): one worker-thread hop verifies them all and
+        one transaction stores them, rather than a hop and a commit per record. Records that do not verify are
+        skipped (logged); a node record also brings its identity. Returns (nodes, identities) stored."""
+        own = self._own.identity.id if self._own is not None else None
+
+        def newer_identity(i: Identity) -> bool:
+            known = self._identities.get(i.id)
+            return known is None or known.nonce < i.nonce
+
+        def newer_node(n: NodeInfo) -> bool:
+            known = self._nodes.get(n.identity.id)
+            return n.identity.id != own and (known is None or known.sequence < n.sequence)
+
+        candidates = [i for i in identities if newer_identity(i)], [n for n in nodes if newer_node(n)]
+        if not candidates[0] and not candidates[1]:
+            return 0, 0
+
+        def verify() -> tuple[list[Identity], list[NodeInfo]]:
+            valid: tuple[list[Identity], list[NodeInfo]] = ([], [])
+            for record in (*candidates[0], *candidates[1]):
+                try:
+                    record.verify()
+                except SaaSError as e:
+                    logger.info("skipped a record from a peer: %s", e.reason)
+                    continue
+                if isinstance(record, NodeInfo):
+                    valid[1].append(record)
+                else:
+                    valid[0].append(record)
+            return valid
+
+        valid_identities, valid_nodes = await asyncio.to_thread(verify)
+        async with self._publish_lock:
+            fresh_identities: dict[str, Identity] = {}
+            for identity in [*valid_identities, *(n.identity for n in valid_nodes)]:
+                if newer_identity(identity) and fresh_identities.get(identity.id, identity).nonce <= identity.nonce:
+                    fresh_identities[identity.id] = identity
+            fresh_nodes = {n.identity.id: n for n in valid_nodes if newer_node(n)}
+            seen = now_ms()
+
+            def store(conn: sqlite3.Connection) -> None:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO identities (iid, nonce, record, updated) VALUES (?, ?, ?, ?)",
+                    [(i.id, i.nonce, i.model_dump_json(), seen) for i in fresh_identities.values()],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO nodes (iid, record, last_seen) VALUES (?, ?, ?)",
+                    [
+                        (iid, json.dumps(n.model_dump(mode="json", exclude={"last_seen", "online"})), seen)
+                        for iid, n in fresh_nodes.items()
+                    ],
+                )
+
+            await self._db.run(store)
+            self._identities.update(fresh_identities)
+            for iid, info in fresh_nodes.items():
+                self._nodes[iid] = info.model_copy(update={"last_seen": seen})
+        for identity in fresh_identities.values():
+            self._notify("identity", identity)
+        for info in fresh_nodes.values():
+            self._notify("node", info)
+        return len(fresh_nodes), len(fresh_identities)
 
     def touch(self, iid: str) -> None:
         """We just heard from node `iid` (kept in memory; the stored last_seen is the time of its last record)."""

@@ -1,8 +1,8 @@
 """`/saas/nodedb/1.0.0` messages: `join` (exchange full snapshots), `sync` (anti-entropy: send a digest, get back
 what the digest lacks), `update` (records pushed after a change), `leave` (graceful shutdown) and `ping`.
 
-Records travel signed and are verified on receipt (`merge`): identities through `NodeDBService.publish_identity`,
-node records through `NodeDBService.update_node`; invalid or stale records are skipped, never fatal."""
+Records travel signed and are verified on receipt (`merge`, through `NodeDBService.merge_records`: one batch per
+message); invalid or stale records are skipped, never fatal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from saas.core.errors import SaaSError
 from saas.core.identity import Identity
 from saas.nodedb.schemas import NodeInfo
 from saas.nodedb.service import NodeDBService
@@ -61,27 +60,18 @@ def records(db: NodeDBService, theirs: dict[str, Any]) -> dict[str, Any]:
 
 
 async def merge(db: NodeDBService, message: dict[str, Any]) -> tuple[int, int]:
-    """Store the newer identities and node records of `message`; returns (nodes, identities) stored."""
-    stored_identities = 0
+    """Store the newer identities and node records of `message` (verified, in one batch); returns (nodes,
+    identities) stored. Malformed records are skipped."""
+    identities: list[Identity] = []
     for raw in (message.get("identities") or [])[:MAX_RECORDS]:
         try:
-            identity = Identity.model_validate(raw)
-            known = db.get_identity(identity.id)
-            if known is not None and known.nonce >= identity.nonce:
-                continue
-            await db.publish_identity(identity)
-            stored_identities += 1
-        except (ValidationError, SaaSError) as e:
-            logger.info("skipped an identity record from a peer: %s", e)
-    stored_nodes = 0
+            identities.append(Identity.model_validate(raw))
+        except ValidationError as e:
+            logger.info("skipped a malformed identity record from a peer: %s", e)
+    nodes: list[NodeInfo] = []
     for raw in (message.get("nodes") or [])[:MAX_RECORDS]:
         try:
-            info = NodeInfo.model_validate(raw)
-            if await db.update_node(info):
-                stored_nodes += 1
-                known = db.get_identity(info.identity.id)
-                if known is None or known.nonce < info.identity.nonce:
-                    await db.publish_identity(info.identity)
-        except (ValidationError, SaaSError) as e:
-            logger.info("skipped a node record from a peer: %s", e)
-    return stored_nodes, stored_identities
+            nodes.append(NodeInfo.model_validate(raw))
+        except ValidationError as e:
+            logger.info("skipped a malformed node record from a peer: %s", e)
+    return await db.merge_records(identities, nodes)
