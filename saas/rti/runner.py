@@ -54,8 +54,10 @@ def input_path(wd: Path, name: str) -> Path:
     if not NAME.match(name) or name in (".", ".."):
         raise InvalidInputError(f"Invalid input/output name '{name}'")
     path = wd / name
-    if path.resolve().parent != wd.resolve():
-        raise InvalidInputError(f"Invalid input/output name '{name}'")
+    # The name has no separator, so only a symlink (an adapter's, pointing at the node's own files) could lead
+    # outside the folder: one lstat, where resolving both paths cost a syscall per path component.
+    if path.is_symlink():
+        raise InvalidInputError(f"Invalid input/output name '{name}': a symbolic link")
     return path
 
 
@@ -306,7 +308,10 @@ def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: se
     for spec in descriptor_outputs:
         if spec.name not in announced:
             raise JobFailedError(f"Output '{spec.name}' was not announced (trigger:output:{spec.name})")
-        path = input_path(wd, spec.name)
+        try:
+            path = input_path(wd, spec.name)
+        except InvalidInputError as e:
+            raise JobFailedError(f"Output '{spec.name}': {e.reason}") from None
         if not path.is_file():
             raise JobFailedError(f"Output '{spec.name}' was announced but {spec.name} does not exist")
         if spec.data_schema is not None:

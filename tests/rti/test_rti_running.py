@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from rti_support import RTIEnv
+from rti_support import RTIEnv, adapter_repo
 
 from saas.core.errors import AuthorisationError, ConflictError, NotFoundError
 from saas.rti.schemas import Task
@@ -250,3 +250,16 @@ def test_restartable_job_is_requeued_after_restart(env: RTIEnv) -> None:
     assert states[:3] == ["pending", "initialising", "running"]
     assert "node restarted: re-queued" in [t["reason"] for t in status.timeline]
     assert states[-1] == "successful" and states.count("running") == 2
+
+
+def test_output_that_is_a_symlink_to_node_files_fails(env: RTIEnv) -> None:
+    """An adapter must not smuggle a file of the node (here its keystore) out as an output through a symlink."""
+    keystore = env.owner.path
+    script = f'#!/bin/bash\nln -s {keystore} "$2/c"\necho trigger:output:c\n'
+    repo, commit = adapter_repo(env.tmp / "symlink-repo", "abc", extra={"abc/execute.sh": script})
+    proc_id = env.deploy("abc", repo=repo, commit=commit)
+    status = env.wait(env.submit_abc(proc_id))
+    assert status.state == "failed"
+    assert status.errors == ["Output 'c': Invalid input/output name 'c': a symbolic link"]
+    with env.dor(env.alice) as dor:
+        assert all(o.recipe is None for o in dor.search(data_type="JSONObject"))  # type: ignore[attr-defined]
