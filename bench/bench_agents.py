@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,38 +29,12 @@ from pathlib import Path
 import bench_rti  # noqa: F401  (puts the real Python first on the node's PATH, as bench_rti does)
 from bench_node import PASSWORD, NodeRun
 from bench_rti import percentile
+from rti_support import adapter_repo
 
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "adapters" / "examples"
-
-
-def make_repo(root: Path) -> tuple[str, str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "B",
-        "GIT_AUTHOR_EMAIL": "b@e.org",
-        "GIT_COMMITTER_NAME": "B",
-        "GIT_COMMITTER_EMAIL": "b@e.org",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    root.mkdir(parents=True)
-    git("init", "--quiet")
-    for name in ("abc", "abc-agent"):
-        shutil.copytree(EXAMPLES / name, root / name)
-    git("add", ".")
-    git("commit", "--quiet", "-m", "a+b")
-    return str(root), git("rev-parse", "HEAD")
 
 
 def main() -> None:
@@ -77,7 +50,8 @@ def main() -> None:
         keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
         node = NodeRun(keystore, work / "datastore", work / "node.log")
         node.wait_ready()
-        source, commit = make_repo(work / "repo")
+        repo, commit = adapter_repo(work / "repo", "abc", "abc-agent")
+        source = str(repo)
         address = ("127.0.0.1", node.port)
         print(f"node: pid {node.proc.pid}, {os.cpu_count()} CPUs, max jobs = CPU count")
         procs: dict[str, str] = {}

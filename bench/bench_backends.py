@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 
 from bench_node import PASSWORD, NodeRun
 from bench_rti import percentile
+from rti_support import adapter_repo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from slurm_support import start_slurm
@@ -41,33 +41,6 @@ from saas.core.schemas import SSHCredentials
 from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "adapters" / "examples" / "abc"
-
-
-def make_repo(root: Path, folders: list[str]) -> tuple[str, str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "B",
-        "GIT_AUTHOR_EMAIL": "b@e.org",
-        "GIT_COMMITTER_NAME": "B",
-        "GIT_COMMITTER_EMAIL": "b@e.org",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    root.mkdir(parents=True)
-    git("init", "--quiet")
-    for folder in folders:  # one GPP (and so one processor) per backend
-        shutil.copytree(EXAMPLE, root / folder)
-    git("add", ".")
-    git("commit", "--quiet", "-m", "abc")
-    return str(root), git("rev-parse", "HEAD")
 
 
 def main() -> None:
@@ -101,7 +74,8 @@ def main() -> None:
             keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
             node = NodeRun(keystore, work / "datastore", work / "node.log")
             node.wait_ready()
-            source, commit = make_repo(work / "repo", backends)
+            repo, commit = adapter_repo(work / "repo", copies=dict.fromkeys(backends, "abc"))  # a GPP per backend
+            source = str(repo)
             print(f"node: pid {node.proc.pid}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
             with DORProxy(("127.0.0.1", node.port), keystore) as dor:
                 a_file = work / "a.json"

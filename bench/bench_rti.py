@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,36 +27,13 @@ import bench_node
 import psutil
 from bench_node import PASSWORD, NodeRun
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "rti"))
+from rti_support import adapter_repo
+
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "adapters" / "examples" / "abc"
-
-
-def make_repo(root: Path) -> tuple[str, str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "B",
-        "GIT_AUTHOR_EMAIL": "b@e.org",
-        "GIT_COMMITTER_NAME": "B",
-        "GIT_COMMITTER_EMAIL": "b@e.org",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    root.mkdir(parents=True)
-    git("init", "--quiet")
-    shutil.copytree(EXAMPLE, root / "abc")
-    git("add", ".")
-    git("commit", "--quiet", "-m", "abc")
-    return str(root), git("rev-parse", "HEAD")
 
 
 def node_env() -> dict[str, str]:
@@ -93,7 +69,8 @@ def main() -> None:
         keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
         node = NodeRun(keystore, work / "datastore", work / "node.log")
         node.wait_ready()
-        source, commit = make_repo(work / "repo")
+        repo, commit = adapter_repo(work / "repo", "abc")
+        source = str(repo)
         print(
             f"node: pid {node.proc.pid}, {os.cpu_count()} CPUs, max jobs = CPU count, "
             f"adapters run {Path(sys.base_prefix) / 'bin' / 'python3'}"

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,37 +17,9 @@ from e2e_support import NodeProcess, wait_for
 from saas.core.keystore import Keystore
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
+from tests.rti.rti_support import EXAMPLES, adapter_repo
 
 pytestmark = pytest.mark.slow
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
-
-
-def agent_repo(root: Path) -> tuple[str, str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "T",
-        "GIT_AUTHOR_EMAIL": "t@e.org",
-        "GIT_COMMITTER_NAME": "T",
-        "GIT_COMMITTER_EMAIL": "t@e.org",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    root.mkdir(parents=True)
-    git("init", "--quiet")
-    shutil.copytree(EXAMPLES / "crash-agent", root / "agent")
-    descriptor = json.loads((root / "agent" / "descriptor.json").read_text())
-    descriptor.update(instances=2, job_timeout=300)
-    (root / "agent" / "descriptor.json").write_text(json.dumps(descriptor))
-    git("add", ".")
-    git("commit", "--quiet", "-m", "agent")
-    return str(root), git("rev-parse", "HEAD")
 
 
 def group_alive(pgid: int) -> bool:
@@ -65,7 +35,12 @@ def group_alive(pgid: int) -> bool:
 def test_kill_9_with_an_agent(node_process_factory: Callable[..., NodeProcess], user: Keystore, tmp_path: Path) -> None:
     node = node_process_factory("e2e-agent-node")
     node.publish(user)
-    source, commit = agent_repo(tmp_path / "repo")
+    descriptor = json.loads((EXAMPLES / "crash-agent" / "descriptor.json").read_text())
+    descriptor.update(instances=2, job_timeout=300)
+    repo, commit = adapter_repo(
+        tmp_path / "repo", copies={"agent": "crash-agent"}, extra={"agent/descriptor.json": json.dumps(descriptor)}
+    )
+    source = str(repo)
     proc_id = node.dor(user).add_gpp_data_object(source, commit, "agent", "default", user.identity).obj_id
     with RTIProxy(node.address, node.keystore) as owner:
         owner.deploy(proc_id, node.keystore)

@@ -4,9 +4,6 @@ duplicate), and the node runs new jobs."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,35 +15,9 @@ from e2e_support import NodeProcess, wait_for
 from saas.core.keystore import Keystore
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
+from tests.rti.rti_support import adapter_repo
 
 pytestmark = pytest.mark.slow
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
-
-
-def adapter_repo(root: Path) -> tuple[str, str]:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "T",
-        "GIT_AUTHOR_EMAIL": "t@e.org",
-        "GIT_COMMITTER_NAME": "T",
-        "GIT_COMMITTER_EMAIL": "t@e.org",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "commit.gpgsign=false", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-
-    root.mkdir(parents=True)
-    git("init", "--quiet")
-    for name in ("abc", "slow"):
-        shutil.copytree(EXAMPLES / name, root / name)
-    git("add", ".")
-    git("commit", "--quiet", "-m", "adapters")
-    return str(root), git("rev-parse", "HEAD")
 
 
 def alive(pid: int) -> bool:
@@ -59,7 +30,8 @@ def alive(pid: int) -> bool:
 def test_kill_9_mid_job(node_process_factory: Callable[..., NodeProcess], user: Keystore, tmp_path: Path) -> None:
     node = node_process_factory("e2e-rti-node")
     node.publish(user)
-    source, commit = adapter_repo(tmp_path / "repo")
+    repo, commit = adapter_repo(tmp_path / "repo", "abc", "slow")
+    source = str(repo)
     dor = node.dor(user)
     procs = {
         name: dor.add_gpp_data_object(source, commit, name, "default", user.identity).obj_id for name in ("abc", "slow")

@@ -41,12 +41,16 @@ def git(path: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def adapter_repo(root: Path, *examples: str, extra: dict[str, str] | None = None) -> tuple[Path, str]:
-    """A git repository at `root` with each example adapter in its own folder; returns (path, commit)."""
+def adapter_repo(
+    root: Path, *examples: str, extra: dict[str, str] | None = None, copies: dict[str, str] | None = None
+) -> tuple[Path, str]:
+    """A git repository at `root` with each example adapter in its own folder (and, for `copies`, example
+    `copies[folder]` in `folder`), then the `extra` files written over them; returns (path, commit). Used by the
+    tests and the benchmarks."""
     root.mkdir(parents=True)
     git(root, "init", "--quiet", "--initial-branch=main")
-    for name in examples:
-        shutil.copytree(EXAMPLES / name, root / name)
+    for folder, name in [*((n, n) for n in examples), *(copies or {}).items()]:
+        shutil.copytree(EXAMPLES / name, root / folder)
     for rel, content in (extra or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(content)
