@@ -34,6 +34,7 @@ class NodeConfig(BaseModel):
     retain_job_history: bool = False
     strict_deployment: bool = True
     max_jobs: int | None = Field(default=None, ge=1)  # jobs running at once; None: the CPU count
+    max_remote_jobs: int = Field(default=64, ge=1)  # jobs on ssh/slurm backends at once (they use other machines)
     install_timeout: float = Field(default=600.0, gt=0)  # seconds install.sh may take
     bind_all: bool = False  # listen on 0.0.0.0 while advertising rest_address / p2p_address
     max_object_size: int | None = None  # bytes; None: unlimited

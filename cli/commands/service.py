@@ -105,6 +105,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         bind_all=bind_all,
         max_object_size=args.max_object_size,
         max_jobs=args.max_jobs,
+        **({"max_remote_jobs": args.max_remote_jobs} if args.max_remote_jobs else {}),
         network_name=args.network_name,
         network_key=args.network_key or None,
         log_level=_node_log_level(args.log_level),
@@ -198,5 +199,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-object-size", type=parse_size, help="largest data object accepted, e.g. 10G")
     p.add_argument("--max-jobs", type=_positive_int, help="RTI jobs running at once (default: the CPU count)")
+    p.add_argument(
+        "--max-remote-jobs",
+        type=_positive_int,
+        help="RTI jobs running at once on ssh and slurm backends, which use other machines (default: 64)",
+    )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -4,7 +4,8 @@ What callers may rely on:
 - deployment is asynchronous: `deploy` returns at once with state `deploying`; the processor becomes `ready` or
   `failed` (with the install log tail). Processors survive a restart (they are not reinstalled).
 - the job board is SQLite (`<datastore>/rti/jobs.sqlite`); every state transition is stored with its time and reason
-  before anything depends on it. At most `max_jobs` jobs run at once; the rest wait in submission order.
+  before anything depends on it. At most `max_jobs` jobs run at once (`max_remote_jobs` on ssh and slurm backends,
+  which run on other machines); the rest wait in submission order.
 - after a restart: pending jobs are queued again, jobs whose process died are failed ("node restarted") or re-queued
   if the descriptor says `"restartable": true`, and postprocessing resumes. Outputs are stored exactly once: the
   bytes to store and their creation time are fixed in the board before the DOR sees them, so a retry produces the
@@ -109,6 +110,10 @@ class RTIService:
         self._processors: dict[str, ProcessorRecord] = {}
         self._active: dict[str, ActiveJob] = {}
         self._queue: deque[str] = deque()
+        # Jobs on ssh/slurm backends run on other machines: they have their own queue and limit.
+        self._queue_remote: deque[str] = deque()
+        self._running_remote: set[str] = set()
+        self.max_remote_jobs = node.config.max_remote_jobs
         self._running: set[str] = set()
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -430,25 +435,34 @@ class RTIService:
 
     # -- running ------------------------------------------------------------------------------------------------
 
+    def _is_remote(self, active: ActiveJob) -> bool:
+        processor = self._processors.get(active.job.proc_id)
+        return processor is not None and processor.backend.reattachable
+
     def _enqueue(self, active: ActiveJob) -> None:
-        """A processor's job waits for one of `max_jobs` slots; an agent's job waits in its agent (`acquire`)."""
+        """A processor's job waits for one of `max_jobs` slots (`max_remote_jobs` on an ssh or slurm backend); an
+        agent's job waits in its agent (`acquire`)."""
         processor = self._processors.get(active.job.proc_id)
         if processor is not None and processor.is_agent:
             if not self._stopping:
                 active.task = asyncio.create_task(self._run(active, False))
             return
-        self._queue.append(active.job.id)
+        (self._queue_remote if self._is_remote(active) else self._queue).append(active.job.id)
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while self._queue and len(self._running) < self.max_jobs and not self._stopping:
-            active = self._active.get(self._queue.popleft())
-            if active is None or active.machine.state is not JobState.PENDING:
-                continue
-            self._start_task(active)
+        for queue, running, limit in (
+            (self._queue, self._running, self.max_jobs),
+            (self._queue_remote, self._running_remote, self.max_remote_jobs),
+        ):
+            while queue and len(running) < limit and not self._stopping:
+                active = self._active.get(queue.popleft())
+                if active is None or active.machine.state is not JobState.PENDING:
+                    continue
+                self._start_task(active)
 
     def _start_task(self, active: ActiveJob, resume: bool = False, reattach: bool = False) -> None:
-        self._running.add(active.job.id)
+        (self._running_remote if self._is_remote(active) else self._running).add(active.job.id)
         active.task = asyncio.create_task(self._run(active, resume, reattach))
 
     async def _save(self, active: ActiveJob) -> None:
@@ -497,8 +511,9 @@ class RTIService:
                 await self._finish(active)
 
     def _release(self, job_id: str) -> None:
-        if job_id in self._running:
+        if job_id in self._running or job_id in self._running_remote:
             self._running.discard(job_id)
+            self._running_remote.discard(job_id)
             self._dispatch()
 
     async def _fail(self, active: ActiveJob, reason: str) -> None:
@@ -768,8 +783,9 @@ class RTIService:
             active.task.cancel()
             await asyncio.gather(active.task, return_exceptions=True)
             return
-        with contextlib.suppress(ValueError):
-            self._queue.remove(active.job.id)
+        for queue in (self._queue, self._queue_remote):
+            with contextlib.suppress(ValueError):
+                queue.remove(active.job.id)
         await self._to(active, JobState.CANCELLED, reason)
         await self._finish(active)
 

@@ -159,3 +159,18 @@ def test_ssh_credentials_not_for_this_node_are_refused(env: RTIEnv) -> None:
         rti.request("POST", f"/rti/proc/{proc_id}", json_body={"ssh_credentials": garbage}, signer=env.owner)
     with env.rti(env.owner) as rti, pytest.raises(InvalidInputError, match="needs SSH credentials"):
         rti.request("POST", f"/rti/proc/{proc_id}", json_body={"backend": "ssh"}, signer=env.owner)
+
+
+def test_ssh_jobs_have_their_own_limit(rti_env_factory: Any, sshd: Any, remote_home: Path) -> None:
+    """Jobs on another machine do not take the node's local slots (`max_jobs`), only `max_remote_jobs`."""
+    env: RTIEnv = rti_env_factory(max_jobs=1, max_remote_jobs=2)
+    proc_id = env.deploy("slow", deploy_args={"ssh_credentials": credentials(sshd, remote_home)})
+    jobs = [env.submit_abc(proc_id, a=1.5) for _ in range(3)]
+    statuses = [env.wait(j, timeout=60) for j in jobs]
+    assert [s.state for s in statuses] == ["successful"] * 3, [s.errors for s in statuses]
+    spans = []
+    for s in statuses:
+        times = {t["state"]: t["time"] for t in s.timeline}
+        spans.append((times["initialising"], times["postprocessing"]))
+    assert spans[1][0] < spans[0][1]  # the first two ran at once, beyond max_jobs = 1
+    assert spans[2][0] >= min(spans[0][1], spans[1][1])  # the third waited for one of the two remote slots
