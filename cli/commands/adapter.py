@@ -50,6 +50,8 @@ def run(wd):
 
 
 def main():
+    # load expensive things here, once; then tell the RTI this instance is ready for jobs
+    trigger("ready")
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -137,11 +139,7 @@ def test(ctx: Context, args: argparse.Namespace) -> None:
     from saas.rti.local import load_descriptor, parse_inputs, run_locally
 
     folder = Path(args.folder).expanduser()
-    descriptor, document = load_descriptor(folder)
-    if document.get("kind", "processor") != "processor":
-        raise InvalidInputError(
-            f"Descriptor kind '{document['kind']}': agents are not supported by 'adapter test' yet (processors only)"
-        )
+    descriptor, _ = load_descriptor(folder)
     out = ctx.out
     out.line(
         f"Descriptor OK: {descriptor.name} (inputs: {', '.join(s.name for s in descriptor.input) or 'none'}; "

@@ -6,7 +6,8 @@ working tree including uncommitted changes) and `install.sh <config>` runs in th
 process group, without the caller's `SAAS_*` variables and with the RTI's install timeout; the working folder
 (`<work>/jobs/<job id>`, with `.store/`) gets by-value inputs through `runner.write_value` and files at
 `runner.input_path`; `execute.sh <config> <wd>` runs through `runner.execute` with each line parsed by
-`runner.parse_trigger`; outputs are checked by `runner.check_outputs`. Mistakes raise `InvalidInputError` (the
+`runner.parse_trigger` (an agent runs in an `AgentPool` of one instance, as the RTI runs it); outputs are
+checked by `runner.check_outputs`. Mistakes raise `InvalidInputError` (the
 adapter or the inputs) or `JobFailedError` (the run), each with a one-line reason."""
 
 from __future__ import annotations
@@ -222,10 +223,40 @@ async def _run(
             run.messages.append(value)
         on_event(kind, value)
 
-    on_event("step", f"execute.sh {config} {run.wd}")
-    await runner.execute(run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID)
+    if descriptor.kind == "agent":
+        await _run_on_agent(run, config, descriptor, on_line, on_event)
+    else:
+        on_event("step", f"execute.sh {config} {run.wd}")
+        await runner.execute(run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID)
     await asyncio.to_thread(runner.check_outputs, descriptor.output, run.wd, set(run.announced))
     run.outputs = {spec.name: runner.input_path(run.wd, spec.name) for spec in descriptor.output}
+
+
+async def _run_on_agent(
+    run: LocalRun, config: str, descriptor: ProcessorDescriptor, on_line: Callable[[str], None], on_event: Event
+) -> None:
+    """An agent as the RTI runs it (`saas.rti.agents.AgentPool`): one instance started with `execute.sh <config>
+    <agent dir>` until `trigger:ready`, the job sent as a JSON line on its stdin, ended by `trigger:done` (or
+    `trigger:error`, raised as `JobFailedError`), then the instance stopped (stdin closed, SIGTERM, SIGKILL)."""
+    from saas.rti.agents import AgentPool
+    from saas.rti.deploy import DeploymentError
+
+    agent_dir = run.work / "procs" / PROC_ID / "agent"
+    pool = AgentPool(PROC_ID, run.adapter, config, agent_dir, 1, descriptor.job_timeout, descriptor.startup_timeout)
+    on_event("step", f"execute.sh {config} {agent_dir / 'instance-0'} (agent: waiting for trigger:ready)")
+    try:
+        await pool.start()
+    except DeploymentError as e:
+        raise JobFailedError(f"The agent did not start: {e.reason}") from None
+    try:
+        on_event("step", f'job sent on stdin: {{"job_id": "{JOB_ID}", "wd": "{run.wd}"}}')
+
+        async def started(index: int) -> None:
+            return None
+
+        await pool.run_job(await pool.acquire(), JOB_ID, run.wd, run.logs, on_line, started)
+    finally:
+        await pool.stop()
 
 
 def run_locally(

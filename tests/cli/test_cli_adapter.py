@@ -143,13 +143,35 @@ def test_a_failing_execute_and_an_unknown_config_are_reported(cli, adapter: Path
 
 
 def test_agent_kind(cli, tmp_path: Path) -> None:
+    """An agent runs as the RTI runs it: started until trigger:ready, the job on stdin, ended by trigger:done."""
     folder = tmp_path / "my-agent"
     assert cli("adapter", "init", folder, "--kind", "agent").returncode == 0
     assert json.loads((folder / "descriptor.json").read_text())["kind"] == "agent"
     assert "trigger:done" in (folder / "processor.py").read_text()
-    result = cli("adapter", "test", folder)
-    assert result.returncode == 2
-    assert "agents are not supported by 'adapter test' yet" in result.stderr
+    (tmp_path / "table.csv").write_text("value\n1\n2.5\n")
+    result = _test(cli, folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting for trigger:ready" in result.stdout and "job sent on stdin" in result.stdout
+    assert 'result: {"total": 7.0, "rows": 2}' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("a", "reason"),
+    [
+        (13, "exited"),  # crash-agent crashes on 13
+        (15, "error"),  # and reports trigger:error on 15
+    ],
+)
+def test_agent_that_fails_a_job_fails_the_test(cli, tmp_path: Path, a: int, reason: str) -> None:
+    from tests.rti.rti_support import adapter_repo
+
+    repo, _ = adapter_repo(tmp_path / "repo", "crash-agent")
+    result = cli("adapter", "test", repo / "crash-agent", "--input", f'a={{"v": {a}}}', "--input", 'b={"v": 1}')
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reason in result.stderr.lower()
+    ok = cli("adapter", "test", repo / "crash-agent", "--input", 'a={"v": 1}', "--input", 'b={"v": 2}')
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert 'c: {"v": 3}' in ok.stdout
 
 
 def test_an_adapter_in_a_repository_folder_runs_with_the_whole_repository(cli, tmp_path: Path) -> None:
