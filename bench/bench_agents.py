@@ -20,7 +20,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +27,12 @@ from pathlib import Path
 
 import bench_rti  # noqa: F401  (puts the real Python first on the node's PATH, as bench_rti does)
 from bench_node import PASSWORD, NodeRun
-from bench_rti import percentile
+from bench_rti import AbcJobs, percentile
 from rti_support import adapter_repo
 
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
-from saas.rti.schemas import Task
 
 
 def main() -> None:
@@ -66,29 +64,14 @@ def main() -> None:
             a_file.write_text(json.dumps({"v": 1}))
             a_id = dor.add_data_object(a_file, keystore.identity, False, False, "JSONObject", "json").obj_id
 
-        inputs = [Task.InputReference(name="a", obj_id=a_id), Task.InputValue(name="b", value={"v": 2})]
-        outputs = [Task.Output(name="c", owner_iid=keystore.iid, restricted_access=False, content_encrypted=False)]
-        local = threading.local()
-
-        def proxy() -> RTIProxy:
-            if not hasattr(local, "proxy"):
-                local.proxy = RTIProxy(address, keystore)
-            return local.proxy
-
-        def one(proc_id: str) -> float:
-            began = time.perf_counter()
-            job = proxy().submit_job(proc_id, inputs, outputs, keystore)
-            status = proxy().wait_for_job(job.id, keystore, timeout=120)
-            if status.state != "successful":
-                raise RuntimeError(f"job {job.id} {status.state}: {status.errors}")
-            return time.perf_counter() - began
+        jobs = AbcJobs(address, keystore, a_id)
 
         def latency(name: str, n: int) -> list[float]:
-            one(procs[name])  # warm up
-            return [one(procs[name]) for _ in range(n)]
+            jobs.run(procs[name])  # warm up
+            return [jobs.run(procs[name]) for _ in range(n)]
 
         def throughput(name: str, n: int) -> float:
-            run: Callable[[int], float] = lambda _: one(procs[name])  # noqa: E731
+            run: Callable[[int], float] = lambda _: jobs.run(procs[name])  # noqa: E731
             with ThreadPoolExecutor(args.threads) as pool:
                 began = time.perf_counter()
                 list(pool.map(run, range(n)))

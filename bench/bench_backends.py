@@ -21,7 +21,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_node import PASSWORD, NodeRun
-from bench_rti import percentile
+from bench_rti import AbcJobs, percentile
 from rti_support import adapter_repo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -40,7 +39,6 @@ from saas.core.keystore import Keystore
 from saas.core.schemas import SSHCredentials
 from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
-from saas.rti.schemas import Task
 
 
 def main() -> None:
@@ -93,29 +91,14 @@ def main() -> None:
                     raise RuntimeError(f"deploying on {backend} failed: {status.error}")
                 print(f"{backend:>5}: deploy {time.perf_counter() - began:.3f} s")
 
-            inputs = [Task.InputReference(name="a", obj_id=a_id), Task.InputValue(name="b", value={"v": 2})]
-            outputs = [Task.Output(name="c", owner_iid=keystore.iid)]
-            local = threading.local()
-
-            def proxy() -> RTIProxy:
-                if not hasattr(local, "proxy"):
-                    local.proxy = RTIProxy(("127.0.0.1", node.port), keystore)
-                return local.proxy
-
-            def one(proc_id: str) -> float:
-                began = time.perf_counter()
-                job = proxy().submit_job(proc_id, inputs, outputs, keystore)
-                status = proxy().wait_for_job(job.id, keystore, timeout=120)
-                if status.state != "successful":
-                    raise RuntimeError(f"job {job.id} {status.state}: {status.errors}")
-                return time.perf_counter() - began
+            jobs = AbcJobs(("127.0.0.1", node.port), keystore, a_id)
 
             for backend, proc_id in procs.items():
-                one(proc_id)  # warm up
-                latencies = [one(proc_id) for _ in range(args.latency)]
+                jobs.run(proc_id)  # warm up
+                latencies = [jobs.run(proc_id) for _ in range(args.latency)]
                 with ThreadPoolExecutor(args.threads) as pool:
                     began = time.perf_counter()
-                    list(pool.map(lambda _, p=proc_id: one(p), range(args.jobs)))
+                    list(pool.map(lambda _, p=proc_id: jobs.run(p), range(args.jobs)))
                     elapsed = time.perf_counter() - began
                 print(
                     f"{backend:>5}: (a) latency median {statistics.median(latencies):.3f} s, "
