@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from bench_node import free_port, wait_rest
 
 from saas.config import NodeConfig
 from saas.core.delegation import Delegation
@@ -32,24 +31,6 @@ from saas.nodedb.proxy import NodeDBProxy
 
 CLI = str(Path(sys.executable).parent / "saas-cli")
 PASSWORD = "bench password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_rest(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/db/node", timeout=1, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"node on REST port {port} did not start")
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+from bench_node import free_port, wait_rest
 
 from saas.core.keystore import Keystore
 
 CLI = str(Path(sys.executable).parent / "saas-cli")
 PASSWORD = "bench password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_node(keystore: Keystore, datastore: Path, boot: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -46,18 +40,6 @@ def start_node(keystore: Keystore, datastore: Path, boot: str | None) -> tuple[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return process, rest, p2p
-
-
-def wait_rest(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/db/node", timeout=1, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise SystemExit(f"node on REST port {port} did not start")
 
 
 def counts(port: int) -> tuple[int, int]:

@@ -46,6 +46,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_rest(port: int, timeout: float = 60) -> None:
+    """Until the node on REST port `port` of 127.0.0.1 answers (exits the benchmark after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/db/node", timeout=1, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise SystemExit(f"node on REST port {port} did not start")
+
+
 def env() -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and not k.startswith("SAAS_")}
     clean["NO_PROXY"] = "*"
