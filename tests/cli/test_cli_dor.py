@@ -19,6 +19,7 @@ import pytest
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
 from saas.dor.schemas import DataObject
+from tests.cli.cli_support import assert_clean_error
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 DOWN = "\x1b[B"
@@ -41,16 +42,6 @@ def finish(child: pexpect.spawn) -> tuple[int | None, str]:
 def answer(child: pexpect.spawn, prompt: str, text: str) -> None:
     child.expect_exact(prompt)
     child.send(text + "\r")
-
-
-def assert_clean_error(result, code: int, *fragments: str) -> None:
-    """Exit `code`, one `Error: ...` line on stderr naming every fragment, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def printed_object(text: str, marker: str = "Data object added: ") -> dict:

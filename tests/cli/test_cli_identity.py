@@ -10,20 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.cli_support import assert_clean_error
+
 ID = r"[0-9a-z]{64}"
 HEX64 = r"[0-9a-f]{64}"
 SIGNING_KEY = re.compile(rf"^EC/secp384r1/384/{HEX64}$")
 ENCRYPTION_KEY = re.compile(rf"^RSA/4096/{HEX64}$")
-
-
-def assert_clean_error(result, code: int, *fragments: str) -> None:
-    """Exit `code`, one `Error: ...` line on stderr naming every fragment, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def fill(args: list[str], keystore) -> list[str]:
