@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+from collections.abc import Callable
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["GithubCredentials", "SSHCredentials"]
+from saas.core.errors import CryptoError, InvalidInputError
+
+__all__ = ["GithubCredentials", "SSHCredentials", "decrypt_credentials"]
+
+Credentials = TypeVar("Credentials", bound=BaseModel)
 
 
 class GithubCredentials(BaseModel):
@@ -41,3 +50,15 @@ class SSHCredentials(BaseModel):
         if sep and port.isdigit() and host and not host.endswith(":"):
             return host.strip("[]"), int(port)
         return self.host.strip("[]"), None
+
+
+async def decrypt_credentials(
+    model: type[Credentials], encrypted: str, decrypt: Callable[[bytes], bytes], what: str
+) -> Credentials:
+    """Credentials a client encrypted for this node (base64 of the encrypted JSON; `RESTProxy.encrypt_*`), decrypted
+    in a worker thread with `decrypt` (the node keystore's). Raises `InvalidInputError` if they are not that."""
+    try:
+        plain = await asyncio.to_thread(decrypt, base64.b64decode(encrypted, validate=True))
+        return model.model_validate_json(plain)
+    except (CryptoError, ValueError):  # binascii.Error and pydantic's ValidationError are ValueErrors
+        raise InvalidInputError(f"{what} must be encrypted for this node's identity") from None

@@ -330,7 +330,7 @@ class DORService:
         return model
 
     async def add_gpp(self, signer: Identity, params: AddGPPDataObjectParameters) -> GPPDataObject:
-        from saas.core.schemas import GithubCredentials
+        from saas.core.schemas import GithubCredentials, decrypt_credentials
         from saas.dor.gpp import fetch_gpp
 
         self._known(params.owner_iid, "owner")
@@ -338,11 +338,9 @@ class DORService:
             self._known(iid, "creator")
         credentials = None
         if params.github_credentials is not None:
-            try:
-                plain = await asyncio.to_thread(self._node.keystore.decrypt, b64d(params.github_credentials))
-                credentials = GithubCredentials.model_validate_json(plain)
-            except (CryptoError, ValueError):
-                raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
+            credentials = await decrypt_credentials(
+                GithubCredentials, params.github_credentials, self._node.keystore.decrypt, "GitHub credentials"
+            )
         gpp = await asyncio.to_thread(
             fetch_gpp,
             params.source,

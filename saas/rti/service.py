@@ -42,6 +42,7 @@ from saas.core.errors import (
     RTIError,
 )
 from saas.core.identity import Identity
+from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import board, placement, runner
 from saas.rti import deploy as deployment
@@ -268,14 +269,9 @@ class RTIService:
             await existing.agent.stop()  # a failed agent: nothing of it may keep running
         credentials = None
         if params.github_credentials is not None:
-            from saas.core.keys import b64d
-            from saas.core.schemas import GithubCredentials
-
-            try:
-                plain = await asyncio.to_thread(self._node.keystore.decrypt, b64d(params.github_credentials))
-                credentials = GithubCredentials.model_validate_json(plain)
-            except (CryptoError, ValueError):
-                raise InvalidInputError("GitHub credentials must be encrypted for this node's identity") from None
+            credentials = await decrypt_credentials(
+                GithubCredentials, params.github_credentials, self._node.keystore.decrypt, "GitHub credentials"
+            )
         spec = self._backend_spec(params)
         gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
         if gpp.proc_descriptor.kind == "agent" and spec["name"] != "local":

@@ -7,15 +7,12 @@ this machine or through an SSH login node). A processor's backend is chosen at d
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saas.core.errors import CryptoError, InvalidInputError
-from saas.core.schemas import SSHCredentials
+from saas.core.errors import InvalidInputError
+from saas.core.schemas import SSHCredentials, decrypt_credentials
 from saas.dor.schemas import GitProcessorPointer
 from saas.rti.backends.base import Backend, BackendError, JobContext
 from saas.rti.backends.local import LocalBackend
@@ -26,11 +23,7 @@ __all__ = ["Backend", "BackendError", "JobContext", "LocalBackend", "SSHBackend"
 
 
 async def decrypt_ssh_credentials(encrypted: str, decrypt: Callable[[bytes], bytes]) -> SSHCredentials:
-    try:
-        plain = await asyncio.to_thread(decrypt, base64.b64decode(encrypted, validate=True))
-        return SSHCredentials.model_validate_json(plain)
-    except (CryptoError, ValueError, binascii.Error):
-        raise InvalidInputError("SSH credentials must be encrypted for this node's identity") from None
+    return await decrypt_credentials(SSHCredentials, encrypted, decrypt, "SSH credentials")
 
 
 async def make_backend(
