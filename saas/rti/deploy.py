@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from saas.core.errors import InvalidInputError, RTIError
@@ -30,6 +31,9 @@ class DeploymentError(RTIError, InvalidInputError):
     """Cloning or installing the adapter failed; `details['log_tail']` holds the end of the log."""
 
 
+LineHandler = Callable[[str], None]
+
+
 def adapter_dir(proc_root: Path, gpp: GitProcessorPointer) -> Path:
     return proc_root / "repo" / _check_proc_path(gpp.proc_path)
 
@@ -44,13 +48,34 @@ def tail(path: Path, size: int = TAIL_BYTES) -> str:
         return ""
 
 
-async def _run(args: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float) -> int:
+async def _run(
+    args: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float, on_line: LineHandler | None = None
+) -> int:
+    """Run `args` in its own process group with stdout and stderr appended to `log` (and, with `on_line`, each line
+    also handed to it); the whole group is killed on a timeout or cancellation."""
     with open(log, "ab") as out:
+        target = asyncio.subprocess.PIPE if on_line else out
         process = await asyncio.create_subprocess_exec(
-            *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            *args,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=target,
+            stderr=asyncio.subprocess.STDOUT if on_line else out,
+            start_new_session=True,
         )
+
+        async def pump() -> None:
+            assert process.stdout is not None and on_line is not None
+            while line := await process.stdout.readline():
+                out.write(line)
+                on_line(line.decode("utf-8", "replace").rstrip("\r\n"))
+
         try:
-            return await asyncio.wait_for(process.wait(), timeout)
+            waiting = asyncio.gather(pump(), process.wait()) if on_line else process.wait()
+            await asyncio.wait_for(waiting, timeout)
+            assert process.returncode is not None
+            return process.returncode
         except (TimeoutError, asyncio.CancelledError):
             kill_group(process.pid)
             await process.wait()
@@ -121,11 +146,14 @@ async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCr
     return folder
 
 
-async def run_install(folder: Path, config: str, log: Path, install_timeout: float = INSTALL_TIMEOUT) -> None:
-    """Run `install.sh <config>` in the adapter folder on this machine (own process group, timeout, log)."""
+async def run_install(
+    folder: Path, config: str, log: Path, install_timeout: float = INSTALL_TIMEOUT, on_line: LineHandler | None = None
+) -> None:
+    """Run `install.sh <config>` in the adapter folder on this machine (own process group, no `SAAS_*` variables,
+    timeout, log; `on_line` also gets each output line)."""
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     try:
-        code = await _run(["bash", "install.sh", config], folder, plain_env, log, install_timeout)
+        code = await _run(["bash", "install.sh", config], folder, plain_env, log, install_timeout, on_line)
     except TimeoutError:
         raise DeploymentError(
             f"install.sh did not finish within {install_timeout:g} s", {"log_tail": tail(log)}

@@ -13,11 +13,8 @@ adapter or the inputs) or `JobFailedError` (the run), each with a one-line reaso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,40 +135,14 @@ def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Pa
 
 
 async def _install(adapter: Path, config: str, log: Path, on_event: Event, timeout: float) -> None:
-    """`install.sh <config>` as a deployment runs it (own process group, no SAAS_* variables, a timeout); each
-    output line is also reported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "install.sh",
-        config,
-        cwd=adapter,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-
-    async def pump() -> None:
-        assert process.stdout is not None
-        with open(log, "ab") as out:
-            while line := await process.stdout.readline():
-                out.write(line)
-                on_event("install", line.decode("utf-8", "replace").rstrip("\r\n"))
+    """`install.sh <config>` as a deployment runs it (`saas.rti.deploy.run_install`); each output line is also
+    reported."""
+    from saas.rti.deploy import DeploymentError, run_install
 
     try:
-        await asyncio.wait_for(asyncio.gather(pump(), process.wait()), timeout)
-    except BaseException as e:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        if isinstance(e, TimeoutError):
-            raise JobFailedError(f"install.sh did not finish within {timeout:g} s") from None
-        raise
-    if process.returncode != 0:
-        raise JobFailedError(f"install.sh exited with code {process.returncode}")
+        await run_install(adapter, config, log, timeout, on_line=lambda line: on_event("install", line))
+    except DeploymentError as e:
+        raise JobFailedError(e.reason) from None
 
 
 def repository_root(folder: Path) -> Path:
