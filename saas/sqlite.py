@@ -1,11 +1,20 @@
-"""A SQLite connection for a service: WAL mode, one writer at a time, used from worker threads only.
+"""A SQLite connection for a service: WAL mode, one writer thread, group commit.
 
-Services call `await db.run(fn, *args)`; `fn(conn, *args)` runs in a worker thread under the connection lock
-and inside a transaction (committed when `fn` returns, rolled back if it raises)."""
+Services call `await db.run(fn, *args)`; `fn(conn, *args)` runs in the database's own thread, inside a transaction,
+and its result (or exception) comes back to the caller. Requests that arrive while the thread is busy are run
+together in one transaction, each in its own savepoint: a request that raises is rolled back alone, and every
+caller is answered only after the transaction holding its request committed. So a caller may rely on its write
+being stored when `run` returns, while a busy node commits once per batch instead of once per request, and the
+event loop is woken once per batch instead of once per request. Requests run in the order they were made.
+
+`call(fn, *args)` is the blocking form, for start-up code that already runs in a worker thread."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,6 +25,12 @@ __all__ = ["Database"]
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
+BATCH_LIMIT = 256  # requests committed together at most
+
+_Request = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
 
 class Database:
     def __init__(self, path: Path, schema: str):
@@ -23,6 +38,8 @@ class Database:
         self._schema = schema
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def open(self) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -31,20 +48,36 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(self._schema)
-        self._conn = conn
+        with self._lock:
+            self._conn = conn
+            self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
+            self._thread.start()
 
     def close(self) -> None:
+        """Answer the requests already made, then close (blocking; call it from a worker thread)."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._requests.put(None)
+            thread.join()
+        late: list[_Request] = []
+        while True:  # made while it was closing: answered with the error `run` gives after the close
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None:
+                late.append(request)
+        _answer([(request, None, RuntimeError("database is closed")) for request in late])
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` in one transaction (blocking; use `run` from async code)."""
+        """Run `fn(conn, *args)` in one transaction of its own (blocking; use `run` from async code)."""
         with self._lock:
-            if self._conn is None:
-                raise RuntimeError("database is closed")
-            conn = self._conn
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn, *args)
@@ -55,4 +88,94 @@ class Database:
             return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.to_thread(self.call, fn, *args)
+        """Run `fn(conn, *args)` in the database's thread; returns once the transaction holding it committed."""
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `fn(conn, *args)` now (call from the event loop) and return the future of its result. A write
+        queued without waiting for it still lands before any request queued after it."""
+        if self._thread is None:
+            raise RuntimeError("database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._requests.put((fn, args, future, loop))
+        return future
+
+    def write_behind(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue a write nobody waits for (a later awaited request commits after it); a failure is logged."""
+        self.submit(fn, *args).add_done_callback(_log_failure)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is closed")
+        return self._conn
+
+    def _serve(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            _answer(self._run_batch(batch))
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Request]) -> list[tuple[_Request, Any, BaseException | None]]:
+        answers: list[tuple[_Request, Any, BaseException | None]] = []
+        with self._lock:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                for request in batch:
+                    fn, args = request[0], request[1]
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        result = fn(conn, *args)
+                    except Exception as e:
+                        conn.execute("ROLLBACK TO request")
+                        conn.execute("RELEASE request")
+                        answers.append((request, None, e))
+                    else:
+                        conn.execute("RELEASE request")
+                        answers.append((request, result, None))
+                conn.execute("COMMIT")
+            except Exception as e:  # the transaction itself failed: nothing of the batch is stored
+                if self._conn is not None and self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                return [(request, None, e) for request in batch]
+        return answers
+
+
+def _answer(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
+    """Hand the answers back, one wake-up per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for (_fn, _args, future, loop), result, error in answers:
+        by_loop.setdefault(loop, []).append((future, result, error))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("a queued database write failed: %r", future.exception())
