@@ -3,8 +3,8 @@
 Rules every caller may rely on:
 - an object becomes visible only once its content file is complete and its record committed; content is streamed
   to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible;
-- content files are shared by identical content and removed only when no record uses them, under the same lock
-  as adds (`_commit_lock`);
+- content files are shared by identical content and removed only when no record uses them; adds hold a
+  `ContentGuard` shared and removals hold it exclusively, so content is never removed under an add in progress;
 - restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
   owner-only changes by others get 403.
 """
@@ -12,12 +12,13 @@ Rules every caller may rely on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -35,6 +36,7 @@ from saas.core.keys import b64d
 from saas.core.signing import canonical_json
 from saas.dor import catalog
 from saas.dor.catalog import ObjectRow, SearchQuery
+from saas.dor.guard import ContentGuard
 from saas.dor.schemas import (
     GPP_DATA_FORMAT,
     GPP_DATA_TYPE,
@@ -131,6 +133,38 @@ def _finish(f: BinaryIO) -> None:
     f.close()
 
 
+class LocalAdds:
+    """Local files added in two steps, so a caller can put the content in the same worker-thread hop as its own
+    blocking work: `put(path)` (blocks) stores the content and returns (c_hash, size), `await record(...)` inserts
+    the object, idempotently (the same content, parameters and `created` give the existing object). Made by
+    `DORService.local_adds()`."""
+
+    def __init__(self, dor: DORService):
+        self._dor = dor
+        self.unrecorded: set[str] = set()
+
+    def put(self, path: Path) -> tuple[str, int]:
+        c_hash, size = self._dor.store.ingest(path)
+        self.unrecorded.add(c_hash)
+        return c_hash, size
+
+    async def record(
+        self, creator_iid: str, params: AddCDataObjectParameters, c_hash: str, size: int, created: int
+    ) -> CDataObject:
+        dor = self._dor
+        dor.check_add(params)
+        row = dor._content_row(params, creator_iid, c_hash, size, created)
+        inserted = await dor.db.run(catalog.insert, row, dor._envelopes(params))
+        self.unrecorded.discard(c_hash)
+        if not inserted:
+            existing = await dor.db.run(catalog.get, row.obj_id)
+            assert existing is not None
+            row = existing
+        model = dor._model(row)
+        assert isinstance(model, CDataObject)
+        return model
+
+
 class DORService:
     def __init__(self, node: Node):
         self._node = node
@@ -138,7 +172,7 @@ class DORService:
         self._root = root
         self.store = ContentStore(root)
         self.db = Database(root / "catalog.sqlite", catalog.SCHEMA)
-        self._commit_lock = asyncio.Lock()
+        self._guard = ContentGuard()
         self.max_object_size = node.config.max_object_size
 
     async def start(self) -> None:
@@ -182,36 +216,38 @@ class DORService:
             )
         return identity
 
-    async def _commit(
-        self, row: ObjectRow, temp: Path | None, content: bytes | None, envelopes: dict[str, str]
-    ) -> ObjectRow:
-        """Put content in place and insert the record, under the lock removals take too."""
-        async with self._commit_lock:
-            if temp is not None:
-                await asyncio.to_thread(self.store.commit, temp, row.c_hash)
-            elif content is not None:
-                await asyncio.to_thread(self.store.write_bytes, content, row.c_hash)
-            try:
+    async def _commit(self, place: Callable[[], ObjectRow], envelopes: dict[str, str]) -> ObjectRow:
+        """`place` (blocking, run in a thread) puts the content in place and returns the record, which is then
+        inserted; both while the content guard is held, so a removal cannot take the content in between. The same
+        object added again (same content, type, format, creators and ms) returns the existing one."""
+        row: ObjectRow | None = None
+        try:
+            async with self._guard.shared():
+                row = await asyncio.to_thread(place)
                 inserted = await self.db.run(catalog.insert, row, envelopes)
-            except BaseException:
-                if not await self.db.run(catalog.c_hash_in_use, row.c_hash):
-                    await asyncio.to_thread(self.store.remove, row.c_hash)
-                raise
-        if not inserted:  # the same object (same content, type, format, creators and ms) exists already
+        except BaseException:
+            if row is not None:
+                await self._remove_unused(row.c_hash)
+            raise
+        if not inserted:
             existing = await self.db.run(catalog.get, row.obj_id)
             assert existing is not None
             return existing
         return row
 
+    async def _remove_unused(self, c_hash: str) -> None:
+        async with self._guard.exclusive():
+            if not await self.db.run(catalog.c_hash_in_use, c_hash):
+                await asyncio.to_thread(self.store.remove, c_hash)
+
     # -- adding -------------------------------------------------------------------------------------------------
 
-    async def _commit_content(
-        self, params: AddCDataObjectParameters, creator_iid: str, temp: Path, c_hash: str, size: int, created: int
+    def _content_row(
+        self, params: AddCDataObjectParameters, creator_iid: str, c_hash: str, size: int, created: int
     ) -> ObjectRow:
-        """Record a complete content file (in `temp`) as a new object; the same content, type, format, creators
-        and `created` give the same obj_id, so committing twice returns the existing object."""
+        """The record of new content; the same content, type, format, creators and `created` give the same obj_id."""
         creators = params.creators_iid or [creator_iid]
-        row = ObjectRow(
+        return ObjectRow(
             obj_id=object_id(c_hash, params.data_type, params.data_format, creators, created),
             kind="c",
             c_hash=c_hash,
@@ -230,8 +266,10 @@ class DORService:
             },
             access=[params.owner_iid],
         )
-        envelopes = {params.owner_iid: params.key_envelope} if params.key_envelope else {}
-        return await self._commit(row, temp, None, envelopes)
+
+    @staticmethod
+    def _envelopes(params: AddCDataObjectParameters) -> dict[str, str]:
+        return {params.owner_iid: params.key_envelope} if params.key_envelope else {}
 
     def check_add(self, params: AddCDataObjectParameters) -> None:
         self._known(params.owner_iid, "owner")
@@ -292,7 +330,13 @@ class DORService:
             f.close()
             await asyncio.to_thread(temp.unlink, True)
             raise
-        row = await self._commit_content(params, signer.id, temp, content_hash.hexdigest(), size, created)
+        row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
+
+        def place() -> ObjectRow:
+            self.store.commit(temp, row.c_hash)
+            return row
+
+        row = await self._commit(place, self._envelopes(params))
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)
@@ -301,33 +345,26 @@ class DORService:
     async def add_file(
         self, creator_iid: str, params: AddCDataObjectParameters, path: Path, created: int
     ) -> CDataObject:
-        """Add a local file as an object created at `created` (used by the RTI for job outputs).
+        """Add a local file as an object created at `created`.
 
         Idempotent: the same file, parameters and `created` give the same obj_id, and adding it again returns the
         existing object instead of a duplicate."""
         self.check_add(params)
+        async with self.local_adds() as adds:
+            c_hash, size = await asyncio.to_thread(adds.put, path)
+            return await adds.record(creator_iid, params, c_hash, size, created)
 
-        def copy() -> tuple[Path, str, int]:
-            temp, f = self.store.new_temp()
-            digest = hashlib.sha256()
-            size = 0
-            try:
-                with open(path, "rb") as src:
-                    while chunk := src.read(WRITE_BATCH):
-                        digest.update(chunk)
-                        f.write(chunk)
-                        size += len(chunk)
-                _finish(f)
-            except BaseException:
-                f.close()
-                temp.unlink(missing_ok=True)
-                raise
-            return temp, digest.hexdigest(), size
-
-        temp, c_hash, size = await asyncio.to_thread(copy)
-        model = self._model(await self._commit_content(params, creator_iid, temp, c_hash, size, created))
-        assert isinstance(model, CDataObject)
-        return model
+    @contextlib.asynccontextmanager
+    async def local_adds(self) -> AsyncIterator[LocalAdds]:
+        """Add local files in two steps (see `LocalAdds`), with the content guard held meanwhile; content put but
+        not recorded is removed afterwards unless another object uses it."""
+        adds = LocalAdds(self)
+        try:
+            async with self._guard.shared():
+                yield adds
+        finally:
+            for c_hash in list(adds.unrecorded):
+                await self._remove_unused(c_hash)
 
     async def add_gpp(self, signer: Identity, params: AddGPPDataObjectParameters) -> GPPDataObject:
         from saas.core.schemas import GithubCredentials, decrypt_credentials
@@ -368,7 +405,12 @@ class DORService:
             details={"creators_iid": params.creators_iid or [signer.id], "gpp": gpp.model_dump(mode="json")},
             access=[params.owner_iid],
         )
-        model = self._model(await self._commit(row, None, content, {}))
+
+        def place() -> ObjectRow:
+            self.store.write_bytes(content, c_hash)
+            return row
+
+        model = self._model(await self._commit(place, {}))
         assert isinstance(model, GPPDataObject)
         return model
 
@@ -381,13 +423,25 @@ class DORService:
         """The content opened for reading (the caller closes it), its size and record. Once open, a concurrent
         delete of the object cannot cut the download short."""
         row = await self._readable(obj_id, reader)
+
+        def open_file() -> tuple[BinaryIO, int]:
+            f = open(self.store.path(row.c_hash), "rb")  # noqa: SIM115 - the caller closes it
+            return f, os.fstat(f.fileno()).st_size
+
         try:
-            f = await asyncio.to_thread(open, self.store.path(row.c_hash), "rb")
+            f, size = await asyncio.to_thread(open_file)
         except FileNotFoundError:  # deleted since the record was read
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
-        size = (await asyncio.to_thread(os.fstat, f.fileno())).st_size
-        await self.db.run(catalog.touch, obj_id, _now())
+        self.touch_later(obj_id)
         return f, size, row
+
+    def content_path(self, c_hash: str) -> Path:
+        """Where content is stored (it may be gone by the time it is opened: treat that as "not found")."""
+        return self.store.path(c_hash)
+
+    def touch_later(self, obj_id: str) -> None:
+        """Record an access (queued: nobody waits for it)."""
+        self.db.write_behind(catalog.touch, obj_id, _now())
 
     async def get_envelope(self, obj_id: str, reader: Identity) -> KeyEnvelope:
         row = await self._readable(obj_id, reader)
@@ -515,10 +569,8 @@ class DORService:
 
     async def delete(self, obj_id: str, caller: Identity) -> CDataObject | GPPDataObject:
         row = await self._owned(obj_id, caller)
-        async with self._commit_lock:
-            await self.db.run(catalog.delete, obj_id)
-            if not await self.db.run(catalog.c_hash_in_use, row.c_hash):
-                await asyncio.to_thread(self.store.remove, row.c_hash)
+        await self.db.run(catalog.delete, obj_id)
+        await self._remove_unused(row.c_hash)
         return self._model(row)
 
     async def grant_access(self, obj_id: str, caller: Identity, iid: str, envelope: str | None) -> DataObject:

@@ -1,11 +1,12 @@
 """Content files: `<root>/content/<c_hash[:2]>/<c_hash>`, written via temp files in `<root>/tmp`.
 
 A content file appears only complete (streamed to a temp file, fsynced, renamed). Identical content is stored once.
-The caller (`DORService`) serialises commits and removals under one lock and decides when a file is unused;
+The caller (`DORService`) keeps commits and removals apart (`ContentGuard`) and decides when a file is unused;
 `sweep` removes temp files and unreferenced content left by a crash. All methods block: call them in a thread."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterable
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["ContentStore"]
+
+SMALL_FILE = 1024 * 1024  # read whole (and not written again when the content is already stored)
+COPY_CHUNK = 4 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -52,6 +56,35 @@ class ContentStore:
         os.replace(temp, final)
         _fsync_dir(final.parent)
         return True
+
+    def ingest(self, source: Path) -> tuple[str, int]:
+        """Copy a local file in (hashed while read, fsynced, then put in place); returns (c_hash, size). A small
+        file whose content is already stored is not written again."""
+        with open(source, "rb") as src:
+            data = src.read(SMALL_FILE)
+            if len(data) < SMALL_FILE:
+                c_hash = hashlib.sha256(data).hexdigest()
+                if not self.exists(c_hash):
+                    self.write_bytes(data, c_hash)
+                return c_hash, len(data)
+            temp, f = self.new_temp()
+            digest, size = hashlib.sha256(), 0
+            try:
+                while data:
+                    digest.update(data)
+                    f.write(data)
+                    size += len(data)
+                    data = src.read(COPY_CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            except BaseException:
+                f.close()
+                temp.unlink(missing_ok=True)
+                raise
+        c_hash = digest.hexdigest()
+        self.commit(temp, c_hash)
+        return c_hash, size
 
     def write_bytes(self, data: bytes, c_hash: str) -> bool:
         """Store small content given in full (e.g. a GPP)."""

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from saas.dor.schemas import GitProcessorPointer
+from saas.dor.schemas import CDataObject, GitProcessorPointer
 from saas.rti import runner
 from saas.rti.agents import AgentPool, Lease
 from saas.rti.backends import Backend, LocalBackend
@@ -27,8 +27,8 @@ __all__ = [
     "get_job",
     "insert_job",
     "migrate",
-    "output_created",
     "output_stored",
+    "outputs_created",
     "put_processor",
     "unfinished",
     "update_job",
@@ -95,6 +95,8 @@ class ActiveJob:
     announced: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
     stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
+    consumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the recipes record about the inputs
+    stored: dict[str, CDataObject] = field(default_factory=dict)  # name -> metadata as just stored (not persisted)
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
     lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
@@ -114,6 +116,7 @@ class ActiveJob:
             "announced": self.announced,
             "outputs": self.outputs,
             "stored_elsewhere": self.stored_elsewhere,
+            "consumes": self.consumes,
             "pid": self.pid,
             "remote": self.remote,
         }
@@ -165,11 +168,18 @@ def unfinished(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def output_created(conn: sqlite3.Connection, job_id: str, name: str, created: int) -> tuple[int, str | None]:
-    """The creation time fixed for an output (first call fixes it), and its obj_id once stored."""
-    conn.execute("INSERT OR IGNORE INTO outputs (job_id, name, created) VALUES (?, ?, ?)", (job_id, name, created))
-    row = conn.execute("SELECT created, obj_id FROM outputs WHERE job_id = ? AND name = ?", (job_id, name)).fetchone()
-    return int(row["created"]), row["obj_id"]
+def outputs_created(
+    conn: sqlite3.Connection, job_id: str, names: list[str], created: int
+) -> dict[str, tuple[int, str | None]]:
+    """Per output: the creation time fixed for it (the first call fixes it) and its obj_id once stored."""
+    found: dict[str, tuple[int, str | None]] = {}
+    for name in names:
+        conn.execute("INSERT OR IGNORE INTO outputs (job_id, name, created) VALUES (?, ?, ?)", (job_id, name, created))
+        row = conn.execute(
+            "SELECT created, obj_id FROM outputs WHERE job_id = ? AND name = ?", (job_id, name)
+        ).fetchone()
+        found[name] = (int(row["created"]), row["obj_id"])
+    return found
 
 
 def output_stored(conn: sqlite3.Connection, job_id: str, name: str, obj_id: str) -> None:

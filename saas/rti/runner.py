@@ -1,8 +1,10 @@
 """The runner: does the I/O of one job. Inputs into a working folder, `execute.sh <config> <wd>` in its own process
 group with stdout/stderr streamed to log files and parsed live for triggers, outputs checked and stored.
 
-Seams for the network (later): `fetch_input` reads a by-reference input and `store_output` stores an output; both
-use this node's DOR today. Everything that blocks runs in a worker thread or as an asyncio subprocess."""
+A by-reference input is located first (`locate_input`), then copied from this node's DOR (`copy_local`, in the
+caller's worker thread) or fetched (`fetch_input`: another node's DOR, or encrypted). An output goes to this
+node's DOR (`DORService.local_adds`) or another (`upload_output`). Everything that blocks runs in a worker thread
+or as an asyncio subprocess."""
 
 from __future__ import annotations
 
@@ -29,11 +31,16 @@ if TYPE_CHECKING:
 __all__ = [
     "JobFailedError",
     "check_outputs",
+    "copies_locally",
+    "copy_local",
     "execute",
     "fetch_input",
     "input_path",
+    "locate_input",
+    "output_params",
+    "output_target",
     "parse_trigger",
-    "store_output",
+    "upload_output",
     "write_value",
 ]
 
@@ -85,10 +92,9 @@ def parse_trigger(line: str) -> tuple[str, Any] | None:
 # -- inputs ----------------------------------------------------------------------------------------------------
 
 
-async def fetch_input(node: Node, job: Job, item: Task.InputReference, spec: ProcessorIO, wd: Path) -> dict[str, Any]:
-    """Copy a by-reference input into `<wd>/<name>` from whichever DOR holds it (this node's, read as the job's
-    user, or another node's over HTTP with the user's delegation), checked against c_hash, type and format, and
-    decrypted with this node's key envelope when encrypted. Returns what the recipe records about it."""
+async def locate_input(node: Node, job: Job, item: Task.InputReference, spec: ProcessorIO) -> Any:
+    """Where a by-reference input is (`placement.InputLocation`), checked against the type and format the
+    processor expects; raises `JobFailedError`."""
     from saas.rti import placement
 
     try:
@@ -101,44 +107,72 @@ async def fetch_input(node: Node, job: Job, item: Task.InputReference, spec: Pro
             f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
             f"got {meta.data_type}/{meta.data_format}"
         )
+    return location
+
+
+def copies_locally(location: Any) -> bool:
+    """Whether `copy_local` can fetch the input (a plain object in this node's DOR), with no other work."""
+    return location.custodian is None and not location.meta.content_encrypted
+
+
+def copy_local(node: Node, name: str, location: Any, wd: Path) -> None:
+    """Copy a plain input from this node's DOR into `<wd>/<name>`, checked against its c_hash. Blocks."""
+    dor, meta = node.dor, location.meta
+    assert dor is not None
+    try:
+        c_hash = _copy_hashed(dor.content_path(meta.c_hash), input_path(wd, name))
+    except FileNotFoundError:  # deleted since its record was read
+        raise JobFailedError(f"Input '{name}': data object {meta.obj_id} not found") from None
+    if c_hash != meta.c_hash:
+        raise JobFailedError(f"Input '{name}': content does not match its c_hash")
+
+
+async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: Path) -> None:
+    """Fetch a by-reference input into `<wd>/<name>` from whichever DOR holds it (another node's over HTTP with
+    the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted."""
     target = input_path(wd, item.name)
     if location.custodian is None:
-        await _copy_local(node, job, item, meta, target)
+        await _copy_local(node, item, location.meta, target)
     else:
         await _fetch_remote(node, item, location, target)
-    return placement.describe(location)
 
 
-async def _copy_local(node: Node, job: Job, item: Task.InputReference, meta: CDataObject, target: Path) -> None:
+def _copy_hashed(source: Path, target: Path) -> str:
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(1024 * 1024):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
+
+
+async def _copy_local(node: Node, item: Task.InputReference, meta: CDataObject, target: Path) -> None:
+    """Copy an input from this node's DOR (`meta` was read as the job's user), checked against its c_hash, and
+    decrypted with this node's key envelope when encrypted."""
     from saas.dor import catalog
 
-    dor, user = node.dor, node.nodedb.get_identity(job.task.user_iid)
-    assert dor is not None and user is not None
-    try:
-        source, _, row = await dor.open_content(item.obj_id, user)
-    except NotFoundError:
-        raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found") from None
-    try:
-        key: bytes | None = None
-        if row.content_encrypted:
-            envelope = await dor.db.run(catalog.get_envelope, row.obj_id, node.iid)
-            key = await _unwrap(node, item.name, envelope)
+    dor = node.dor
+    assert dor is not None
+    key: bytes | None = None
+    if meta.content_encrypted:
+        envelope = await dor.db.run(catalog.get_envelope, meta.obj_id, node.iid)
+        key = await _unwrap(node, item.name, envelope)
+    encrypted = target.with_name(f".{item.name}.encrypted") if key else target
 
-        def copy() -> str:
-            digest = hashlib.sha256()
-            encrypted = target.with_name(f".{item.name}.encrypted") if key else target
-            with open(encrypted, "wb") as dst:
-                while chunk := source.read(1024 * 1024):
-                    digest.update(chunk)
-                    dst.write(chunk)
-            if key is not None:
-                _decrypt(encrypted, target, key)
-            return digest.hexdigest()
+    def copy() -> str | None:
+        try:
+            c_hash = _copy_hashed(dor.content_path(meta.c_hash), encrypted)
+        except FileNotFoundError:  # deleted since its record was read
+            return None
+        if key is not None:
+            _decrypt(encrypted, target, key)
+        return c_hash
 
-        if await asyncio.to_thread(copy) != row.c_hash:
-            raise JobFailedError(f"Input '{item.name}': content does not match its c_hash")
-    finally:
-        source.close()
+    c_hash = await asyncio.to_thread(copy)
+    if c_hash is None:
+        raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found")
+    if c_hash != meta.c_hash:
+        raise JobFailedError(f"Input '{item.name}': content does not match its c_hash")
 
 
 async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, target: Path) -> None:
@@ -366,21 +400,10 @@ def _copy(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-async def store_output(
-    node: Node,
-    job: Job,
-    spec: ProcessorIO,
-    out: Task.Output,
-    path: Path,
-    envelope: str | None,
-    recipe: DataObjectRecipe,
-    created: int,
-) -> CDataObject:
-    """Store an output in its DOR: `target_node_iid`, else this node's DOR, else the nearest DOR (uploaded over
-    HTTP, signed by this node). Idempotent for the same file and `created`: the DOR returns the existing object."""
-    from saas.rti import placement
-
-    params = AddCDataObjectParameters(
+def output_params(
+    job: Job, spec: ProcessorIO, out: Task.Output, envelope: str | None, recipe: DataObjectRecipe
+) -> AddCDataObjectParameters:
+    return AddCDataObjectParameters(
         owner_iid=out.owner_iid,
         creators_iid=[job.task.user_iid],
         data_type=spec.data_type,
@@ -390,20 +413,27 @@ async def store_output(
         recipe=recipe,
         key_envelope=envelope,
     )
+
+
+async def output_target(node: Node, out: Task.Output) -> Any | None:
+    """The DOR an output goes to: None for this node's DOR, else the node record of another node's DOR
+    (`target_node_iid`, else the nearest DOR when this node has none). Raises `JobFailedError`."""
+    from saas.rti import placement
+
     try:
         target = await placement.output_dor(node, out)
     except NotFoundError as e:
         raise JobFailedError(e.reason) from None
-    if target is None:
-        if node.dor is None:
-            raise JobFailedError(f"Output '{out.name}': this node has no DOR")
-        return await node.dor.add_file(node.iid, params, path, created)
-    return await _upload(node, target, params, path, created, out.name)
+    if target is None and node.dor is None:
+        raise JobFailedError(f"Output '{out.name}': this node has no DOR")
+    return target
 
 
-async def _upload(
+async def upload_output(
     node: Node, target: Any, params: AddCDataObjectParameters, path: Path, created: int, name: str
 ) -> CDataObject:
+    """Store an output in another node's DOR (over HTTP, signed by this node), retried while it is unreachable.
+    Idempotent for the same file and `created`: the DOR returns the existing object."""
     from saas.core.errors import RemoteError, UnreachableError
     from saas.core.identity import Identity
     from saas.dor.proxy import DORProxy

@@ -43,7 +43,7 @@ from saas.core.errors import (
 )
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
-from saas.dor.schemas import CDataObject, GitProcessorPointer, ProcessorIO
+from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import board, placement, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool
@@ -118,6 +118,8 @@ class RTIService:
         self._running: set[str] = set()
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
+        self._remover: asyncio.Task[None] | None = None
 
     @property
     def retain(self) -> bool:
@@ -179,6 +181,8 @@ class RTIService:
             doc["errors"],
             doc["announced"],
             doc["outputs"],
+            doc.get("stored_elsewhere") or {},
+            await self._recorded_consumes(job.id, doc),
         )
         processor = self._processors.get(job.proc_id)
         restartable = bool(processor and (processor.gpp.proc_descriptor.model_extra or {}).get("restartable"))
@@ -216,6 +220,14 @@ class RTIService:
         else:
             self._enqueue(active)
 
+    async def _recorded_consumes(self, job_id: str, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """What the recipes record about a job's inputs: in its row, or (older boards) `.store/consumes.json`."""
+        if "consumes" in doc:
+            return dict(doc["consumes"])
+        path = self._wd(job_id) / ".store" / "consumes.json"
+        text = await asyncio.to_thread(lambda: path.read_text() if path.is_file() else "{}")
+        return dict(json.loads(text))
+
     async def stop(self) -> None:
         self._stopping = True
         agents = [p.agent for p in self._processors.values() if p.agent is not None]
@@ -228,6 +240,8 @@ class RTIService:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(agent.stop() for agent in agents))
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._remover is not None:
+            await asyncio.gather(self._remover, return_exceptions=True)
         for processor in self._processors.values():
             with contextlib.suppress(Exception):
                 await processor.backend.close()
@@ -464,9 +478,21 @@ class RTIService:
     async def _save(self, active: ActiveJob) -> None:
         await self.db.run(board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
 
-    async def _to(self, active: ActiveJob, state: JobState, reason: str = "") -> None:
+    def _save_later(self, active: ActiveJob) -> None:
+        """Queue the job's row without waiting: it lands before any later write of the board, so it needs no wait
+        when nothing depends on it before the job's next awaited write."""
+        self.db.write_behind(
+            board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc())
+        )
+
+    async def _to(self, active: ActiveJob, state: JobState, reason: str = "", wait: bool = True) -> None:
+        """Record a transition; with `wait=False` it is queued (`_save_later`): for a transition a restart may lose
+        because the job's next awaited write follows (initialising, postprocessing)."""
         active.machine.transition(state, reason)
-        await self._save(active)
+        if wait:
+            await self._save(active)
+        else:
+            self._save_later(active)
         active.notify()
 
     async def _run(self, active: ActiveJob, resume: bool, reattach: bool = False) -> None:
@@ -477,7 +503,7 @@ class RTIService:
                 raise runner.JobFailedError(f"Processor {job.proc_id} is not deployed")
             consumes: dict[str, dict[str, Any]] = {}
             if reattach:
-                consumes = self._consumes_from_task(active, processor)
+                consumes = active.consumes
                 await self._execute(active, processor, reattach=True)
                 self._release(job.id)
             elif not resume:
@@ -488,7 +514,7 @@ class RTIService:
                 # The limit is on running adapters: storing outputs does not hold a slot.
                 self._release(job.id)
             else:
-                consumes = self._consumes_from_task(active, processor)
+                consumes = active.consumes
             await self._postprocess(active, processor, consumes)
             await self._to(active, JobState.SUCCESSFUL, "all outputs stored")
         except runner.JobFailedError as e:
@@ -522,39 +548,65 @@ class RTIService:
         self._active.pop(active.job.id, None)
         active.notify()
         if not active.job.retain:
-            await asyncio.to_thread(shutil.rmtree, self._wd(active.job.id), True)
+            self._remove_later(self._wd(active.job.id))
 
-    def _consumes_from_task(self, active: ActiveJob, processor: ProcessorRecord) -> dict[str, dict[str, Any]]:
-        path = self._wd(active.job.id) / ".store" / "consumes.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def _remove_later(self, folder: Path) -> None:
+        """Remove a finished job's working folder in the background, together with the others finished meanwhile
+        (one worker-thread hop for many folders on a busy node)."""
+        self._to_remove.append(folder)
+        if self._remover is None or self._remover.done():
+            self._remover = asyncio.create_task(self._remove_folders())
+
+    async def _remove_folders(self) -> None:
+        while self._to_remove:
+            folders, self._to_remove = self._to_remove, []
+            await asyncio.to_thread(_remove_folders, folders)
 
     async def _initialise(self, active: ActiveJob, processor: ProcessorRecord) -> dict[str, dict[str, Any]]:
-        await self._to(active, JobState.INITIALISING, "preparing inputs")
-        wd, logs = self._wd(active.job.id), self._logs(active.job.id)
+        """Locate the by-reference inputs, then create the working folder with the by-value inputs and the plain
+        inputs of this node's DOR in one go; other inputs are fetched after. What the recipe records about the
+        inputs is kept in the job's row (stored with the next awaited write, before the adapter starts)."""
+        # Not stored on its own: the next write carries it, and a restart before that finds the job pending (queued
+        # again, as it should be: nothing ran yet).
+        active.machine.transition(JobState.INITIALISING, "preparing inputs")
+        active.notify()
+        job, wd, logs = active.job, self._wd(active.job.id), self._logs(active.job.id)
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
-
-        def make_dirs() -> None:
-            shutil.rmtree(wd, ignore_errors=True)
-            wd.mkdir(parents=True)
-            (wd / ".store").mkdir()
-            logs.mkdir(parents=True, exist_ok=True)
-
-        await asyncio.to_thread(make_dirs)
         consumes: dict[str, dict[str, Any]] = {}
-        for item in active.job.task.input:
+        located: dict[str, Any] = {}
+        for item in job.task.input:
             spec = specs[item.name]
             if isinstance(item, Task.InputValue):
-                await asyncio.to_thread(runner.write_value, wd, item.name, item.value)
-                raw = json.dumps(item.value).encode()
                 consumes[item.name] = {
-                    "c_hash": hashlib.sha256(raw).hexdigest(),
+                    "c_hash": hashlib.sha256(json.dumps(item.value).encode()).hexdigest(),
                     "data_type": spec.data_type,
                     "data_format": spec.data_format,
                     "content": item.value,
                 }
             else:
-                consumes[item.name] = await runner.fetch_input(self._node, active.job, item, spec, wd)
-        await asyncio.to_thread((wd / ".store" / "consumes.json").write_text, json.dumps(consumes))
+                located[item.name] = await runner.locate_input(self._node, job, item, spec)
+                consumes[item.name] = placement.describe(located[item.name])
+        local = [name for name, location in located.items() if runner.copies_locally(location)]
+
+        def make_folder() -> None:
+            shutil.rmtree(wd, ignore_errors=True)
+            wd.mkdir(parents=True)
+            logs.mkdir(parents=True, exist_ok=True)
+            for item in job.task.input:
+                if isinstance(item, Task.InputValue):
+                    runner.write_value(wd, item.name, item.value)
+            for name in local:
+                runner.copy_local(self._node, name, located[name], wd)
+
+        await asyncio.to_thread(make_folder)
+        for item in job.task.input:
+            if isinstance(item, Task.InputReference) and item.name not in local:
+                await runner.fetch_input(self._node, item, located[item.name], wd)
+        if self._node.dor is not None:
+            for name in located:
+                if located[name].custodian is None:
+                    self._node.dor.touch_later(located[name].meta.obj_id)
+        active.consumes = consumes
         return consumes
 
     async def _execute(self, active: ActiveJob, processor: ProcessorRecord, reattach: bool = False) -> None:
@@ -593,7 +645,7 @@ class RTIService:
         )
         active.pid = None
         active.remote = None
-        await self._to(active, JobState.POSTPROCESSING, "execute.sh finished")
+        await self._to(active, JobState.POSTPROCESSING, "execute.sh finished", wait=False)
 
     async def _execute_on_agent(self, active: ActiveJob, processor: ProcessorRecord) -> None:
         """Hand the job to a free instance of the agent; it ends the job with trigger:done or trigger:error."""
@@ -612,7 +664,7 @@ class RTIService:
             lambda line: board.apply_line(active, line),
             on_start,
         )
-        await self._to(active, JobState.POSTPROCESSING, "the agent finished the job")
+        await self._to(active, JobState.POSTPROCESSING, "the agent finished the job", wait=False)
 
     # -- agents -------------------------------------------------------------------------------------------------
 
@@ -662,32 +714,78 @@ class RTIService:
     async def _postprocess(
         self, active: ActiveJob, processor: ProcessorRecord, consumes: dict[str, dict[str, Any]]
     ) -> None:
-        job, wd = active.job, self._wd(active.job.id)
-        descriptor = processor.gpp.proc_descriptor
-        specs: dict[str, ProcessorIO] = {s.name: s for s in descriptor.output}
+        """Check the outputs, fix each one's bytes and creation time, then store them: into this node's DOR in the
+        same worker-thread hop that checks them, or uploaded to another DOR. A restart resumes here and stores
+        exactly the same objects (the DOR answers a repeated add with the object it already has)."""
+        job, wd, dor = active.job, self._wd(active.job.id), self._node.dor
+        specs: dict[str, ProcessorIO] = {s.name: s for s in processor.gpp.proc_descriptor.output}
         pending = [o for o in job.task.output if o.name not in active.outputs]
-        if pending:
-            missing = [o.name for o in pending if not (wd / ".store" / o.name).is_file()]
-            if missing:
-                await asyncio.to_thread(runner.check_outputs, [specs[n] for n in missing], wd, set(active.announced))
+        if not pending:
+            active.progress = 100
+            return
+        owners: dict[str, Identity | None] = {}
+        targets: dict[str, Any] = {}
         for out in pending:
-            spec = specs[out.name]
-            created, obj_id = await self.db.run(board.output_created, job.id, out.name, _now())
-            if obj_id is None:
-                owner = self._node.nodedb.get_identity(out.owner_iid) if out.content_encrypted else None
-                if out.content_encrypted and owner is None:
-                    raise runner.JobFailedError(f"The owner of output '{out.name}' is not known")
-                path, envelope = await asyncio.to_thread(runner.prepare_output, wd, out.name, owner)
-                recipe = runner.recipe_for(processor.gpp, consumes, spec, job)
-                recipe.product["c_hash"] = await asyncio.to_thread(_sha256_file, path)
-                stored = await runner.store_output(self._node, job, spec, out, path, envelope, recipe, created)
-                obj_id = stored.obj_id
+            owners[out.name] = self._node.nodedb.get_identity(out.owner_iid) if out.content_encrypted else None
+            if out.content_encrypted and owners[out.name] is None:
+                raise runner.JobFailedError(f"The owner of output '{out.name}' is not known")
+            targets[out.name] = await runner.output_target(self._node, out)
+        created = await self.db.run(board.outputs_created, job.id, [o.name for o in pending], _now())
+        todo = [o for o in pending if created[o.name][1] is None]
+        for out in pending:
+            if out not in todo:  # stored before a restart
+                active.outputs[out.name] = str(created[out.name][1])
+        if not todo:
+            active.progress = 100
+            return
+        local = [o.name for o in todo if targets[o.name] is None]
+        announced = set(active.announced)
+
+        def params_for(out: Task.Output) -> AddCDataObjectParameters:
+            _, envelope, c_hash, _ = fixed[out.name]
+            recipe = runner.recipe_for(processor.gpp, consumes, specs[out.name], job)
+            recipe.product["c_hash"] = c_hash
+            return runner.output_params(job, specs[out.name], out, envelope, recipe)
+
+        async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
+
+            def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
+                """Checked, then written once to `.store/<name>` (encrypted when asked); this node's DOR gets its
+                content right away. Per output: the file, its key envelope, c_hash and size."""
+                unfixed = [specs[o.name] for o in todo if not (wd / ".store" / o.name).is_file()]
+                runner.check_outputs(unfixed, wd, announced)
+                result = {}
+                for out in todo:
+                    path, envelope = runner.prepare_output(wd, out.name, owners[out.name])
+                    if adds is not None and out.name in local:
+                        c_hash, size = adds.put(path)
+                    else:
+                        c_hash, size = _sha256_file(path), 0
+                    result[out.name] = (path, envelope, c_hash, size)
+                return result
+
+            fixed = await asyncio.to_thread(fix_bytes)
+            for out in todo:
+                if adds is not None and out.name in local:
+                    _, _, c_hash, size = fixed[out.name]
+                    when = created[out.name][0]
+                    self._stored(active, out, await adds.record(self._node.iid, params_for(out), c_hash, size, when))
+        for out in todo:  # other DORs: uploaded without holding this DOR's content guard
+            if out.name not in local:
+                path, when = fixed[out.name][0], created[out.name][0]
+                stored = await runner.upload_output(
+                    self._node, targets[out.name], params_for(out), path, when, out.name
+                )
                 if stored.custodian is not None and stored.custodian.identity.id != self._node.iid:
                     active.stored_elsewhere[out.name] = stored.model_dump(mode="json")
-                await self.db.run(board.output_stored, job.id, out.name, obj_id)
-            active.outputs[out.name] = obj_id
-            await self._save(active)
+                self._stored(active, out, stored)
         active.progress = 100
+
+    def _stored(self, active: ActiveJob, out: Task.Output, stored: CDataObject) -> None:
+        active.stored[out.name] = stored
+        active.outputs[out.name] = stored.obj_id
+        self.db.write_behind(board.output_stored, active.job.id, out.name, stored.obj_id)
+        self._save_later(active)
 
     # -- control ------------------------------------------------------------------------------------------------
 
@@ -716,21 +814,22 @@ class RTIService:
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(active.changed.wait(), max(0.0, deadline - loop.time()))
-                if job_id not in self._active:  # finished while we waited
+                if job_id not in self._active and not active.machine.final:  # gone (e.g. the node is stopping)
                     row = await self.db.run(board.get_job, job_id)
                     active = None
                     break
                 if not until_final or active.machine.final or loop.time() >= deadline:
                     break
+        known: dict[str, CDataObject] = {}
         if active is not None:
-            state, doc = active.machine.state.value, active.status_doc()
+            state, doc, known = active.machine.state.value, active.status_doc(), active.stored
         else:
             assert row is not None
             state, doc = row["state"], json.loads(row["status"])
         return JobStatus(
             state=state,
             progress=doc["progress"],
-            output=await self._output_meta(doc["outputs"], doc.get("stored_elsewhere") or {}),
+            output=await self._output_meta(doc["outputs"], doc.get("stored_elsewhere") or {}, known),
             messages=doc["messages"],
             errors=doc["errors"],
             timeline=doc["timeline"],
@@ -738,11 +837,14 @@ class RTIService:
         )
 
     async def _output_meta(
-        self, outputs: dict[str, str], elsewhere: dict[str, dict[str, Any]]
+        self, outputs: dict[str, str], elsewhere: dict[str, dict[str, Any]], known: dict[str, CDataObject]
     ) -> dict[str, CDataObject]:
-        """Metadata of a job's outputs: from this node's DOR, or as stored on another node's DOR."""
+        """Metadata of a job's outputs: as just stored (`known`, while the job is in memory), else from this node's
+        DOR, or as stored on another node's DOR."""
         from saas.dor import catalog
 
+        if known.keys() == outputs.keys():
+            return dict(known)
         found: dict[str, CDataObject] = {}
         dor = self._node.dor
         if dor is not None and outputs:
@@ -804,6 +906,11 @@ def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) ->
     if task is not None:
         merged.update(task.model_dump(exclude_none=True))
     return merged
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _sha256_file(path: Path) -> str:

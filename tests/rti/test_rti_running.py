@@ -205,9 +205,9 @@ def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, mo
     postprocessing resumes and stores the same object again, which the DOR recognises — one object, not two."""
     import asyncio
 
-    from saas.rti import runner
+    from saas.dor.service import LocalAdds
 
-    real = runner.store_output
+    real = LocalAdds.record
     stored = threading.Event()
 
     async def store_then_hang(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -216,7 +216,7 @@ def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, mo
         await asyncio.Event().wait()  # "crash" before the board records the obj_id
         return result
 
-    monkeypatch.setattr(runner, "store_output", store_then_hang)
+    monkeypatch.setattr(LocalAdds, "record", store_then_hang)
     proc_id = env.deploy("abc")
     job_id = env.submit_abc(proc_id, 20, 22)
     assert stored.wait(20)
