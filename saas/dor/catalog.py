@@ -206,6 +206,15 @@ def all_c_hashes(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT DISTINCT c_hash FROM objects")}
 
 
+def get_touched(conn: sqlite3.Connection, obj_id: str, reader_iid: str | None, when: int) -> ObjectRow | None:
+    """`get`, recording an access when `reader_iid` may read the object."""
+    row = get(conn, obj_id)
+    if row is not None and row.may_read(reader_iid):
+        touch(conn, obj_id, when)
+        row.last_accessed = when
+    return row
+
+
 def touch(conn: sqlite3.Connection, obj_id: str, when: int) -> None:
     conn.execute("UPDATE objects SET last_accessed = ? WHERE obj_id = ?", (when, obj_id))
 

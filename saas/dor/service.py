@@ -196,9 +196,15 @@ class DORService:
         model.custodian = self._node.nodedb.own
         return model
 
-    async def _readable(self, obj_id: str, reader: Identity | None) -> ObjectRow:
-        row = await self.db.run(catalog.get, obj_id)
-        if row is None or not row.may_read(reader.id if reader else None):
+    async def _readable(self, obj_id: str, reader: Identity | None, touch: bool = False) -> ObjectRow:
+        """The record if `reader` may read it (else "not found"); `touch` also records the access, in the same
+        request."""
+        reader_iid = reader.id if reader else None
+        if touch:
+            row = await self.db.run(catalog.get_touched, obj_id, reader_iid, _now())
+        else:
+            row = await self.db.run(catalog.get, obj_id)
+        if row is None or not row.may_read(reader_iid):
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
         return row
 
@@ -416,13 +422,14 @@ class DORService:
 
     # -- reading ------------------------------------------------------------------------------------------------
 
-    async def get_meta(self, obj_id: str, reader: Identity | None) -> CDataObject | GPPDataObject:
-        return self._model(await self._readable(obj_id, reader))
+    async def get_meta(self, obj_id: str, reader: Identity | None, touch: bool = False) -> CDataObject | GPPDataObject:
+        """The metadata `reader` may see; `touch` records an access (the caller is about to read the content)."""
+        return self._model(await self._readable(obj_id, reader, touch))
 
     async def open_content(self, obj_id: str, reader: Identity) -> tuple[BinaryIO, int, ObjectRow]:
         """The content opened for reading (the caller closes it), its size and record. Once open, a concurrent
         delete of the object cannot cut the download short."""
-        row = await self._readable(obj_id, reader)
+        row = await self._readable(obj_id, reader, touch=True)
 
         def open_file() -> tuple[BinaryIO, int]:
             f = open(self.store.path(row.c_hash), "rb")  # noqa: SIM115 - the caller closes it
@@ -432,16 +439,11 @@ class DORService:
             f, size = await asyncio.to_thread(open_file)
         except FileNotFoundError:  # deleted since the record was read
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
-        self.touch_later(obj_id)
         return f, size, row
 
     def content_path(self, c_hash: str) -> Path:
         """Where content is stored (it may be gone by the time it is opened: treat that as "not found")."""
         return self.store.path(c_hash)
-
-    def touch_later(self, obj_id: str) -> None:
-        """Record an access (queued: nobody waits for it)."""
-        self.db.write_behind(catalog.touch, obj_id, _now())
 
     async def get_envelope(self, obj_id: str, reader: Identity) -> KeyEnvelope:
         row = await self._readable(obj_id, reader)

@@ -37,7 +37,7 @@ from saas.rti.deploy import DeploymentError, tail
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG, JobFailedError, kill_group, kill_leftover
 from saas.rti.schemas import AgentInstance
 
-__all__ = ["AgentPool", "Lease"]
+__all__ = ["AgentPool", "Lease", "open_job_logs"]
 
 READY = "trigger:ready"
 DONE = "trigger:done"
@@ -309,17 +309,19 @@ class AgentPool:
         logs: Path,
         on_line: Callable[[str], None],
         on_start: Callable[[int], Awaitable[None]],
+        files: tuple[BinaryIO, BinaryIO] | None = None,
     ) -> None:
         """Wait for a free instance and run the job on it: returns on `trigger:done`, raises `JobFailedError`
-        otherwise. Consumes the lease."""
+        otherwise. Consumes the lease, and the job's log `files` when given (`open_job_logs(logs)`; else they are
+        opened here)."""
         lease._take()
-        files: tuple[BinaryIO, BinaryIO] | None = None
         assignment: _Assignment | None = None
         instance: _Instance | None = None
         generation = 0
         reason = "The job ended abnormally (instance restarted)"
         try:
-            files = await asyncio.to_thread(_open_job_logs, logs)
+            if files is None:
+                files = await asyncio.to_thread(open_job_logs, logs)
             instance, generation = await self._take_instance()
             process = instance.process
             assert process is not None and process.stdin is not None
@@ -537,6 +539,7 @@ class AgentPool:
         return "\n".join(part for part in (out, err) if part)
 
 
-def _open_job_logs(folder: Path) -> tuple[BinaryIO, BinaryIO]:
+def open_job_logs(folder: Path) -> tuple[BinaryIO, BinaryIO]:
+    """A job's stdout and stderr log files, opened for appending (blocks)."""
     folder.mkdir(parents=True, exist_ok=True)
     return open(folder / STDOUT_LOG, "ab", buffering=0), open(folder / STDERR_LOG, "ab", buffering=0)

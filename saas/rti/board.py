@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from saas.dor.schemas import CDataObject, GitProcessorPointer
 from saas.rti import runner
@@ -100,6 +100,7 @@ class ActiveJob:
     task: asyncio.Task[None] | None = None
     pid: int | None = None  # leader of the adapter's process group while it runs
     lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
+    agent_logs: tuple[BinaryIO, BinaryIO] | None = None  # agents: the job's log files, opened with its folder
     remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 

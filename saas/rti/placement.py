@@ -62,15 +62,16 @@ def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> De
     return delegation
 
 
-async def find_input(node: Node, item: Task.InputReference, user_iid: str) -> InputLocation:
-    """Where the input `item` is: this node's DOR (read as the user) or another node's. Raises `NotFoundError`."""
+async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch: bool = False) -> InputLocation:
+    """Where the input `item` is: this node's DOR (read as the user; `touch` records the access, for a caller
+    about to read it) or another node's. Raises `NotFoundError`."""
     from saas.dor import remote
 
     user = node.nodedb.get_identity(user_iid)
     delegation = delegation_of(item, user_iid, node.iid)
     if node.dor is not None and user is not None:
         with contextlib.suppress(NotFoundError):
-            meta = await node.dor.get_meta(item.obj_id, user)
+            meta = await node.dor.get_meta(item.obj_id, user, touch)
             if isinstance(meta, CDataObject):
                 return InputLocation(meta)
     found = await remote.lookup(node, [item.obj_id], delegation)

@@ -98,7 +98,7 @@ async def locate_input(node: Node, job: Job, item: Task.InputReference, spec: Pr
     from saas.rti import placement
 
     try:
-        location = await placement.find_input(node, item, job.task.user_iid)
+        location = await placement.find_input(node, item, job.task.user_iid, touch=True)
     except (NotFoundError, InvalidInputError) as e:
         raise JobFailedError(e.reason) from None
     meta = location.meta

@@ -31,7 +31,7 @@ import string
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from saas.core.errors import (
     AuthorisationError,
@@ -46,7 +46,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
 from saas.rti import board, placement, runner
 from saas.rti import deploy as deployment
-from saas.rti.agents import AgentPool
+from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
 from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
@@ -529,6 +529,9 @@ class RTIService:
             self._release(job.id)
             if active.lease is not None:
                 active.lease.release()  # unused (e.g. the inputs could not be prepared)
+            for file in active.agent_logs or ():
+                file.close()  # opened with the folder, but the job never reached an instance
+            active.agent_logs = None
             if active.machine.final:
                 await self._finish(active)
 
@@ -587,8 +590,9 @@ class RTIService:
                 located[item.name] = await runner.locate_input(self._node, job, item, spec)
                 consumes[item.name] = placement.describe(located[item.name])
         local = [name for name, location in located.items() if runner.copies_locally(location)]
+        agent = active.lease is not None
 
-        def make_folder() -> None:
+        def make_folder() -> tuple[BinaryIO, BinaryIO] | None:
             shutil.rmtree(wd, ignore_errors=True)
             wd.mkdir(parents=True)
             logs.mkdir(parents=True, exist_ok=True)
@@ -597,15 +601,12 @@ class RTIService:
                     runner.write_value(wd, item.name, item.value)
             for name in local:
                 runner.copy_local(self._node, name, located[name], wd)
+            return open_job_logs(logs) if agent else None
 
-        await asyncio.to_thread(make_folder)
+        active.agent_logs = await asyncio.to_thread(make_folder)
         for item in job.task.input:
             if isinstance(item, Task.InputReference) and item.name not in local:
                 await runner.fetch_input(self._node, item, located[item.name], wd)
-        if self._node.dor is not None:
-            for name in located:
-                if located[name].custodian is None:
-                    self._node.dor.touch_later(located[name].meta.obj_id)
         active.consumes = consumes
         return consumes
 
@@ -656,6 +657,7 @@ class RTIService:
             await self._save(active)
             active.notify()
 
+        files, active.agent_logs = active.agent_logs, None
         await processor.agent.run_job(
             active.lease,
             active.job.id,
@@ -663,6 +665,7 @@ class RTIService:
             self._logs(active.job.id),
             lambda line: board.apply_line(active, line),
             on_start,
+            files,
         )
         await self._to(active, JobState.POSTPROCESSING, "the agent finished the job", wait=False)
 
