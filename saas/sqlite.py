@@ -36,7 +36,8 @@ class Database:
     def __init__(self, path: Path, schema: str):
         self.path = path
         self._schema = schema
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._intake = threading.Lock()  # accepting requests vs closing: a request is queued before the stop or refused
         self._conn: sqlite3.Connection | None = None
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -50,15 +51,17 @@ class Database:
         conn.executescript(self._schema)
         with self._lock:
             self._conn = conn
+        with self._intake:
             self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
             self._thread.start()
 
     def close(self) -> None:
         """Answer the requests already made, then close (blocking; call it from a worker thread)."""
-        with self._lock:
+        with self._intake:
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._requests.put(None)
         if thread is not None:
-            self._requests.put(None)
             thread.join()
         late: list[_Request] = []
         while True:  # made while it was closing: answered with the error `run` gives after the close
@@ -94,11 +97,12 @@ class Database:
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(conn, *args)` now (call from the event loop) and return the future of its result. A write
         queued without waiting for it still lands before any request queued after it."""
-        if self._thread is None:
-            raise RuntimeError("database is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._requests.put((fn, args, future, loop))
+        with self._intake:
+            if self._thread is None:
+                raise RuntimeError("database is closed")
+            self._requests.put((fn, args, future, loop))
         return future
 
     def write_behind(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -141,7 +145,7 @@ class Database:
                     conn.execute("SAVEPOINT request")
                     try:
                         result = fn(conn, *args)
-                    except Exception as e:
+                    except BaseException as e:  # even a BaseException fails only its request, not the thread
                         conn.execute("ROLLBACK TO request")
                         conn.execute("RELEASE request")
                         answers.append((request, None, e))
@@ -149,7 +153,7 @@ class Database:
                         conn.execute("RELEASE request")
                         answers.append((request, result, None))
                 conn.execute("COMMIT")
-            except Exception as e:  # the transaction itself failed: nothing of the batch is stored
+            except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
                 if self._conn is not None and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 return [(request, None, e) for request in batch]

@@ -340,3 +340,22 @@ def test_one_database_serves_two_event_loops(db: Database) -> None:
         assert answered_on and all(entry == (loop, ident) for entry in answered_on)
     stored = all_outside(db.path)
     assert stored == {f"{name}{i}": i for name in ("a", "b") for i in range(20)}
+
+
+class Abort(BaseException):
+    """Not an `Exception`: e.g. what a cancelled or interrupted piece of code raises."""
+
+
+def put_then_abort(conn: sqlite3.Connection, k: str) -> None:
+    conn.execute("INSERT INTO kv (k, v) VALUES (?, 0)", (k,))
+    raise Abort(k)
+
+
+def test_request_raising_a_base_exception_fails_alone_and_the_thread_serves_on(db: Database) -> None:
+    async def main() -> None:
+        with pytest.raises(Abort):
+            await asyncio.wait_for(db.run(put_then_abort, "aborted"), WAIT)
+        assert await asyncio.wait_for(db.run(put, "after", 1), WAIT) == 1
+
+    asyncio.run(main())
+    assert all_outside(db.path) == {"after": 1}

@@ -44,6 +44,7 @@ class ContentGuard:
                 await self._changed.wait()
         finally:
             self._removals_waiting -= 1
+            self._notify()  # adds held back by this removal may go on if it gave up waiting
         self._exclusive = True
         try:
             yield

@@ -208,3 +208,26 @@ def test_cancelled_shared_waiter_does_not_block_others() -> None:
         assert "waiting in" not in log
 
     run(main)
+
+
+def test_cancelled_exclusive_waiter_lets_the_adds_behind_it_go() -> None:
+    """An add that queued behind a waiting removal enters as soon as that removal gives up, not only once the
+    adds before it left."""
+
+    async def main() -> None:
+        guard, log = ContentGuard(), []
+        s1 = Holder(guard, "shared", log, "s1")
+        await until(lambda: s1.inside)
+        e = Holder(guard, "exclusive", log, "e")
+        await settle()
+        s2 = Holder(guard, "shared", log, "s2")
+        await settle()
+        assert not s2.inside  # behind the waiting removal
+        e.task.cancel()
+        await asyncio.gather(e.task, return_exceptions=True)
+        await until(lambda: s2.inside)
+        assert s1.inside
+        await s1.leave()
+        await s2.leave()
+
+    run(main)
