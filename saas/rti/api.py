@@ -66,6 +66,19 @@ async def submit(proc_id: ProcId, task: Task, request: Request, caller: SignedId
     return await _rti(request).submit(caller, proc_id, task)
 
 
+@router.post("/proc/{proc_id}/run", response_model=JobStatus)
+async def run(
+    proc_id: ProcId,
+    task: Task,
+    request: Request,
+    caller: SignedIdentity,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to be final")] = 10.0,
+) -> JobStatus:
+    """Submit a job (validated as by `submit`) and answer with its status once it is final, or after `wait` seconds
+    (then follow it with the status route): one round trip for a job that ends quickly."""
+    return await _rti(request).run(caller, proc_id, task, wait)
+
+
 @router.get("/job", response_model=list[Job])
 async def get_jobs(request: Request, caller: SignedIdentity) -> list[Job]:
     """The caller's jobs, newest first."""

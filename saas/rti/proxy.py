@@ -1,7 +1,9 @@
 """`RTIProxy`: the RTI of one node over REST. Method names and argument order follow the original middleware.
 
 `submit_job(proc_id, job_input, job_output, with_authorisation_by, name=None, description=None)` takes
-`Task.InputReference` / `Task.InputValue` / `Task.Output` items (or their dicts) and returns a `Job`."""
+`Task.InputReference` / `Task.InputValue` / `Task.Output` items (or their dicts) and returns a `Job`; `run_job`
+(same arguments, plus `timeout`) submits and returns the final `JobStatus`, in one round trip when the job ends
+within the node's wait."""
 
 from __future__ import annotations
 
@@ -25,11 +27,30 @@ __all__ = ["RTIProxy"]
 _PROCESSORS = TypeAdapter(list[Processor])
 _JOBS = TypeAdapter(list[Job])
 FINAL = ("successful", "failed", "cancelled")
+RUN_WAIT = 10.0  # seconds `run_job` lets the node wait before following the job with status requests
 DELEGATION_LIFETIME_S = MAX_LIFETIME_MS / 1000 - 60  # inputs are fetched when the job starts, which may be later
 
 
 def _dump(item: Any) -> dict[str, Any]:
     return item.model_dump(mode="json") if hasattr(item, "model_dump") else dict(item)
+
+
+def _task(
+    proc_id: str,
+    job_input: Sequence[Task.InputReference | Task.InputValue | dict[str, Any]],
+    job_output: Sequence[Task.Output | dict[str, Any]],
+    user: Signer,
+    name: str | None,
+    description: str | None,
+) -> dict[str, Any]:
+    return {
+        "proc_id": proc_id,
+        "user_iid": user.iid,
+        "input": [_dump(i) for i in job_input],
+        "output": [_dump(o) for o in job_output],
+        "name": name,
+        "description": description,
+    }
 
 
 class RTIProxy(RESTProxy):
@@ -113,26 +134,63 @@ class RTIProxy(RESTProxy):
         name: str | None = None,
         description: str | None = None,
     ) -> Job:
-        task = {
-            "proc_id": proc_id,
-            "user_iid": with_authorisation_by.iid,
-            "input": [_dump(i) for i in job_input],
-            "output": [_dump(o) for o in job_output],
-            "name": name,
-            "description": description,
-        }
+        task = _task(proc_id, job_input, job_output, with_authorisation_by, name, description)
         return self.submit_task(task, with_authorisation_by)
 
     def submit_task(self, task: Task | dict[str, Any], with_authorisation_by: Signer) -> Job:
         """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` gets
         the user's delegation for the node, so that the node may fetch it from another node's DOR even when its
         access is restricted."""
-        body = _dump(task)
-        body["input"] = [self._delegated(dict(i), with_authorisation_by) for i in body.get("input") or []]
+        body = self._body(task, with_authorisation_by)
         response = self.request(
             "POST", f"/rti/proc/{body['proc_id']}/jobs", json_body=body, signer=with_authorisation_by
         )
         return Job.model_validate(response.json())
+
+    def run_job(
+        self,
+        proc_id: str,
+        job_input: Sequence[Task.InputReference | Task.InputValue | dict[str, Any]],
+        job_output: Sequence[Task.Output | dict[str, Any]],
+        with_authorisation_by: Signer,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float | None = None,
+    ) -> JobStatus:
+        """`submit_job` and `wait_for_job` in one: the node answers the submission once the job is final, so a job
+        that ends quickly (e.g. on a warm agent) takes one round trip. Returns the last status seen: final, or
+        whatever it was when `timeout` seconds passed."""
+        task = _task(proc_id, job_input, job_output, with_authorisation_by, name, description)
+        return self.run_task(task, with_authorisation_by, timeout)
+
+    def run_task(
+        self, task: Task | dict[str, Any], with_authorisation_by: Signer, timeout: float | None = None
+    ) -> JobStatus:
+        """`submit_task`, answered once the job is final (or after `timeout` seconds); see `run_job`."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        body = self._body(task, with_authorisation_by)
+        wait = RUN_WAIT if timeout is None else max(0.0, min(RUN_WAIT, timeout))
+        status = JobStatus.model_validate(
+            self.request(
+                "POST",
+                f"/rti/proc/{body['proc_id']}/run",
+                params={"wait": wait},
+                json_body=body,
+                signer=with_authorisation_by,
+            ).json()
+        )
+        if status.state in FINAL:
+            return status
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.wait_for_job(status.job.id, with_authorisation_by, timeout=remaining)
+
+    def _body(self, task: Task | dict[str, Any], user: Signer) -> dict[str, Any]:
+        """The task as sent: a by-reference input without a `user_signature` gets the user's delegation."""
+        body = _dump(task)
+        body["input"] = [self._delegated(dict(i), user) for i in body.get("input") or []]
+        return body
 
     def _delegated(self, item: dict[str, Any], user: Signer) -> dict[str, Any]:
         if item.get("type") != "reference" or item.get("user_signature") or not isinstance(item.get("obj_id"), str):

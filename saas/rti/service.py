@@ -443,6 +443,12 @@ class RTIService:
         self._enqueue(active)
         return job
 
+    async def run(self, caller: Identity, proc_id: str, task: Task, wait: float) -> JobStatus:
+        """Submit a job and answer with its status once it is final, or after `wait` seconds (whatever its state
+        then): one request for a job that ends quickly, e.g. on a warm agent."""
+        job = await self.submit(caller, proc_id, task)
+        return await self.get_status(job.id, caller, wait, until_final=True)
+
     # -- running ------------------------------------------------------------------------------------------------
 
     def _is_remote(self, active: ActiveJob) -> bool:

@@ -302,6 +302,18 @@ class SDKProcessor:
     ) -> SDKJob:
         """Submit a job: `consume_specs` maps each input name to an uploaded object (by reference) or a JSON value
         (by value); `product_specs` optionally sets each output's owner, restriction and encryption."""
+        inputs, outputs = self._task_io(consume_specs, product_specs)
+        with self._context._rti_proxy(self._node) as rti:
+            job = rti.submit_job(
+                self.proc_id, inputs, outputs, self._context.keystore, name=name, description=description
+            )
+        return SDKJob(self, job, self._context)
+
+    def _task_io(
+        self,
+        consume_specs: Mapping[str, SDKDataObject | Any],
+        product_specs: Mapping[str, SDKProductSpecification | Mapping[str, Any]] | None,
+    ) -> tuple[list[Task.InputReference | Task.InputValue], list[Task.Output]]:
         keystore = self._context.keystore
         inputs = self._task_inputs(consume_specs)
         gpp = self._processor.gpp
@@ -325,9 +337,7 @@ class SDKProcessor:
                     target_node_iid=product.target_node.identity.id if product.target_node else None,
                 )
             )
-        with self._context._rti_proxy(self._node) as rti:
-            job = rti.submit_job(self.proc_id, inputs, outputs, keystore, name=name, description=description)
-        return SDKJob(self, job, self._context)
+        return inputs, outputs
 
     def submit_and_wait(
         self,
@@ -339,9 +349,23 @@ class SDKProcessor:
         callback_progress: Callable[[int], None] | None = None,
         callback_message: Callable[[str, str], None] | None = None,
     ) -> dict[str, SDKCDataObject]:
-        """`submit(...)` then `wait(...)`: the outputs by name, or `JobError` if the job fails."""
-        job = self.submit(consume_specs, product_specs, name=name, description=description)
-        return job.wait(timeout=timeout, callback_progress=callback_progress, callback_message=callback_message)
+        """`submit(...)` then `wait(...)`: the outputs by name, or `JobError` if the job fails. Without callbacks
+        the node answers the submission itself once the job is final (one round trip for a quick job)."""
+        if callback_progress is not None or callback_message is not None:
+            job = self.submit(consume_specs, product_specs, name=name, description=description)
+            return job.wait(timeout=timeout, callback_progress=callback_progress, callback_message=callback_message)
+        inputs, outputs = self._task_io(consume_specs, product_specs)
+        with self._context._rti_proxy(self._node, timeout=LONG_POLL + 30) as rti:
+            status = rti.run_job(
+                self.proc_id,
+                inputs,
+                outputs,
+                self._context.keystore,
+                name=name,
+                description=description,
+                timeout=timeout,
+            )
+        return SDKJob(self, status.job, self._context).outcome(status, timeout)
 
 
 class SDKJob:
@@ -437,12 +461,8 @@ class SDKJob:
                 while status.state not in FINAL:
                     remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
                     if remaining <= 0:
-                        raise JobError(
-                            f"Job {self._job.id} is still {status.state} after {timeout:g} s",
-                            {"job_id": self._job.id, "state": status.state, "errors": status.errors},
-                        )
+                        return self.outcome(status, timeout)  # raises: not final in time
                     status = rti.get_job_status(self._job.id, keystore, wait=max(0.01, min(LONG_POLL, remaining)))
-            self._status = status
             if follower is not None:
                 follower.finish(5.0)  # the log stream ends right after the job; deliver what is left
         finally:
@@ -450,6 +470,16 @@ class SDKJob:
                 follower.stop()
         if follower is not None and follower.callback_error is not None:
             raise follower.callback_error
+        return self.outcome(status, timeout)
+
+    def outcome(self, status: JobStatus, timeout: float | None = None) -> dict[str, SDKCDataObject]:
+        """What `wait` returns for a status seen: the outputs by name once successful, else `JobError`."""
+        self._status = status
+        if status.state not in FINAL:
+            raise JobError(
+                f"Job {self._job.id} is still {status.state} after {timeout:g} s",
+                {"job_id": self._job.id, "state": status.state, "errors": status.errors},
+            )
         if status.state != "successful":
             reason = (
                 status.errors[-1] if status.errors else (status.timeline[-1].get("reason") if status.timeline else "")

@@ -10,6 +10,7 @@ EXPECTED = {
     "/api/v1/rti": {"get"},
     "/api/v1/rti/proc/{proc_id}": {"get", "post", "delete"},
     "/api/v1/rti/proc/{proc_id}/jobs": {"post"},
+    "/api/v1/rti/proc/{proc_id}/run": {"post"},
     "/api/v1/rti/job": {"get"},
     "/api/v1/rti/job/{job_id}/status": {"get"},
     "/api/v1/rti/job/{job_id}/logs": {"get"},
@@ -30,4 +31,5 @@ def test_job_routes_need_a_signature(env: RTIEnv) -> None:
         assert client.get("/rti/job/abcdefgh1234/status").status_code == 401
         assert client.delete("/rti/job/abcdefgh1234").status_code == 401
         assert client.post(f"/rti/proc/{'a' * 64}/jobs", json={}).status_code in (401, 422)
+        assert client.post(f"/rti/proc/{'a' * 64}/run", json={}).status_code in (401, 422)
         assert client.get("/rti/job/../status").status_code == 404

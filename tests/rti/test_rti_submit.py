@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from rti_support import RTIEnv
 
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError
+from saas.rti.schemas import JobStatus
 
 
 @pytest.fixture
@@ -70,8 +72,9 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("route", ["submit", "run"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_invalid_tasks_are_400(ready: tuple[RTIEnv, str, str], case: str) -> None:
+def test_invalid_tasks_are_400(ready: tuple[RTIEnv, str, str], case: str, route: str) -> None:
     env, proc_id, a_id = ready
     change, reason = CASES[case]
     body = task(env, proc_id, a_id)
@@ -87,7 +90,10 @@ def test_invalid_tasks_are_400(ready: tuple[RTIEnv, str, str], case: str) -> Non
             out["owner_iid"] = env.alice.identity.id
     with env.rti(env.alice) as rti:
         with pytest.raises(InvalidInputError) as e:
-            rti.submit_task(body, env.alice)
+            if route == "submit":
+                rti.submit_task(body, env.alice)
+            else:
+                rti.run_task(body, env.alice)
         assert e.value.status == 400  # type: ignore[attr-defined]
         assert reason in e.value.reason
         assert rti.get_jobs_by_user(env.alice) == []
@@ -136,3 +142,34 @@ def test_job_ids_are_unguessable(ready: tuple[RTIEnv, str, str]) -> None:
     assert len(ids) == 3 and all(len(i) >= 20 for i in ids)
     for job_id in ids:
         assert env.wait(job_id).state == "successful"
+
+
+def test_run_answers_with_the_final_status(ready: tuple[RTIEnv, str, str]) -> None:
+    """One request: the node answers the submission once the job is final, outputs included."""
+    env, proc_id, a_id = ready
+    with env.rti(env.alice) as rti:
+        status = rti.run_task(task(env, proc_id, a_id), env.alice)
+    assert status.state == "successful", status
+    assert env.output_value(status.output["c"].obj_id) == {"v": 3}
+    assert [t["state"] for t in status.timeline][-1] == "successful"
+    assert env.wait(status.job.id).output["c"].obj_id == status.output["c"].obj_id  # the same job, by its id
+
+
+def test_run_of_a_long_job_answers_when_the_wait_ends(env: RTIEnv) -> None:
+    """A job still running when `wait` ends is answered as it is then; it goes on and can be followed."""
+    proc_id = env.deploy("slow")
+    body = task(env, proc_id, env.add_json({"v": 1.5}))
+    with env.rti(env.alice) as rti:
+        began = time.monotonic()
+        response = rti.request(
+            "POST", f"/rti/proc/{proc_id}/run", params={"wait": 0.3}, json_body=body, signer=env.alice
+        )
+        assert time.monotonic() - began < 1.2
+        status = JobStatus.model_validate(response.json())
+        assert status.state in ("pending", "initialising", "running")
+        assert rti.wait_for_job(status.job.id, env.alice, timeout=30).state == "successful"
+        with pytest.raises(InvalidInputError):  # at most 60 s per request
+            rti.request("POST", f"/rti/proc/{proc_id}/run", params={"wait": 61}, json_body=body, signer=env.alice)
+        followed = rti.run_task(body, env.alice, timeout=0.2)  # returns what it saw when the timeout passed
+        assert followed.state not in ("successful", "failed", "cancelled")
+        assert rti.wait_for_job(followed.job.id, env.alice, timeout=30).state == "successful"
