@@ -3,12 +3,14 @@
 beside the same job on the a + b processor of adapters/examples/abc, both from one local git repository.
 
 (a) submit → successful latency, sequential (median and p95 of --latency jobs; agent goal ≤ 50 ms);
-(b) throughput of --jobs jobs submitted by --threads client threads (agent goal ≥ 200 jobs/s with 2 instances on 2
-    cores); the processor runs --jobs / 4 jobs.
+(b) throughput of --jobs jobs submitted by --threads client threads, median of --repeat runs (agent goal ≥ 200
+    jobs/s with 2 instances on 2 cores); the processor runs --jobs / 4 jobs.
+Each is measured two ways: `submit_job` then `wait_for_job` (two requests), and `run_job` (one request: the node
+answers the submission once the job is final).
 
 The job is the seed's a + b: a by reference (a DOR object), b by value, c stored in the DOR.
 
-    .venv/bin/python bench/bench_agents.py [--latency 50] [--jobs 400] [--threads 8]
+    .venv/bin/python bench/bench_agents.py [--latency 50] [--jobs 400] [--threads 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="throughput runs per case (the median is printed)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-agents-"))
@@ -65,13 +68,14 @@ def main() -> None:
             a_id = dor.add_data_object(a_file, keystore.identity, False, False, "JSONObject", "json").obj_id
 
         jobs = AbcJobs(address, keystore, a_id)
+        ways: dict[str, Callable[[str], float]] = {"submit + wait": jobs.run, "run (one request)": jobs.run_one_request}
 
-        def latency(name: str, n: int) -> list[float]:
-            jobs.run(procs[name])  # warm up
-            return [jobs.run(procs[name]) for _ in range(n)]
+        def latency(name: str, way: str, n: int) -> list[float]:
+            ways[way](procs[name])  # warm up
+            return [ways[way](procs[name]) for _ in range(n)]
 
-        def throughput(name: str, n: int) -> float:
-            run: Callable[[int], float] = lambda _: jobs.run(procs[name])  # noqa: E731
+        def throughput(name: str, way: str, n: int) -> float:
+            run: Callable[[int], float] = lambda _: ways[way](procs[name])  # noqa: E731
             with ThreadPoolExecutor(args.threads) as pool:
                 began = time.perf_counter()
                 list(pool.map(run, range(n)))
@@ -81,18 +85,24 @@ def main() -> None:
             ("abc-agent", args.latency, "goal <= 50 ms"),
             ("abc", max(5, args.latency // 3), "processor, for comparison"),
         ):
-            values = latency(name, n)
-            print(
-                f"(a) submit -> successful, {name}, sequential (n={n}): "
-                f"median {statistics.median(values) * 1000:.1f} ms, "
-                f"p95 {percentile(values, 0.95) * 1000:.1f} ms ({goal})"
-            )
+            for way in ways:
+                values = latency(name, way, n)
+                print(
+                    f"(a) submit -> successful, {name}, {way}, sequential (n={n}): "
+                    f"median {statistics.median(values) * 1000:.1f} ms, "
+                    f"p95 {percentile(values, 0.95) * 1000:.1f} ms ({goal})"
+                )
         for name, n, goal in (
             ("abc-agent", args.jobs, "goal >= 200 jobs/s with 2 instances on 2 cores"),
             ("abc", max(20, args.jobs // 4), "processor, for comparison"),
         ):
-            rate = throughput(name, n)
-            print(f"(b) throughput, {name}: {n} jobs, {args.threads} client threads: {rate:.1f} jobs/s ({goal})")
+            for way in ways:
+                rates = [throughput(name, way, n) for _ in range(args.repeat)]
+                print(
+                    f"(b) throughput, {name}, {way}: {n} jobs, {args.threads} client threads: "
+                    f"median {statistics.median(rates):.1f} jobs/s of {args.repeat} runs "
+                    f"({', '.join(f'{r:.0f}' for r in rates)}) ({goal})"
+                )
         with RTIProxy(address, keystore) as rti:
             status = rti.get_json(f"/rti/proc/{procs['abc-agent']}", signer=keystore)
             served = [(i["index"], i["jobs_served"], i["restarts"]) for i in status["instances"]]
