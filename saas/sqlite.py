@@ -1,6 +1,6 @@
-"""A SQLite connection for a service: WAL mode, one writer thread, group commit.
+"""A SQLite connection for a service: WAL mode, one thread for all databases of the process, group commit.
 
-Services call `await db.run(fn, *args)`; `fn(conn, *args)` runs in the database's own thread, inside a transaction,
+Services call `await db.run(fn, *args)`; `fn(conn, *args)` runs in the databases' thread, inside a transaction,
 and its result (or exception) comes back to the caller. Requests that arrive while the thread is busy are run
 together in one transaction, each in its own savepoint: a request that raises is rolled back alone, and every
 caller is answered only after the transaction holding its request committed. So a caller may rely on its write
@@ -39,8 +39,7 @@ class Database:
         self._lock = threading.Lock()  # the connection
         self._intake = threading.Lock()  # accepting requests vs closing: a request is queued before the stop or refused
         self._conn: sqlite3.Connection | None = None
-        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._open = False
 
     def open(self) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -52,26 +51,17 @@ class Database:
         with self._lock:
             self._conn = conn
         with self._intake:
-            self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
-            self._thread.start()
+            self._open = True
 
     def close(self) -> None:
         """Answer the requests already made, then close (blocking; call it from a worker thread)."""
+        closed = threading.Event()
         with self._intake:
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                self._requests.put(None)
-        if thread is not None:
-            thread.join()
-        late: list[_Request] = []
-        while True:  # made while it was closing: answered with the error `run` gives after the close
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                break
-            if request is not None:
-                late.append(request)
-        _answer([(request, None, RuntimeError("database is closed")) for request in late])
+            was_open, self._open = self._open, False
+            if was_open:
+                _WORKER.put((self, closed))
+        if was_open:
+            closed.wait()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -91,7 +81,7 @@ class Database:
             return result
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` in the database's thread; returns once the transaction holding it committed."""
+        """Run `fn(conn, *args)` in the databases' thread; returns once the transaction holding it committed."""
         return await self.submit(fn, *args)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
@@ -100,9 +90,9 @@ class Database:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._intake:
-            if self._thread is None:
+            if not self._open:
                 raise RuntimeError("database is closed")
-            self._requests.put((fn, args, future, loop))
+            _WORKER.put((self, (fn, args, future, loop)))
         return future
 
     def write_behind(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -114,50 +104,78 @@ class Database:
             raise RuntimeError("database is closed")
         return self._conn
 
-    def _serve(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    more = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            _answer(self._run_batch(batch))
-            if stop:
-                return
-
     def _run_batch(self, batch: list[_Request]) -> list[tuple[_Request, Any, BaseException | None]]:
         answers: list[tuple[_Request, Any, BaseException | None]] = []
+        if not batch:
+            return answers
         with self._lock:
             try:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
                 for request in batch:
                     fn, args = request[0], request[1]
-                    conn.execute("SAVEPOINT request")
+                    if len(batch) > 1:
+                        conn.execute("SAVEPOINT request")
                     try:
                         result = fn(conn, *args)
                     except BaseException as e:  # even a BaseException fails only its request, not the thread
-                        conn.execute("ROLLBACK TO request")
-                        conn.execute("RELEASE request")
+                        conn.execute("ROLLBACK TO request" if len(batch) > 1 else "ROLLBACK")
+                        if len(batch) > 1:
+                            conn.execute("RELEASE request")
                         answers.append((request, None, e))
                     else:
-                        conn.execute("RELEASE request")
+                        if len(batch) > 1:
+                            conn.execute("RELEASE request")
                         answers.append((request, result, None))
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
             except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
                 if self._conn is not None and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 return [(request, None, e) for request in batch]
         return answers
+
+
+class _Worker:
+    """The one thread that serves every open `Database` of the process. It takes whatever was queued meanwhile and
+    runs each database's share as one transaction; fewer threads mean fewer hand-overs of the GIL on a busy node."""
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue[tuple[Database, _Request | threading.Event]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def put(self, item: tuple[Database, _Request | threading.Event]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
+                self._thread.start()
+        self._items.put(item)
+
+    def _serve(self) -> None:
+        while True:
+            items = [self._items.get()]
+            while len(items) < BATCH_LIMIT:
+                try:
+                    items.append(self._items.get_nowait())
+                except queue.Empty:
+                    break
+            answers: list[tuple[_Request, Any, BaseException | None]] = []
+            pending: dict[Database, list[_Request]] = {}
+            for db, item in items:
+                if isinstance(item, threading.Event):  # the database closes: answer what it has, then let it go
+                    answers += db._run_batch(pending.pop(db, []))
+                    _answer(answers)
+                    answers = []
+                    item.set()
+                else:
+                    pending.setdefault(db, []).append(item)
+            for db, batch in pending.items():
+                answers += db._run_batch(batch)
+            _answer(answers)
+
+
+_WORKER = _Worker()
 
 
 def _answer(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
