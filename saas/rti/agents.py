@@ -80,16 +80,31 @@ class _Log:
 
 @dataclass(eq=False)
 class _Assignment:
+    """A job on its way through the pool: queued, then given an instance (its start being recorded), then sent,
+    then answered (trigger:done / trigger:error), lost (the instance went down) or ended by its caller."""
+
     job_id: str
+    line: bytes  # the job line for the instance's stdin
     on_line: Callable[[str], None]
+    on_start: Callable[[int], Awaitable[None]]
     logs: tuple[BinaryIO, BinaryIO]  # the job's stdout and stderr log files
     result: asyncio.Future[None]
+    instance: _Instance | None = None
+    generation: int = 0
+    started: bool = False  # its start was recorded (or failed to be)
+    sent: bool = False  # the instance has the job line
+    answered: bool = False  # trigger:done or trigger:error
     lost: bool = False  # the instance died or was killed holding it: its supervisor restarts it
+    abandoned: bool = False  # its caller is done with it (cancelled, failed or answered)
+    kill_reason: str | None = None  # why the instance must go (a timeout)
+    timer: asyncio.TimerHandle | None = None
 
-    def settle(self, error: str | None = None, lost: bool = False) -> None:
+    def settle(self, error: str | None = None, lost: bool = False, answered: bool = False) -> None:
         if self.result.done():
             return
-        self.lost = lost
+        self.lost, self.answered = lost, answered
+        if self.timer is not None:
+            self.timer.cancel()
         if error is None:
             self.result.set_result(None)
         else:
@@ -155,7 +170,7 @@ class AgentPool:
         self._on_broken = on_broken
         self._instances = [_Instance(i, root / f"instance-{i}") for i in range(instances)]
         self._idle: collections.deque[_Instance] = collections.deque()
-        self._waiters: collections.deque[asyncio.Future[_Instance]] = collections.deque()
+        self._queue: collections.deque[_Assignment] = collections.deque()  # jobs waiting for an instance
         self._places = ADMITTED_PER_INSTANCE * instances
         self._place_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._supervisors: list[asyncio.Task[None]] = []
@@ -268,25 +283,6 @@ class AgentPool:
                 return
         self._places += 1
 
-    async def _take_instance(self) -> tuple[_Instance, int]:
-        """Wait for a free instance (first come, first served); returns it with the run (generation) it is in."""
-        while True:
-            if self.broken is not None:
-                raise JobFailedError(self.broken)
-            if self._idle and not self._waiters:
-                instance = self._idle.popleft()
-            else:
-                waiter: asyncio.Future[_Instance] = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                try:
-                    instance = await waiter
-                except asyncio.CancelledError:
-                    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                        self._release(waiter.result())  # handed over just as we were cancelled
-                    raise
-            if self._current(instance, instance.generation):
-                return instance, instance.generation
-
     def _release(self, instance: _Instance) -> None:
         instance.job = None
         if instance.process is None or instance.process.returncode is not None or instance.kill_reason:
@@ -294,12 +290,61 @@ class AgentPool:
         instance.state = "idle"
         if self._closing:
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(instance)
-                return
         self._idle.append(instance)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Give free instances to the queued jobs (first come, first served) and start them: the start is
+        recorded (`on_start`) before the job line is written, and the written line is all an instance waits for.
+        Done in callbacks, not in the jobs' own tasks, so an instance that answered gets its next job at once."""
+        while self._queue and self._idle and self.broken is None:
+            instance = self._idle.popleft()
+            if not self._current(instance, instance.generation):
+                continue
+            assignment = self._queue.popleft()
+            assignment.instance, assignment.generation = instance, instance.generation
+            instance.job, instance.state = assignment, "busy"
+            try:
+                recorded = asyncio.ensure_future(assignment.on_start(instance.index))
+            except Exception as e:  # handed to the job's caller
+                recorded = asyncio.get_running_loop().create_future()
+                recorded.set_exception(e)
+            recorded.add_done_callback(lambda future, a=assignment: self._send(a, future))
+
+    def _send(self, assignment: _Assignment, recorded: asyncio.Future[None]) -> None:
+        """The job's start is recorded: write its line (a restart never sends it again)."""
+        assignment.started = True
+        instance = assignment.instance
+        assert instance is not None
+        failed = recorded.cancelled() or recorded.exception() is not None
+        if failed and not assignment.result.done():
+            assignment.result.set_exception(
+                JobFailedError("Recording the job's start failed") if recorded.cancelled() else recorded.exception()  # type: ignore[arg-type]
+            )
+        if failed or assignment.abandoned or assignment.result.done():
+            if assignment.abandoned and instance.job is assignment:
+                self._release(instance)  # nothing reached the agent (else the caller releases it in `_end`)
+            return
+        process = instance.process
+        if not self._current(instance, assignment.generation) or process is None or process.stdin is None:
+            return  # going down: its watcher settles the job
+        with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
+            process.stdin.write(assignment.line)
+        assignment.sent = True
+        if self.job_timeout is not None:
+            assignment.timer = asyncio.get_running_loop().call_later(self.job_timeout, self._time_out, assignment)
+
+    def _time_out(self, assignment: _Assignment) -> None:
+        assignment.kill_reason = f"The agent did not finish the job within {self.job_timeout:g} s (instance restarted)"
+        assignment.settle(assignment.kill_reason)
+
+    def _answered(self, instance: _Instance, assignment: _Assignment, error: str | None) -> None:
+        """trigger:done or trigger:error: the job is settled and the instance takes the next one at once."""
+        assignment.settle(error, answered=True)
+        instance.served += 1
+        instance.failures = 0
+        if instance.job is assignment:
+            self._release(instance)
 
     async def run_job(
         self,
@@ -313,55 +358,57 @@ class AgentPool:
     ) -> None:
         """Wait for a free instance and run the job on it: returns on `trigger:done`, raises `JobFailedError`
         otherwise. Consumes the lease, and the job's log `files` when given (`open_job_logs(logs)`; else they are
-        opened here)."""
+        opened here). `on_start(index)` records that the job goes to instance `index`; the instance gets the job
+        once it completed."""
         lease._take()
         assignment: _Assignment | None = None
-        instance: _Instance | None = None
-        generation = 0
         reason = "The job ended abnormally (instance restarted)"
         try:
             if files is None:
                 files = await asyncio.to_thread(open_job_logs, logs)
-            instance, generation = await self._take_instance()
-            process = instance.process
-            assert process is not None and process.stdin is not None
-            assignment = _Assignment(job_id, on_line, files, asyncio.get_running_loop().create_future())
-            instance.job, instance.state = assignment, "busy"
-            await on_start(instance.index)  # recorded before the agent sees the job (a restart never re-sends it)
-            with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
-                process.stdin.write((json.dumps({"job_id": job_id, "wd": str(wd)}) + "\n").encode())
-            try:
-                await asyncio.wait_for(asyncio.shield(assignment.result), self.job_timeout)
-            except TimeoutError:
-                reason = f"The agent did not finish the job within {self.job_timeout:g} s (instance restarted)"
-                raise JobFailedError(reason) from None
+            if self.broken is not None:
+                raise JobFailedError(self.broken)
+            line = (json.dumps({"job_id": job_id, "wd": str(wd)}) + "\n").encode()
+            loop = asyncio.get_running_loop()
+            assignment = _Assignment(job_id, line, on_line, on_start, files, loop.create_future())
+            self._queue.append(assignment)
+            self._dispatch()
+            await asyncio.shield(assignment.result)
         except asyncio.CancelledError:
             reason = "The job was cancelled (instance restarted)"
             raise
         finally:
             self._return_place()
+            if assignment is not None:
+                self._end(assignment, reason)
             for file in files or ():
                 file.close()
-            if instance is None:
-                pass
-            elif assignment is None:
-                if self._current(instance, generation):
-                    self._release(instance)
-            else:
-                lost, answered = assignment.lost, assignment.result.done()
-                assignment.settle(reason, lost=True)
-                with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
-                    assignment.result.result()
-                if lost:
-                    pass  # it went down holding the job: its supervisor restarts it
-                elif answered:  # trigger:done or trigger:error
-                    instance.served += 1
-                    instance.failures = 0
-                    self._release(instance)
-                elif self._closing:
-                    pass  # the pool is stopping: stop() ends it gracefully
-                elif self._current(instance, generation):
-                    self._kill(instance, reason)  # it may still be working on the job: restart it
+
+    def _end(self, assignment: _Assignment, reason: str) -> None:
+        """The caller is done with the job: an instance still working on it is killed (and restarted)."""
+        assignment.abandoned = True
+        try:
+            self._let_go(assignment, reason)
+        finally:
+            with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
+                assignment.result.result()
+
+    def _let_go(self, assignment: _Assignment, reason: str) -> None:
+        instance = assignment.instance
+        if instance is None:  # still queued
+            with contextlib.suppress(ValueError):
+                self._queue.remove(assignment)
+            return
+        if assignment.answered or assignment.lost:
+            return  # released when it answered, or its supervisor restarts it
+        reason = assignment.kill_reason or reason
+        assignment.settle(reason)  # no more lines go to it
+        if not assignment.sent:
+            if assignment.started and instance.job is assignment:
+                self._release(instance)  # nothing reached the agent
+            return  # (else `_send` releases it once the start is recorded)
+        if not self._closing and self._current(instance, assignment.generation):
+            self._kill(instance, reason)  # it may still be working on the job: restart it
 
     def _current(self, instance: _Instance, generation: int) -> bool:
         """The instance still runs the very process `generation` names and is not being killed."""
@@ -465,10 +512,10 @@ class AgentPool:
                         instance.ready.set_result(None)
                     continue
                 if job is not None and text == DONE:
-                    job.settle()
+                    self._answered(instance, job, None)
                     continue
                 if job is not None and text.startswith(ERROR):
-                    job.settle(text[len(ERROR) :].strip() or "The agent reported an error")
+                    self._answered(instance, job, text[len(ERROR) :].strip() or "The agent reported an error")
                     continue
             if job is not None and not job.result.done():
                 job.on_line(text)
@@ -519,11 +566,12 @@ class AgentPool:
             self.broken = reason
             if notify and self._on_broken is not None:
                 self._on_broken(reason, "\n".join(self._log_tail(i) for i in self._instances if i.state == "failed"))
-        for waiters in (self._waiters, self._place_waiters):
-            while waiters:
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    waiter.set_exception(JobFailedError(self.broken))
+        while self._place_waiters:
+            waiter = self._place_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(JobFailedError(self.broken))
+        while self._queue:
+            self._queue.popleft().settle(self.broken)
 
     def _save_pids(self) -> None:
         """Blocks. Under a lock, so the last write holds every process started before it."""

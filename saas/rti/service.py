@@ -658,10 +658,13 @@ class RTIService:
         """Hand the job to a free instance of the agent; it ends the job with trigger:done or trigger:error."""
         assert processor.agent is not None and active.lease is not None
 
-        async def on_start(index: int) -> None:
+        def on_start(index: int) -> asyncio.Future[None]:
+            """Recorded before the instance gets the job (which it does in the callback of this future)."""
             active.machine.transition(JobState.RUNNING, f"sent to agent instance {index}")
-            await self._save(active)
             active.notify()
+            return self.db.submit(
+                board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc())
+            )
 
         files, active.agent_logs = active.agent_logs, None
         await processor.agent.run_job(
