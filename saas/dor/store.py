@@ -6,14 +6,16 @@ The caller (`DORService`) keeps commits and removals apart (`ContentGuard`) and 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["ContentStore"]
+__all__ = ["ContentStore", "open_regular"]
 
 SMALL_FILE = 1024 * 1024  # read whole (and not written again when the content is already stored)
 COPY_CHUNK = 4 * 1024 * 1024
@@ -25,6 +27,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, not through a symbolic link; else `OSError`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the open
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class ContentStore:
@@ -58,9 +72,10 @@ class ContentStore:
         return True
 
     def ingest(self, source: Path) -> tuple[str, int]:
-        """Copy a local file in (hashed while read, fsynced, then put in place); returns (c_hash, size). A small
-        file whose content is already stored is not written again."""
-        with open(source, "rb") as src:
+        """Copy a local regular file in (hashed while read, fsynced, then put in place); returns (c_hash, size). A
+        small file whose content is already stored is not written again. A symbolic link or anything but a regular
+        file is refused (`OSError`), checked on the opened file itself, so it cannot be swapped in meanwhile."""
+        with open_regular(source) as src:
             data = src.read(SMALL_FILE)
             if len(data) < SMALL_FILE:
                 c_hash = hashlib.sha256(data).hexdigest()

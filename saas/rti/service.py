@@ -599,15 +599,20 @@ class RTIService:
         agent = active.lease is not None
 
         def make_folder() -> tuple[BinaryIO, BinaryIO] | None:
-            shutil.rmtree(wd, ignore_errors=True)
-            wd.mkdir(parents=True)
-            logs.mkdir(parents=True, exist_ok=True)
+            try:
+                wd.mkdir()
+            except FileExistsError:  # left by an earlier attempt (the job was queued again after a restart)
+                shutil.rmtree(wd)
+                wd.mkdir()
             for item in job.task.input:
                 if isinstance(item, Task.InputValue):
                     runner.write_value(wd, item.name, item.value)
             for name in local:
                 runner.copy_local(self._node, name, located[name], wd)
-            return open_job_logs(logs) if agent else None
+            if agent:
+                return open_job_logs(logs)  # (it makes the log folder)
+            logs.mkdir(parents=True, exist_ok=True)
+            return None
 
         active.agent_logs = await asyncio.to_thread(make_folder)
         for item in job.task.input:
@@ -762,17 +767,26 @@ class RTIService:
         async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
 
             def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
-                """Checked, then written once to `.store/<name>` (encrypted when asked); this node's DOR gets its
-                content right away. Per output: the file, its key envelope, c_hash and size."""
+                """Checked; this node's DOR gets a plain output's content right away, others are first written
+                once to `.store/<name>` (encrypted when asked). Per output: the file, its key envelope, c_hash and
+                size."""
                 unfixed = [specs[o.name] for o in todo if not (wd / ".store" / o.name).is_file()]
                 runner.check_outputs(unfixed, wd, announced)
                 result = {}
                 for out in todo:
-                    path, envelope = runner.prepare_output(wd, out.name, owners[out.name])
-                    if adds is not None and out.name in local:
-                        c_hash, size = adds.put(path)
-                    else:
-                        c_hash, size = _sha256_file(path), 0
+                    if adds is not None and out.name in local and not out.content_encrypted:
+                        # Straight from the folder: a retry reads the same file (the adapter is done with it).
+                        path, envelope = runner.input_path(wd, out.name), None
+                        try:
+                            c_hash, size = adds.put(path)
+                        except OSError as e:
+                            raise runner.JobFailedError(f"Output '{out.name}' cannot be read: {e.strerror}") from None
+                    else:  # fixed once in `.store/` (encrypted with a fresh key, or for an upload)
+                        path, envelope = runner.prepare_output(wd, out.name, owners[out.name])
+                        if adds is not None and out.name in local:
+                            c_hash, size = adds.put(path)
+                        else:
+                            c_hash, size = _sha256_file(path), 0
                     result[out.name] = (path, envelope, c_hash, size)
                 return result
 

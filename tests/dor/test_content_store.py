@@ -102,7 +102,23 @@ def test_ingest_of_a_missing_file_leaves_nothing(store: ContentStore, tmp_path: 
 def test_ingest_of_an_unreadable_source_leaves_nothing(store: ContentStore, tmp_path: Path) -> None:
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(OSError, match="not a regular file"):
         store.ingest(folder)
+    assert content_files(store) == []
+    assert temp_files(store) == []
+
+
+def test_ingest_refuses_a_symbolic_link_and_a_fifo(store: ContentStore, tmp_path: Path) -> None:
+    """An adapter's output could be a link to the node's own files, or a FIFO that would block the node."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"the node's own file")
+    link = tmp_path / "c"
+    link.symlink_to(secret)
+    with pytest.raises(OSError):
+        store.ingest(link)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        store.ingest(fifo)  # returns at once instead of waiting for a writer
     assert content_files(store) == []
     assert temp_files(store) == []
