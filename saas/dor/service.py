@@ -441,6 +441,10 @@ class DORService:
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
         return f, size, row
 
+    def touch_later(self, obj_id: str) -> None:
+        """Record an access (queued: nobody waits for it)."""
+        self.db.write_behind(catalog.touch, obj_id, _now())
+
     def content_path(self, c_hash: str) -> Path:
         """Where content is stored (it may be gone by the time it is opened: treat that as "not found")."""
         return self.store.path(c_hash)

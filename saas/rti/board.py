@@ -101,6 +101,8 @@ class ActiveJob:
     pid: int | None = None  # leader of the adapter's process group while it runs
     lease: Lease | None = None  # agents: the job's admission (its place among the jobs the agent prepares)
     agent_logs: tuple[BinaryIO, BinaryIO] | None = None  # agents: the job's log files, opened with its folder
+    located: dict[str, Any] = field(default_factory=dict)  # inputs' locations found at submission (not persisted)
+    located_at: float = 0.0  # when (time.monotonic())
     remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 

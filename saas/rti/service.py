@@ -86,6 +86,7 @@ class ProcessorBusyError(RTIError, ConflictError):
 
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+LOCATION_FRESH_S = 1.0  # a job initialised this soon after its submission uses the inputs' locations found then
 
 
 def new_job_id() -> str:
@@ -409,9 +410,11 @@ class RTIService:
                 raise JobValidationError(e.reason) from None
         return processor
 
-    async def _check_references(self, processor: ProcessorRecord, task: Task, caller: Identity) -> None:
+    async def _check_references(
+        self, processor: ProcessorRecord, task: Task, caller: Identity
+    ) -> dict[str, placement.InputLocation]:
         """Every by-reference input exists (on this node or another), is visible to the user, and has the type and
-        format the descriptor asks for."""
+        format the descriptor asks for. Returns where each is."""
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
         references = [i for i in task.input if isinstance(i, Task.InputReference)]
         try:
@@ -425,10 +428,14 @@ class RTIService:
                     f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
                     f"got {meta.data_type}/{meta.data_format}"
                 )
+        return {item.name: location for item, location in zip(references, found, strict=True)}
 
-    async def submit(self, caller: Identity, proc_id: str, task: Task) -> Job:
+    async def submit(self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False) -> Job:
+        """Validate and queue a job. The job's row is stored before the answer; with `answer_at_end` (`run`: the
+        caller hears of the job only once it is final) it is queued for storing instead, which still lands before
+        anything the job does that a restart must know (its start on an instance is an awaited write)."""
         processor = self._validate(proc_id, task, caller)
-        await self._check_references(processor, task, caller)
+        located = await self._check_references(processor, task, caller)
         job = Job(
             id=new_job_id(),
             proc_id=proc_id,
@@ -438,7 +445,11 @@ class RTIService:
             custodian_iid=self._node.iid,
         )
         active = ActiveJob(job, JobStateMachine())
-        await self.db.run(board.insert_job, active)
+        active.located, active.located_at = located, time.monotonic()
+        if answer_at_end:
+            self.db.write_behind(board.insert_job, active)
+        else:
+            await self.db.run(board.insert_job, active)
         self._active[job.id] = active
         self._enqueue(active)
         return job
@@ -446,7 +457,7 @@ class RTIService:
     async def run(self, caller: Identity, proc_id: str, task: Task, wait: float) -> JobStatus:
         """Submit a job and answer with its status once it is final, or after `wait` seconds (whatever its state
         then): one request for a job that ends quickly, e.g. on a warm agent."""
-        job = await self.submit(caller, proc_id, task)
+        job = await self.submit(caller, proc_id, task, answer_at_end=True)
         return await self.get_status(job.id, caller, wait, until_final=True)
 
     # -- running ------------------------------------------------------------------------------------------------
@@ -593,8 +604,15 @@ class RTIService:
                     "content": item.value,
                 }
             else:
-                located[item.name] = await runner.locate_input(self._node, job, item, spec)
+                fresh = time.monotonic() - active.located_at < LOCATION_FRESH_S and item.name in active.located
+                if fresh:  # checked at submission a moment ago
+                    located[item.name] = active.located[item.name]
+                    if located[item.name].custodian is None and self._node.dor is not None:
+                        self._node.dor.touch_later(located[item.name].meta.obj_id)
+                else:
+                    located[item.name] = await runner.locate_input(self._node, job, item, spec)
                 consumes[item.name] = placement.describe(located[item.name])
+        active.located = {}
         local = [name for name, location in located.items() if runner.copies_locally(location)]
         agent = active.lease is not None
 
@@ -810,8 +828,7 @@ class RTIService:
     def _stored(self, active: ActiveJob, out: Task.Output, stored: CDataObject) -> None:
         active.stored[out.name] = stored
         active.outputs[out.name] = stored.obj_id
-        self.db.write_behind(board.output_stored, active.job.id, out.name, stored.obj_id)
-        self._save_later(active)
+        self.db.write_behind(board.output_stored, active.job.id, out.name, stored.obj_id)  # the job's row follows
 
     # -- control ------------------------------------------------------------------------------------------------
 
