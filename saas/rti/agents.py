@@ -57,12 +57,13 @@ class _StartFailedError(Exception):
 
 
 class _Log:
-    """An append-only log file written line by line from the event loop (small unbuffered writes, as the runner
-    does), moved to `<name>.1` once it passes `LOG_LIMIT`."""
+    """An append-only log file written line by line from the event loop, moved to `<name>.1` once it passes
+    `LOG_LIMIT`. Buffered: the pool flushes it whenever the instance is between jobs (the job's own log files,
+    which callers follow live, are written at once)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 (closed by close())
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> None:
@@ -71,8 +72,11 @@ class _Log:
         if self._size > LOG_LIMIT:
             self._file.close()
             os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+            self._file = open(self.path, "ab")  # noqa: SIM115
             self._size = 0
+
+    def flush(self) -> None:
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -341,6 +345,8 @@ class AgentPool:
     def _answered(self, instance: _Instance, assignment: _Assignment, error: str | None) -> None:
         """trigger:done or trigger:error: the job is settled and the instance takes the next one at once."""
         assignment.settle(error, answered=True)
+        for log in instance.logs:
+            log.flush()
         instance.served += 1
         instance.failures = 0
         if instance.job is assignment:
@@ -503,6 +509,8 @@ class AgentPool:
             job = instance.job
             if job is not None and not job.result.done():
                 job.logs[which].write(line)
+            else:
+                instance.logs[which].flush()
             if which:
                 instance.err_tail = (instance.err_tail + line)[-2000:]
             text = line.decode("utf-8", "replace").rstrip("\r\n")

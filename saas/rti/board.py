@@ -104,11 +104,14 @@ class ActiveJob:
     located: dict[str, Any] = field(default_factory=dict)  # inputs' locations found at submission (not persisted)
     located_at: float = 0.0  # when (time.monotonic())
     remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every change
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the job is final
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+        if self.machine.final:
+            self.ended.set()
 
     def status_doc(self) -> dict[str, Any]:
         return {

@@ -852,17 +852,11 @@ class RTIService:
         """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
         job, active, row = await self._job(job_id, caller)
         if active is not None and wait > 0 and not active.machine.final:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(active.changed.wait(), max(0.0, deadline - loop.time()))
-                if job_id not in self._active and not active.machine.final:  # gone (e.g. the node is stopping)
-                    row = await self.db.run(board.get_job, job_id)
-                    active = None
-                    break
-                if not until_final or active.machine.final or loop.time() >= deadline:
-                    break
+            with contextlib.suppress(TimeoutError):  # one wake-up: at the next change, or once final
+                await asyncio.wait_for((active.ended if until_final else active.changed).wait(), wait)
+            if job_id not in self._active and not active.machine.final:  # gone (e.g. the node is stopping)
+                row = await self.db.run(board.get_job, job_id)
+                active = None
         known: dict[str, CDataObject] = {}
         if active is not None:
             state, doc, known = active.machine.state.value, active.status_doc(), active.stored
