@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from saas.dor.schemas import CDataObject, DataObject, GPPDataObject
+from saas.dor.schemas import CDataObject, DataObject, DataObjectRecipe, GPPDataObject
 
 __all__ = ["SCHEMA", "ObjectRow", "SearchQuery"]
 
@@ -84,7 +84,8 @@ class ObjectRow:
     def may_read(self, iid: str | None) -> bool:
         return not self.access_restricted or (iid is not None and (iid == self.owner_iid or iid in self.access))
 
-    def to_model(self) -> CDataObject | GPPDataObject:
+    def to_model(self, recipe: DataObjectRecipe | None = None) -> CDataObject | GPPDataObject:
+        """The API model; `recipe`: the recipe as a model already (saves validating it again from `details`)."""
         common: dict[str, Any] = {
             "obj_id": self.obj_id,
             "c_hash": self.c_hash,
@@ -106,7 +107,7 @@ class ObjectRow:
             **common,
             content_encrypted=self.content_encrypted,
             license=self.details["license"],
-            recipe=self.details.get("recipe"),
+            recipe=recipe if recipe is not None else self.details.get("recipe"),
         )
 
 

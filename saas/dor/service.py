@@ -45,6 +45,7 @@ from saas.dor.schemas import (
     CDataObject,
     DataObject,
     DataObjectProvenance,
+    DataObjectRecipe,
     DORStatistics,
     GPPDataObject,
     KeyEnvelope,
@@ -160,7 +161,7 @@ class LocalAdds:
             existing = await dor.db.run(catalog.get, row.obj_id)
             assert existing is not None
             row = existing
-        model = dor._model(row)
+        model = dor._model(row, params.recipe if inserted else None)
         assert isinstance(model, CDataObject)
         return model
 
@@ -191,8 +192,8 @@ class DORService:
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _model(self, row: ObjectRow) -> CDataObject | GPPDataObject:
-        model = row.to_model()
+    def _model(self, row: ObjectRow, recipe: DataObjectRecipe | None = None) -> CDataObject | GPPDataObject:
+        model = row.to_model(recipe)
         model.custodian = self._node.nodedb.own
         return model
 
