@@ -10,7 +10,7 @@ answers the submission once the job is final).
 
 The job is the seed's a + b: a by reference (a DOR object), b by value, c stored in the DOR.
 
-    .venv/bin/python bench/bench_agents.py [--latency 50] [--jobs 400] [--threads 8] [--repeat 3]
+    .venv/bin/python bench/bench_agents.py [--latency 50] [--jobs 400] [--threads 16] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=400)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per case (the median is printed)")
     args = parser.parse_args()
 
