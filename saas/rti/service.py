@@ -586,10 +586,8 @@ class RTIService:
         """Locate the by-reference inputs, then create the working folder with the by-value inputs and the plain
         inputs of this node's DOR in one go; other inputs are fetched after. What the recipe records about the
         inputs is kept in the job's row (stored with the next awaited write, before the adapter starts)."""
-        # Not stored on its own: the next write carries it, and a restart before that finds the job pending (queued
-        # again, as it should be: nothing ran yet).
-        active.machine.transition(JobState.INITIALISING, "preparing inputs")
-        active.notify()
+        # Queued, not awaited: a restart before it lands finds the job pending (queued again: nothing ran yet).
+        await self._to(active, JobState.INITIALISING, "preparing inputs", wait=False)
         job, wd, logs = active.job, self._wd(active.job.id), self._logs(active.job.id)
         specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
         consumes: dict[str, dict[str, Any]] = {}
