@@ -8,6 +8,7 @@ version of a record has a higher nonce.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -98,11 +99,11 @@ class Identity(BaseModel):
 
     @property
     def signing_key(self) -> ECPublicKey:
-        return ECPublicKey.from_b64(self.s_public_key)
+        return _signing_key(self.s_public_key)
 
     @property
     def encryption_key(self) -> RSAPublicKey:
-        return RSAPublicKey.from_b64(self.e_public_key)
+        return _encryption_key(self.e_public_key)
 
     @property
     def s_key_info(self) -> str:
@@ -151,3 +152,14 @@ class Identity(BaseModel):
             raise IdentityError("Malformed identity record", {"errors": e.errors(include_input=False)}) from e
         identity.verify()
         return identity
+
+
+@functools.lru_cache(maxsize=1024)
+def _signing_key(b64: str) -> ECPublicKey:
+    """Parsed once per key: a node verifies the same few identities' signatures on every request."""
+    return ECPublicKey.from_b64(b64)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encryption_key(b64: str) -> RSAPublicKey:
+    return RSAPublicKey.from_b64(b64)

@@ -59,6 +59,7 @@ class RESTServer:
             timeout_graceful_shutdown=5,
             http="httptools",
             loop="none",
+            proxy_headers=False,  # the node is addressed directly: forwarded-for headers are not trusted
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="rest-server")

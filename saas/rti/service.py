@@ -106,6 +106,7 @@ class RTIService:
     def __init__(self, node: Node):
         self._node = node
         self.root = node.config.datastore / "rti"
+        self._jobs_root, self._logs_root = self.root / "jobs", self.root / "logs"
         self.db = Database(self.root / "jobs.sqlite", board.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.install_timeout = node.config.install_timeout
@@ -130,10 +131,10 @@ class RTIService:
         return self.root / "procs" / proc_id
 
     def _wd(self, job_id: str) -> Path:
-        return self.root / "jobs" / job_id
+        return self._jobs_root / job_id
 
     def _logs(self, job_id: str) -> Path:
-        return self.root / "logs" / job_id
+        return self._logs_root / job_id
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
