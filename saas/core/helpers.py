@@ -1,14 +1,19 @@
-"""Small file helpers: atomic writes and JSON files."""
+"""Small helpers: atomic writes, JSON files, addresses, and a worker-thread call that ends before a cancellation."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["parse_address", "read_json_from_file", "write_file_atomic", "write_json_to_file"]
+__all__ = ["in_thread_to_the_end", "parse_address", "read_json_from_file", "write_file_atomic", "write_json_to_file"]
+
+T = TypeVar("T")
 
 
 def write_file_atomic(path: str | Path, data: bytes, mode: int = 0o600) -> None:
@@ -65,3 +70,16 @@ def parse_address(address: str | tuple[str, int] | list[Any]) -> tuple[str, int]
     if not host or not 0 < port_number < 65536:
         raise InvalidInputError(f"Invalid address '{address}': expected host:port", {"address": str(address)})
     return host, port_number
+
+
+async def in_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread(fn, *args)`, except that a caller cancelled meanwhile waits for `fn` to end before the
+    cancellation goes on: whatever `fn` did (e.g. content put in place) is done by then, so the caller's cleanup
+    sees it and can undo it."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise

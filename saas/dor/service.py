@@ -31,6 +31,7 @@ from saas.core.errors import (
     NotFoundError,
     TooLargeError,
 )
+from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
 from saas.core.signing import canonical_json
@@ -227,14 +228,19 @@ class DORService:
         """`place` (blocking, run in a thread) puts the content in place and returns the record, which is then
         inserted; both while the content guard is held, so a removal cannot take the content in between. The same
         object added again (same content, type, format, creators and ms) returns the existing one."""
-        row: ObjectRow | None = None
+        placed: list[ObjectRow] = []
+
+        def place_and_note() -> ObjectRow:
+            placed.append(place())
+            return placed[0]
+
         try:
             async with self._guard.shared():
-                row = await asyncio.to_thread(place)
+                row = await in_thread_to_the_end(place_and_note)
                 inserted = await self.db.run(catalog.insert, row, envelopes)
         except BaseException:
-            if row is not None:
-                await self._remove_unused(row.c_hash)
+            if placed:  # (even when cancelled: the content was put in place before the cancellation went on)
+                await self._remove_unused(placed[0].c_hash)
             raise
         if not inserted:
             existing = await self.db.run(catalog.get, row.obj_id)
@@ -358,7 +364,7 @@ class DORService:
         existing object instead of a duplicate."""
         self.check_add(params)
         async with self.local_adds() as adds:
-            c_hash, size = await asyncio.to_thread(adds.put, path)
+            c_hash, size = await in_thread_to_the_end(adds.put, path)
             return await adds.record(creator_iid, params, c_hash, size, created)
 
     @contextlib.asynccontextmanager

@@ -41,6 +41,7 @@ from saas.core.errors import (
     NotFoundError,
     RTIError,
 )
+from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
@@ -807,7 +808,7 @@ class RTIService:
                     result[out.name] = (path, envelope, c_hash, size)
                 return result
 
-            fixed = await asyncio.to_thread(fix_bytes)
+            fixed = await in_thread_to_the_end(fix_bytes)  # what it put in the DOR is known even if cancelled
             for out in todo:
                 if adds is not None and out.name in local:
                     _, _, c_hash, size = fixed[out.name]

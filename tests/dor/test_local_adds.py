@@ -234,3 +234,23 @@ def test_delete_removes_content_once_unused(
     node.call(dor.delete(obj.obj_id, node.node.keystore.identity))
     assert records(node) == []
     assert files(node) == {"content": [], "tmp": []}
+
+
+def test_add_file_cancelled_while_its_content_is_copied_leaves_nothing(
+    node: Any, users: Any, write_file: Callable[..., Path], files: Callable[[Any], dict[str, list[Path]]]
+) -> None:
+    """The copy goes on in its worker thread after the cancellation: the add waits for it, then removes what it
+    put in place, so no unused content is left until the next start."""
+    dor = dor_of(node)
+    source = write_file(os.urandom(48 * 1024 * 1024))
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(dor.add_file(users.alice.iid, params(users.alice.iid), source, CREATED))
+        await asyncio.sleep(0.02)  # the copy has begun
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task.cancelled()
+
+    assert node.call(main())
+    assert records(node) == []
+    assert files(node) == {"content": [], "tmp": []}
