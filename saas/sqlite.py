@@ -112,21 +112,20 @@ class Database:
             try:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
+                savepoints = len(batch) > 1  # a lone request is the transaction itself
                 for request in batch:
                     fn, args = request[0], request[1]
-                    if len(batch) > 1:
+                    if savepoints:
                         conn.execute("SAVEPOINT request")
                     try:
                         result = fn(conn, *args)
                     except BaseException as e:  # even a BaseException fails only its request, not the thread
-                        conn.execute("ROLLBACK TO request" if len(batch) > 1 else "ROLLBACK")
-                        if len(batch) > 1:
-                            conn.execute("RELEASE request")
+                        conn.execute("ROLLBACK TO request" if savepoints else "ROLLBACK")
                         answers.append((request, None, e))
                     else:
-                        if len(batch) > 1:
-                            conn.execute("RELEASE request")
                         answers.append((request, result, None))
+                    if savepoints:
+                        conn.execute("RELEASE request")
                 if conn.in_transaction:
                     conn.execute("COMMIT")
             except BaseException as e:  # the transaction itself failed: nothing of the batch is stored

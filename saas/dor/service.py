@@ -136,10 +136,10 @@ def _finish(f: BinaryIO) -> None:
 
 
 class LocalAdds:
-    """Local files added in two steps, so a caller can put the content in the same worker-thread hop as its own
-    blocking work: `put(path)` (blocks) stores the content and returns (c_hash, size), `await record(...)` inserts
-    the object, idempotently (the same content, parameters and `created` give the existing object). Made by
-    `DORService.local_adds()`."""
+    """Content added in two steps, so a caller can put the content in the same worker-thread hop as its own
+    blocking work: `put(path)` (blocks) stores a local file's content and returns (c_hash, size), `await
+    record(...)` inserts the object, idempotently (the same content, parameters and `created` give the existing
+    object). Made by `DORService.local_adds()`, which removes content put but never recorded."""
 
     def __init__(self, dor: DORService):
         self._dor = dor
@@ -150,19 +150,32 @@ class LocalAdds:
         self.unrecorded.add(c_hash)
         return c_hash, size
 
+    def place(self, place: Callable[[], ObjectRow]) -> ObjectRow:
+        """Blocks: `place` puts content in place (an upload's temp file, a GPP) and returns its record."""
+        row = place()
+        self.unrecorded.add(row.c_hash)
+        return row
+
+    async def insert(self, row: ObjectRow, envelopes: dict[str, str]) -> ObjectRow:
+        """Insert the record of content put or placed; an object added before (same content, type, format,
+        creators and ms) is returned instead."""
+        dor = self._dor
+        inserted = await dor.db.run(catalog.insert, row, envelopes)
+        self.unrecorded.discard(row.c_hash)
+        if inserted:
+            return row
+        existing = await dor.db.run(catalog.get, row.obj_id)
+        assert existing is not None
+        return existing
+
     async def record(
         self, creator_iid: str, params: AddCDataObjectParameters, c_hash: str, size: int, created: int
     ) -> CDataObject:
         dor = self._dor
         dor.check_add(params)
         row = dor._content_row(params, creator_iid, c_hash, size, created)
-        inserted = await dor.db.run(catalog.insert, row, dor._envelopes(params))
-        self.unrecorded.discard(c_hash)
-        if not inserted:
-            existing = await dor.db.run(catalog.get, row.obj_id)
-            assert existing is not None
-            row = existing
-        model = dor._model(row, params.recipe if inserted else None)
+        stored = await self.insert(row, dor._envelopes(params))
+        model = dor._model(stored, params.recipe if stored is row else None)
         assert isinstance(model, CDataObject)
         return model
 
@@ -226,27 +239,9 @@ class DORService:
 
     async def _commit(self, place: Callable[[], ObjectRow], envelopes: dict[str, str]) -> ObjectRow:
         """`place` (blocking, run in a thread) puts the content in place and returns the record, which is then
-        inserted; both while the content guard is held, so a removal cannot take the content in between. The same
-        object added again (same content, type, format, creators and ms) returns the existing one."""
-        placed: list[ObjectRow] = []
-
-        def place_and_note() -> ObjectRow:
-            placed.append(place())
-            return placed[0]
-
-        try:
-            async with self._guard.shared():
-                row = await in_thread_to_the_end(place_and_note)
-                inserted = await self.db.run(catalog.insert, row, envelopes)
-        except BaseException:
-            if placed:  # (even when cancelled: the content was put in place before the cancellation went on)
-                await self._remove_unused(placed[0].c_hash)
-            raise
-        if not inserted:
-            existing = await self.db.run(catalog.get, row.obj_id)
-            assert existing is not None
-            return existing
-        return row
+        inserted (`LocalAdds`: the content guard is held, and content left unrecorded is removed)."""
+        async with self.local_adds() as adds:
+            return await adds.insert(await in_thread_to_the_end(adds.place, place), envelopes)
 
     async def _remove_unused(self, c_hash: str) -> None:
         async with self._guard.exclusive():

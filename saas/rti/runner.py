@@ -76,11 +76,15 @@ def _write_file(path: Path, data: bytes) -> None:
     """Write a small file with plain system calls (no buffered file object: fewer calls on a busy node)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def parse_trigger(line: str) -> tuple[str, Any] | None:
@@ -128,10 +132,14 @@ def copies_locally(location: Any) -> bool:
 
 def copy_local(node: Node, name: str, location: Any, wd: Path) -> None:
     """Copy a plain input from this node's DOR into `<wd>/<name>`, checked against its c_hash. Blocks."""
-    dor, meta = node.dor, location.meta
-    assert dor is not None
+    _copy_checked(node, name, location.meta, input_path(wd, name))
+
+
+def _copy_checked(node: Node, name: str, meta: CDataObject, target: Path) -> None:
+    """Copy an object's content from this node's DOR to `target`, checked against its c_hash. Blocks."""
+    assert node.dor is not None
     try:
-        c_hash = _copy_hashed(dor.content_path(meta.c_hash), input_path(wd, name))
+        c_hash = _copy_hashed(node.dor.content_path(meta.c_hash), target)
     except FileNotFoundError:  # deleted since its record was read
         raise JobFailedError(f"Input '{name}': data object {meta.obj_id} not found") from None
     if c_hash != meta.c_hash:
@@ -157,9 +165,7 @@ def _copy_hashed(source: Path, target: Path) -> str:
         try:
             while chunk := os.read(src, 1024 * 1024):
                 digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view) :]
+                _write_all(dst, chunk)
         finally:
             os.close(dst)
     finally:
@@ -180,20 +186,12 @@ async def _copy_local(node: Node, item: Task.InputReference, meta: CDataObject, 
         key = await _unwrap(node, item.name, envelope)
     encrypted = target.with_name(f".{item.name}.encrypted") if key else target
 
-    def copy() -> str | None:
-        try:
-            c_hash = _copy_hashed(dor.content_path(meta.c_hash), encrypted)
-        except FileNotFoundError:  # deleted since its record was read
-            return None
+    def copy() -> None:
+        _copy_checked(node, item.name, meta, encrypted)
         if key is not None:
             _decrypt(encrypted, target, key)
-        return c_hash
 
-    c_hash = await asyncio.to_thread(copy)
-    if c_hash is None:
-        raise JobFailedError(f"Input '{item.name}': data object {item.obj_id} not found")
-    if c_hash != meta.c_hash:
-        raise JobFailedError(f"Input '{item.name}': content does not match its c_hash")
+    await asyncio.to_thread(copy)
 
 
 async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, target: Path) -> None:

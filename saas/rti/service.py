@@ -494,15 +494,18 @@ class RTIService:
         (self._running_remote if self._is_remote(active) else self._running).add(active.job.id)
         active.task = asyncio.create_task(self._run(active, resume, reattach))
 
+    @staticmethod
+    def _row(active: ActiveJob) -> tuple[str, str, str]:
+        """`board.update_job`'s arguments for the job's current state and status."""
+        return active.job.id, active.machine.state.value, json.dumps(active.status_doc())
+
     async def _save(self, active: ActiveJob) -> None:
-        await self.db.run(board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc()))
+        await self.db.run(board.update_job, *self._row(active))
 
     def _save_later(self, active: ActiveJob) -> None:
         """Queue the job's row without waiting: it lands before any later write of the board, so it needs no wait
         when nothing depends on it before the job's next awaited write."""
-        self.db.write_behind(
-            board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc())
-        )
+        self.db.write_behind(board.update_job, *self._row(active))
 
     async def _to(self, active: ActiveJob, state: JobState, reason: str = "", wait: bool = True) -> None:
         """Record a transition; with `wait=False` it is queued (`_save_later`): for a transition a restart may lose
@@ -685,9 +688,7 @@ class RTIService:
             """Recorded before the instance gets the job (which it does in the callback of this future)."""
             active.machine.transition(JobState.RUNNING, f"sent to agent instance {index}")
             active.notify()
-            return self.db.submit(
-                board.update_job, active.job.id, active.machine.state.value, json.dumps(active.status_doc())
-            )
+            return self.db.submit(board.update_job, *self._row(active))
 
         files, active.agent_logs = active.agent_logs, None
         await processor.agent.run_job(
