@@ -41,6 +41,14 @@ class NodeConfig(BaseModel):
     max_json_body: int = 4 * 1024 * 1024  # bytes of a non-upload request body
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
+    # Isolation of adapter processes (DESIGN §12). The node values are each job's default and its ceiling.
+    unsafe_no_sandbox: bool = False  # run adapters without the bubblewrap sandbox (warned about at every start)
+    job_network: Literal["allow", "deny"] = "allow"  # deny: no job has network (install.sh always has)
+    sandbox_uid: int | None = Field(default=None, ge=1, le=2**31)  # node as root: adapters' uid (default nobody)
+    job_memory: int | None = Field(default=None, ge=16)  # MiB per job / agent instance / install; None: half the RAM
+    job_pids: int = Field(default=1024, ge=8)  # processes and threads per job / agent instance / install
+    job_cores: float | None = Field(default=None, gt=0)  # CPU cores per job; None: all
+    job_walltime: float = Field(default=7 * 86400.0, gt=0)  # seconds a job may run
     # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0

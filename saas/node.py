@@ -79,6 +79,7 @@ class Node:
             retain_job_history=self.config.retain_job_history,
             strict_deployment=self.config.strict_deployment,
             started=self.started_ms,
+            isolation=None if self.rti is None else self.rti.isolation,
             sequence=self._sequence,
         )
         return info.model_copy(update={"signature": self.keystore.sign(info.signed_content())})

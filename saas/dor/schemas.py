@@ -90,6 +90,8 @@ class ProcessorDescriptor(BaseModel):
     @model_validator(mode="after")
     def _check_kind(self) -> ProcessorDescriptor:
         extra = self.model_extra or {}
+        if "network" in extra and type(extra["network"]) is not bool:
+            raise ValueError("network must be true or false (may jobs of this processor use the network)")
         kind = extra.get("kind", "processor")
         if kind not in ("processor", "agent"):
             raise ValueError(f"kind must be 'processor' or 'agent', not {kind!r}")

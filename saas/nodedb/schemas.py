@@ -27,6 +27,7 @@ class NodeInfo(BaseModel):
     retain_job_history: bool
     strict_deployment: bool
     started: int  # ms since epoch
+    isolation: str | None = None  # how an RTI node runs adapters: "sandbox", or "none" (--unsafe-no-sandbox)
     sequence: int = 0
     signature: str | None = None
     last_seen: int | None = None

@@ -24,17 +24,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import os
-import signal
+import shutil
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from saas.rti import process as processes
+from saas.rti.cgroups import Limits
 from saas.rti.deploy import DeploymentError, tail
-from saas.rti.runner import STDERR_LOG, STDOUT_LOG, JobFailedError, kill_group, kill_leftover
+from saas.rti.process import AdapterProcess
+from saas.rti.runner import STDERR_LOG, STDOUT_LOG, JobFailedError
+from saas.rti.sandbox import Sandbox
 from saas.rti.schemas import AgentInstance
 
 __all__ = ["AgentPool", "Lease", "open_job_logs"]
@@ -49,7 +54,6 @@ BACKOFF_MAX = 10.0
 MAX_START_FAILURES = 5
 ADMITTED_PER_INSTANCE = 2
 LOG_LIMIT = 10 * 2**20
-STREAM_LIMIT = 1024 * 1024
 
 
 class _StartFailedError(Exception):
@@ -88,12 +92,13 @@ class _Assignment:
     then answered (trigger:done / trigger:error), lost (the instance went down) or ended by its caller."""
 
     job_id: str
-    line: bytes  # the job line for the instance's stdin
+    wd: Path  # the job's working folder (moved into the instance's `jobs` folder while the instance has it)
     on_line: Callable[[str], None]
     on_start: Callable[[int], Awaitable[None]]
     logs: tuple[BinaryIO, BinaryIO]  # the job's stdout and stderr log files
     result: asyncio.Future[None]
     instance: _Instance | None = None
+    moved: Path | None = None  # where the working folder is while the instance has it
     generation: int = 0
     started: bool = False  # its start was recorded (or failed to be)
     sent: bool = False  # the instance has the job line
@@ -120,7 +125,7 @@ class _Instance:
     index: int
     folder: Path
     state: str = "starting"  # starting | idle | busy | restarting | failed | stopped
-    process: asyncio.subprocess.Process | None = None
+    process: AdapterProcess | None = None
     exited: asyncio.Task[int] | None = None
     ready: asyncio.Future[None] | None = None
     job: _Assignment | None = None
@@ -164,8 +169,19 @@ class AgentPool:
         job_timeout: float | None = None,
         startup_timeout: float | None = None,
         on_broken: Callable[[str, str], None] | None = None,
+        *,
+        sandbox: Sandbox | None,
+        limits: Limits | None = None,
+        network: bool = True,
+        visible: Path | None = None,
     ):
+        """`sandbox` None only for a developer's own agent on their machine (`saas-cli adapter test`); `visible` is
+        the folder around the adapter that instances see (read-only); `limits` hold for each instance."""
         self.name = name
+        self.sandbox = sandbox
+        self.limits = limits or Limits()
+        self.network = network
+        self.visible = visible or adapter
         self.adapter = adapter
         self.config = config
         self.root = root
@@ -208,9 +224,14 @@ class AgentPool:
         pids = self.root / "pids.json"
         with contextlib.suppress(OSError, ValueError):
             for index, pgid in json.loads(pids.read_text()).items():
-                kill_leftover(int(pgid), self._marker(int(index)))
+                processes.kill_leftover(int(pgid), self._marker(int(index)))
         for instance in self._instances:
-            instance.folder.mkdir(parents=True, exist_ok=True)
+            jobs = instance.folder / "jobs"
+            shutil.rmtree(jobs, ignore_errors=True)  # folders of jobs a crashed node had handed out
+            jobs.mkdir(parents=True)
+            if self.sandbox is not None:
+                self.sandbox.own(instance.folder)
+                self.sandbox.own(jobs)
 
     def prepare_stop(self) -> None:
         """From now on nothing is restarted (the node is stopping); `stop()` follows."""
@@ -234,12 +255,10 @@ class AgentPool:
         if process.returncode is None:
             if process.stdin is not None:
                 process.stdin.close()
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE)
-                    break
-                kill_group(process.pid, sig)
-        kill_group(process.pid, signal.SIGKILL)  # whatever the agent left behind in its group
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE)
+        await process.stop(STOP_GRACE)
+        await process.close()  # whatever the agent left behind
         if instance.exited is not None:
             await asyncio.wait({instance.exited})
         if instance.state != "failed":
@@ -332,8 +351,16 @@ class AgentPool:
         process = instance.process
         if not self._current(instance, assignment.generation) or process is None or process.stdin is None:
             return  # going down: its watcher settles the job
+        wd = instance.folder / "jobs" / assignment.job_id
+        try:
+            os.rename(assignment.wd, wd)  # the instance sees its own `jobs` folder only
+        except OSError as e:
+            assignment.settle(f"The job's folder could not be handed to the agent instance: {e.strerror}")
+            self._release(instance)
+            return
+        assignment.moved = wd
         with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
-            process.stdin.write(assignment.line)
+            process.stdin.write((json.dumps({"job_id": assignment.job_id, "wd": str(wd)}) + "\n").encode())
         assignment.sent = True
         if self.job_timeout is not None:
             assignment.timer = asyncio.get_running_loop().call_later(self.job_timeout, self._time_out, assignment)
@@ -374,9 +401,8 @@ class AgentPool:
                 files = await asyncio.to_thread(open_job_logs, logs)
             if self.broken is not None:
                 raise JobFailedError(self.broken)
-            line = (json.dumps({"job_id": job_id, "wd": str(wd)}) + "\n").encode()
             loop = asyncio.get_running_loop()
-            assignment = _Assignment(job_id, line, on_line, on_start, files, loop.create_future())
+            assignment = _Assignment(job_id, wd, on_line, on_start, files, loop.create_future())
             self._queue.append(assignment)
             self._dispatch()
             await asyncio.shield(assignment.result)
@@ -396,6 +422,10 @@ class AgentPool:
         try:
             self._let_go(assignment, reason)
         finally:
+            if assignment.moved is not None:  # back where the RTI finds its outputs
+                with contextlib.suppress(OSError):
+                    os.rename(assignment.moved, assignment.wd)
+                assignment.moved = None
             with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
                 assignment.result.result()
 
@@ -433,27 +463,24 @@ class AgentPool:
 
     async def _spawn(self, instance: _Instance) -> None:
         """Start the instance's process and wait for `trigger:ready`; raises `_StartFailedError`."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        env["SAAS_JOB_ID"] = self._marker(instance.index)  # lets a restarted node recognise leftovers
+        env = processes.child_env(self.visible, {"SAAS_JOB_ID": self._marker(instance.index)})  # finds leftovers
         instance.state, instance.kill_reason, instance.err_tail = "starting", None, b""
         instance.generation += 1
         instance.logs = await asyncio.to_thread(
             lambda: [_Log(self.root / f"instance-{instance.index}.{name}.log") for name in ("stdout", "stderr")]
         )
         instance.ready = asyncio.get_running_loop().create_future()
-        process = instance.process = await asyncio.create_subprocess_exec(
-            "bash",
-            "execute.sh",
-            self.config,
-            str(instance.folder),
+        process = instance.process = await processes.spawn(
+            self.sandbox,
+            ["bash", "execute.sh", self.config, str(instance.folder)],
             cwd=self.adapter,
+            name=self._marker(instance.index),
+            ro=[self.visible],
+            rw=[instance.folder],
+            network=self.network,
+            limits=self.limits,
             env=env,
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=STREAM_LIMIT,
         )
         instance.exited = asyncio.create_task(self._watch(instance, process))
         try:
@@ -470,25 +497,31 @@ class AgentPool:
                 f"Agent instance {instance.index} did not print {READY} within {self.startup_timeout:g} s"
             )
         except BaseException:
-            kill_group(process.pid, signal.SIGKILL)
+            process.kill_now()
             await asyncio.wait({instance.exited})
             raise
 
-    async def _watch(self, instance: _Instance, process: asyncio.subprocess.Process) -> int:
+    async def _watch(self, instance: _Instance, process: AdapterProcess) -> int:
         """Pump the instance's output until it exits; returns its exit code. Settles the job it held."""
         assert process.stdout is not None and process.stderr is not None
         readers = asyncio.gather(
-            self._pump(instance, process.stdout, 0), self._pump(instance, process.stderr, 1), return_exceptions=True
+            processes.pump(process.stdout, None, None, functools.partial(self._output, instance, 0)),
+            processes.pump(process.stderr, None, None, functools.partial(self._output, instance, 1)),
+            return_exceptions=True,
         )
         exit_code = asyncio.ensure_future(process.wait())
         await asyncio.wait({readers, exit_code}, return_when=asyncio.FIRST_COMPLETED)
-        kill_group(process.pid, signal.SIGKILL)  # an instance that closed its stdout cannot report any more
+        process.kill_now()  # an instance that closed its stdout cannot report any more
         await readers
         code = await exit_code
+        exceeded = await process.exceeded()
+        await process.close()  # every process it started
         for log in instance.logs:
             log.close()
         if instance.job is not None:
             reason = instance.kill_reason
+            if reason is None and exceeded is not None:
+                reason = f"Agent instance {instance.index} was stopped: {exceeded}"
             if reason is None:
                 text = instance.err_tail.decode("utf-8", "replace").strip()
                 reason = f"Agent instance {instance.index} exited with code {code}" + (
@@ -497,36 +530,30 @@ class AgentPool:
             instance.job.settle(reason, lost=True)
         return code
 
-    async def _pump(self, instance: _Instance, stream: asyncio.StreamReader, which: int) -> None:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line over STREAM_LIMIT: dropped
-                continue
-            if not line:
+    def _output(self, instance: _Instance, which: int, line: bytes) -> None:
+        """One line of an instance's stdout (`which` 0) or stderr (1): logged, and handled while it holds a job."""
+        instance.logs[which].write(line)
+        job = instance.job
+        if job is not None and not job.result.done():
+            job.logs[which].write(line)
+        else:
+            instance.logs[which].flush()
+        if which:
+            instance.err_tail = (instance.err_tail + line)[-2000:]
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if which == 0 and text.startswith("trigger:"):
+            if text == READY:
+                if instance.ready is not None and not instance.ready.done():
+                    instance.ready.set_result(None)
                 return
-            instance.logs[which].write(line)
-            job = instance.job
-            if job is not None and not job.result.done():
-                job.logs[which].write(line)
-            else:
-                instance.logs[which].flush()
-            if which:
-                instance.err_tail = (instance.err_tail + line)[-2000:]
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            if which == 0 and text.startswith("trigger:"):
-                if text == READY:
-                    if instance.ready is not None and not instance.ready.done():
-                        instance.ready.set_result(None)
-                    continue
-                if job is not None and text == DONE:
-                    self._answered(instance, job, None)
-                    continue
-                if job is not None and text.startswith(ERROR):
-                    self._answered(instance, job, text[len(ERROR) :].strip() or "The agent reported an error")
-                    continue
-            if job is not None and not job.result.done():
-                job.on_line(text)
+            if job is not None and text == DONE:
+                self._answered(instance, job, None)
+                return
+            if job is not None and text.startswith(ERROR):
+                self._answered(instance, job, text[len(ERROR) :].strip() or "The agent reported an error")
+                return
+        if job is not None and not job.result.done():
+            job.on_line(text)
 
     def _kill(self, instance: _Instance, reason: str) -> None:
         instance.kill_reason = reason
@@ -536,7 +563,7 @@ class AgentPool:
         with contextlib.suppress(ValueError):
             self._idle.remove(instance)
         if instance.process is not None:
-            kill_group(instance.process.pid, signal.SIGKILL)
+            instance.process.kill_now()
 
     async def _supervise(self, instance: _Instance) -> None:
         """Restart the instance whenever it goes down (backoff after crashes) until the pool stops."""

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from saas.dor.schemas import CDataObject, GitProcessorPointer
 from saas.rti import runner
 from saas.rti.agents import AgentPool, Lease
-from saas.rti.backends import Backend, LocalBackend
+from saas.rti.backends import Backend
+from saas.rti.backends.base import UnusableBackend
 from saas.rti.jobs import FINAL_STATES, JobStateMachine
 from saas.rti.schemas import Job, Processor
 
@@ -65,7 +66,7 @@ class ProcessorRecord:
     task: asyncio.Task[None] | None = None
     agent: AgentPool | None = None  # the instances of an agent
     spec: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # stored; SSH credentials encrypted
-    backend: Backend = field(default_factory=LocalBackend)
+    backend: Backend = field(default_factory=UnusableBackend)
 
     def model(self, show_jobs: bool = False) -> Processor:
         return Processor(

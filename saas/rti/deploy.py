@@ -7,24 +7,36 @@ never blocks); install.sh runs in its own process group with a timeout, its outp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from saas.core.errors import InvalidInputError, RTIError
 from saas.core.schemas import GithubCredentials
 from saas.dor.gpp import _ASKPASS, _check_proc_path, _check_source
 from saas.dor.schemas import GitProcessorPointer
+from saas.rti import process
+from saas.rti.cgroups import Limits
+from saas.rti.sandbox import Sandbox
 
-__all__ = ["DeploymentError", "adapter_dir", "clone", "install", "remove", "run_install", "tail"]
+__all__ = [
+    "DeploymentError",
+    "adapter_dir",
+    "clone",
+    "install",
+    "kill_leftover_install",
+    "remove",
+    "run_install",
+    "tail",
+]
 
 INSTALL_TIMEOUT = 600.0
 CLONE_TIMEOUT = 600.0
 TAIL_BYTES = 2000
+INSTALL_PID = "install.pid"
 
 
 class DeploymentError(RTIError, InvalidInputError):
@@ -49,42 +61,45 @@ def tail(path: Path, size: int = TAIL_BYTES) -> str:
 
 
 async def _run(
-    args: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float, on_line: LineHandler | None = None
+    sandbox: Sandbox | None,
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    timeout: float,
+    on_line: LineHandler | None = None,
+    pid_file: Path | None = None,
+    **sandboxed: Any,
 ) -> int:
-    """Run `args` in its own process group with stdout and stderr appended to `log` (and, with `on_line`, each line
-    also handed to it); the whole group is killed on a timeout or cancellation."""
+    """Run `args` (in the sandbox, when given, with `sandboxed` passed to `process.spawn`) with stdout and stderr
+    appended to `log` (and, with `on_line`, each line also handed to it); every process it started is killed on a
+    timeout or cancellation, and when it ends."""
     with open(log, "ab") as out:
-        target = asyncio.subprocess.PIPE if on_line else out
-        process = await asyncio.create_subprocess_exec(
-            *args,
+        child = await process.spawn(
+            sandbox,
+            args,
             cwd=cwd,
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=target,
-            stderr=asyncio.subprocess.STDOUT if on_line else out,
-            start_new_session=True,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **sandboxed,
         )
+        assert child.stdout is not None
+        if pid_file is not None:
+            await asyncio.to_thread(pid_file.write_text, str(child.pid))
 
-        async def pump() -> None:
-            assert process.stdout is not None and on_line is not None
-            while line := await process.stdout.readline():
-                out.write(line)
-                on_line(line.decode("utf-8", "replace").rstrip("\r\n"))
+        def line(text: str) -> None:
+            if on_line is not None:
+                on_line(text.rstrip("\r\n"))
 
         try:
-            waiting = asyncio.gather(pump(), process.wait()) if on_line else process.wait()
-            await asyncio.wait_for(waiting, timeout)
-            assert process.returncode is not None
-            return process.returncode
-        except (TimeoutError, asyncio.CancelledError):
-            kill_group(process.pid)
-            await process.wait()
-            raise
-
-
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+            async with asyncio.timeout(timeout):
+                await process.pump(child.stdout, out, line)
+                return await child.wait()
+        finally:
+            await child.close()
+            if pid_file is not None:
+                await asyncio.to_thread(pid_file.unlink, True)
 
 
 async def install(
@@ -92,10 +107,25 @@ async def install(
     gpp: GitProcessorPointer,
     credentials: GithubCredentials | None = None,
     install_timeout: float = INSTALL_TIMEOUT,
+    sandbox: Sandbox | None = None,
+    limits: Limits | None = None,
 ) -> Path:
-    """Clone into `<proc_root>/repo` at the commit and run install.sh; returns the adapter folder."""
+    """Clone into `<proc_root>/repo` at the commit and run install.sh (in the sandbox); returns the adapter folder."""
     folder = await clone(proc_root, gpp, credentials)
-    await run_install(folder, gpp.proc_config, proc_root / "install.log", install_timeout)
+    repo = proc_root / "repo"
+    if sandbox is not None:
+        await asyncio.to_thread(sandbox.own, repo, True)  # the adapter's to write during install.sh
+    await run_install(
+        folder,
+        gpp.proc_config,
+        proc_root / "install.log",
+        install_timeout,
+        sandbox=sandbox,
+        visible=repo,
+        limits=limits,
+        marker=f"install-{proc_root.name}",
+        pid_file=proc_root / INSTALL_PID,
+    )
     return folder
 
 
@@ -105,13 +135,14 @@ async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCr
     _check_source(gpp.source)
     await asyncio.to_thread(_reset, proc_root)
     log = proc_root / "install.log"
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-    }
+    env = process.tool_env(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        }
+    )
     secret: str | None = None
     askpass_dir = proc_root / ".askpass"
     if credentials is not None:
@@ -124,6 +155,7 @@ async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCr
     repo = proc_root / "repo"
     try:
         code = await _run(
+            None,
             ["git", "clone", "--quiet", "--no-checkout", "--", gpp.source, str(repo)],
             proc_root,
             env,
@@ -131,7 +163,8 @@ async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCr
             CLONE_TIMEOUT,
         )
         if code == 0:
-            code = await _run(["git", "-C", str(repo), "checkout", "--quiet", gpp.commit_id], proc_root, env, log, 120)
+            git = ["git", "-C", str(repo), "checkout", "--quiet", gpp.commit_id]
+            code = await _run(None, git, proc_root, env, log, 120)
     except TimeoutError:
         raise DeploymentError(f"Cloning '{gpp.source}' timed out", {"log_tail": _clean(tail(log), secret)}) from None
     finally:
@@ -147,19 +180,54 @@ async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCr
 
 
 async def run_install(
-    folder: Path, config: str, log: Path, install_timeout: float = INSTALL_TIMEOUT, on_line: LineHandler | None = None
+    folder: Path,
+    config: str,
+    log: Path,
+    install_timeout: float = INSTALL_TIMEOUT,
+    on_line: LineHandler | None = None,
+    *,
+    sandbox: Sandbox | None,
+    visible: Path | None = None,
+    limits: Limits | None = None,
+    marker: str = "install",
+    pid_file: Path | None = None,
 ) -> None:
-    """Run `install.sh <config>` in the adapter folder on this machine (own process group, no `SAAS_*` variables,
-    timeout, log; `on_line` also gets each output line)."""
-    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    """Run `install.sh <config>` in the adapter folder: in the sandbox (`sandbox=None` only for a developer's own
+    adapter on their machine) with the folder (or `visible` around it) writable and the network allowed, in a
+    cgroup of its own with `limits`, a minimal environment and a timeout; the log gets every line (`on_line` too).
+    `pid_file` records the process group until it ends, so a restarted node kills what a crashed one left."""
+    home = visible or folder
+    env = process.child_env(home, {"SAAS_JOB_ID": marker})
     try:
-        code = await _run(["bash", "install.sh", config], folder, plain_env, log, install_timeout, on_line)
+        code = await _run(
+            sandbox,
+            ["bash", "install.sh", config],
+            folder,
+            env,
+            log,
+            install_timeout,
+            on_line,
+            name=marker,
+            rw=[home],
+            network=True,
+            limits=limits,
+            pid_file=pid_file,
+        )
     except TimeoutError:
         raise DeploymentError(
             f"install.sh did not finish within {install_timeout:g} s", {"log_tail": tail(log)}
         ) from None
     if code != 0:
         raise DeploymentError(f"install.sh exited with code {code}", {"log_tail": tail(log)})
+
+
+def kill_leftover_install(proc_root: Path) -> bool:
+    """After a crash of the node during a deployment: kill the install.sh it left running. Blocks."""
+    try:
+        pgid = int((proc_root / INSTALL_PID).read_text())
+    except (OSError, ValueError):
+        return False
+    return process.kill_leftover(pgid, f"install-{proc_root.name}")
 
 
 def _clean(text: str, secret: str | None) -> str:

@@ -24,6 +24,7 @@ from saas.core.errors import InvalidInputError
 from saas.dor.schemas import ProcessorDescriptor
 from saas.rti import runner
 from saas.rti.runner import JobFailedError
+from saas.rti.sandbox import Sandbox, SandboxUnavailableError
 
 __all__ = ["LocalInput", "LocalRun", "load_descriptor", "parse_inputs", "run_locally"]
 
@@ -55,6 +56,7 @@ class LocalRun:
     adapter: Path
     wd: Path
     logs: Path
+    sandbox: Sandbox | None = None  # None: bubblewrap is missing, the adapter ran without it
     progress: list[int] = field(default_factory=list)
     messages: list[tuple[str, str]] = field(default_factory=list)
     announced: list[str] = field(default_factory=list)
@@ -134,13 +136,21 @@ def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Pa
     return [given[s.name] for s in descriptor.input]
 
 
-async def _install(adapter: Path, config: str, log: Path, on_event: Event, timeout: float) -> None:
+async def _install(run: LocalRun, config: str, log: Path, on_event: Event, timeout: float) -> None:
     """`install.sh <config>` as a deployment runs it (`saas.rti.deploy.run_install`); each output line is also
     reported."""
     from saas.rti.deploy import DeploymentError, run_install
 
     try:
-        await run_install(adapter, config, log, timeout, on_line=lambda line: on_event("install", line))
+        await run_install(
+            run.adapter,
+            config,
+            log,
+            timeout,
+            on_line=lambda line: on_event("install", line),
+            sandbox=run.sandbox,
+            visible=run.repo,
+        )
     except DeploymentError as e:
         raise JobFailedError(e.reason) from None
 
@@ -167,11 +177,15 @@ async def _run(
     install_timeout: float,
 ) -> None:
     await asyncio.to_thread(_copy_repository, repository_root(folder), run.repo)
+    try:
+        run.sandbox = await asyncio.to_thread(Sandbox.detect, run.work, as_caller=True, cgroups=False)
+    except SandboxUnavailableError as e:
+        on_event("step", f"running WITHOUT the sandbox the RTI uses: {e.reason}")
     run.wd.mkdir(parents=True)
     (run.wd / ".store").mkdir()
     run.logs.mkdir(parents=True)
     on_event("step", f"install.sh {config}")
-    await _install(run.adapter, config, run.repo.parent / INSTALL_LOG, on_event, install_timeout)
+    await _install(run, config, run.repo.parent / INSTALL_LOG, on_event, install_timeout)
     for item in inputs:
         if item.by_value:
             await asyncio.to_thread(runner.write_value, run.wd, item.name, item.value)
@@ -198,7 +212,9 @@ async def _run(
         await _run_on_agent(run, config, descriptor, on_line, on_event)
     else:
         on_event("step", f"execute.sh {config} {run.wd}")
-        await runner.execute(run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID)
+        await runner.execute(
+            run.sandbox, run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID, visible=run.repo
+        )
     await asyncio.to_thread(runner.check_outputs, descriptor.output, run.wd, set(run.announced))
     run.outputs = {spec.name: runner.input_path(run.wd, spec.name) for spec in descriptor.output}
 
@@ -213,7 +229,17 @@ async def _run_on_agent(
     from saas.rti.deploy import DeploymentError
 
     agent_dir = run.work / "procs" / PROC_ID / "agent"
-    pool = AgentPool(PROC_ID, run.adapter, config, agent_dir, 1, descriptor.job_timeout, descriptor.startup_timeout)
+    pool = AgentPool(
+        PROC_ID,
+        run.adapter,
+        config,
+        agent_dir,
+        1,
+        descriptor.job_timeout,
+        descriptor.startup_timeout,
+        sandbox=run.sandbox,
+        visible=run.repo,
+    )
     on_event("step", f"execute.sh {config} {agent_dir / 'instance-0'} (agent: waiting for trigger:ready)")
     try:
         await pool.start()

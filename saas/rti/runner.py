@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError, RTIError, SaaSError
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
+from saas.rti import process
+from saas.rti.cgroups import Limits
+from saas.rti.sandbox import Sandbox
 from saas.rti.schemas import Job, Task
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "execute",
     "fetch_input",
     "input_path",
+    "kill_leftover",
     "locate_input",
     "output_params",
     "output_target",
@@ -246,25 +248,8 @@ def _decrypt(encrypted: Path, target: Path, key: bytes) -> None:
 # -- execution -------------------------------------------------------------------------------------------------
 
 
-async def _pump(stream: asyncio.StreamReader, log: Path, on_line: Callable[[str], None]) -> bytes:
-    """Copy a stream to its log file line by line, calling `on_line` for each; returns the last bytes (tail)."""
-    tail = b""
-    with open(log, "ab", buffering=0) as out:
-        while True:
-            line = await stream.readline()
-            if not line:
-                return tail
-            out.write(line)
-            tail = (tail + line)[-2000:]
-            on_line(line.decode("utf-8", "replace"))
-
-
-def kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
 async def execute(
+    sandbox: Sandbox | None,
     adapter: Path,
     config: str,
     wd: Path,
@@ -272,66 +257,54 @@ async def execute(
     on_line: Callable[[str], None],
     on_start: Callable[[int], Awaitable[None]] | None = None,
     job_id: str = "",
+    limits: Limits | None = None,
+    network: bool = True,
+    visible: Path | None = None,
 ) -> None:
-    """Run `execute.sh <config> <wd>`; raise `JobFailedError` on a non-zero exit. Cancelling this coroutine kills
-    the whole process group (SIGTERM, then SIGKILL after a grace period) before it propagates."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["SAAS_JOB_ID"] = job_id  # lets a restarted node recognise this job's leftover processes
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "execute.sh",
-        config,
-        str(wd),
+    """Run `execute.sh <config> <wd>` in the sandbox (the adapter folder, or `visible` around it, read-only; `wd`
+    read-write); raise `JobFailedError` on a non-zero exit, a limit exceeded or the walltime passed. Cancelling this
+    coroutine kills every process of the job (SIGTERM, then SIGKILL after a grace period) before it propagates."""
+    limits = limits or Limits()
+    child = await process.spawn(
+        sandbox,
+        ["bash", "execute.sh", config, str(wd)],
         cwd=adapter,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        limit=1024 * 1024,
+        name=f"job-{job_id}" if job_id else "",
+        ro=[visible or adapter],
+        rw=[wd],
+        network=network,
+        limits=limits,
+        env=process.child_env(visible or adapter, {"SAAS_JOB_ID": job_id}),  # the id finds leftovers
     )
-    assert process.stdout is not None and process.stderr is not None
+    assert child.stdout is not None and child.stderr is not None
     try:
         if on_start is not None:
-            await on_start(process.pid)
-        _, err_tail = await asyncio.gather(
-            _pump(process.stdout, logs / STDOUT_LOG, on_line), _pump(process.stderr, logs / STDERR_LOG, on_line)
-        )
-        code = await process.wait()
+            await on_start(child.pid)
+        with open(logs / STDOUT_LOG, "ab", buffering=0) as out, open(logs / STDERR_LOG, "ab", buffering=0) as err:
+            async with asyncio.timeout(limits.walltime):
+                _, err_tail = await asyncio.gather(
+                    process.pump(child.stdout, out, on_line), process.pump(child.stderr, err, on_line)
+                )
+                code = await child.wait()
+    except TimeoutError:
+        exceeded = await child.exceeded()
+        await child.close()
+        also = f"; before that {exceeded}" if exceeded else ""
+        raise JobFailedError(f"The job exceeded its walltime of {limits.walltime:g} s and was killed{also}") from None
     except BaseException:
-        kill_group(process.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
-        kill_group(process.pid, signal.SIGKILL)  # whatever the adapter left behind in its group
-        await process.wait()
+        await child.stop(KILL_GRACE)
+        await child.close()
         raise
-    kill_group(process.pid, signal.SIGKILL)  # no orphan survives a finished job either
+    exceeded = await child.exceeded()
+    await child.close()  # no process of the job survives it
+    if exceeded is not None:
+        raise JobFailedError(f"execute.sh was stopped: {exceeded}")
     if code != 0:
         text = err_tail.decode("utf-8", "replace").strip()
         raise JobFailedError(f"execute.sh exited with code {code}" + (f": {text[-500:]}" if text else ""))
 
 
-def kill_leftover(pgid: int, job_id: str) -> bool:
-    """After a crash of the node: kill what is left of a job's process group (the leader may be gone, e.g. killed
-    by a broken stdout pipe, while its children live on). Only a group with a member whose environment carries
-    SAAS_JOB_ID=<job_id> is killed, so a reused id is left alone. Linux (/proc) only; elsewhere nothing happens."""
-    marker = f"SAAS_JOB_ID={job_id}".encode()
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return False
-    for entry in entries:
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-            if int(stat[stat.rindex(b")") + 2 :].split()[2]) != pgid:  # fields after "(comm)": state ppid pgrp
-                continue
-            if marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                kill_group(pgid, signal.SIGKILL)
-                return True
-        except (OSError, ValueError, IndexError):
-            continue
-    return False
+kill_leftover = process.kill_leftover
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------

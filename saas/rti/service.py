@@ -50,8 +50,10 @@ from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
 from saas.rti.board import ActiveJob, ProcessorRecord
+from saas.rti.cgroups import Limits
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
-from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
+from saas.rti.sandbox import Sandbox
+from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Resources, Task
 from saas.sqlite import Database
 
 if TYPE_CHECKING:
@@ -123,6 +125,25 @@ class RTIService:
         self._background: set[asyncio.Task[Any]] = set()
         self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
         self._remover: asyncio.Task[None] | None = None
+        self.sandbox: Sandbox | None = None  # set by `start`
+
+    @property
+    def isolation(self) -> str | None:
+        """What the node record says about how adapters run: "sandbox" or "none"."""
+        if self.sandbox is None:
+            return None
+        return "sandbox" if self.sandbox.enabled else "none"
+
+    def _limits(self, resources: dict[str, Any] | None = None, walltime: bool = True) -> Limits:
+        """What a job (or agent instance, or install) may use: what its descriptor or task asks, within the node's
+        limits (each the default when nothing is asked)."""
+        config = self._node.config
+        node_memory = (config.job_memory or _half_the_memory()) * 2**20
+        asked = _parse_resources(resources or {})
+        memory = min(asked.memory or node_memory, node_memory)
+        cores = min(asked.cores, config.job_cores or asked.cores) if asked.cores else config.job_cores
+        wall = min(asked.walltime or config.job_walltime, config.job_walltime) if walltime else None
+        return Limits(memory=memory, pids=config.job_pids, cores=cores, walltime=wall)
 
     @property
     def retain(self) -> bool:
@@ -148,6 +169,7 @@ class RTIService:
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
             return procs, self.db.call(board.unfinished)
 
+        self.sandbox = await asyncio.to_thread(self._make_sandbox)
         procs, unfinished = await asyncio.to_thread(open_all)
         for row in procs:
             p = ProcessorRecord(
@@ -163,6 +185,7 @@ class RTIService:
             except (InvalidInputError, CryptoError) as e:
                 p.state, p.error = "failed", f"Execution backend unusable after restart: {e.reason}"
             if p.state == "deploying":
+                await asyncio.to_thread(deployment.kill_leftover_install, self._proc_root(p.proc_id))
                 p.state, p.error = "failed", "node restarted during deployment"
                 await self.db.run(board.put_processor, p)
             self._processors[p.proc_id] = p
@@ -172,6 +195,24 @@ class RTIService:
         for row in unfinished:
             await self._recover(row)
         self._dispatch()
+
+    def _make_sandbox(self) -> Sandbox:
+        """The sandbox for adapter processes, and what a crashed run left of them killed. Blocks."""
+        config = self._node.config
+        network = config.job_network == "allow"
+        if config.unsafe_no_sandbox:
+            logger.warning(
+                "RTI WITHOUT SANDBOX (--unsafe-no-sandbox): adapters run as this node's user and can read its "
+                "datastore, its keystore and other users' jobs"
+            )
+            sandbox = Sandbox.unsafe(config.datastore, network)
+        else:
+            sandbox = Sandbox.detect(config.datastore, network, config.sandbox_uid)
+        if sandbox.cgroups is not None:
+            swept = sandbox.cgroups.sweep()
+            if swept:
+                logger.info("killed the processes of %d adapter cgroups left from before the restart", swept)
+        return sandbox
 
     async def _recover(self, row: sqlite3.Row) -> None:
         job = Job.model_validate_json(row["job"])
@@ -249,6 +290,8 @@ class RTIService:
             with contextlib.suppress(Exception):
                 await processor.backend.close()
         await asyncio.to_thread(self.db.close)
+        if self.sandbox is not None:
+            await asyncio.to_thread(self.sandbox.close)
 
     # -- processors ---------------------------------------------------------------------------------------------
 
@@ -296,6 +339,8 @@ class RTIService:
         if existing is not None:  # a failed deployment is replaced
             await existing.backend.close()
         processor = ProcessorRecord(proc_id, "deploying", gpp, spec=spec)
+        if gpp.proc_descriptor.kind == "agent" or spec["name"] == "local":
+            self._limits(_resources(gpp.proc_descriptor.model_extra, None, spec))  # 400 for bad resources
         processor.backend = await self._make_backend(processor)
         self._processors[proc_id] = processor
         await self.db.run(board.put_processor, processor)
@@ -322,7 +367,15 @@ class RTIService:
             node_tag=self._node.iid[:16],
             gpp=processor.gpp,
             proc_id=processor.proc_id,
+            sandbox=self._sandbox,
+            install_limits=self._limits(walltime=False),
         )
+
+    @property
+    def _sandbox(self) -> Sandbox:
+        if self.sandbox is None:
+            raise RTIError("The RTI has not started")
+        return self.sandbox
 
     async def _install(self, processor: ProcessorRecord, credentials: Any) -> None:
         root = self._proc_root(processor.proc_id)
@@ -618,6 +671,8 @@ class RTIService:
         active.located = {}
         local = [name for name, location in located.items() if runner.copies_locally(location)]
         agent = active.lease is not None
+        sandbox = self._sandbox
+        fetched = [i for i in job.task.input if isinstance(i, Task.InputReference) and i.name not in local]
 
         def make_folder() -> tuple[BinaryIO, BinaryIO] | None:
             try:
@@ -630,15 +685,18 @@ class RTIService:
                     runner.write_value(wd, item.name, item.value)
             for name in local:
                 runner.copy_local(self._node, name, located[name], wd)
+            if sandbox.uid is not None and not fetched:
+                sandbox.own(wd, recursive=True)  # the sandboxed job's to read and write
             if agent:
                 return open_job_logs(logs)  # (it makes the log folder)
             logs.mkdir(parents=True, exist_ok=True)
             return None
 
         active.agent_logs = await asyncio.to_thread(make_folder)
-        for item in job.task.input:
-            if isinstance(item, Task.InputReference) and item.name not in local:
-                await runner.fetch_input(self._node, item, located[item.name], wd)
+        for item in fetched:
+            await runner.fetch_input(self._node, item, located[item.name], wd)
+        if fetched and sandbox.uid is not None:
+            await asyncio.to_thread(sandbox.own, wd, True)
         active.consumes = consumes
         return consumes
 
@@ -660,6 +718,7 @@ class RTIService:
 
         descriptor = processor.gpp.proc_descriptor
         task_resources = active.job.task.resources
+        resources = _resources(descriptor.model_extra, task_resources, processor.spec)
         await processor.backend.execute(
             JobContext(
                 job_id=active.job.id,
@@ -672,7 +731,10 @@ class RTIService:
                 on_line=lambda line: board.apply_line(active, line),
                 on_handle=on_start,
                 detaching=lambda: self._stopping,
-                resources=_resources(descriptor.model_extra, task_resources, processor.spec),
+                resources=resources,
+                limits=self._limits(resources),
+                network=self._job_network(descriptor),
+                visible=self._proc_root(processor.proc_id) / "repo",
                 handle=active.remote if reattach else None,
             )
         )
@@ -723,7 +785,15 @@ class RTIService:
             descriptor.job_timeout,
             descriptor.startup_timeout,
             on_broken=broken,
+            sandbox=self._sandbox,
+            limits=self._limits(_resources(descriptor.model_extra, None, processor.spec), walltime=False),
+            network=self._job_network(descriptor),
+            visible=root / "repo",
         )
+
+    def _job_network(self, descriptor: Any) -> bool:
+        """Jobs have network unless the node denies it or the descriptor says `"network": false`."""
+        return self._node.config.job_network == "allow" and (descriptor.model_extra or {}).get("network") is not False
 
     async def _restart_agent(self, processor: ProcessorRecord) -> None:
         """After a node restart: start the instances of a deployed agent again (its jobs wait until then)."""
@@ -944,6 +1014,31 @@ def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) ->
     if task is not None:
         merged.update(task.model_dump(exclude_none=True))
     return merged
+
+
+def _parse_resources(resources: dict[str, Any]) -> Limits:
+    """A descriptor's or task's `resources` as limits (raises `InvalidInputError` for bad values)."""
+    from pydantic import ValidationError
+
+    try:
+        parsed = Resources.model_validate(resources)
+    except ValidationError as e:
+        raise InvalidInputError(f"Invalid resources: {e.errors()[0]['msg']}", {"resources": resources}) from None
+    memory = None
+    if parsed.memory is not None:
+        units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+        number, unit = (parsed.memory[:-1], parsed.memory[-1]) if parsed.memory[-1] in units else (parsed.memory, "M")
+        memory = int(number) * units[unit]
+    walltime = parsed.walltime_seconds()
+    return Limits(memory=memory, cores=parsed.cores, walltime=float(walltime) if walltime else None)
+
+
+def _half_the_memory() -> int:
+    """Half of this machine's memory, in MiB (the default limit of a job)."""
+    try:
+        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**21)
+    except (ValueError, OSError):
+        return 4096
 
 
 def _remove_folders(folders: list[Path]) -> None:

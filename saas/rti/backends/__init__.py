@@ -18,6 +18,8 @@ from saas.rti.backends.base import Backend, BackendError, JobContext
 from saas.rti.backends.local import LocalBackend
 from saas.rti.backends.slurm import SlurmBackend
 from saas.rti.backends.ssh import SSHBackend
+from saas.rti.cgroups import Limits
+from saas.rti.sandbox import Sandbox
 
 __all__ = ["Backend", "BackendError", "JobContext", "LocalBackend", "SSHBackend", "SlurmBackend", "make_backend"]
 
@@ -35,6 +37,8 @@ async def make_backend(
     node_tag: str,
     gpp: GitProcessorPointer,
     proc_id: str,
+    sandbox: Sandbox,
+    install_limits: Limits | None = None,
 ) -> Backend:
     """The backend a processor's stored `spec` describes (decrypting its SSH credentials)."""
     name = spec.get("name", "local")
@@ -43,7 +47,7 @@ async def make_backend(
         credentials = await decrypt_ssh_credentials(spec["ssh_credentials"], decrypt)
     known_hosts = proc_root / "known_hosts"  # pinned at deploy (install empties proc_root first)
     if name == "local":
-        return LocalBackend()
+        return LocalBackend(sandbox, install_limits)
     if name == "ssh":
         if credentials is None:
             raise InvalidInputError("The ssh backend needs SSH credentials")

@@ -18,8 +18,9 @@ from typing import Any
 from saas.core.errors import InvalidInputError, RTIError
 from saas.core.schemas import GithubCredentials
 from saas.dor.schemas import GitProcessorPointer
+from saas.rti.cgroups import Limits
 
-__all__ = ["Backend", "BackendError", "JobContext"]
+__all__ = ["Backend", "BackendError", "JobContext", "UnusableBackend"]
 
 
 class BackendError(RTIError, InvalidInputError):
@@ -39,6 +40,9 @@ class JobContext:
     on_handle: Callable[[dict[str, Any]], Awaitable[None]]
     detaching: Callable[[], bool] = lambda: False  # True while the node stops: leave remote jobs running
     resources: dict[str, Any] = field(default_factory=dict)
+    limits: Limits | None = None  # what the sandboxed job may use (local backend)
+    network: bool = True  # may the job use the network (local backend)
+    visible: Path | None = None  # the folder around the adapter the job sees read-only (the repository)
     handle: dict[str, Any] | None = None  # set when re-attaching after a restart
 
 
@@ -66,3 +70,17 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What a processor's record may show about its backend (never credentials)."""
         return {"name": self.name}
+
+
+class UnusableBackend(Backend):
+    """Stands in for a backend that could not be built (the processor has failed): refuses everything."""
+
+    name = "unusable"
+
+    async def install(
+        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+    ) -> None:
+        raise BackendError("The processor has no usable execution backend")
+
+    async def execute(self, ctx: JobContext) -> None:
+        raise BackendError("The processor has no usable execution backend")

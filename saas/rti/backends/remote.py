@@ -12,7 +12,6 @@ import abc
 import asyncio
 import contextlib
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from saas.dor.schemas import GitProcessorPointer
 from saas.rti import deploy, runner
 from saas.rti.backends.base import Backend, BackendError, JobContext
 from saas.rti.backends.shell import Shell, pipe
+from saas.rti.process import kill_group, pump
 
 __all__ = ["RemoteBackend"]
 
@@ -249,15 +249,15 @@ def _reset_logs(logs: Path) -> None:
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    kill_group(process.pid)
 
 
 async def stream(process: asyncio.subprocess.Process, log: Path, on_line: Any) -> None:
     """Pump a follower's stdout into the log (and trigger parsing); kill the follower if we are cancelled."""
     assert process.stdout is not None
     try:
-        await runner._pump(process.stdout, log, on_line)
+        with open(log, "ab", buffering=0) as sink:
+            await pump(process.stdout, sink, on_line)
         await process.wait()
     except BaseException:
         _kill(process)

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any
 from saas.core.errors import AuthenticationError, UnreachableError
 from saas.core.schemas import SSHCredentials
 from saas.rti.backends.base import BackendError
+from saas.rti.process import kill_group
+from saas.rti.process import tool_env as process_env
 
 __all__ = ["LocalShell", "SSHShell", "Shell", "ShellResult", "pipe"]
 
@@ -67,9 +68,8 @@ class Shell:
 
     async def spawn(self, script: str, *args: str, **kwargs: Any) -> asyncio.subprocess.Process:
         kwargs.setdefault("stdin", asyncio.subprocess.DEVNULL)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
         return await asyncio.create_subprocess_exec(
-            *self.argv(script, *args), env=env, start_new_session=True, **kwargs
+            *self.argv(script, *args), env=process_env(), start_new_session=True, **kwargs
         )
 
     async def run(
@@ -286,8 +286,7 @@ class SSHShell(Shell):
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    kill_group(process.pid)
 
 
 async def pipe(
@@ -295,7 +294,7 @@ async def pipe(
 ) -> tuple[ShellResult, ShellResult]:
     """Run `source | target` (two argv lists, e.g. a local `tar -c` into an ssh `tar -x`); both results."""
     read_fd, write_fd = os.pipe()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
+    env = process_env()
     try:
         first = await asyncio.create_subprocess_exec(
             *source,
