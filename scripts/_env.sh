@@ -51,11 +51,25 @@ saas_ensure_venv() {
   fi
 }
 
-# System packages the test suite uses (a real sshd for credential and SSH-backend tests; munge and SLURM for a
-# one-node test cluster). Installed with apt when missing and we are root; otherwise the tests that need them fail
-# and say what to install.
+# bubblewrap: the sandbox every adapter process runs in (the RTI does not start without it unless told
+# --unsafe-no-sandbox). Installed with apt when missing and we are root (scripts/run-node and scripts/test).
+saas_ensure_sandbox() {
+  command -v bwrap >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing system package: bubblewrap"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "warning: bubblewrap is missing: the RTI needs it to sandbox adapters (apt-get install bubblewrap)" >&2
+  fi
+}
+
+# System packages the test suite uses (bubblewrap; a real sshd for credential and SSH-backend tests; munge and
+# SLURM for a one-node test cluster). Installed with apt when missing and we are root; otherwise the tests that
+# need them fail and say what to install.
 saas_ensure_system_packages() {
   local missing=()
+  command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
   command -v git >/dev/null 2>&1 || missing+=(git)

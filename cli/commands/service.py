@@ -109,6 +109,13 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         network_name=args.network_name,
         network_key=args.network_key or None,
         log_level=_node_log_level(args.log_level),
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+        job_network=args.job_network,
+        sandbox_uid=args.sandbox_uid,
+        job_memory=args.job_memory // 2**20 if args.job_memory else None,
+        job_pids=args.job_pids or 1024,
+        job_cores=args.job_cores,
+        **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
     )
     _serve(ctx, config)
 
@@ -128,6 +135,13 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
     def started(_: object) -> None:
         rest = "{}:{}".format(*config.rest_address)
         p2p = "{}:{}".format(*config.p2p_address)
+        sandbox = node.rti.sandbox if node.rti is not None else None
+        isolation = sandbox.describe() if sandbox is not None else "no RTI"
+        if sandbox is not None and not sandbox.enabled:
+            ctx.out.warning(
+                "WARNING: --unsafe-no-sandbox: adapters run as this node's user and can read its datastore, its "
+                "keystore and other users' jobs. Do not run adapters you do not trust."
+            )
         ctx.out.result(
             {
                 "type": config.node_type,
@@ -136,9 +150,11 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
                 "iid": node.iid,
                 "datastore": str(config.datastore),
                 "retain_job_history": config.retain_job_history,
+                "isolation": isolation,
             },
             f"Created '{config.node_type}' node instance at {rest}/{p2p} "
-            f"(keep RTI job history: {_yes_no(config.retain_job_history)})\nPress Ctrl+C to stop.",
+            f"(keep RTI job history: {_yes_no(config.retain_job_history)})\n"
+            f"Isolation: {isolation}\nPress Ctrl+C to stop.",
         )
 
     asyncio.run(run_node(node, started))
@@ -152,6 +168,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{text}'")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not '{text}'")
     return value
 
 
@@ -204,5 +230,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="RTI jobs running at once on ssh and slurm backends, which use other machines (default: 64)",
     )
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run adapters WITHOUT the bubblewrap sandbox, as this node's user (warned about at every start)",
+    )
+    p.add_argument(
+        "--job-network",
+        choices=["allow", "deny"],
+        default="allow",
+        help='may jobs use the network (default allow; a descriptor may also say "network": false)',
+    )
+    p.add_argument(
+        "--sandbox-uid", type=_positive_int, help="node run as root: the uid adapters run as (default nobody)"
+    )
+    p.add_argument(
+        "--job-memory", type=parse_size, help="memory of a job, agent instance or install (default: half the RAM)"
+    )
+    p.add_argument("--job-pids", type=_positive_int, help="processes and threads of a job at once (default 1024)")
+    p.add_argument("--job-cores", type=_positive_float, help="CPU cores of a job (default: all)")
+    p.add_argument("--job-walltime", type=_positive_float, help="seconds a job may run (default 7 days)")
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -103,7 +103,9 @@ def test_limits_end_jobs_with_the_reason(hostile: tuple[RTIEnv, Path, str]) -> N
     bomb = submit(env, proc_id, {"mode": "forkbomb"}, Resources(walltime=3))
     memory = submit(env, proc_id, {"mode": "memory"}, Resources(memory="128M", walltime=20))
     slow = submit(env, proc_id, {"mode": "sleep"}, Resources(walltime=1))
-    reasons = {name: " ".join(env.wait(job).errors) for name, job in (("bomb", bomb), ("memory", memory), ("slow", slow))}
+    reasons = {
+        name: " ".join(env.wait(job).errors) for name, job in (("bomb", bomb), ("memory", memory), ("slow", slow))
+    }
     assert "limit of 64 processes" in reasons["bomb"], reasons
     assert "memory limit of 128 MiB" in reasons["memory"], reasons
     assert "walltime of 1 s" in reasons["slow"], reasons
