@@ -43,13 +43,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per case (the median is printed)")
+    parser.add_argument(
+        "--unsafe-no-sandbox", action="store_true", help="run the adapters without the sandbox (for comparison)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-agents-"))
     node = None
     try:
         keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
-        node = NodeRun(keystore, work / "datastore", work / "node.log")
+        extra = ("--unsafe-no-sandbox",) if args.unsafe_no_sandbox else ()
+        node = NodeRun(keystore, work / "datastore", work / "node.log", extra)
         node.wait_ready()
         repo, commit = adapter_repo(work / "repo", "abc", "abc-agent")
         source = str(repo)

@@ -68,7 +68,7 @@ def env() -> dict[str, str]:
 class NodeRun:
     """One `saas-cli service` process on free ports."""
 
-    def __init__(self, keystore: Keystore, datastore: Path, log: Path):
+    def __init__(self, keystore: Keystore, datastore: Path, log: Path, extra: tuple[str, ...] = ()):
         self.port = free_port()
         command = [
             CLI,
@@ -91,6 +91,7 @@ class NodeRun:
             f"127.0.0.1:{self.port}",
             "--p2p-address",
             f"127.0.0.1:{free_port()}",
+            *extra,
         ]
         self.log = log
         with open(log, "ab") as out:

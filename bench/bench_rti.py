@@ -94,13 +94,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--total", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--unsafe-no-sandbox", action="store_true", help="run the adapters without the sandbox (for comparison)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-rti-"))
     node = None
     try:
         keystore = Keystore.create(work / "keystore", "bench", "bench@example.org", PASSWORD)
-        node = NodeRun(keystore, work / "datastore", work / "node.log")
+        extra = ("--unsafe-no-sandbox",) if args.unsafe_no_sandbox else ()
+        node = NodeRun(keystore, work / "datastore", work / "node.log", extra)
         node.wait_ready()
         repo, commit = adapter_repo(work / "repo", "abc")
         source = str(repo)
