@@ -28,6 +28,21 @@ GIT_ENV = {
 }
 
 
+def processes_of(marker: str) -> list[int]:
+    """Live processes (not zombies) whose environment has SAAS_JOB_ID=<marker>: every process of a job (its id) or
+    of an agent instance (`agent-<proc_id>-<index>`), wherever the sandbox put them."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("SAAS_JOB_ID") == marker and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 def git(path: Path, *args: str) -> str:
     result = subprocess.run(
         ["git", "-c", "commit.gpgsign=false", *args],

@@ -47,7 +47,14 @@ def pool_for(tmp_path: Path, **kwargs: object) -> AgentPool:
     root = tmp_path / "pool"
     root.mkdir(exist_ok=True)
     body = str(kwargs.pop("body", AGENT))
+    kwargs.setdefault("sandbox", None)  # the pool's own mechanics (the sandbox is tested with the RTI)
     return AgentPool(tmp_path.name, make_adapter(tmp_path, body), "default", root, **kwargs)  # type: ignore[arg-type]
+
+
+def job_folder(tmp_path: Path, job_id: str) -> Path:
+    wd = tmp_path / "jobs" / job_id
+    wd.mkdir(parents=True)
+    return wd
 
 
 async def run_one(pool: AgentPool, tmp_path: Path, job_id: str) -> None:
@@ -55,7 +62,8 @@ async def run_one(pool: AgentPool, tmp_path: Path, job_id: str) -> None:
         pass
 
     lease = await pool.acquire()
-    await pool.run_job(lease, job_id, tmp_path, tmp_path / "logs" / job_id, lambda line: None, on_start)
+    wd = job_folder(tmp_path, job_id)
+    await pool.run_job(lease, job_id, wd, tmp_path / "logs" / job_id, lambda line: None, on_start)
 
 
 async def until(check: object, timeout: float = 20) -> None:
@@ -105,7 +113,9 @@ def test_instance_lost_while_leased_and_graceful_stop(tmp_path: Path) -> None:
         async def on_start(index: int) -> None:
             pass
 
-        await pool.run_job(lease, "job-1", tmp_path, tmp_path / "logs" / "job-1", lambda line: None, on_start)
+        wd = job_folder(tmp_path, "job-1")
+        await pool.run_job(lease, "job-1", wd, tmp_path / "logs" / "job-1", lambda line: None, on_start)
+        assert wd.is_dir()  # given back once the job ended
         status = pool.status(show_jobs=True)[0]
         assert (status.state, status.restarts, status.jobs_served) == ("idle", 1, 1)
         assert "working on job-1" in (tmp_path / "logs" / "job-1" / "execute_stdout.log").read_text()
