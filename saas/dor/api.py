@@ -28,6 +28,7 @@ from saas.dor.schemas import (
     GPPDataObject,
     GrantParameters,
     KeyEnvelope,
+    KeyHolder,
 )
 from saas.dor.service import DORService
 from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of
@@ -186,6 +187,14 @@ async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -
 async def get_envelope(obj_id: ObjId, request: Request, reader: SignedIdentity) -> KeyEnvelope:
     """The caller's key envelope for an encrypted object."""
     return await _dor(request).get_envelope(obj_id, reader)
+
+
+@router.get("/{obj_id}/key-holders/{iid}", response_model=KeyHolder)
+async def holds_key(obj_id: ObjId, iid: IidPath, request: Request, caller: SignedIdentity) -> KeyHolder:
+    """Whether identity `iid` holds the content key of an encrypted object (owns it or has a key envelope of its
+    own). Answered to a reader of the object that is its owner, `iid` itself or a holder of the key: an RTI node
+    given an envelope asks this before it decrypts the object for a job of `iid`."""
+    return KeyHolder(obj_id=obj_id, iid=iid, holds_key=await _dor(request).holds_key(obj_id, iid, caller))
 
 
 @router.get("/{obj_id}/provenance", response_model=DataObjectProvenance)

@@ -256,6 +256,17 @@ def get_envelope(conn: sqlite3.Connection, obj_id: str, iid: str) -> str | None:
     return None if record is None else record[0]
 
 
+def holds_key(conn: sqlite3.Connection, obj_id: str, iid: str) -> bool:
+    """Whether `iid` holds the content key of an object: its owner (the key is in the owner's keystore), or an
+    identity with a key envelope of its own. False for an unknown object."""
+    record = conn.execute(
+        "SELECT owner_iid = ? OR EXISTS (SELECT 1 FROM envelopes WHERE obj_id = ? AND iid = ?) FROM objects"
+        " WHERE obj_id = ?",
+        (iid, obj_id, iid, obj_id),
+    ).fetchone()
+    return record is not None and bool(record[0])
+
+
 def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 

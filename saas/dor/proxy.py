@@ -153,6 +153,14 @@ class DORProxy(RESTProxy):
         body = self.request("GET", f"/dor/{obj_id}/envelope", signer=with_authorisation_by).json()
         return base64.b64decode(body["envelope"])
 
+    def holds_key(self, obj_id: str, iid: Identity | str, with_authorisation_by: Signer) -> bool:
+        """Whether `iid` holds the content key of an encrypted object (its owner, or an envelope of its own), as
+        this node's DOR says; the caller must be a reader that is the owner, `iid` itself or a holder of the key."""
+        body = self.request("GET", f"/dor/{obj_id}/key-holders/{_iid(iid)}", signer=with_authorisation_by).json()
+        if body.get("obj_id") != obj_id or body.get("iid") != _iid(iid) or not isinstance(body.get("holds_key"), bool):
+            raise DORError(f"The answer on who holds the key of {obj_id} is not for that question", {"obj_id": obj_id})
+        return body["holds_key"]
+
     # -- adding -------------------------------------------------------------------------------------------------
 
     def add_data_object(

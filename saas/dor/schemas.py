@@ -23,6 +23,7 @@ __all__ = [
     "GitProcessorPointer",
     "GrantParameters",
     "KeyEnvelope",
+    "KeyHolder",
     "ProcessorDescriptor",
     "ProcessorIO",
 ]
@@ -238,6 +239,15 @@ class KeyEnvelope(BaseModel):
 
     iid: IID
     envelope: str = Field(min_length=1, max_length=4096)
+
+
+class KeyHolder(BaseModel):
+    """Whether an identity holds the content key of an encrypted object (it owns the object or has a key envelope
+    of its own), as the object's DOR says."""
+
+    obj_id: str
+    iid: IID
+    holds_key: bool
 
 
 class GrantParameters(BaseModel):

@@ -458,6 +458,25 @@ class DORService:
             raise UnknownObjectError(f"No key envelope for {reader.id} on data object {obj_id}")
         return KeyEnvelope(iid=reader.id, envelope=envelope)
 
+    async def holds_key(self, obj_id: str, iid: str, caller: Identity | None = None) -> bool:
+        """Whether `iid` holds the content key of an encrypted object: its owner, or an identity with a key envelope
+        of its own. With `caller` (a request), answered only to whom may know: a reader of the object that is its
+        owner, `iid` itself, or a holder of the key (e.g. the RTI node given an envelope, asking for its job's
+        user); raises `AuthorisationError` otherwise."""
+        row = await self._readable(obj_id, caller) if caller is not None else await self.db.run(catalog.get, obj_id)
+        if row is None:
+            raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
+        if not row.content_encrypted:
+            raise InvalidInputError(f"Data object {obj_id} is not encrypted", {"obj_id": obj_id})
+        asker = caller.id if caller is not None else None
+        if asker not in (None, row.owner_iid, iid) and not await self.db.run(catalog.holds_key, obj_id, asker):
+            raise AuthorisationError(
+                f"Only the owner of data object {obj_id}, a holder of its key or the identity itself may ask "
+                "whether an identity holds its key",
+                {"obj_id": obj_id, "iid": iid},
+            )
+        return await self.db.run(catalog.holds_key, obj_id, iid)
+
     async def search(self, query: SearchQuery, reader: Identity | None) -> list[CDataObject | GPPDataObject]:
         rows = await self.db.run(catalog.search, query, reader.id if reader else None)
         return [self._model(r) for r in rows]

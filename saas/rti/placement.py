@@ -5,6 +5,10 @@ the DOR its outputs go to — this node's DOR or another node's, found through t
   restricted object on another node is visible only with the user's `Delegation` for this node, carried in the
   input's `user_signature` (base64 JSON, as in the `saas-delegation` header; `RTIProxy.submit_job` adds one). The
   delegation must be issued by the job's user and name this node as delegate.
+- **Encrypted inputs**: this node decrypts one (with the key envelope the owner gave it) only for a job whose user
+  holds the key too: the object's owner, or an identity with a key envelope of its own. The object's DOR says so
+  (this node's catalog, or the custodian asked over REST, signed by this node: `require_key`); being allowed to
+  read the ciphertext is not enough.
 - **Outputs**: `target_node_iid` names the DOR; without it, this node's DOR, else the nearest DOR (the first to
   answer a lookup).
 - **Bytes** move over HTTP between the nodes' REST services, signed by this node (`saas.dor.remote`)."""
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from saas.core.delegation import Delegation
-from saas.core.errors import InvalidInputError, NotFoundError, SaaSError
+from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError, RTIError, SaaSError
 from saas.dor.schemas import CDataObject, GitProcessorPointer, GPPDataObject
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.schemas import Task
@@ -26,7 +30,16 @@ from saas.rti.schemas import Task
 if TYPE_CHECKING:
     from saas.node import Node
 
-__all__ = ["InputLocation", "delegation_of", "find_gpp", "find_input", "nearest_dor", "output_dor"]
+__all__ = [
+    "InputLocation",
+    "KeyCheckError",
+    "delegation_of",
+    "find_gpp",
+    "find_input",
+    "nearest_dor",
+    "output_dor",
+    "require_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +53,49 @@ class InputLocation:
     meta: CDataObject
     custodian: NodeInfo | None = None  # None: this node's DOR
     delegation: Delegation | None = None
+
+
+class KeyCheckError(RTIError):
+    """Whether the job's user holds the key of an encrypted input could not be learnt (e.g. its custodian did not
+    answer): undecided, so the input is not decrypted."""
+
+
+async def require_key(node: Node, name: str, location: InputLocation, user_iid: str) -> None:
+    """For an encrypted input: raise `AuthorisationError` unless the job's user holds its content key (owns it or
+    has a key envelope of their own), as the object's DOR says now; `KeyCheckError` if that DOR cannot tell."""
+    meta = location.meta
+    if not meta.content_encrypted:
+        return
+    custodian = location.custodian
+    try:
+        if custodian is None:
+            assert node.dor is not None
+            holds = await node.dor.holds_key(meta.obj_id, user_iid)
+        else:
+            holds = await asyncio.to_thread(_remote_holds_key, node, custodian, meta.obj_id, user_iid)
+    except SaaSError as e:
+        where = "this node's DOR" if custodian is None else f"node {custodian.identity.id[:8]}"
+        # The custodian answers only a key holder: this node, with the envelope it decrypts with.
+        refused = custodian is not None and isinstance(e, (AuthorisationError, NotFoundError))
+        hint = " (this node needs a key envelope of its own there)" if refused else ""
+        raise KeyCheckError(
+            f"Input '{name}': could not learn from {where} whether the user holds the key of encrypted data object "
+            f"{meta.obj_id}: {e.reason}{hint}",
+            {"input": name, "obj_id": meta.obj_id},
+        ) from None
+    if not holds:
+        raise AuthorisationError(
+            f"Input '{name}': data object {meta.obj_id} is encrypted and user {user_iid} holds no key for it (only "
+            "its owner and users given a key envelope of their own may use it in a job)",
+            {"input": name, "obj_id": meta.obj_id, "user_iid": user_iid},
+        )
+
+
+def _remote_holds_key(node: Node, custodian: NodeInfo, obj_id: str, user_iid: str) -> bool:
+    from saas.dor.proxy import DORProxy
+
+    with DORProxy(custodian.rest_address, keystore=node.keystore, node_iid=custodian.identity.id) as proxy:
+        return proxy.holds_key(obj_id, user_iid, node.keystore)
 
 
 def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> Delegation | None:

@@ -148,10 +148,18 @@ def _copy_checked(node: Node, name: str, meta: CDataObject, target: Path) -> Non
         raise JobFailedError(f"Input '{name}': content does not match its c_hash")
 
 
-async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: Path) -> None:
+async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: Path, user_iid: str) -> None:
     """Fetch a by-reference input into `<wd>/<name>` from whichever DOR holds it (another node's over HTTP with
-    the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted."""
+    the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted —
+    only if the job's user `user_iid` holds the key too (owner or an envelope of their own), as that DOR says now:
+    otherwise nothing is copied and the job fails with the reason."""
+    from saas.rti import placement
+
     target = input_path(wd, item.name)
+    try:
+        await placement.require_key(node, item.name, location, user_iid)
+    except SaaSError as e:  # AuthorisationError (no key) or KeyCheckError (undecided): never decrypt
+        raise JobFailedError(e.reason) from None
     if location.custodian is None:
         await _copy_local(node, item, location.meta, target)
     else:

@@ -483,7 +483,24 @@ class RTIService:
                     f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
                     f"got {meta.data_type}/{meta.data_format}"
                 )
+        await self._check_keys(references, found, caller)
         return {item.name: location for item, location in zip(references, found, strict=True)}
+
+    async def _check_keys(
+        self, references: list[Task.InputReference], found: list[placement.InputLocation], caller: Identity
+    ) -> None:
+        """An encrypted input is decrypted by this node only for a user who holds its key (owner, or an envelope of
+        their own): refuse now (403) when its DOR says the user does not; when the DOR cannot tell now, the job
+        asks again at initialisation (and fails if it still cannot tell)."""
+
+        async def check(item: Task.InputReference, location: placement.InputLocation) -> None:
+            try:
+                await placement.require_key(self._node, item.name, location, caller.id)
+            except placement.KeyCheckError as e:
+                logger.info("submission of a job of %s: %s (asked again at initialisation)", caller.id[:8], e.reason)
+
+        encrypted = [(i, loc) for i, loc in zip(references, found, strict=True) if loc.meta.content_encrypted]
+        await asyncio.gather(*(check(item, location) for item, location in encrypted))
 
     async def submit(self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False) -> Job:
         """Validate and queue a job. The job's row is stored before the answer; with `answer_at_end` (`run`: the
@@ -694,7 +711,7 @@ class RTIService:
 
         active.agent_logs = await asyncio.to_thread(make_folder)
         for item in fetched:
-            await runner.fetch_input(self._node, item, located[item.name], wd)
+            await runner.fetch_input(self._node, item, located[item.name], wd, job.task.user_iid)
         if fetched and sandbox.uid is not None:
             await asyncio.to_thread(sandbox.own, wd, True)
         active.consumes = consumes

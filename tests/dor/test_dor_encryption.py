@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from saas.core.errors import DecryptionError, NotFoundError
+from saas.core.errors import AuthorisationError, DecryptionError, InvalidInputError, NotFoundError
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore
 
@@ -130,3 +130,29 @@ def test_encrypted_without_key_uploads_as_is(users: Any, add: Callable) -> None:
     obj = add(b"already encrypted elsewhere", content_encrypted=True)
     assert obj.content_encrypted is True
     assert obj.size == len(b"already encrypted elsewhere")
+
+
+def test_who_holds_the_key_is_told_to_key_holders_only(users: Any, add: Callable, dor_as: Callable) -> None:
+    """`GET /dor/{obj_id}/key-holders/{iid}` (what an RTI node asks before it decrypts an input for a job's user):
+    the owner and identities with an envelope of their own hold the key; a grantee without one does not."""
+    key = random_key()
+    obj = add(PLAINTEXT, content_encrypted=True, content_key=key, access_restricted=True)
+    owner = dor_as(users.alice)
+    owner.grant_access(obj.obj_id, users.alice, users.bob.identity, users.bob.identity.wrap_key(key))
+    owner.grant_access(obj.obj_id, users.alice, users.carol.iid)  # access, no envelope
+    answers = {k.iid: owner.holds_key(obj.obj_id, k.iid, users.alice) for k in (users.alice, users.bob, users.carol)}
+    assert answers == {users.alice.iid: True, users.bob.iid: True, users.carol.iid: False}
+    # a key holder may ask about another identity; a reader without the key only about itself
+    assert dor_as(users.bob).holds_key(obj.obj_id, users.carol.iid, users.bob) is False
+    assert dor_as(users.carol).holds_key(obj.obj_id, users.carol.iid, users.carol) is False
+    with pytest.raises(AuthorisationError) as e:
+        dor_as(users.carol).holds_key(obj.obj_id, users.bob.iid, users.carol)
+    assert "holder of its key" in e.value.reason
+    # revoking removes the envelope, and with it the key
+    owner.revoke_access(obj.obj_id, users.alice, users.bob.identity)
+    assert owner.holds_key(obj.obj_id, users.bob.iid, users.alice) is False
+    with pytest.raises(NotFoundError):  # no longer a reader
+        dor_as(users.bob).holds_key(obj.obj_id, users.bob.iid, users.bob)
+    plain = add(b"plain")
+    with pytest.raises(InvalidInputError):
+        owner.holds_key(plain.obj_id, users.alice.iid, users.alice)

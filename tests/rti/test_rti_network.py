@@ -2,7 +2,8 @@
 
 Node A runs the job; node B holds the GPP and the inputs and takes the outputs (`target_node_iid`); node C has an
 RTI and no DOR, so its outputs go to the nearest DOR. Restricted inputs on B are fetched with the user's
-delegation (added by `RTIProxy.submit_job`), encrypted ones with the key envelope the owner granted to node A."""
+delegation (added by `RTIProxy.submit_job`), encrypted ones with the key envelope the owner granted to node A —
+only for a job whose user holds the key too (owner, or an envelope of their own on B), as node B says."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from rti_support import adapter_repo
 
 from saas.core.delegation import Delegation
-from saas.core.errors import InvalidInputError
+from saas.core.errors import AuthorisationError, InvalidInputError
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
@@ -146,6 +147,44 @@ def test_encrypted_input_on_b_with_an_envelope_for_a(net: Net, gpp_on_b: str, tm
     )
     assert status.state == "successful", status.errors
     assert _content(net.b, status.output["c"].obj_id, net.user, tmp_path) == {"v": 11}
+
+
+def test_encrypted_input_on_b_only_for_users_who_hold_the_key(
+    net: Net, gpp_on_b: str, keystores: Any, tmp_path: Path
+) -> None:
+    """Node A has an envelope for the input on B; a user B merely granted access (no envelope of their own) is
+    refused at submission, as node B (asked by node A) says; given an envelope, the same user's job runs."""
+    net.deploy(net.a, gpp_on_b)
+    grantee = keystores("grantee")
+    with NodeDBProxy(net.b.address) as db:
+        db.update_identity(grantee.identity)
+    wait_until(lambda: net.a.node.nodedb.get_identity(grantee.iid) is not None, 20, "the grantee to be known on A")
+    key = random_key()
+    secret = 314159
+    a = net.add_json(net.b, {"v": secret}, access_restricted=True, content_encrypted=True, content_key=key)
+    with DORProxy(net.b.address) as dor:
+        dor.grant_access(a.obj_id, net.user, net.a.keystore.identity, net.a.keystore.identity.wrap_key(key))
+        dor.grant_access(a.obj_id, net.user, grantee.identity)  # may read the ciphertext, no key
+    inputs = [Task.InputReference(name="a", obj_id=a.obj_id), Task.InputValue(name="b", value={"v": 1})]
+    outputs = [Task.Output(name="c", owner_iid=grantee.iid, target_node_iid=net.b.node.iid)]
+    with RTIProxy(net.a.address, grantee) as rti:
+        with pytest.raises(AuthorisationError) as e:
+            rti.submit_job(gpp_on_b, inputs, outputs, grantee)
+        assert "holds no key" in e.value.reason and e.value.details["obj_id"] == a.obj_id
+        assert rti.get_jobs_by_user(grantee) == []
+    for node in (net.a, net.b):
+        with DORProxy(node.address, grantee) as dor:
+            assert dor.search(owner_iid=grantee.iid) == []  # no output anywhere
+        root = node.node.config.datastore
+        assert not [p for p in root.rglob("*") if p.is_file() and str(secret).encode() in p.read_bytes()]
+
+    with DORProxy(net.b.address) as dor:
+        dor.grant_access(a.obj_id, net.user, grantee.identity, grantee.identity.wrap_key(key))
+    with RTIProxy(net.a.address, grantee) as rti:
+        job = rti.submit_job(gpp_on_b, inputs, outputs, grantee)
+        status = rti.wait_for_job(job.id, grantee, timeout=60)
+    assert status.state == "successful", status.errors
+    assert _content(net.b, status.output["c"].obj_id, grantee, tmp_path) == {"v": secret + 1}
 
 
 def test_restricted_input_elsewhere_needs_a_valid_delegation(net: Net, gpp_on_b: str, keystores: Any) -> None:
