@@ -76,13 +76,13 @@ def add_password_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--password",
-        help="keystore password; other local users can read it in the process list: prefer --password-file "
-        "(default: $SAAS_PASSWORD; asked for if missing)",
+        help="keystore password, visible to other local users in the process list: prefer --password-file or "
+        "$SAAS_PASSWORD (asked for if none is given)",
     )
     group.add_argument(
         "--password-file",
         metavar="PATH",
-        help="read the keystore password from the first line of this file (e.g. mode 0600)",
+        help="read the keystore password from the first line of PATH (keep it mode 0600)",
     )
     group.add_argument("--password-fd", type=int, help=argparse.SUPPRESS)  # `service` to itself
 
