@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from saas.core.errors import InvalidInputError, KeystoreCorruptedError, KeystoreNotFoundError
 from saas_cli.output import Output
+from saas_cli.password import ARGUMENT_WARNING, GivenPassword, PasswordSource
 from saas_cli.prompts import Prompter
 
 if TYPE_CHECKING:
@@ -24,23 +25,35 @@ DEFAULT_ADDRESS = "127.0.0.1:5001"
 
 @dataclass
 class Context:
+    """What a command handler gets. `password_exposed`: this process's initial command line or environment holds a
+    password; `command_line`: the arguments the CLI parsed when they are this process's own (None when `main` was
+    called with arguments, e.g. in-process)."""
+
     keystore_dir: Path
     keystore_id: str | None
     password: str | None
     temp_dir: Path | None
     prompt: Prompter
     out: Output
+    password_exposed: bool = False
+    command_line: list[str] | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Context:
+    def from_args(cls, args: argparse.Namespace, out: Output, command_line: list[str] | None = None) -> Context:
+        """The context of one command; reads the password options (raises InvalidInputError if unreadable)."""
         interactive = not args.non_interactive and sys.stdin.isatty()
+        given = GivenPassword.take(args)
+        if given.source is PasswordSource.ARGUMENT:
+            out.warning(ARGUMENT_WARNING)
         return cls(
             keystore_dir=Path(args.keystore).expanduser(),
             keystore_id=args.keystore_id,
-            password=args.password,
+            password=given.value,
             temp_dir=Path(args.temp_dir).expanduser() if args.temp_dir else None,
             prompt=Prompter(interactive),
-            out=Output(args.json),
+            out=out,
+            password_exposed=given.exposed,
+            command_line=command_line,
         )
 
     def select_keystore(self) -> tuple[Path, Identity]:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from saas_cli.commands import adapter, dor, identity, network, rti, service
 from saas_cli.context import Context, env_default
+from saas_cli.output import Output
+from saas_cli.password import add_password_options
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
@@ -53,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IID",
         help="the identity/keystore to use (default: $SAAS_KEYSTORE_ID)",
     )
-    parser.add_argument(
-        "--password",
-        default=env_default("SAAS_PASSWORD"),
-        help="keystore password (default: $SAAS_PASSWORD; asked for if missing)",
-    )
+    add_password_options(parser)
     parser.add_argument("--temp-dir", metavar="PATH", help="directory for temporary files")
     parser.add_argument(
         "--log-level",
@@ -95,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args._parser.print_help(sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx = Context.from_args(args)
+    out = Output(args.json)
     try:
+        ctx = Context.from_args(args, out, list(sys.argv[1:]) if argv is None else None)
         args.handler(ctx, args)
     except BrokenPipeError:  # stdout closed early (e.g. `| head`): not an error worth a traceback
         import os
@@ -104,14 +103,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a prompt
-        ctx.out.error("Interrupted")
+        out.error("Interrupted")
         sys.exit(130)
     except Exception as e:
         from saas.core.errors import SaaSError
 
         if not isinstance(e, SaaSError):
             raise
-        ctx.out.error(e.reason, e.to_envelope())
+        out.error(e.reason, e.to_envelope())
         sys.exit(_exit_code(e))
 
 

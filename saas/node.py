@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from saas.config import NodeConfig
 from saas.core.keystore import Keystore
+from saas.datastore import FOLDER_MODE, NODE_UMASK, tighten
 from saas.nodedb.schemas import NodeInfo
 from saas.nodedb.service import NodeDBService
 
@@ -102,7 +103,7 @@ class Node:
         from saas.rest.server import RESTServer
 
         self.started_ms = int(time.time() * 1000)
-        await asyncio.to_thread(self.config.datastore.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self._open_datastore)
         await self.nodedb.start()
         await self.nodedb.publish_identity(self.keystore.identity)
         self.nodedb.set_own(await asyncio.to_thread(self._record))
@@ -126,6 +127,11 @@ class Node:
         await self.rest.start()
         self.p2p.join()
         logger.info("node %s running: REST %s:%d, P2P %s", self.iid, *self.config.rest_address, self.p2p.multiaddrs[0])
+
+    def _open_datastore(self) -> None:
+        """Create the datastore (0700) or make an existing one private (DESIGN §12). Blocking: walks the folder."""
+        self.config.datastore.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+        tighten(self.config.datastore)
 
     async def stop(self) -> None:
         async with self._lock:
@@ -155,7 +161,13 @@ async def run_node(node: Node, on_started: object = None) -> None:
 
     The handlers stay installed while the node stops, so a repeated signal cannot interrupt the shutdown
     halfway. Repeats within a second are ignored (tools such as `timeout` deliver one signal to the process and
-    to its group); a signal after that means "stop now" and exits at once."""
+    to its group); a signal after that means "stop now" and exits at once.
+
+    The process's umask becomes 077, so everything the node (and any process it starts) creates is private to its
+    user. That is process-wide state, like the signal handlers, hence here and not in `Node.start`: a node started
+    in-process (tests, embedding applications) leaves its host's umask alone and still gets a private datastore
+    root and the tightening at start."""
+    os.umask(NODE_UMASK)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     first_signal: list[float] = []

@@ -48,9 +48,20 @@ def _yes_no(value: bool) -> str:
     return "Yes" if value else "No"
 
 
+def _keep_password_out_of_reach(ctx: Context) -> None:
+    """A node lives long: if its password is in this process's initial command line or environment (readable in
+    /proc/<pid>/cmdline and /proc/<pid>/environ), start again without it (DESIGN §12). Before any prompt, so
+    nothing is asked twice."""
+    if ctx.password_exposed and ctx.password is not None and ctx.command_line is not None:
+        from saas_cli.password import reexec_without_password
+
+        reexec_without_password(ctx.password, ctx.command_line)
+
+
 def run(ctx: Context, args: argparse.Namespace) -> None:
     from saas.core.helpers import parse_address
 
+    _keep_password_out_of_reach(ctx)
     ask = ctx.prompt.interactive and not args.use_defaults
 
     def value(given: str | None, message: str, default: str, flag: str, check: object = None) -> str:

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli.cli_support import write_password_file
+
 SAAS_CLI = Path(sys.executable).parent / "saas-cli"
 PASSWORD = "correct horse battery"
 
@@ -115,13 +117,18 @@ class KeystoreInfo:
     def path(self) -> Path:
         return self.directory / f"{self.iid}.json"
 
+    @property
+    def password_file(self) -> Path:
+        """A 0600 file holding the password, next to the keystore directory (created when first asked for)."""
+        return write_password_file(self.directory.parent / f"{self.directory.name}.password", self.password)
+
     def args(self, *, password: bool = True, keystore_id: bool = True) -> list[str]:
-        """The global flags that select this keystore."""
+        """The global flags that select this keystore (the password from a file: `--password` warns)."""
         args = ["--keystore", str(self.directory)]
         if keystore_id:
             args += ["--keystore-id", self.iid]
         if password:
-            args += ["--password", self.password]
+            args += ["--password-file", str(self.password_file)]
         return args
 
     def copy_to(self, directory: Path) -> KeystoreInfo:
@@ -141,8 +148,9 @@ def create_keystores(saas_cli: Path, env: dict[str, str], specs: list[tuple[Path
     run = _runner(saas_cli, env)
     created = []
     for directory, name, email in specs:
+        password_file = write_password_file(directory.parent / "create.password", PASSWORD)
         result = run(
-            *("--keystore", directory, "--password", PASSWORD, "--json"),
+            *("--keystore", directory, "--password-file", password_file, "--json"),
             *("identity", "create", "--name", name, "--email", email),
         )
         assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_support import assert_clean_error
+from tests.cli.cli_support import assert_clean_error, write_password_file
 
 ID = r"[0-9a-z]{64}"
 HEX64 = r"[0-9a-f]{64}"
@@ -19,8 +19,8 @@ ENCRYPTION_KEY = re.compile(rf"^RSA/4096/{HEX64}$")
 
 
 def fill(args: list[str], keystore) -> list[str]:
-    """`args` with the "{password}" placeholder replaced by the keystore's password."""
-    return [arg.replace("{password}", keystore.password) for arg in args]
+    """`args` with the "{password_file}" placeholder replaced by a file holding the keystore's password."""
+    return [str(keystore.password_file) if arg == "{password_file}" else arg for arg in args]
 
 
 def keystores_in(directory: Path) -> list[Path]:
@@ -32,8 +32,10 @@ def keystores_in(directory: Path) -> list[Path]:
 
 def test_create_prints_identity_and_writes_private_keystore_file(cli, tmp_path: Path) -> None:
     directory = tmp_path / "ks"
+    password_file = write_password_file(tmp_path / "password", "pw")
     result = cli(
-        "--keystore", directory, "--password", "pw", "identity", "create", "--name", "foo bar", "--email", "foo@bar.com"
+        *("--keystore", directory, "--password-file", password_file),
+        *("identity", "create", "--name", "foo bar", "--email", "foo@bar.com"),
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -76,7 +78,8 @@ def test_create_json(shared_keystore) -> None:
 )
 def test_create_rejects_invalid_profile(cli, tmp_path: Path, name: str, email: str, field: str) -> None:
     directory = tmp_path / "ks"
-    result = cli("--keystore", directory, "--password", "pw", "identity", "create", "--name", name, "--email", email)
+    env = {"SAAS_PASSWORD": "pw"}
+    result = cli("--keystore", directory, "identity", "create", "--name", name, "--email", email, env_extra=env)
     assert_clean_error(result, 2, field)
     assert keystores_in(directory) == []
 
@@ -233,14 +236,15 @@ def test_remove_json_removes_only_the_selected_keystore(cli, two_keystores) -> N
 @pytest.mark.parametrize(
     ("args", "flag"),
     [
-        (["--password", "pw", "identity", "create", "--email", "a@b.c"], "--name"),
-        (["--password", "pw", "identity", "create", "--name", "n"], "--email"),
+        (["identity", "create", "--email", "a@b.c"], "--name"),
+        (["identity", "create", "--name", "n"], "--email"),
         (["identity", "create", "--name", "n", "--email", "a@b.c"], "--password"),
     ],
 )
 def test_create_missing_value_names_its_flag(cli, tmp_path: Path, args: list[str], flag: str) -> None:
     directory = tmp_path / "ks"
-    result = cli("--keystore", directory, *args)
+    env = {} if flag == "--password" else {"SAAS_PASSWORD": "pw"}
+    result = cli("--keystore", directory, *args, env_extra=env)
     assert_clean_error(result, 2, "Missing value", flag)
     assert result.stdout == ""
     assert keystores_in(directory) == []
@@ -253,15 +257,24 @@ def test_create_missing_value_names_its_flag(cli, tmp_path: Path, args: list[str
         (["identity", "update"], "--name"),
         (["identity", "update", "--name", "x"], "--password"),
         (["identity", "credentials", "list"], "--password"),
-        (["--password", "{password}", "identity", "credentials", "add", "ssh", "--name", "lab"], "--host"),
+        (["--password-file", "{password_file}", "identity", "credentials", "add", "ssh", "--name", "lab"], "--host"),
         (
-            ["--password", "{password}", "identity", "credentials", "add", "github", "--url", "http://127.0.0.1/o/r"],
+            [
+                "--password-file",
+                "{password_file}",
+                "identity",
+                "credentials",
+                "add",
+                "github",
+                "--url",
+                "http://127.0.0.1/o/r",
+            ],
             "--login",
         ),
         (
             [
-                "--password",
-                "{password}",
+                "--password-file",
+                "{password_file}",
                 "identity",
                 "credentials",
                 *("add", "github", "--url", "http://127.0.0.1/o/r", "--login", "me"),
@@ -282,8 +295,8 @@ def test_missing_value_names_its_flag(cli, shared_keystore, args: list[str], fla
     [
         ["identity", "show"],
         ["identity", "remove", "--confirm"],
-        ["--password", "{password}", "identity", "update", "--name", "x"],
-        ["--password", "{password}", "identity", "credentials", "list"],
+        ["--password-file", "{password_file}", "identity", "update", "--name", "x"],
+        ["--password-file", "{password_file}", "identity", "credentials", "list"],
     ],
 )
 def test_two_keystores_without_keystore_id_names_the_flag(cli, shared_two_keystores, args: list[str]) -> None:
@@ -305,9 +318,11 @@ def test_json_error_envelope_on_stdout(cli, shared_two_keystores) -> None:
 # -- errors ----------------------------------------------------------------------------------------
 
 
-def test_wrong_password(cli, shared_keystore) -> None:
+def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:
     before = shared_keystore.path.read_bytes()
-    result = cli("--keystore", shared_keystore.directory, "--password", "wrong", "identity", "update", "--name", "x")
+    password_file = write_password_file(tmp_path / "password", "wrong")
+    args = ("--keystore", shared_keystore.directory, "--password-file", password_file)
+    result = cli(*args, "identity", "update", "--name", "x")
     assert_clean_error(result, 3, "Wrong password")
     assert result.stderr.startswith("Error: Wrong password")
     assert result.stdout == ""
@@ -362,7 +377,8 @@ def test_unknown_keystore_id_exits_4(cli, shared_keystore) -> None:
 
 
 def test_no_keystore_exits_4(cli, tmp_path: Path) -> None:
-    result = cli("--keystore", tmp_path / "empty", "--password", "pw", "identity", "credentials", "list")
+    env = {"SAAS_PASSWORD": "pw"}
+    result = cli("--keystore", tmp_path / "empty", "identity", "credentials", "list", env_extra=env)
     assert_clean_error(result, 4, "identity create")
 
 

@@ -59,8 +59,9 @@ def test_publish_json_env_address_and_update(cli, keystore, node_factory) -> Non
 
 def test_publish_with_wrong_password(cli, shared_keystore, closed_port: int) -> None:
     """The keystore is opened before the node is contacted: a wrong password is reported as such."""
-    args = ["--password", "wrong", "identity", "publish", "--address", f"127.0.0.1:{closed_port}"]
-    assert_clean_error(cli(*shared_keystore.args(password=False), *args), 3, "Wrong password")
+    args = ["identity", "publish", "--address", f"127.0.0.1:{closed_port}"]
+    result = cli(*shared_keystore.args(password=False), *args, env_extra={"SAAS_PASSWORD": "wrong"})
+    assert_clean_error(result, 3, "Wrong password")
 
 
 def test_publish_and_discover_closed_port(cli, shared_keystore, closed_port: int) -> None:

@@ -60,6 +60,13 @@ def run_node(background, base_env: dict[str, str], home: Path, venv: Path):
     return start
 
 
+def assert_password_out_of_reach(pid: int, password: str) -> None:
+    """The node (run-node execs into it) has the password in neither its command line nor its environment."""
+    for name in ("cmdline", "environ"):
+        assert password.encode() not in Path(f"/proc/{pid}/{name}").read_bytes(), name
+    assert b"--password-file" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def node_identity(rest: str) -> tuple[str, str]:
     with NodeDBProxy(rest) as proxy:
         identity = proxy.get_node().identity
@@ -87,6 +94,7 @@ def test_first_run_creates_password_and_identity_second_run_reuses_them(run_node
     password = password_file.read_text()
     assert len(password) >= 24
     assert password not in process.stdout + process.stderr
+    assert_password_out_of_reach(process.process.pid, password)
     assert (home / ".datastore").is_dir()  # the default datastore
     assert process.stop(signal.SIGTERM) == 0
     assert process.stdout.rstrip().endswith("Node stopped.")
@@ -110,5 +118,6 @@ def test_saas_password_from_the_environment_is_not_written(run_node, home: Path)
     assert f"Development identity: {iid}" in process.stdout
     assert node_identity(rest)[0] == iid
     assert Keystore.load(keystore / f"{iid}.json", "env password").iid == iid
+    assert_password_out_of_reach(process.process.pid, "env password")
     assert json.loads((keystore / f"{iid}.json").read_text())["identity"]["name"] == "dev node"
     assert process.stop(signal.SIGTERM) == 0

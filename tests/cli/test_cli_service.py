@@ -97,10 +97,12 @@ def test_invalid_network_name(cli, shared_keystore, tmp_path: Path) -> None:
 
 
 def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:
+    """From $SAAS_PASSWORD: the node starts itself again without it in its environment, then fails cleanly."""
     rest, p2p = addresses()
     result = cli(
-        *shared_keystore.args(password=False), "--password", "wrong", "service", "--use-defaults",
+        *shared_keystore.args(password=False), "service", "--use-defaults",
         "--datastore", tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p,
+        env_extra={"SAAS_PASSWORD": "wrong"},
     )  # fmt: skip
     assert_clean_error(result, 3, "Wrong password")
     assert not (tmp_path / "datastore").exists()

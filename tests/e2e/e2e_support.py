@@ -203,6 +203,9 @@ class NodeProcess:
         while self.p2p_port == self.rest_port:
             self.p2p_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # How `saas-cli` gets the keystore password: "file" (--password-file), "argument" (--password) or
+        # "environment" ($SAAS_PASSWORD).
+        self.password_via = "file"
         self.runs = 0
         self.stdout_path = work / "stdout-0.txt"
         self.stderr_path = work / "stderr-0.txt"
@@ -262,8 +265,7 @@ class NodeProcess:
             str(self.keystore.path.parent),
             "--keystore-id",
             self.keystore.iid,
-            "--password",
-            PASSWORD,
+            *self.password_args(),
             "--non-interactive",
             "service",
             "--use-defaults",
@@ -276,6 +278,25 @@ class NodeProcess:
             "--p2p-address",
             f"127.0.0.1:{self.p2p_port}",
         ]
+
+    def password_args(self) -> list[str]:
+        """The global password option for `password_via` (none for the environment)."""
+        if self.password_via == "argument":
+            return ["--password", PASSWORD]
+        if self.password_via == "file":
+            path = self.work / "password"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(PASSWORD + "\n")
+            return ["--password-file", str(path)]
+        return []
+
+    def env(self) -> dict[str, str]:
+        """The node's environment: `clean_env`, with $SAAS_PASSWORD if `password_via` says so."""
+        env = clean_env(self.home)
+        if self.password_via == "environment":
+            env["SAAS_PASSWORD"] = PASSWORD
+        return env
 
     @property
     def running(self) -> bool:
@@ -293,7 +314,7 @@ class NodeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=clean_env(self.home),
+                env=self.env(),
                 cwd=self.work,
                 start_new_session=True,  # its own process group: signals from the test only
             )
