@@ -3,6 +3,7 @@ errors that stop it from starting (missing keystore choice, wrong password, a bu
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -49,6 +50,9 @@ def test_full_node_runs_until_sigterm(saas_cli, cli_env, background, shared_keys
         True,
     )
     assert "{}:{}".format(*info.rest_address) == rest
+    assert info.isolation == "sandbox"
+    who = "uid 65534" if os.geteuid() == 0 else "the node's uid in a user namespace"
+    assert node.wait_for("Isolation: ").startswith(f"Isolation: bubblewrap sandbox as {who}; ")
     assert datastore.is_dir()
 
     assert node.stop(signal.SIGTERM) == 0
@@ -74,6 +78,21 @@ def test_storage_node_has_a_dor(saas_cli, cli, cli_env, background, shared_keyst
     assert result.stdout.strip() == f"Found 0 data objects in the network of {rest}:"
     assert node.stop(signal.SIGTERM) == 0
     assert "Node stopped." in node.stdout
+
+
+@pytest.mark.slow
+def test_unsafe_no_sandbox_is_warned_about(saas_cli, cli_env, background, shared_keystore, tmp_path: Path) -> None:
+    rest, p2p = addresses()
+    node = background(
+        [saas_cli, *shared_keystore.args(), "service", "--use-defaults", "--unsafe-no-sandbox", "--datastore",
+         tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p],
+        env=cli_env,
+    )  # fmt: skip
+    assert node.wait_for("Isolation: ").startswith("Isolation: NONE: adapters run as the node's own user")
+    with NodeDBProxy(rest) as proxy:
+        assert proxy.get_node().isolation == "none"
+    assert node.stop(signal.SIGTERM) == 0
+    assert "WARNING: --unsafe-no-sandbox" in node.stderr
 
 
 def test_several_keystores_need_keystore_id_without_tty(cli, shared_two_keystores, tmp_path: Path) -> None:

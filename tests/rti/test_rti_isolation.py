@@ -164,3 +164,28 @@ def test_job_network_can_be_denied(hostile: tuple[RTIEnv, Path, str], tmp_path: 
     status = env.wait(submit(env, proc_id, {}))
     assert status.state == "successful", status
     assert env.output_value(status.output["report"].obj_id) == {"network": "blocked"}
+
+
+def test_no_sandbox_no_rti_unless_the_owner_says_so(
+    node_factory: Callable[..., Any], rti_env_factory: Callable[..., RTIEnv], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without bubblewrap the RTI does not start (the reason says what to install); `--unsafe-no-sandbox` starts
+    it, unsandboxed, and the node record says so. With the sandbox, the record says "sandbox"."""
+    from saas.nodedb.proxy import NodeDBProxy
+    from saas.rti.sandbox import SandboxUnavailableError
+
+    env = rti_env_factory()
+    with NodeDBProxy(env.node.address) as db:
+        assert db.get_node().isolation == "sandbox"
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    with pytest.raises(SandboxUnavailableError) as e:
+        node_factory("bare")
+    assert "bubblewrap is not installed" in e.value.reason
+    storage = node_factory("storage", node_type="storage")  # no RTI: nothing to sandbox
+    with NodeDBProxy(storage.address) as db:
+        assert db.get_node().isolation is None
+    unsafe = node_factory("unsafe", unsafe_no_sandbox=True)
+    assert unsafe.node.rti is not None and unsafe.node.rti.sandbox is not None
+    assert not unsafe.node.rti.sandbox.enabled
+    with NodeDBProxy(unsafe.address) as db:
+        assert db.get_node().isolation == "none"
