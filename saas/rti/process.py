@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = ["AdapterProcess", "Limits", "child_env", "kill_group", "kill_leftover
 STREAM_LIMIT = 1024 * 1024
 TAIL_BYTES = 2000
 STOP_GRACE = 2.0
+GONE_TIMEOUT = 5.0
 
 
 def child_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -57,6 +59,8 @@ class AdapterProcess:
     process: asyncio.subprocess.Process
     cgroup: Cgroup | None = None
     limits: Limits = field(default_factory=Limits)
+    sandboxed: bool = False
+    _init: int | None = field(default=None, init=False, repr=False)
 
     @property
     def pid(self) -> int:
@@ -81,12 +85,23 @@ class AdapterProcess:
     async def wait(self) -> int:
         return await self.process.wait()
 
+    def _note_init(self) -> None:
+        """Before a signal: remember the sandbox's init (bubblewrap's child, pid 1 of the adapter's PID namespace).
+        Killing bubblewrap kills it, and it is gone only once every process of the namespace is, which `close`
+        waits for when no cgroup does (the node run by an ordinary user)."""
+        if self.sandboxed and self._init is None and self.process.returncode is None:
+            pid = self.process.pid
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self._init = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
     def signal(self, sig: int) -> None:
+        self._note_init()
         kill_group(self.process.pid, sig)
 
     def kill_now(self) -> None:
         """SIGKILL the process group now (from a callback); `close()` later kills what is left in the cgroup. With
         the sandbox, killing the group kills the PID namespace and so every process of the adapter."""
+        self._note_init()
         kill_group(self.process.pid, signal.SIGKILL)
 
     async def kill(self) -> None:
@@ -115,6 +130,21 @@ class AdapterProcess:
         self.kill_now()
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
+        elif self._init is not None:  # the kill of the PID namespace is asynchronous: wait until it is done
+            await asyncio.to_thread(_wait_gone, self._init, GONE_TIMEOUT)
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until process `pid` has exited (gone, or a zombie nobody reaps); at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return
+        if stat[stat.rindex(b")") + 2 :][:1] in (b"Z", b"X"):
+            return
+        time.sleep(0.005)
 
 
 async def spawn(
@@ -159,7 +189,7 @@ async def spawn(
         if cgroup is not None:
             await asyncio.to_thread(cgroup.remove)
         raise
-    return AdapterProcess(process, cgroup, limits)
+    return AdapterProcess(process, cgroup, limits, sandboxed=sandbox is not None and sandbox.enabled)
 
 
 async def pump(

@@ -4,6 +4,11 @@ A `NodeProcess` is a node run as a subprocess (stdin /dev/null, its own process
 group, output to files under the test's tmp dir) on free 127.0.0.1 ports and its own datastore. It can be stopped
 gracefully (SIGTERM/SIGINT), killed with SIGKILL and restarted on the same datastore and ports. `close()` tears it down:
 SIGTERM, then SIGKILL to its process group after a timeout.
+
+With `user=`, the node runs as that (unprivileged) local user through `runuser` (the test runs as root): its work
+folder, a copy of its keystore and its datastore belong to that user, and the password reaches it through a 0600
+password file where the CLI has `--password-file`, else through $SAAS_PASSWORD (never on its command line).
+`unprivileged_user()` makes such a user and checks it can run the venv's `saas-cli`.
 """
 
 from __future__ import annotations
@@ -11,17 +16,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from saas.core.identity import Identity
@@ -188,16 +197,76 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-class NodeProcess:
-    """A node run by `saas-cli service` in a subprocess; restartable on the same datastore and ports."""
+def cli_has_password_file() -> bool:
+    """Whether `saas-cli` takes `--password-file` (else the password goes through $SAAS_PASSWORD)."""
+    from saas_cli.main import build_parser
 
-    def __init__(self, keystore: Keystore, work: Path, name: str):
+    return any("--password-file" in action.option_strings for action in build_parser()._actions)
+
+
+def grant_traverse(path: Path) -> list[tuple[Path, int]]:
+    """Add o+x (traverse only: no listing, no reading) to every folder above `path` that lacks it, so another local
+    user can reach `path`; returns [(folder, old mode)] to restore. The folders' contents keep their modes."""
+    changed = []
+    for folder in reversed(path.resolve().parents):
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+            changed.append((folder, mode))
+    return changed
+
+
+def unprivileged_user(name: str) -> tuple[pwd.struct_passwd, list[tuple[Path, int]]]:
+    """The local user `name`, created (as root) when missing, able to run this venv's `saas-cli` from this
+    checkout; returns it and the folder modes changed for that (see `grant_traverse`; restore them afterwards).
+    Fails, saying what to do, when the user is missing and we are not root, or when it cannot run the CLI."""
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        if os.geteuid() != 0:
+            pytest.fail(
+                f"the local user '{name}' is missing and this test does not run as root: create it once "
+                f"(sudo useradd --create-home --shell /bin/bash {name}) or run the tests as root (as CI does)"
+            )
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, capture_output=True)
+        user = pwd.getpwnam(name)
+    if os.geteuid() != 0:
+        pytest.fail(f"running a node as '{name}' needs root (runuser): run the tests as root (as CI does)")
+    # The venv, the interpreter it links to (e.g. under /root/.pyenv) and the checkout (editable install) must be
+    # reachable by that user: their parent folders get o+x when they lack it (restored by the caller).
+    changed: list[tuple[Path, int]] = []
+    for path in {Path(sys.executable).resolve(), Path(sys.prefix), Path(sys.base_prefix), Path(__file__).parents[2]}:
+        changed += grant_traverse(path)
+    check = subprocess.run(
+        ["runuser", "-u", name, "--", *cli_command(), "--help"], capture_output=True, text=True, timeout=60
+    )
+    if check.returncode != 0:
+        pytest.fail(
+            f"the user '{name}' cannot run {cli_command()[0]} (are the venv and the checkout readable by others?)\n"
+            f"{check.stderr[-2000:]}"
+        )
+    return user, changed
+
+
+class NodeProcess:
+    """A node run by `saas-cli service` in a subprocess; restartable on the same datastore and ports. With `user`,
+    run as that local user (see the module's docstring); `service_args` are added to `saas-cli service`."""
+
+    def __init__(
+        self, keystore: Keystore, work: Path, name: str, user: str | None = None, service_args: Sequence[str] = ()
+    ):
         self.keystore = keystore
         self.name = name
         self.work = work
+        self.user = user
+        self.service_args = list(service_args)
         self.datastore = work / "datastore"
         self.home = work / "home"
         self.home.mkdir(parents=True, exist_ok=True)
+        self.keystore_dir = keystore.path.parent
+        self.password_file: Path | None = None
+        if user is not None:
+            self._hand_over(user)
         self.rest_port = free_port()
         self.p2p_port = free_port()
         while self.p2p_port == self.rest_port:
@@ -258,14 +327,39 @@ class NodeProcess:
 
     # -- running ------------------------------------------------------------------------------------------------
 
+    def _hand_over(self, user: str) -> None:
+        """Give the work folder to `user`: a copy of the keystore (0600), the password file (0600) when the CLI
+        takes one, and everything owned by the user (the folder itself 0700)."""
+        self.keystore_dir = self.work / "keystore"
+        self.keystore_dir.mkdir(exist_ok=True)
+        copy = self.keystore_dir / self.keystore.path.name
+        shutil.copyfile(self.keystore.path, copy)
+        copy.chmod(0o600)
+        if cli_has_password_file():
+            self.password_file = self.work / "password"
+            self.password_file.write_text(PASSWORD)
+            self.password_file.chmod(0o600)
+        entry = pwd.getpwnam(user)
+        self.work.chmod(0o700)
+        for folder, dirs, files in os.walk(self.work):
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+            for name in files + dirs:
+                os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
     def command(self) -> list[str]:
+        if self.user is None:
+            secret = self.password_args()
+        elif self.password_file is not None:
+            secret = ["--password-file", str(self.password_file)]
+        else:
+            secret = []  # $SAAS_PASSWORD (see spawn)
         return [
             *cli_command(),
             "--keystore",
-            str(self.keystore.path.parent),
+            str(self.keystore_dir),
             "--keystore-id",
             self.keystore.iid,
-            *self.password_args(),
+            *secret,
             "--non-interactive",
             "service",
             "--use-defaults",
@@ -277,6 +371,7 @@ class NodeProcess:
             f"127.0.0.1:{self.rest_port}",
             "--p2p-address",
             f"127.0.0.1:{self.p2p_port}",
+            *self.service_args,
         ]
 
     def password_args(self) -> list[str]:
@@ -302,19 +397,34 @@ class NodeProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def node_pid(self) -> int:
+        """The pid of the node itself (with `user`, `pid` is runuser's: the node is its child)."""
+        if self.user is None:
+            return self.pid
+        children = wait_for(lambda: psutil.Process(self.pid).children(), 10, "the node process under runuser")
+        return int(children[0].pid)
+
     def spawn(self, command: list[str] | None = None) -> subprocess.Popen[bytes]:
         """Start the process (without waiting for it to be ready)."""
         assert not self.running, "the node is still running"
         self.runs += 1
         self.stdout_path = self.work / f"stdout-{self.runs}.txt"
         self.stderr_path = self.work / f"stderr-{self.runs}.txt"
+        argv = command or self.command()
+        env = self.env()
+        if self.user is not None:
+            # -m: keep this environment (HOME in the work folder) instead of the user's login one
+            argv = ["runuser", "-m", "-u", self.user, "--", *argv]
+            if self.password_file is None:
+                env["SAAS_PASSWORD"] = PASSWORD
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                command or self.command(),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=self.env(),
+                env=env,
                 cwd=self.work,
                 start_new_session=True,  # its own process group: signals from the test only
             )

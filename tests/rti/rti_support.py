@@ -74,6 +74,26 @@ def adapter_repo(
     return root, git(root, "rev-parse", "HEAD")
 
 
+def processes_with(marker: str) -> list[int]:
+    """The pids whose command line holds `marker` (anywhere on this machine; for the isolation tests)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def assert_all_blocked(report: dict[str, str]) -> None:
+    """Every attack of a hostile adapter's report (adapters/examples/hostile/attack.py) was tried and blocked."""
+    succeeded = {name: result for name, result in report.items() if not result.startswith("blocked")}
+    assert not succeeded, succeeded
+    assert len(report) >= 15, report  # every attack was tried
+
+
 @dataclass
 class RTIEnv:
     node: Any

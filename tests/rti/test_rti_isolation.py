@@ -15,25 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rti_support import RTIEnv, adapter_repo
+from rti_support import RTIEnv, adapter_repo, assert_all_blocked, processes_with
 
 from saas.rti.proxy import _task
 from saas.rti.schemas import Resources, Task
 
 PASSWORD = "test password"  # tests/conftest.py
-
-
-def processes_with(marker: str) -> list[int]:
-    """The pids whose command line holds `marker` (anywhere on this machine)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture
@@ -69,12 +56,6 @@ def wait_state(env: RTIEnv, job_id: str, state: str, timeout: float = 30) -> Non
         while rti.get_job_status(job_id, env.alice).state != state:
             assert time.monotonic() < deadline, f"job {job_id} never reached {state}"
             time.sleep(0.05)
-
-
-def assert_all_blocked(report: dict[str, str]) -> None:
-    succeeded = {name: result for name, result in report.items() if not result.startswith("blocked")}
-    assert not succeeded, succeeded
-    assert len(report) >= 15, report  # every attack was tried
 
 
 def test_hostile_processor_reaches_nothing(hostile: tuple[RTIEnv, Path, str]) -> None:
