@@ -102,6 +102,28 @@ def _check_proc_path(proc_path: str) -> PurePosixPath:
     return path
 
 
+CLONE_MARKER = "SAAS_GPP_CLONE"
+
+
+def kill_leftover_clones(work_dir: Path) -> int:
+    """After a crash: SIGKILL the git processes of clones into `work_dir` (their environment carries
+    `SAAS_GPP_CLONE=<work_dir>`) that the crashed node left running; returns how many. Linux (/proc) only. Blocks."""
+    import signal
+
+    needle = f"{CLONE_MARKER}={work_dir.resolve()}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
 def fetch_gpp(
     source: str,
     commit_id: str,
@@ -118,6 +140,7 @@ def fetch_gpp(
     work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir)).resolve()
     try:
         env = {
+            CLONE_MARKER: str(work.parent),  # a restarted node kills the git processes a crashed one left
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
             "GIT_CONFIG_NOSYSTEM": "1",

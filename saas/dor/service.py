@@ -192,14 +192,19 @@ class DORService:
 
     async def start(self) -> None:
         def open_all() -> tuple[int, int]:
+            from saas.dor.gpp import kill_leftover_clones
+
             self._root.mkdir(parents=True, exist_ok=True)
             self.store.open()
             self.db.open()
+            clones = kill_leftover_clones(self.store.tmp_dir)
+            if clones:
+                logger.info("DOR start: killed %d git processes left by an add-gpp before a crash", clones)
             return self.store.sweep(self.db.call(catalog.all_c_hashes))
 
         temps, orphans = await asyncio.to_thread(open_all)
         if temps or orphans:
-            logger.info("DOR start: removed %d unfinished uploads and %d unused content files", temps, orphans)
+            logger.info("DOR start: removed %d unfinished uploads or clones, %d unused content files", temps, orphans)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.db.close)

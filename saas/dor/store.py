@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -116,8 +117,11 @@ class ContentStore:
     def sweep(self, referenced: Iterable[str]) -> tuple[int, int]:
         """Remove leftover temp files and content no record uses; returns (temps, orphans) removed."""
         temps = 0
-        for path in self.tmp_dir.iterdir():
-            path.unlink(missing_ok=True)
+        for path in self.tmp_dir.iterdir():  # unfinished uploads (files) and GPP clones (folders)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             temps += 1
         keep = set(referenced)
         orphans = 0

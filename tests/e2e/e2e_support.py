@@ -491,13 +491,17 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL the node's process group and reap it."""
+    def kill(self, only_the_node: bool = False) -> None:
+        """SIGKILL the node's process group (or, `only_the_node`, the node alone, as `kill -9 <pid>` or the OOM
+        killer would: what it started lives on) and reap it."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                if only_the_node:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                else:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(STOP_TIMEOUT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:

@@ -4,6 +4,7 @@ an object whose add completed survives the crash intact."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -208,3 +209,61 @@ def test_kill_during_download(node_process: NodeProcess, user: Keystore, tmp_pat
     node.restart()
     assert sha256_file(dor.get_content(obj.obj_id, user, target)) == obj.c_hash
     assert [o.obj_id for o in assert_store_consistent(node, dor)] == [obj.obj_id]
+
+
+def clone_processes(marker: str) -> list[int]:
+    """Live processes whose environment says they clone for an add-gpp (`SAAS_GPP_CLONE=<marker...>`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            if any(v.startswith(f"SAAS_GPP_CLONE={marker}".encode()) for v in env) and b") Z" not in stat:
+                found.append(int(entry.name))
+    return found
+
+
+def test_kill_during_add_gpp_clone(node_process: NodeProcess, user: Keystore, tmp_path: Path) -> None:
+    """kill -9 while add-gpp clones (from a server that never answers): the node starts again, the clone's folder
+    in dor/tmp is removed and the git processes the crashed node left are killed."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:  # accept and never answer: git waits
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    node = node_process
+    node.publish(user)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/adapters.git"
+
+    def add_gpp() -> None:
+        with contextlib.suppress(Exception), DORProxy(node.address, user) as dor:  # the node dies under it
+            dor.add_gpp_data_object(url, "0" * 40, "abc", "default", user.identity)
+
+    threading.Thread(target=add_gpp, daemon=True).start()
+    tmp = node.dor_dir / "tmp"
+    marker = str(tmp.resolve())
+    wait_for(lambda: clone_processes(marker) and any(p.is_dir() for p in tmp.iterdir()), 20, "git cloning")
+    node.kill(only_the_node=True)
+    left = clone_processes(marker)
+    assert left, "git outlived the node (it is killed at the next start)"
+    node.restart()
+    wait_for(lambda: not clone_processes(marker), 5, "the crashed node's git processes killed")
+    assert list(tmp.iterdir()) == []
+    dor = node.dor(user)
+    assert_store_consistent(node, dor)
+    assert_catalog_works(dor, user, tmp_path)
+    server.close()
+    for connection in held:
+        connection.close()

@@ -14,7 +14,7 @@ from e2e_support import NodeProcess, wait_for
 from saas.core.keystore import Keystore
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
-from tests.rti.rti_support import adapter_repo, processes_of
+from tests.rti.rti_support import EXAMPLES, adapter_repo, processes_of
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +79,29 @@ def test_kill_9_mid_job(node_process_factory: Callable[..., NodeProcess], user: 
     assert not any(alive(p) for p in processes)
     produced = [o for o in node.dor(user).search(data_type="JSONObject", limit=1000) if o.recipe]  # type: ignore[attr-defined]
     assert sorted(o.recipe.job_id for o in produced) == sorted([done, again])  # type: ignore[attr-defined]
+
+
+def test_kill_9_during_install(
+    node_process_factory: Callable[..., NodeProcess], user: Keystore, tmp_path: Path
+) -> None:
+    """kill -9 of the node alone while install.sh runs: install.sh (and what it started) does not outlive it, so
+    nothing races a redeploy, and the restarted node shows the deployment failed."""
+    node = node_process_factory("e2e-install-node")
+    node.publish(user)
+    extra = {
+        "slowinstall/descriptor.json": (EXAMPLES / "abc" / "descriptor.json").read_text(),
+        "slowinstall/execute.sh": (EXAMPLES / "abc" / "execute.sh").read_text(),
+        "slowinstall/processor.py": (EXAMPLES / "abc" / "processor.py").read_text(),
+        "slowinstall/install.sh": ("#!/bin/bash\nsetsid sleep 300 &\nsleep 300\n"),
+    }
+    repo, commit = adapter_repo(tmp_path / "repo", extra=extra)
+    proc_id = node.dor(user).add_gpp_data_object(str(repo), commit, "slowinstall", "default", user.identity).obj_id
+    with RTIProxy(node.address, node.keystore) as owner:
+        owner.deploy(proc_id, node.keystore)
+        wait_for(lambda: len(processes_of(f"install-{proc_id}")) >= 2, 20, "install.sh running")
+    node.kill(only_the_node=True)
+    wait_for(lambda: not processes_of(f"install-{proc_id}"), 5, "install.sh gone with the node")
+    node.restart()
+    with RTIProxy(node.address, node.keystore) as owner:
+        status = owner.get_status(proc_id)
+        assert (status.state, status.error) == ("failed", "node restarted during deployment")
