@@ -8,6 +8,7 @@ folder must stay inside the clone. Everything here blocks: call it in a worker t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -107,20 +108,16 @@ CLONE_MARKER = "SAAS_GPP_CLONE"
 
 def kill_leftover_clones(work_dir: Path) -> int:
     """After a crash: SIGKILL the git processes of clones into `work_dir` (their environment carries
-    `SAAS_GPP_CLONE=<work_dir>`) that the crashed node left running; returns how many. Linux (/proc) only. Blocks."""
+    `SAAS_GPP_CLONE=<work_dir>`) that the crashed node left running; returns how many. Blocks."""
     import signal
 
-    needle = f"{CLONE_MARKER}={work_dir.resolve()}".encode()
+    from saas.core.helpers import marked_processes
+
     killed = 0
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        except (OSError, ValueError):
-            continue
+    for pid, _ in marked_processes(f"{CLONE_MARKER}={work_dir.resolve()}"):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
     return killed
 
 

@@ -514,8 +514,7 @@ class AgentPool:
         process.kill_now()  # an instance that closed its stdout cannot report any more
         await readers
         code = await exit_code
-        exceeded = await process.exceeded()
-        await process.close()  # every process it started
+        exceeded = await process.close()  # every process it started
         for log in instance.logs:
             log.close()
         if instance.job is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from saas.core.helpers import marked_processes
 from saas.rti.cgroups import Cgroup, Limits
 from saas.rti.sandbox import Sandbox
 
@@ -119,19 +120,21 @@ class AdapterProcess:
         await self.kill()
         await self.process.wait()
 
-    async def exceeded(self) -> str | None:
-        """Which of its limits it ran into, if any (read before `close`)."""
-        if self.cgroup is None:
-            return None
-        return await asyncio.to_thread(self.cgroup.exceeded)
-
-    async def close(self) -> None:
-        """Kill whatever is left and remove its cgroup."""
+    async def close(self) -> str | None:
+        """Kill whatever is left and remove its cgroup; returns which of its limits it ran into, if any (read from
+        the cgroup in the same worker-thread hop as its removal)."""
         self.kill_now()
         if self.cgroup is not None:
-            await asyncio.to_thread(self.cgroup.remove)
-        elif self._init is not None:  # the kill of the PID namespace is asynchronous: wait until it is done
+            return await asyncio.to_thread(_remove, self.cgroup)
+        if self._init is not None:  # the kill of the PID namespace is asynchronous: wait until it is done
             await asyncio.to_thread(_wait_gone, self._init, GONE_TIMEOUT)
+        return None
+
+
+def _remove(cgroup: Cgroup) -> str | None:
+    exceeded = cgroup.exceeded()
+    cgroup.remove()
+    return exceeded
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
@@ -220,21 +223,9 @@ async def pump(
 def kill_leftover(pgid: int, marker: str) -> bool:
     """After a crash of the node: kill what is left of a process group (the leader may be gone while its children
     live on). Only a group with a member whose environment carries SAAS_JOB_ID=<marker> is killed, so a reused id
-    is left alone. Linux (/proc) only; elsewhere nothing happens. (Sandboxed processes die with the node and their
-    cgroups are swept at start: this is for processes started without the sandbox.)"""
-    needle = f"SAAS_JOB_ID={marker}".encode()
-    try:
-        entries = [e for e in os.listdir("/proc") if e.isdigit()]
-    except OSError:
-        return False
-    for entry in entries:
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-            if int(stat[stat.rindex(b")") + 2 :].split()[2]) != pgid:  # fields after "(comm)": state ppid pgrp
-                continue
-            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
-                kill_group(pgid, signal.SIGKILL)
-                return True
-        except (OSError, ValueError, IndexError):
-            continue
+    is left alone. (Sandboxed processes die with the node and their cgroups are swept at start: this is for
+    processes started without the sandbox.)"""
+    if any(group == pgid for _, group in marked_processes(f"SAAS_JOB_ID={marker}")):
+        kill_group(pgid, signal.SIGKILL)
+        return True
     return False

@@ -37,7 +37,6 @@ __all__ = [
     "execute",
     "fetch_input",
     "input_path",
-    "kill_leftover",
     "locate_input",
     "output_params",
     "output_target",
@@ -295,24 +294,19 @@ async def execute(
                 )
                 code = await child.wait()
     except TimeoutError:
-        exceeded = await child.exceeded()
-        await child.close()
+        exceeded = await child.close()
         also = f"; before that {exceeded}" if exceeded else ""
         raise JobFailedError(f"The job exceeded its walltime of {limits.walltime:g} s and was killed{also}") from None
     except BaseException:
         await child.stop(KILL_GRACE)
         await child.close()
         raise
-    exceeded = await child.exceeded()
-    await child.close()  # no process of the job survives it
+    exceeded = await child.close()  # no process of the job survives it
     if exceeded is not None:
         raise JobFailedError(f"execute.sh was stopped: {exceeded}")
     if code != 0:
         text = err_tail.decode("utf-8", "replace").strip()
         raise JobFailedError(f"execute.sh exited with code {code}" + (f": {text[-500:]}" if text else ""))
-
-
-kill_leftover = process.kill_leftover
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
-from saas.rti import board, placement, runner
+from saas.rti import board, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -246,7 +246,7 @@ class RTIService:
             self._start_task(active, reattach=True)
             return
         if before is JobState.RUNNING and doc.get("pid"):
-            killed = await asyncio.to_thread(runner.kill_leftover, int(doc["pid"]), job.id)
+            killed = await asyncio.to_thread(process.kill_leftover, int(doc["pid"]), job.id)
             if killed:
                 logger.info("job %s: killed the processes left from before the restart", job.id)
         state = recover(active.machine, restartable)

@@ -23,8 +23,7 @@ from typing import Any
 from saas.core.errors import AuthenticationError, UnreachableError
 from saas.core.schemas import SSHCredentials
 from saas.rti.backends.base import BackendError
-from saas.rti.process import kill_group
-from saas.rti.process import tool_env as process_env
+from saas.rti.process import kill_group, tool_env
 
 __all__ = ["LocalShell", "SSHShell", "Shell", "ShellResult", "pipe"]
 
@@ -69,7 +68,7 @@ class Shell:
     async def spawn(self, script: str, *args: str, **kwargs: Any) -> asyncio.subprocess.Process:
         kwargs.setdefault("stdin", asyncio.subprocess.DEVNULL)
         return await asyncio.create_subprocess_exec(
-            *self.argv(script, *args), env=process_env(), start_new_session=True, **kwargs
+            *self.argv(script, *args), env=tool_env(), start_new_session=True, **kwargs
         )
 
     async def run(
@@ -294,7 +293,7 @@ async def pipe(
 ) -> tuple[ShellResult, ShellResult]:
     """Run `source | target` (two argv lists, e.g. a local `tar -c` into an ssh `tar -x`); both results."""
     read_fd, write_fd = os.pipe()
-    env = process_env()
+    env = tool_env()
     try:
         first = await asyncio.create_subprocess_exec(
             *source,
