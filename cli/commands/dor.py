@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saas.core.errors import InvalidInputError, NotFoundError, SaaSError
+from saas.core.errors import InvalidInputError, NotFoundError
+from saas.nodedb.fanout import DEFAULT_DEADLINE
 from saas_cli.context import Context
 from saas_cli.output import Progress
 
@@ -115,12 +116,10 @@ def search(ctx: Context, args: argparse.Namespace) -> None:
         with _proxy(ctx, args, keystore) as proxy:
             found = proxy.search(**filters)
     else:
-
-        def warn(info: Any, error: SaaSError) -> None:
-            address = "{}:{}".format(*info.rest_address)
-            ctx.out.warning(f"Node {info.identity.id[:16]}… at {address} was not searched: {error.reason}")
-
-        found = search_network(ctx.node_address(args.address), keystore, on_error=warn, **filters)
+        found = search_network(ctx.node_address(args.address), keystore, deadline=args.deadline, **filters)
+        if found.unanswered:
+            missing = "; ".join(str(u) for u in found.unanswered)
+            ctx.out.warning(f"{len(found.unanswered)} node(s) did not answer, results are partial: {missing}")
     ctx.out.result([_meta_document(o) for o in found])
     if ctx.out.as_json:
         return
@@ -462,6 +461,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=100, help="at most this many results (per node)")
     p.add_argument(
         "--this-node-only", action="store_true", help="search only this node's DOR (default: every DOR of the network)"
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help=f"seconds the network search may take; nodes that did not answer are named (default {DEFAULT_DEADLINE:g})",
     )
     p.set_defaults(handler=search)
 

@@ -11,7 +11,6 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
 )
+from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
@@ -310,40 +310,37 @@ def search_network(
     address: str | tuple[str, int],
     keystore: Signer | None = None,
     *,
-    max_workers: int = 16,
     timeout: float = 10.0,
+    deadline: float = DEFAULT_DEADLINE,
     on_error: Callable[[NodeInfo, SaaSError], None] | None = None,
     **filters: Any,
-) -> list[DataObject]:
+) -> NetworkList[DataObject]:
     """Search every DOR of the network the node at `address` belongs to: the node's view of the network
-    (`GET /db/network`), then every online node with a DOR concurrently (threads). `filters` are those of
-    `DORProxy.search`; `limit` applies per node. Results keep their custodian and come newest first. A node that
-    fails is skipped (and reported to `on_error`)."""
+    (`GET /db/network`, within `timeout`), then every online node with a DOR at once, all within `deadline`
+    seconds. `filters` are those of `DORProxy.search`; `limit` applies per node. Results keep their custodian and
+    come newest first; `result.unanswered` names the nodes that failed or did not answer in time (each also
+    reported to `on_error`)."""
     from saas.nodedb.proxy import NodeDBProxy
 
     with NodeDBProxy(address, timeout=timeout) as nodedb:
         nodes = [n for n in nodedb.get_network() if n.online and n.dor_service]
 
     def search_one(info: NodeInfo) -> list[DataObject]:
-        try:
-            with DORProxy(info.rest_address, keystore, timeout=timeout, node_iid=info.identity.id) as proxy:
-                found = proxy.search(**filters)
-        except SaaSError as e:
-            if on_error is not None:
-                on_error(info, e)
-            return []
+        with DORProxy(info.rest_address, keystore, timeout=deadline, node_iid=info.identity.id) as proxy:
+            found = proxy.search(**filters)
         for obj in found:
             if obj.custodian is None:
                 obj.custodian = info
         return found
 
-    if not nodes:
-        return []
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)), thread_name_prefix="dor-search") as pool:
-        results = list(pool.map(search_one, nodes))
+    outcome = ask_nodes(search_one, nodes, deadline)
+    if on_error is not None:
+        for missing in outcome.unanswered:
+            on_error(missing.node, UnreachableError(missing.reason))
     merged: dict[tuple[str, str], DataObject] = {}
-    for found in results:
+    for _, found in outcome.answers:
         for obj in found:
             custodian = obj.custodian.identity.id if obj.custodian else ""
             merged.setdefault((custodian, obj.obj_id), obj)
-    return sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))
+    ordered = sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))
+    return NetworkList(ordered, outcome.unanswered)

@@ -26,7 +26,8 @@ async def get_node(request: Request) -> NodeInfo:
 @router.get("/network", response_model=list[NodeInfo])
 async def get_network(request: Request) -> list[NodeInfo]:
     """Every node this node knows, with `online` and `last_seen` as observed here."""
-    return _nodedb(request).network()
+    offline_after = request.app.state.node.config.p2p_offline_after
+    return _nodedb(request).network(int(offline_after * 1000))
 
 
 @router.get("/identity", response_model=list[Identity])

@@ -12,6 +12,10 @@ NodeDB in sync, and watching liveness (DESIGN §7).
 - **Sync.** Accepted NodeDB changes (a new identity published here, a newer node record) are pushed to every
   peer; each round (`p2p_sync_interval`) also runs anti-entropy with one random peer, pings peers not heard from
   lately, re-dials known nodes that are not connected, and forgets nodes unseen for `p2p_forget_after`.
+- **Liveness.** A peer that does not answer a ping within `ping_timeout` (a third of `p2p_offline_after`, at most
+  `REQUEST_TIMEOUT`) is dropped: shown offline and its connection closed, so network-wide work stops asking it. A
+  request to a peer that times out makes the peer be pinged at once. A dropped peer is accepted again as soon as a
+  connection to it works (re-dialled every round, or it dials us).
 - **Leaving.** `leave` tells every peer we go; they show us offline at once.
 
 Background tasks belong to this service and end in `stop`."""
@@ -88,6 +92,7 @@ class P2PService:
         self._retry_at: dict[str, float] = {}  # peer ID -> loop time before which we do not re-dial
         self._outbox: dict[str, dict[str, dict[str, Any]]] = {}  # peer ID -> kind -> record ID -> record
         self._flushing: set[str] = set()  # peers with a flush task running
+        self._pinging: set[str] = set()  # peers with a liveness ping in flight
 
     @property
     def _db(self) -> Any:
@@ -183,6 +188,34 @@ class P2PService:
         if iid is not None:
             self._db.set_online(iid, False)
             logger.info("peer %s (%s) disconnected", iid[:8], peer_id)
+
+    @property
+    def ping_timeout(self) -> float:
+        return min(REQUEST_TIMEOUT, self._node.config.p2p_offline_after / 3)
+
+    async def _ping(self, peer_id: str) -> bool:
+        """Ping an accepted peer; a peer that does not answer in time is dropped. Returns whether it answered."""
+        if peer_id in self._pinging:
+            return True
+        self._pinging.add(peer_id)
+        try:
+            await self._request(peer_id, {"type": "ping"}, timeout=self.ping_timeout, liveness=False)
+            return True
+        except SaaSError as e:
+            if peer_id in self._peers:
+                await self._drop(peer_id, f"no answer to a ping ({e.reason})")
+            return False
+        finally:
+            self._pinging.discard(peer_id)
+
+    async def _drop(self, peer_id: str, reason: str) -> None:
+        """Show a peer offline and close its connection (it is accepted again when a connection works)."""
+        iid = self._peers.pop(peer_id, None)
+        if iid is None:
+            return
+        self._db.set_online(iid, False)
+        logger.warning("peer %s (node %s) shown offline: %s", peer_id, iid[:8], reason)
+        await self.host.disconnect(peer_id)
 
     async def _accept(self, peer_id: str, info: NodeInfo) -> None:
         token = _relaying.set(False)  # a record from a hello is not relayed (see `_on_nodedb_change`)
@@ -308,10 +341,21 @@ class P2PService:
     # -- NodeDB protocol ----------------------------------------------------------------------------------------
 
     async def _request(
-        self, peer_id: str, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT, protocol: str = NODEDB
+        self,
+        peer_id: str,
+        message: dict[str, Any],
+        timeout: float = REQUEST_TIMEOUT,
+        protocol: str = NODEDB,
+        liveness: bool = True,
     ) -> dict[str, Any]:
-        """A request on `protocol`; hearing back counts as seeing the peer; a refusal raises `P2PError`."""
-        answer = await self.host.request(peer_id, protocol, message, timeout=timeout)
+        """A request on `protocol`; hearing back counts as seeing the peer; a refusal raises `P2PError`. A
+        request that times out makes the peer be pinged (`liveness`)."""
+        try:
+            answer = await self.host.request(peer_id, protocol, message, timeout=timeout)
+        except P2PError as e:
+            if liveness and "timeout" in e.details and peer_id in self._peers and self.status is P2PStatus.RUNNING:
+                self._spawn(self._ping(peer_id))
+            raise
         iid = self._peers.get(peer_id)
         if iid is not None:
             self._db.touch(iid)
@@ -469,7 +513,7 @@ class P2PService:
             and (node.last_seen or 0) < now - (third if self.peer_id < pid else 2 * third)
         ]
         if stale:
-            await asyncio.gather(*(self._request(pid, {"type": "ping"}) for pid in stale), return_exceptions=True)
+            await asyncio.gather(*(self._ping(pid) for pid in stale))
         await self._dial_known()
         if not self._peers and self._joined.is_set() and self._boot_target() is not None:
             self._joined.clear()  # lost everyone: go through the boot node again

@@ -17,14 +17,12 @@ What callers may rely on:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +33,7 @@ from saas.core.identity import Identity
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy, search_network
 from saas.dor.schemas import CDataObject, DataObject, DataObjectProvenance, GPPDataObject
+from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_nodes
 from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.proxy import FINAL, RTIProxy
@@ -61,14 +60,6 @@ LONG_POLL = 10.0  # seconds one status request may wait for the next change
 
 def _address(node: NodeInfo) -> str:
     return "{}:{}".format(*node.rest_address)
-
-
-def _in_parallel(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo]) -> list[T]:
-    """`function` on every node at once (threads); results in the nodes' order."""
-    if not nodes:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(nodes)), thread_name_prefix="sdk") as pool:
-        return list(pool.map(function, nodes))
 
 
 # -- data objects -------------------------------------------------------------------------------------------------
@@ -568,12 +559,25 @@ class _TriggerFollower:
 
 
 class SDKContext:
-    """The network as seen from the node `connect` was given, acting as the keystore's identity."""
+    """The network as seen from the node `connect` was given, acting as the keystore's identity.
 
-    def __init__(self, address: tuple[str, int], keystore: Keystore, network: Sequence[NodeInfo], timeout: float):
+    Network-wide calls (finding objects, processors and jobs, publishing the identity) ask every node at once and
+    return within `deadline` seconds with what arrived; `unanswered` then names the nodes that failed or did not
+    answer in time (a stalled node costs the deadline, not a timeout per node)."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keystore: Keystore,
+        network: Sequence[NodeInfo],
+        timeout: float,
+        deadline: float = DEFAULT_DEADLINE,
+    ):
         self._address = address
         self._keystore = keystore
         self._timeout = timeout
+        self.deadline = deadline
+        self.unanswered: list[Unanswered] = []  # of the last network-wide call
         self._nodes: dict[str, NodeInfo] = {n.identity.id: n for n in network}
 
     def __repr__(self) -> str:
@@ -652,6 +656,13 @@ class SDKContext:
     def _rti_nodes(self) -> list[NodeInfo]:
         return [n for n in self._nodes.values() if n.rti_service]
 
+    def _ask(self, function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo]) -> list[tuple[NodeInfo, T]]:
+        """`function` on every node at once, within the deadline: (node, result) of the nodes that answered, in
+        their order; the others are remembered in `unanswered`."""
+        outcome = ask_nodes(function, nodes, self.deadline)
+        self.unanswered = outcome.unanswered
+        return outcome.answers
+
     # -- adding -------------------------------------------------------------------------------------------------
 
     def upload_content(
@@ -725,14 +736,10 @@ class SDKContext:
 
     def _deployed(self) -> list[tuple[NodeInfo, Processor]]:
         def deployed(node: NodeInfo) -> list[Processor]:
-            try:
-                with self._rti_proxy(node, timeout=self._timeout) as rti:
-                    return rti.get_deployed()
-            except (UnreachableError, SaaSError):
-                return []
+            with self._rti_proxy(node, timeout=self.deadline) as rti:
+                return rti.get_deployed()
 
-        nodes = self._rti_nodes()
-        return [(node, p) for node, found in zip(nodes, _in_parallel(deployed, nodes), strict=True) for p in found]
+        return [(node, p) for node, found in self._ask(deployed, self._rti_nodes()) for p in found]
 
     def find_processors(self, pattern: str | None = None) -> list[SDKProcessor]:
         """Ready processors on every RTI of the network whose name contains `pattern` (all without one)."""
@@ -760,13 +767,12 @@ class SDKContext:
 
         def lookup(node: NodeInfo) -> DataObject | None:
             try:
-                with self._dor_proxy(node, timeout=self._timeout) as dor:
+                with self._dor_proxy(node, timeout=self.deadline) as dor:
                     return dor.get_meta(obj_id)
-            except SaaSError:
+            except NotFoundError:
                 return None
 
-        nodes = self._dor_nodes()
-        for node, meta in zip(nodes, _in_parallel(lookup, nodes), strict=True):
+        for node, meta in self._ask(lookup, self._dor_nodes()):
             if meta is not None:
                 return self._wrap(meta, node)
         return None
@@ -778,13 +784,15 @@ class SDKContext:
         data_type: str | None = None,
         data_format: str | None = None,
         c_hashes: Sequence[str] | None = None,
-    ) -> list[SDKCDataObject | SDKGPPDataObject]:
-        """Objects visible to you on every DOR of the network (searched concurrently), newest first. Patterns
-        match substrings of type, format and tags."""
+    ) -> NetworkList[SDKCDataObject | SDKGPPDataObject]:
+        """Objects visible to you on every DOR of the network (searched concurrently, within the deadline), newest
+        first; `result.unanswered` names the DORs that did not answer. Patterns match substrings of type, format
+        and tags."""
         found = search_network(
             self._address,
             self._keystore,
             timeout=self._timeout,
+            deadline=self.deadline,
             patterns=list(patterns) if patterns else None,
             owner_iid=owner_iid,
             data_type=data_type,
@@ -792,24 +800,21 @@ class SDKContext:
             c_hashes=list(c_hashes) if c_hashes else None,
             limit=1000,
         )
+        self.unanswered = found.unanswered
         result = []
         for meta in found:
             node = self._nodes.get(meta.custodian.identity.id) if meta.custodian else None
             result.append(self._wrap(meta, node or meta.custodian))  # type: ignore[arg-type]
-        return result
+        return NetworkList(result, found.unanswered)
 
     def find_job(self, job_id: str) -> SDKJob | None:
         """One of your jobs on any RTI of the network, or None."""
 
         def lookup(node: NodeInfo) -> Job | None:
-            try:
-                with self._rti_proxy(node, timeout=self._timeout) as rti:
-                    return next((j for j in rti.get_jobs_by_user(self._keystore) if j.id == job_id), None)
-            except SaaSError:
-                return None
+            with self._rti_proxy(node, timeout=self.deadline) as rti:
+                return next((j for j in rti.get_jobs_by_user(self._keystore) if j.id == job_id), None)
 
-        nodes = self._rti_nodes()
-        for node, job in zip(nodes, _in_parallel(lookup, nodes), strict=True):
+        for node, job in self._ask(lookup, self._rti_nodes()):
             if job is not None:
                 processor = next(
                     (
@@ -822,20 +827,15 @@ class SDKContext:
                 return SDKJob(processor, job, self, node)
         return None
 
-    def find_jobs(self) -> list[SDKJob]:
-        """All your jobs on every RTI of the network."""
+    def find_jobs(self) -> NetworkList[SDKJob]:
+        """All your jobs on every RTI of the network (`result.unanswered`: the RTIs that did not answer)."""
 
         def jobs(node: NodeInfo) -> list[Job]:
-            try:
-                with self._rti_proxy(node, timeout=self._timeout) as rti:
-                    return rti.get_jobs_by_user(self._keystore)
-            except SaaSError:
-                return []
+            with self._rti_proxy(node, timeout=self.deadline) as rti:
+                return rti.get_jobs_by_user(self._keystore)
 
-        nodes = self._rti_nodes()
-        return [
-            SDKJob(None, j, self, n) for n, found in zip(nodes, _in_parallel(jobs, nodes), strict=True) for j in found
-        ]
+        found = [SDKJob(None, j, self, n) for n, jobs_of in self._ask(jobs, self._rti_nodes()) for j in jobs_of]
+        return NetworkList(found, self.unanswered)
 
     find_all_jobs_with_status = find_jobs  # the original SDK's name
 
@@ -844,12 +844,12 @@ class SDKContext:
         record = identity or self._keystore.identity
 
         def publish(node: NodeInfo) -> None:
-            with contextlib.suppress(SaaSError), NodeDBProxy(node.rest_address, timeout=self._timeout) as db:
+            with NodeDBProxy(node.rest_address, timeout=self.deadline) as db:
                 db.update_identity(record)
 
         with NodeDBProxy(self._address, timeout=self._timeout) as db:
             db.update_identity(record)
-        _in_parallel(publish, [n for n in self._nodes.values() if tuple(n.rest_address) != tuple(self._address)])
+        self._ask(publish, [n for n in self._nodes.values() if tuple(n.rest_address) != tuple(self._address)])
 
 
 def publish_identity(address: str | tuple[str, int], identity: Identity) -> None:
@@ -867,9 +867,12 @@ def _usable(network: list[NodeInfo], own: NodeInfo) -> list[NodeInfo]:
     return list(nodes.values())
 
 
-def connect(address: str | tuple[str, int], keystore: Keystore, timeout: float = 10.0) -> SDKContext:
+def connect(
+    address: str | tuple[str, int], keystore: Keystore, timeout: float = 10.0, deadline: float = DEFAULT_DEADLINE
+) -> SDKContext:
     """Connect to the node at `address` ("host:port" or (host, port)) as the keystore's identity: publishes the
-    identity to every node of the network and learns which nodes have a DOR or an RTI. Raises
+    identity to every node of the network and learns which nodes have a DOR or an RTI. `timeout` bounds a call to
+    one node, `deadline` a network-wide call (see `SDKContext`). Raises
     `InvalidInputError` for a malformed address and `UnreachableError` when no node answers there."""
     from saas.core.helpers import parse_address
 
@@ -882,6 +885,6 @@ def connect(address: str | tuple[str, int], keystore: Keystore, timeout: float =
         raise UnreachableError(
             f"Cannot connect: no SaaS node answers at {parsed[0]}:{parsed[1]} ({e.reason})", e.details
         ) from e
-    context = SDKContext(parsed, keystore, _usable(network, own), timeout)
+    context = SDKContext(parsed, keystore, _usable(network, own), timeout, deadline)
     context.publish_identity()
     return context

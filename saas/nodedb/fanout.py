@@ -1,0 +1,105 @@
+"""Network-wide calls from a client under one deadline (DESIGN §12): every node is asked at once (threads), the
+whole call returns after at most `deadline` seconds with what arrived, and says which nodes did not answer.
+
+A stalled node (stopped, overloaded, behind a dead link) costs the deadline, never a per-node timeout in a row or
+the longest timeout of all: each request also carries the deadline as its own timeout, so the threads asking a
+stalled node end with it and do not keep a program from exiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from saas.core.errors import SaaSError
+from saas.nodedb.schemas import NodeInfo
+
+__all__ = ["DEFAULT_DEADLINE", "Fanout", "NetworkList", "Unanswered", "ask_nodes"]
+
+DEFAULT_DEADLINE = 3.0  # seconds a network-wide call may take
+MAX_THREADS = 16
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """A node that did not answer a network-wide call: why (its error, or that the deadline passed)."""
+
+    node: NodeInfo
+    reason: str
+
+    def __str__(self) -> str:
+        host, port = self.node.rest_address
+        return f"{self.node.identity.id[:16]}… at {host}:{port}: {self.reason}"
+
+
+class NetworkList(list[T]):
+    """A list of results from many nodes; `unanswered` names the nodes that did not answer in time or failed."""
+
+    unanswered: list[Unanswered]
+
+    def __init__(self, items: Sequence[T] = (), unanswered: Sequence[Unanswered] = ()):
+        super().__init__(items)
+        self.unanswered = list(unanswered)
+
+
+@dataclass
+class Fanout(Generic[T]):
+    """The outcome of `ask_nodes`: `answers` in the nodes' order (node, result) for those that answered."""
+
+    answers: list[tuple[NodeInfo, T]]
+    unanswered: list[Unanswered]
+
+
+def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], deadline: float) -> Fanout[T]:
+    """`function(node)` for every node at once; returns after all answered or `deadline` seconds passed. A node
+    whose call raised a `SaaSError` or did not return in time is listed in `unanswered` (other exceptions are
+    bugs and propagate)."""
+    if not nodes:
+        return Fanout([], [])
+    results: dict[int, T] = {}
+    errors: dict[int, BaseException] = {}
+    done = threading.Condition()
+    pending = list(range(len(nodes)))
+    finished = 0
+
+    def work() -> None:
+        nonlocal finished
+        while True:
+            with done:
+                if not pending:
+                    return
+                index = pending.pop(0)
+            try:
+                value = function(nodes[index])
+                with done:
+                    results[index] = value
+            except BaseException as e:  # reported below
+                with done:
+                    errors[index] = e
+            with done:
+                finished += 1
+                done.notify_all()
+
+    for _ in range(min(MAX_THREADS, len(nodes))):
+        threading.Thread(target=work, name="fanout", daemon=True).start()
+    end = time.monotonic() + deadline
+    with done:
+        while finished < len(nodes) and (left := end - time.monotonic()) > 0:
+            done.wait(left)
+        pending.clear()  # not yet started: not asked
+        answers = [(nodes[i], results[i]) for i in range(len(nodes)) if i in results]
+        failed = dict(errors)
+    unanswered = []
+    for i, node in enumerate(nodes):
+        if i in results:
+            continue
+        error = failed.get(i)
+        if error is not None and not isinstance(error, SaaSError):
+            raise error
+        reason = error.reason if isinstance(error, SaaSError) else f"no answer within {deadline:g} s"
+        unanswered.append(Unanswered(node, reason))
+    return Fanout(answers, unanswered)
