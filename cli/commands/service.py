@@ -201,6 +201,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _header_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1K, not '{text}'")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "service",
@@ -272,7 +279,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--job-walltime", type=_positive_float, help="seconds a job may run (default 7 days)")
     # HTTP limits of the REST service
     p.add_argument(
-        "--http-max-header-size", type=parse_size, help="largest request line + headers, e.g. 32K (default 32K; 431)"
+        "--http-max-header-size", type=_header_size, help="largest request line + headers, e.g. 32K (default 32K; 431)"
     )
     p.add_argument(
         "--http-header-timeout", type=_positive_float, help="seconds a client has to send its headers (default 10)"
