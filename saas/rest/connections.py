@@ -74,11 +74,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, table: ConnectionTable, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._table = table
+        self._limits = table.limits
         self._address = ""
         self._counted = False
         self._refused = False
         self._headers_pending = True  # between the start of a request and the end of its headers
-        self._header_bytes = 0
+        self._header_bytes = 0  # received in earlier reads while the headers were pending
+        self._reading = 0  # bytes of the read being parsed
+        self._header_started = self.loop.time()
+        # One timer per connection, re-armed lazily (a timer per request costs a quarter of a small request's time)
         self._header_timer: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
 
@@ -92,7 +96,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(*refusal, headers={"retry-after": "1"})
             return
         self._counted = True
-        self._arm_header_timer()
+        self._arm_header_timer(self._limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
@@ -108,13 +112,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:  # draining: discard
             return
+        self._reading = len(data)
         super().data_received(data)
         if self._headers_pending and not self._refused and not self.transport.is_closing():
             self._header_bytes += len(data)  # what the parser holds of the unfinished head
-            if self._header_bytes > self._table.limits.max_header_size:
+            if self._header_bytes > self._limits.max_header_size:
                 self._refuse_headers_too_large()
 
-    # -- parser callbacks --------------------------------------------------------------------------------------
+    # -- parser callbacks (after a refusal in the middle of a read, the rest of that read is ignored) ------------
 
     def on_message_begin(self) -> None:
         if self._refused:
@@ -122,23 +127,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._headers_pending = True
         self._header_bytes = 0
-        self._arm_header_timer()
-
-    def on_url(self, url: bytes) -> None:
-        if not self._refused:
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._refused:
-            super().on_header(name, value)
+        self._header_started = self.loop.time()
+        if self._header_timer is None:
+            self._arm_header_timer(self._limits.header_timeout)
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
         self._headers_pending = False
-        self._cancel_header_timer()
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self._table.limits.max_header_size:  # arrived complete in one read
+        limit = self._limits.max_header_size
+        if self._header_bytes + self._reading > limit and self._head_size() > limit:  # complete within one read
             self._refuse_headers_too_large()
             return
         super().on_headers_complete()
@@ -151,11 +149,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused:
             super().on_message_complete()
 
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
     # -- refusals ----------------------------------------------------------------------------------------------
 
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self._table.limits.header_timeout, self._header_timeout)
+    def _arm_header_timer(self, delay: float) -> None:
+        self._header_timer = self.loop.call_later(delay, self._header_timeout)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -164,12 +164,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self._headers_pending and not self._refused and not self.transport.is_closing():
-            timeout = self._table.limits.header_timeout
-            self._refuse(408, f"Request headers not received within {timeout:g} s", {"timeout": timeout})
+        if not self._headers_pending or self._refused or self.transport.is_closing():
+            return  # armed again when the next request begins
+        timeout = self._limits.header_timeout
+        left = self._header_started + timeout - self.loop.time()
+        if left > 0:  # this request began after the timer was armed
+            self._arm_header_timer(left)
+            return
+        self._refuse(408, f"Request headers not received within {timeout:g} s", {"timeout": timeout})
 
     def _refuse_headers_too_large(self) -> None:
-        limit = self._table.limits.max_header_size
+        limit = self._limits.max_header_size
         self._refuse(431, f"Request line and headers are larger than {limit} bytes", {"limit": limit})
 
     def _refuse(self, status: int, reason: str, details: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -183,7 +188,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:  # an earlier response is being written
             transport.close()
             return
-        if self._table.draining >= self._table.limits.max_connections:
+        if self._table.draining >= self._limits.max_connections:
             transport.abort()
             return
         body = json.dumps(SaaSError(reason, details).to_envelope()).encode()

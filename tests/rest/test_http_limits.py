@@ -156,6 +156,18 @@ def test_slow_headers_are_closed_after_the_header_timeout(node_factory: Callable
     sock.close()
 
 
+def test_a_busy_keep_alive_connection_is_not_timed_out(node_factory: Callable[..., Any]) -> None:
+    # The header deadline is per request: a connection that keeps sending complete requests stays open for longer.
+    node = node_factory(http_header_timeout=0.5)
+    sock = connect(node)
+    start = time.monotonic()
+    while time.monotonic() - start < 2.0:
+        sock.sendall(f"GET {NODE_PATH} HTTP/1.1\r\nHost: node\r\n\r\n".encode())
+        assert read_response(sock)[0] == 200
+        time.sleep(0.15)
+    sock.close()
+
+
 def test_idle_keep_alive_connections_are_closed(node_factory: Callable[..., Any]) -> None:
     node = node_factory(http_keepalive_timeout=0.5)
     sock = connect(node)
