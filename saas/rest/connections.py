@@ -5,7 +5,8 @@ protocol with bounds, one `ConnectionTable` per server.
   half-sent header never makes the node hold more than that plus one socket read.
 - The complete headers arrive within `header_timeout` seconds of the connection (or of the first byte of the next
   request on a keep-alive connection): 408. Idle keep-alive connections close after uvicorn's `timeout_keep_alive`.
-- At most `max_connections` connections are open (503), and `max_connections_per_client` from one address (429).
+- At most `max_connections` connections are open (503), and `max_connections_per_client` from one address (429);
+  never more than the process's open-file limit allows (`fit_open_files`).
 
 Every refusal is the node's JSON error envelope `{reason, id, details}` with `connection: close`. The node then
 half-closes and discards what the client still sends for `LINGER` seconds (so the client reads the answer rather
@@ -23,7 +24,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from saas.core.errors import SaaSError
 
-__all__ = ["LINGER", "ConnectionTable", "HTTPLimits", "LimitedHttpToolsProtocol"]
+__all__ = ["LINGER", "ConnectionTable", "HTTPLimits", "LimitedHttpToolsProtocol", "fit_open_files"]
 
 LINGER = 1.0  # seconds a refused connection is drained before it is closed
 
@@ -35,6 +36,31 @@ class HTTPLimits:
     keepalive_timeout: float = 5.0  # seconds an idle keep-alive connection stays open
     max_connections: int = 1024
     max_connections_per_client: int = 128
+
+
+RESERVED_FILES = 256  # open files the node keeps for everything but HTTP connections (SQLite, P2P, pipes, content)
+
+
+def fit_open_files(limits: HTTPLimits) -> HTTPLimits:
+    """`limits` with at most as many connections as the process's open-file limit allows (open and draining ones
+    each take a file descriptor; beyond it, accept() would fail), with a warning when they are lowered."""
+    import dataclasses
+    import logging
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fit = max(16, (soft - RESERVED_FILES) // 2)
+    if soft == resource.RLIM_INFINITY or limits.max_connections <= fit:
+        return limits
+    logging.getLogger(__name__).warning(
+        "HTTP connections limited to %d (not %d): the open-file limit is %d (ulimit -n)",
+        fit,
+        limits.max_connections,
+        soft,
+    )
+    return dataclasses.replace(
+        limits, max_connections=fit, max_connections_per_client=min(limits.max_connections_per_client, fit)
+    )
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import uvicorn
 
 from saas.core.errors import ConfigError
-from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol
+from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol, fit_open_files
 
 __all__ = ["RESTServer"]
 
@@ -31,7 +31,7 @@ class _Server(uvicorn.Server):
 class RESTServer:
     def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", limits: HTTPLimits | None = None):
         self._app = app
-        self._limits = limits or HTTPLimits()
+        self._limits = fit_open_files(limits or HTTPLimits())
         self._host = host
         self._port = port
         self._log_level = log_level.lower()

@@ -223,3 +223,21 @@ def test_connections_beyond_the_total_bound_are_503(bounded: Any) -> None:
     assert responsive(bounded) < 1.0
     for sock in held[2:]:
         sock.close()
+
+
+def test_connection_bound_fits_the_open_file_limit() -> None:
+    # With `ulimit -n 1024`, 1024 connections (and the refused ones draining) cannot all be accepted: fewer are.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from saas.rest.connections import HTTPLimits, fit_open_files\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "fitted = fit_open_files(HTTPLimits(max_connections=1024, max_connections_per_client=500))\n"
+        "print(fitted.max_connections, fitted.max_connections_per_client)\n"
+        "print(fit_open_files(HTTPLimits(max_connections=100)).max_connections)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["384", "384", "100"]
+    assert "limited to 384 (not 1024)" in result.stderr
