@@ -175,6 +175,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._refused:
             super().on_message_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # the rest of a refused read may not parse: it is answered already
+            super().send_400_response(msg)
+
     def _head_size(self) -> int:
         return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 

@@ -241,3 +241,15 @@ def test_connection_bound_fits_the_open_file_limit() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.split() == ["384", "384", "100"]
     assert "limited to 384 (not 1024)" in result.stderr
+
+
+def test_garbage_after_refused_headers_gets_the_one_answer(node_factory: Callable[..., Any]) -> None:
+    node = node_factory(http_max_header_size=4096)
+    sock = connect(node)
+    sock.sendall(f"GET {NODE_PATH} HTTP/1.1\r\nHost: node\r\nX-Big: {'b' * 5000}\r\n\r\n\x00garbage\r\n\r\n".encode())
+    status, _, body = read_response(sock)
+    assert status == 431
+    assert_envelope(body, "larger than 4096 bytes")
+    assert closed_by_node(sock, 3)
+    sock.close()
+    assert responsive(node) < 1.0
