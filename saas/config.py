@@ -53,6 +53,13 @@ class NodeConfig(BaseModel):
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0
     p2p_forget_after: float = 24 * 3600.0
+    # HTTP limits of the REST service: request line + headers (431), seconds to send them (408), idle keep-alive,
+    # open connections in total (503) and per client address (429)
+    http_max_header_size: int = Field(default=32 * 1024, ge=1024)
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    http_keepalive_timeout: float = Field(default=5.0, gt=0)
+    http_max_connections: int = Field(default=1024, ge=1)
+    http_max_connections_per_client: int = Field(default=128, ge=1)
 
     @field_validator("datastore", "keystore")
     @classmethod

@@ -23,6 +23,7 @@ from saas.nodedb.service import NodeDBService
 if TYPE_CHECKING:
     from saas.dor.service import DORService
     from saas.p2p.service import P2PService
+    from saas.rest.connections import HTTPLimits
     from saas.rest.server import RESTServer
     from saas.rti.service import RTIService
 
@@ -123,10 +124,22 @@ class Node:
         await self.p2p.start()
         self.nodedb.set_own(await asyncio.to_thread(self._record))  # now with peer ID and multiaddrs
         host, port = self.config.rest_bind
-        self.rest = RESTServer(create_app(self), host, port, log_level=self.config.log_level)
+        self.rest = RESTServer(create_app(self), host, port, self.config.log_level, self._http_limits())
         await self.rest.start()
         self.p2p.join()
         logger.info("node %s running: REST %s:%d, P2P %s", self.iid, *self.config.rest_address, self.p2p.multiaddrs[0])
+
+    def _http_limits(self) -> HTTPLimits:
+        from saas.rest.connections import HTTPLimits
+
+        config = self.config
+        return HTTPLimits(
+            max_header_size=config.http_max_header_size,
+            header_timeout=config.http_header_timeout,
+            keepalive_timeout=config.http_keepalive_timeout,
+            max_connections=config.http_max_connections,
+            max_connections_per_client=config.http_max_connections_per_client,
+        )
 
     def _open_datastore(self) -> None:
         """Create the datastore (0700) or make an existing one private (DESIGN §12). Blocking: walks the folder."""

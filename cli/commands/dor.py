@@ -340,6 +340,8 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def tag(ctx: Context, args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
     from saas.dor.schemas import DataObject
 
     keystore = ctx.load_keystore()
@@ -348,7 +350,11 @@ def tag(ctx: Context, args: argparse.Namespace) -> None:
         key, sep, value = item.partition("=")
         if not key:
             raise InvalidInputError(f"Invalid tag '{item}': use key=value")
-        tags.append(DataObject.Tag(key=key, value=_parse_value(value) if sep else None))
+        try:
+            tags.append(DataObject.Tag(key=key, value=_parse_value(value) if sep else None))
+        except ValidationError as e:  # the key's form, or the value's depth and size bounds
+            problems = "; ".join(f"{p['loc'][0]}: {p['msg']}" for p in e.errors(include_input=False))
+            raise InvalidInputError(f"Invalid tag '{key[:64]}': {problems}") from None
     if not tags:
         raise InvalidInputError("Give one or more tags as key=value")
     with _proxy(ctx, args, keystore) as proxy:

@@ -24,6 +24,13 @@ NODE_TYPES = [
 DEFAULT_DATASTORE = "~/.datastore"
 DEFAULT_REST = "127.0.0.1:5001"
 DEFAULT_P2P = "127.0.0.1:4001"
+_HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same name
+    "http_max_header_size",
+    "http_header_timeout",
+    "http_keepalive_timeout",
+    "http_max_connections",
+    "http_max_connections_per_client",
+)
 
 
 def parse_size(text: str) -> int:
@@ -127,6 +134,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         job_pids=args.job_pids or 1024,
         job_cores=args.job_cores,
         **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
+        # HTTP limits of the REST service
+        **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
     )
     _serve(ctx, config)
 
@@ -189,6 +198,13 @@ def _positive_float(text: str) -> float:
         value = 0.0
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, not '{text}'")
+    return value
+
+
+def _header_size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1024:
+        raise argparse.ArgumentTypeError(f"must be at least 1K, not '{text}'")
     return value
 
 
@@ -261,5 +277,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--job-pids", type=_positive_int, help="processes and threads of a job at once (default 1024)")
     p.add_argument("--job-cores", type=_positive_float, help="CPU cores of a job (default: all)")
     p.add_argument("--job-walltime", type=_positive_float, help="seconds a job may run (default 7 days)")
+    # HTTP limits of the REST service
+    p.add_argument(
+        "--http-max-header-size", type=_header_size, help="largest request line + headers, e.g. 32K (default 32K; 431)"
+    )
+    p.add_argument(
+        "--http-header-timeout", type=_positive_float, help="seconds a client has to send its headers (default 10)"
+    )
+    p.add_argument(
+        "--http-keepalive-timeout", type=_positive_float, help="seconds an idle connection stays open (default 5)"
+    )
+    p.add_argument("--http-max-connections", type=_positive_int, help="open HTTP connections (default 1024; 503)")
+    p.add_argument(
+        "--http-max-connections-per-client",
+        type=_positive_int,
+        help="open HTTP connections from one address (default 128; 429)",
+    )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -92,7 +92,7 @@ async def search(
             continue
         try:
             tags[key] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or nested too deep to be a stored value): text
             tags[key] = raw
     query = SearchQuery(
         patterns=patterns or [],

@@ -20,9 +20,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from saas.core.bounded_json import check_json
 from saas.core.errors import DORError, InvalidInputError, UnreachableError
 from saas.core.schemas import GithubCredentials
-from saas.dor.schemas import MAX_AGENT_INSTANCES, MAX_AGENT_TIMEOUT, GitProcessorPointer, ProcessorDescriptor
+from saas.dor.schemas import (
+    MAX_AGENT_INSTANCES,
+    MAX_AGENT_TIMEOUT,
+    MAX_DESCRIPTOR_SIZE,
+    GitProcessorPointer,
+    ProcessorDescriptor,
+)
 
 __all__ = ["GPPError", "fetch_gpp", "validate_descriptor"]
 
@@ -70,6 +77,10 @@ def validate_descriptor(document: Any) -> ProcessorDescriptor:
     """A descriptor checked against the descriptor schema (and every `data_schema` checked as a JSON schema)."""
     import jsonschema
 
+    try:
+        check_json(document, MAX_DESCRIPTOR_SIZE)  # first: jsonschema recurses through the document
+    except ValueError as e:
+        raise GPPError(f"Invalid descriptor: it {e}") from None
     try:
         jsonschema.validate(document, DESCRIPTOR_SCHEMA)
         for item in [*document["input"], *document["output"]]:
@@ -178,8 +189,12 @@ def fetch_gpp(
         descriptor_file = folder / "descriptor.json"
         if not descriptor_file.is_file() or not descriptor_file.resolve().is_relative_to(clone.resolve()):
             raise GPPError(f"No descriptor.json in '{proc_path}' at commit {full_commit[:12]}")
+        if descriptor_file.stat().st_size > 4 * MAX_DESCRIPTOR_SIZE:  # room for indentation
+            raise GPPError(f"descriptor.json is larger than {4 * MAX_DESCRIPTOR_SIZE} bytes")
         try:
             document = json.loads(descriptor_file.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise GPPError("descriptor.json is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise GPPError(f"descriptor.json is not valid JSON: {e}") from None
         descriptor = validate_descriptor(document)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from saas.core.bounded_json import MAX_JSON_DEPTH, BoundedJSON, check_json
 from saas.nodedb.schemas import NodeInfo
 
 __all__ = [
@@ -59,6 +60,14 @@ IID = Annotated[str, AfterValidator(_iid)]
 Hash = Annotated[str, AfterValidator(_hash)]
 TagKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
+# Bounds on the JSON values users store (saas.core.bounded_json; MAX_JSON_DEPTH levels each), in bytes of JSON.
+MAX_TAG_SIZE = 64 * 1024  # one tag value
+MAX_DESCRIPTOR_SIZE = 256 * 1024  # a processor descriptor (descriptor.json)
+MAX_INPUT_VALUE_SIZE = 256 * 1024  # one by-value job input (a recipe records it as the input's `content`)
+TagValue = BoundedJSON(MAX_TAG_SIZE)
+# A recipe's record of one input (`{c_hash, data_type, data_format, content}`: one level above the value).
+RecipeInput = BoundedJSON(MAX_INPUT_VALUE_SIZE + 4096, MAX_JSON_DEPTH + 1, kind=dict[str, Any])
+
 
 class ProcessorIO(BaseModel):
     """An input or output of a processor."""
@@ -87,6 +96,11 @@ class ProcessorDescriptor(BaseModel):
     input: list[ProcessorIO]
     output: list[ProcessorIO]
     configurations: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, document: Any) -> Any:
+        return check_json(document, MAX_DESCRIPTOR_SIZE) if isinstance(document, dict) else document
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProcessorDescriptor:
@@ -144,8 +158,8 @@ class DataObjectRecipe(BaseModel):
     """How an object was produced: the processor, what it consumed (by c_hash, or by value), and the product."""
 
     processor: GitProcessorPointer
-    consumes: dict[str, dict[str, Any]]
-    product: dict[str, Any]
+    consumes: dict[str, RecipeInput]
+    product: BoundedJSON(MAX_TAG_SIZE, kind=dict[str, Any])
     name: str
     job_id: str | None = None
 
@@ -153,7 +167,7 @@ class DataObjectRecipe(BaseModel):
 class DataObject(BaseModel):
     class Tag(BaseModel):
         key: TagKey
-        value: Any = None
+        value: TagValue = None
 
     class CreationDetails(BaseModel):
         timestamp: int

@@ -1,7 +1,8 @@
 """`P2PHost`: the node's libp2p host — the only module that imports libp2p (DESIGN §7).
 
 Restricted profile: TCP only, Noise only (passed explicitly: libp2p's default also accepts plaintext and secio),
-Yamux only, one connection per peer, no built-in bootstrap or discovery. The Ed25519 peer key is persisted in
+Yamux only, one connection per peer, no built-in bootstrap or discovery, and a listener without SO_REUSEPORT
+(the port is ours: a second node on it fails to start). The Ed25519 peer key is persisted in
 `<datastore>/p2p/peer.key` (mode 0600), so a node keeps its peer ID across restarts. With a pre-shared key
 (`psk`, a closed network) every raw connection, our own peer-ID probe included, is wrapped in libp2p's private
 network protection before the Noise handshake, so a peer without the key never gets that far.
@@ -46,6 +47,7 @@ from libp2p.security.pnet.protector import new_protected_conn
 from libp2p.security.security_multistream import SecurityMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp import tcp as libp2p_tcp
 from libp2p.transport.tcp.tcp import TCP
 
 from saas.core.errors import P2PError
@@ -72,6 +74,31 @@ class _NoisyProbeFilter(logging.Filter):
 
 
 logging.getLogger("libp2p.network.swarm").addFilter(_NoisyProbeFilter())
+
+
+def _reuse_address_only(sock: Any) -> None:
+    """libp2p sets SO_REUSEPORT on its listener (for NAT hole punching, which we do not use), so a second node on
+    the same P2P port would start and the kernel would split incoming connections between the two. With
+    SO_REUSEADDR only, the port is ours: a clash fails the bind (and the start, with the reason)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+if not hasattr(libp2p_tcp, "_set_reuse_flags"):  # pinned libp2p 0.8.1; a new version must keep the port ours
+    raise ImportError("libp2p.transport.tcp.tcp._set_reuse_flags is gone: check how libp2p binds its listener")
+libp2p_tcp._set_reuse_flags = _reuse_address_only  # type: ignore[attr-defined]
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Why `host:port` cannot be bound (e.g. "Address already in use"), found by trying (blocking, brief)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as e:
+        return e.strerror or str(e)
+    return "address not available"
 
 
 def load_or_create_key(path: Path) -> KeyPair:
@@ -254,9 +281,11 @@ class P2PHost:
         listen_ip = socket.gethostbyname(self._listen[0])
         async with host.run([multiaddr.Multiaddr(tcp_multiaddr(listen_ip, self._listen[1]))]):
             if not host.get_transport_addrs():  # libp2p logs a failed listen and runs on without a listener
+                address, port = f"{self._listen[0]}:{self._listen[1]}", self._listen[1]
                 raise P2PError(
-                    f"Cannot listen on {self._listen[0]}:{self._listen[1]} (P2P): address in use or not available",
-                    {"address": f"{self._listen[0]}:{self._listen[1]}"},
+                    f"Cannot listen on {address} (P2P port {port}): {_bind_problem(listen_ip, port)}"
+                    " (is another node using this P2P port?)",
+                    {"address": address, "port": port},
                 )
             self._host = host
             if self._advertise[1] == 0 or self._listen[1] == 0:

@@ -1,8 +1,9 @@
 """Streaming a stored file as an HTTP response, with single-range requests (RFC 9110 §14).
 
 The caller hands over a file it already opened, so a concurrent delete of the path cannot break a download that
-has begun. `ETag` is the content hash, so `If-Range` works for resuming. Several ranges, or a malformed `Range`,
-get the whole content (a server may ignore `Range`); a range that starts past the end is a 416 envelope."""
+has begun. `ETag` is the content hash, so `If-Range` works for resuming. Several ranges, or another unit than
+bytes, get the whole content (a server may ignore `Range`); a malformed byte range, or one that starts past the end,
+is a 416 envelope with the reason. Numbers are never parsed beyond 18 digits (more than any size)."""
 
 from __future__ import annotations
 
@@ -18,32 +19,44 @@ from saas.core.errors import InvalidInputError
 __all__ = ["CHUNK_SIZE", "RangeNotSatisfiableError", "content_response", "parse_range"]
 
 CHUNK_SIZE = 1024 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_SPEC = re.compile(r"^\s*(\d*)-(\d*)\s*$")
+_DIGITS = 18  # a longer number is larger than any content (and is not parsed: int() of 5,000 digits raises)
+_FORM = "expected bytes=<first>-<last>, bytes=<first>- or bytes=-<length>"
 
 
 class RangeNotSatisfiableError(InvalidInputError):
     """The requested range starts past the end of the content (HTTP 416)."""
 
 
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= _DIGITS else 10**_DIGITS
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """`(start, end)` (end inclusive) of a single byte range, or None to send everything."""
+    """`(start, end)` (end inclusive) of a single byte range, or None to send everything (no `Range`, another unit,
+    several ranges). Raises `RangeNotSatisfiableError` for a malformed or unsatisfiable byte range."""
     if not header:
         return None
-    match = _RANGE.match(header.strip())
-    if not match or match.group(1) == match.group(2) == "":
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
         return None
+    match = _SPEC.match(spec)
+    if not match or match.group(1) == match.group(2) == "":
+        raise RangeNotSatisfiableError(f"Invalid Range header: {_FORM}", {"size": size})
     first, last = match.groups()
     if first == "":  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0:
+        length = _number(last)
+        if length == 0 or size == 0:
             raise RangeNotSatisfiableError("Requested range is empty", {"size": size})
         return max(size - length, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if last and int(last) < start:
-        return None
+    start = _number(first)
+    if last and _number(last) < start:
+        raise RangeNotSatisfiableError(
+            f"Invalid Range header: the last byte is before the first ({_FORM})", {"size": size}
+        )
     if start >= size:
         raise RangeNotSatisfiableError(f"Requested range starts past the end ({size} bytes)", {"size": size})
+    end = min(_number(last), size - 1) if last else size - 1
     return start, end
 
 

@@ -1,10 +1,12 @@
 """The node's HTTP server: uvicorn on a socket we bind ourselves (so a busy port is a clear error, not an exit),
-without uvicorn's own signal handling (only the outermost runner handles signals)."""
+without uvicorn's own signal handling (only the outermost runner handles signals). The HTTP implementation is
+pinned to httptools, with the connection bounds of `saas.rest.connections`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Generator
@@ -13,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from saas.core.errors import ConfigError
+from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol, fit_open_files
 
 __all__ = ["RESTServer"]
 
@@ -26,8 +29,9 @@ class _Server(uvicorn.Server):
 
 
 class RESTServer:
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning"):
+    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", limits: HTTPLimits | None = None):
         self._app = app
+        self._limits = fit_open_files(limits or HTTPLimits())
         self._host = host
         self._port = port
         self._log_level = log_level.lower()
@@ -57,7 +61,8 @@ class RESTServer:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=5,
-            http="httptools",
+            http=functools.partial(LimitedHttpToolsProtocol, table=ConnectionTable(self._limits)),  # type: ignore[arg-type]
+            timeout_keep_alive=self._limits.keepalive_timeout,  # type: ignore[arg-type]
             loop="none",
             proxy_headers=False,  # the node is addressed directly: forwarded-for headers are not trusted
         )

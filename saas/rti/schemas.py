@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from saas.dor.schemas import CDataObject, GitProcessorPointer
+from saas.core.bounded_json import BoundedJSON
+from saas.dor.schemas import MAX_INPUT_VALUE_SIZE, CDataObject, GitProcessorPointer
 
 __all__ = [
     "AgentInstance",
@@ -82,7 +83,7 @@ class Task(BaseModel):
     class InputValue(BaseModel):
         name: IOName
         type: Literal["value"] = "value"
-        value: Any
+        value: BoundedJSON(MAX_INPUT_VALUE_SIZE)
 
     class Output(BaseModel):
         name: IOName

@@ -298,6 +298,11 @@ def test_meta_tag_and_untag(foo, anonymous, sdk, node, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert foo.json("meta", obj_id)["tags"] == {"s": "hello"}
 
+    # A value beyond the bounds on stored JSON is a clean error before anything is sent.
+    result = foo("tag", "--obj-id", obj_id, "deep=" + "[" * 40 + "]" * 40)
+    assert_clean_error(result, 2, "Invalid tag 'deep'", "nested more than 32 levels deep")
+    assert foo.json("meta", obj_id)["tags"] == {"s": "hello"}
+
 
 # -- access and remove -----------------------------------------------------------------------------------------
 
