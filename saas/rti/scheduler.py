@@ -3,8 +3,9 @@
 - `FairQueue`: items queued per user, taken round robin between users and in arrival order within a user, so one
   user's 2,000 jobs never wait ahead of another user's one (the agents' admission uses it too).
 - `SlotPool`: a fixed number of slots (`max_jobs` locally, `max_remote_jobs` on ssh/slurm backends) and the jobs
-  waiting for them. A free slot goes to the waiting user with the fewest running jobs (round robin between equals),
-  never to a user already at `per_user` running jobs (the node owner is exempt).
+  waiting for them. A free slot goes to the waiting user with the fewest running jobs and, between equals, to the
+  one served least recently (round robin), never to a user already at `per_user` running jobs (the node owner is
+  exempt). A user with nothing waiting or running is forgotten.
 - `Scheduler`: both pools and the pending bound: a user may have at most `max_pending` jobs waiting to start
   (`admit` raises `TooManyJobsError`, a 429, with the count and the bound; the node owner is exempt).
 """
@@ -85,6 +86,8 @@ class SlotPool:
         self._waiting: dict[str, str] = {}  # job_id -> user
         self._running: dict[str, str] = {}  # job_id -> user
         self._running_of: dict[str, int] = {}
+        self._served: dict[str, int] = {}  # user -> when (a tick) a job of theirs last took a slot
+        self._tick = 0
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._running
@@ -107,21 +110,24 @@ class SlotPool:
     def remove(self, job_id: str) -> bool:
         """The job no longer waits (e.g. cancelled)."""
         user = self._waiting.pop(job_id, None)
-        return user is not None and self.queue.remove(user, job_id)
+        if user is None or not self.queue.remove(user, job_id):
+            return False
+        self._forget(user)
+        return True
 
     def next(self) -> str | None:
         """The job that takes a free slot now (it then holds it until `release`), or None: no free slot, nothing
         waiting, or only users at their bound waiting."""
         if len(self._running) >= self.limit:
             return None
-        chosen: str | None = None
-        for user in self.queue.users():  # in turn order: the first of the least served wins
-            if self.per_user is not None and self.running_of(user) >= self.per_user and not self.exempt(user):
-                continue
-            if chosen is None or self.running_of(user) < self.running_of(chosen):
-                chosen = user
-        if chosen is None:
+        candidates = [
+            user
+            for user in self.queue.users()
+            if self.per_user is None or self.running_of(user) < self.per_user or self.exempt(user)
+        ]
+        if not candidates:
             return None
+        chosen = min(candidates, key=lambda user: (self.running_of(user), self._served.get(user, 0)))
         job_id = self.queue.pop(chosen)
         assert job_id is not None
         del self._waiting[job_id]
@@ -133,6 +139,8 @@ class SlotPool:
         if job_id not in self._running:
             self._running[job_id] = user
             self._running_of[user] = self.running_of(user) + 1
+            self._tick += 1
+            self._served[user] = self._tick
 
     def release(self, job_id: str) -> bool:
         """The job gives its slot back; returns whether it held one."""
@@ -142,7 +150,12 @@ class SlotPool:
         self._running_of[user] -= 1
         if not self._running_of[user]:
             del self._running_of[user]
+        self._forget(user)
         return True
+
+    def _forget(self, user: str) -> None:
+        if not self.running_of(user) and not self.queue.count(user):
+            self._served.pop(user, None)
 
 
 class Scheduler:

@@ -50,6 +50,21 @@ def test_free_slot_goes_to_the_user_with_fewest_running() -> None:
     assert pool.running_of("a") == 2 and pool.running_of("b") == 2
 
 
+def test_between_equals_the_least_recently_served_goes_first() -> None:
+    pool = SlotPool(limit=1)
+    pool.add("a", "a0")
+    assert pool.next() == "a0"
+    for n in range(1, 5):
+        pool.add("a", f"a{n}")
+    pool.add("b", "b0")
+    pool.add("c", "c0")
+    order = []
+    for _ in range(6):
+        pool.release(order[-1] if order else "a0")
+        order.append(pool.next())
+    assert order == ["b0", "c0", "a1", "a2", "a3", "a4"]  # b and c were never served: before a's second job
+
+
 def test_per_user_bound_and_the_exempt_owner() -> None:
     pool = SlotPool(limit=4, per_user=1, exempt=lambda user: user == "owner")
     for n in range(3):
