@@ -893,7 +893,7 @@ class RTIService:
             active.progress = 100
             return
         local = [o.name for o in todo if targets[o.name] is None]
-        announced = set(active.announced)  # (read in a worker thread)
+        announced = set(active.announced)
 
         def params_for(out: Task.Output) -> AddCDataObjectParameters:
             _, envelope, c_hash, _ = fixed[out.name]
