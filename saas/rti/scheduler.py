@@ -92,15 +92,8 @@ class SlotPool:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._running
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     def running_of(self, user: str) -> int:
         return self._running_of.get(user, 0)
-
-    def waiting(self) -> int:
-        return len(self.queue)
 
     def add(self, user: str, job_id: str) -> None:
         """The job waits for a slot (behind the user's earlier jobs)."""
@@ -204,10 +197,6 @@ class Scheduler:
             self._pending_of[user] -= 1
             if not self._pending_of[user]:
                 del self._pending_of[user]
-
-    def pool_of(self, job_id: str) -> SlotPool | None:
-        """The pool in which the job holds a slot."""
-        return next((pool for pool in (self.local, self.remote) if job_id in pool), None)
 
     def release(self, job_id: str) -> bool:
         """The job's slot (in either pool) is free again; returns whether it held one."""

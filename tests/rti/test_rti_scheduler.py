@@ -118,5 +118,5 @@ def test_local_and_remote_pools_are_separate() -> None:
     scheduler.remote.add("a", "r1")
     assert scheduler.local.next() == "l0"
     assert [scheduler.remote.next(), scheduler.remote.next()] == ["r0", "r1"]
-    assert scheduler.pool_of("r1") is scheduler.remote
-    assert scheduler.release("r1") and scheduler.pool_of("r1") is None
+    assert "r1" in scheduler.remote and "r1" not in scheduler.local
+    assert scheduler.release("r1") and "r1" not in scheduler.remote
