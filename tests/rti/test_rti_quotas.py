@@ -69,6 +69,24 @@ def test_pending_jobs_per_user_are_bounded(rti_env_factory: Any) -> None:
         assert {rti.get_job_status(j, env.owner).state for j in owner} == {"pending"}
 
 
+def test_running_jobs_per_user_are_bounded(rti_env_factory: Any) -> None:
+    """With two slots and at most one running job per user, alice's second job waits while bob's runs."""
+    env: RTIEnv = rti_env_factory(max_jobs=2, max_running_per_user=1)
+    proc_id = env.deploy("slow")
+    alice = [submit_value(env, proc_id, env.alice, a=1.0) for _ in range(2)]
+    bob = submit_value(env, proc_id, env.bob, a=1.0)
+    statuses = [env.wait(j, env.alice, timeout=60) for j in alice]
+    bob_status = env.wait(bob, env.bob, timeout=60)
+    assert [s.state for s in [*statuses, bob_status]] == ["successful"] * 3
+
+    def span(status: Any) -> tuple[int, int]:
+        times = {t["state"]: t["time"] for t in status.timeline}
+        return times["initialising"], times["postprocessing"]
+
+    assert span(statuses[1])[0] >= span(statuses[0])[1]  # alice: one at a time, though a slot was free
+    assert span(bob_status)[0] < span(statuses[0])[1]  # bob ran beside alice's first
+
+
 def test_fair_order_after_a_restart(rti_env_factory: Any) -> None:
     """Jobs queued again after a restart keep their place fairly: bob's one job is not put behind alice's."""
     env: RTIEnv = rti_env_factory(max_jobs=1)
