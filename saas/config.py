@@ -49,6 +49,17 @@ class NodeConfig(BaseModel):
     job_pids: int = Field(default=1024, ge=8)  # processes and threads per job / agent instance / install
     job_cores: float | None = Field(default=None, gt=0)  # CPU cores per job; None: all
     job_walltime: float = Field(default=7 * 86400.0, gt=0)  # seconds a job may run
+    # Quotas and fairness of the RTI and NodeDB (issue 14, item 7). The node owner is exempt from the job bounds
+    # (not from the fair order between users: a free slot goes to the waiting user with the fewest running jobs).
+    max_pending_per_user: int | None = Field(default=100, ge=1)  # jobs of one user waiting to start; None: unbounded
+    max_running_per_user: int | None = Field(default=None, ge=1)  # per pool (local, remote); None: the fair share
+    identity_publish_rate: float = Field(default=1.0, gt=0)  # identity publications per second per client address
+    identity_publish_burst: int = Field(default=30, ge=1)  # ... of which this many at once
+    max_identities: int = Field(default=20_000, ge=1)  # NodeDB's identities (updates of known ones always pass)
+    max_nodes: int = Field(default=1_000, ge=1)  # NodeDB's node records (updates of known ones always pass)
+    job_message_length: int = Field(default=1000, ge=1)  # characters of a trigger message (longer: truncated)
+    job_messages: int = Field(default=100, ge=1)  # trigger messages kept per job: the first and the last half
+    job_messages_bytes: int = Field(default=64 * 1024, ge=1)  # bytes of the trigger messages kept per job
     # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0

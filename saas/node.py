@@ -45,7 +45,13 @@ class Node:
         self.config = config
         self.keystore = keystore
         self.status = NodeStatus.CREATED
-        self.nodedb = NodeDBService(config.datastore)
+        self.nodedb = NodeDBService(
+            config.datastore,
+            max_identities=config.max_identities,
+            max_nodes=config.max_nodes,
+            publish_rate=config.identity_publish_rate,
+            publish_burst=config.identity_publish_burst,
+        )
         self.dor: DORService | None = None
         self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
@@ -106,7 +112,7 @@ class Node:
         self.started_ms = int(time.time() * 1000)
         await asyncio.to_thread(self._open_datastore)
         await self.nodedb.start()
-        await self.nodedb.publish_identity(self.keystore.identity)
+        await self.nodedb.publish_identity(self.keystore.identity, bounded=False)
         self.nodedb.set_own(await asyncio.to_thread(self._record))
         if self.config.has_dor:
             from saas.dor.service import DORService

@@ -136,8 +136,25 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
         # HTTP limits of the REST service
         **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
+        **_quota_settings(args),
     )
     _serve(ctx, config)
+
+
+def _quota_settings(args: argparse.Namespace) -> dict[str, object]:
+    """Quotas and fairness of the RTI and NodeDB (issue 14, item 7): the flags given (else the node defaults)."""
+    names = [
+        "max_pending_per_user",
+        "max_running_per_user",
+        "identity_publish_rate",
+        "identity_publish_burst",
+        "max_identities",
+        "max_nodes",
+        "job_message_length",
+        "job_messages",
+        "job_messages_bytes",
+    ]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _node_log_level(cli_level: str) -> str:
@@ -293,5 +310,31 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         help="open HTTP connections from one address (default 128; 429)",
     )
+    # Quotas and fairness of the RTI and NodeDB (issue 14, item 7); the node owner is exempt from the job bounds.
+    p.add_argument(
+        "--max-pending-per-user", type=_positive_int, help="jobs of one user waiting to start (default 100; more: 429)"
+    )
+    p.add_argument(
+        "--max-running-per-user",
+        type=_positive_int,
+        help="jobs of one user running at once (default: none; free slots go to the user with the fewest running)",
+    )
+    p.add_argument(
+        "--identity-publish-rate",
+        type=_positive_float,
+        help="identity publications per second per client address (default 1; more: 429)",
+    )
+    p.add_argument(
+        "--identity-publish-burst", type=_positive_int, help="identity publications at once per client (default 30)"
+    )
+    p.add_argument("--max-identities", type=_positive_int, help="identities NodeDB keeps (default 20000)")
+    p.add_argument("--max-nodes", type=_positive_int, help="node records NodeDB keeps (default 1000)")
+    p.add_argument(
+        "--job-message-length", type=_positive_int, help="characters of a trigger message (default 1000; cut)"
+    )
+    p.add_argument(
+        "--job-messages", type=_positive_int, help="trigger messages kept per job, first and last (default 100)"
+    )
+    p.add_argument("--job-messages-bytes", type=parse_size, help="bytes of trigger messages kept per job (default 64K)")
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

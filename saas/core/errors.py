@@ -26,6 +26,7 @@ __all__ = [
     "KeystoreCorruptedError",
     "KeystoreError",
     "KeystoreNotFoundError",
+    "LimitReachedError",
     "MissingValueError",
     "NodeDBError",
     "NotFoundError",
@@ -89,6 +90,11 @@ class ConflictError(SaaSError):
 
 class TooLargeError(InvalidInputError):
     """A body or object is larger than the configured limit."""
+
+
+class LimitReachedError(SaaSError):
+    """A bound of the node was reached (too many pending jobs of a user, publications from a client, records);
+    `details` say which bound and how far. Trying again later may work."""
 
 
 class ConfigError(SaaSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from fastapi import APIRouter, Request
 
 from saas.core.identity import Identity
@@ -42,5 +44,20 @@ async def get_identity(iid: str, request: Request) -> Identity:
 
 @router.post("/identity", response_model=Identity)
 async def update_identity(identity: Identity, request: Request) -> Identity:
-    """Publish a self-signed identity record (new, or an update with a higher nonce)."""
-    return await _nodedb(request).publish_identity(identity)
+    """Publish a self-signed identity record (new, or an update with a higher nonce). Rate limited per client
+    address and bounded by NodeDB's size (429 with the reason)."""
+    return await _nodedb(request).publish_identity(identity, client=_client(request))
+
+
+def _client(request: Request) -> str:
+    """Who publishes, for the rate limit: the client's address (IPv6: its /64, which one holder has in full)."""
+    host = request.client.host if request.client is not None else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -4,6 +4,11 @@ Identities are kept in memory (they are small and every signed request needs one
 An identity is accepted only if it verifies (self-signed, ID bound to its key) and its nonce is higher than the
 one stored; re-publishing the identical record is a no-op.
 
+Bounds (issue 14, item 7): publications from one client (`client`, its address) are rate limited (a token bucket:
+429 with the wait); NodeDB holds at most `max_identities` identities and `max_nodes` node records of other nodes.
+When full, new records are refused (429 over REST; skipped and logged when they come from peers) while updates of
+known records (higher nonce or sequence) still pass.
+
 Node records of other nodes come from the P2P layer (`update_node`, verified, newer sequence wins). The P2P layer
 also tells NodeDB which nodes are connected (`set_online`) and when it last heard from them (`touch`); listeners
 registered with `add_listener` hear of every accepted change (the P2P layer pushes those to its peers). `pins`
@@ -19,12 +24,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from saas.core.errors import ConflictError, NodeDBError, NotFoundError, SaaSError
+from saas.core.errors import ConflictError, LimitReachedError, NodeDBError, NotFoundError, SaaSError
 from saas.core.identity import Identity
+from saas.core.ratelimit import TokenBuckets
 from saas.nodedb.schemas import NodeInfo
 from saas.sqlite import Database
 
-__all__ = ["NodeDBService", "UnknownIdentityError"]
+__all__ = ["NodeDBFullError", "NodeDBService", "PublishRateError", "UnknownIdentityError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (iid TEXT PRIMARY KEY, nonce INTEGER NOT NULL, record TEXT NOT NULL,
@@ -43,13 +49,34 @@ class UnknownIdentityError(NodeDBError, NotFoundError):
     pass
 
 
+class NodeDBFullError(NodeDBError, LimitReachedError):
+    pass
+
+
+class PublishRateError(NodeDBError, LimitReachedError):
+    pass
+
+
+FULL_LOG_EVERY = 60.0  # seconds between warnings that records from peers were skipped because NodeDB is full
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class NodeDBService:
-    def __init__(self, datastore: Path):
+    def __init__(
+        self,
+        datastore: Path,
+        max_identities: int = 20_000,
+        max_nodes: int = 1_000,
+        publish_rate: float = 1.0,
+        publish_burst: int = 30,
+    ):
         self._db = Database(datastore / "nodedb.sqlite", SCHEMA)
+        self.max_identities, self.max_nodes = max_identities, max_nodes
+        self._publications = TokenBuckets(publish_rate, publish_burst)
+        self._full_logged_at = -FULL_LOG_EVERY
         self._identities: dict[str, Identity] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._own: NodeInfo | None = None
@@ -83,11 +110,28 @@ class NodeDBService:
     def identities(self) -> list[Identity]:
         return sorted(self._identities.values(), key=lambda i: (i.name.lower(), i.id))
 
-    async def publish_identity(self, identity: Identity) -> Identity:
-        """Store a verified identity record; raises `IdentityError` (invalid) or `ConflictError` (stale)."""
+    async def publish_identity(self, identity: Identity, client: str | None = None, bounded: bool = True) -> Identity:
+        """Store a verified identity record; raises `IdentityError` (invalid), `ConflictError` (stale),
+        `PublishRateError` (`client` published too often) or `NodeDBFullError` (a new identity, and `bounded`)."""
+        if self._identities.get(identity.id) == identity:
+            return identity  # the stored record (verified): nothing to do, nothing to charge
+        if client is not None:
+            wait = self._publications.take(client)
+            if wait:
+                raise PublishRateError(
+                    f"Too many identity publications from {client}: try again in {wait:.1f} s",
+                    {"retry_after": round(wait, 1), "rate_per_s": self._publications.rate},
+                )
         await asyncio.to_thread(identity.verify)
         async with self._publish_lock:
             known = self._identities.get(identity.id)
+            if known is None and bounded and len(self._identities) >= self.max_identities:
+                logger.warning("NodeDB is full (%d identities): refused a new identity", len(self._identities))
+                raise NodeDBFullError(
+                    f"This node knows {len(self._identities)} identities, the most it keeps: it accepts updates of "
+                    "known identities only",
+                    {"identities": len(self._identities), "max_identities": self.max_identities},
+                )
             if known is not None:
                 if known == identity:
                     return known
@@ -152,6 +196,9 @@ class NodeDBService:
         known = self._nodes.get(info.identity.id)
         if known is not None and known.sequence >= info.sequence:
             return False
+        if known is None and len(self._nodes) >= self.max_nodes:
+            self._log_full(0, 1)
+            return False
         await asyncio.to_thread(info.verify)
         seen = now_ms()
 
@@ -205,6 +252,7 @@ class NodeDBService:
                 if newer_identity(identity) and fresh_identities.get(identity.id, identity).nonce <= identity.nonce:
                     fresh_identities[identity.id] = identity
             fresh_nodes = {n.identity.id: n for n in valid_nodes if newer_node(n)}
+            skipped = self._within_bounds(fresh_identities, fresh_nodes)
             seen = now_ms()
 
             def store(conn: sqlite3.Connection) -> None:
@@ -228,7 +276,51 @@ class NodeDBService:
             self._notify("identity", identity)
         for info in fresh_nodes.values():
             self._notify("node", info)
+        if any(skipped):
+            self._log_full(*skipped)
         return len(fresh_nodes), len(fresh_identities)
+
+    def _within_bounds(self, identities: dict[str, Identity], nodes: dict[str, NodeInfo]) -> tuple[int, int]:
+        """Drop (in place) the new records NodeDB has no room for: node records (and their identities) first, then
+        other identities; updates of known records always stay. Returns (identities, nodes) dropped."""
+        room_ids = self.max_identities - len(self._identities)
+        room_nodes = self.max_nodes - len(self._nodes)
+        dropped = [0, 0]
+        for iid in list(nodes):
+            new_id = iid not in self._identities and iid in identities
+            if iid in self._nodes:
+                continue
+            if room_nodes > 0 and (not new_id or room_ids > 0):
+                room_nodes -= 1
+                room_ids -= int(new_id)
+                continue
+            del nodes[iid]
+            dropped[1] += 1
+        for iid in list(identities):
+            if iid in self._identities or (iid in nodes and iid not in self._nodes):
+                continue  # an update, or the identity of a node record admitted above
+            if room_ids > 0:
+                room_ids -= 1
+                continue
+            del identities[iid]
+            dropped[0] += 1
+        return dropped[0], dropped[1]
+
+    def _log_full(self, identities: int, nodes: int) -> None:
+        level = logging.WARNING if time.monotonic() - self._full_logged_at >= FULL_LOG_EVERY else logging.DEBUG
+        if level == logging.WARNING:
+            self._full_logged_at = time.monotonic()
+        logger.log(
+            level,
+            "NodeDB is full (%d/%d identities, %d/%d nodes): skipped %d new identities and %d new node records from "
+            "peers (updates of known records still pass)",
+            len(self._identities),
+            self.max_identities,
+            len(self._nodes),
+            self.max_nodes,
+            identities,
+            nodes,
+        )
 
     def touch(self, iid: str) -> None:
         """We just heard from node `iid` (kept in memory; the stored last_seen is the time of its last record)."""

@@ -6,6 +6,7 @@ Validation errors never echo the submitted values."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -34,6 +35,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.SaaSError], int]] = [
     (errors.ConflictError, 409),
     (errors.TooLargeError, 413),
     (RangeNotSatisfiableError, 416),
+    (errors.LimitReachedError, 429),
     (errors.InvalidInputError, 400),
     (errors.UnreachableError, 502),
     (errors.RemoteError, 502),
@@ -62,6 +64,8 @@ async def _saas_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         logger.error("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
     headers = {"content-range": f"bytes */{exc.details['size']}"} if status == 416 else None
+    if status == 429 and "retry_after" in exc.details:
+        headers = {"retry-after": str(math.ceil(exc.details["retry_after"]))}
     return JSONResponse(exc.to_envelope(), status_code=status, headers=headers)
 
 

@@ -28,6 +28,7 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     409: errors.ConflictError,
     413: errors.TooLargeError,
     422: errors.InvalidInputError,
+    429: errors.LimitReachedError,
     502: errors.UnreachableError,
 }
 _REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}

@@ -3,8 +3,9 @@
 Each instance is `execute.sh <config> <agent dir>` in its own process group. What callers may rely on:
 - `start()` returns once every instance printed `trigger:ready`, or raises `DeploymentError` (with the log tail)
   after stopping whatever it started.
-- `acquire()` admits a job (in arrival order; `ADMITTED_PER_INSTANCE` jobs per instance are admitted at once, so
-  the next inputs are ready when an instance frees up) and returns a `Lease`. `run_job(lease, ...)` waits for a
+- `acquire(user)` admits a job (round robin between users, each user's in arrival order: `FairQueue`;
+  `ADMITTED_PER_INSTANCE` jobs per instance are admitted at once, so the next inputs are ready when an instance frees
+  up) and returns a `Lease`. `run_job(lease, ...)` waits for a
   free instance (in arrival order), sends the job as one JSON line on stdin (`{"job_id", "wd"}`) and returns when
   the instance printed `trigger:done`. It raises `JobFailedError` on `trigger:error:<text>`, when the instance
   exits, or when the per-job timeout passes. The lease is given back when the job ends (or with `Lease.release()`
@@ -40,6 +41,7 @@ from saas.rti.deploy import DeploymentError, tail
 from saas.rti.process import AdapterProcess
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG, JobFailedError
 from saas.rti.sandbox import Sandbox
+from saas.rti.scheduler import FairQueue
 from saas.rti.schemas import AgentInstance
 
 __all__ = ["AgentPool", "Lease", "open_job_logs"]
@@ -192,7 +194,7 @@ class AgentPool:
         self._idle: collections.deque[_Instance] = collections.deque()
         self._queue: collections.deque[_Assignment] = collections.deque()  # jobs waiting for an instance
         self._places = ADMITTED_PER_INSTANCE * instances
-        self._place_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._place_waiters: FairQueue[asyncio.Future[None]] = FairQueue()
         self._supervisors: list[asyncio.Task[None]] = []
         self._closing = False
         self._pids_lock = threading.Lock()
@@ -281,26 +283,29 @@ class AgentPool:
 
     # -- jobs ---------------------------------------------------------------------------------------------------
 
-    async def acquire(self) -> Lease:
-        """Wait for a place (first come, first served): then prepare the job's inputs and call `run_job`."""
+    async def acquire(self, user: str = "") -> Lease:
+        """Wait for a place (round robin between users, first come, first served for each): then prepare the job's
+        inputs and call `run_job`."""
         if self.broken is not None:
             raise JobFailedError(self.broken)
         if self._places > 0 and not self._place_waiters:
             self._places -= 1
             return Lease(self)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._place_waiters.append(waiter)
+        self._place_waiters.push(user, waiter)
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            handed = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+            if not self._place_waiters.remove(user, waiter) and handed:
                 self._return_place()  # handed over just as we were cancelled
             raise
         return Lease(self)
 
     def _return_place(self) -> None:
         while self._place_waiters:
-            waiter = self._place_waiters.popleft()
+            waiter = self._place_waiters.pop()
+            assert waiter is not None
             if not waiter.done():
                 waiter.set_result(None)
                 return
@@ -600,8 +605,7 @@ class AgentPool:
             self.broken = reason
             if notify and self._on_broken is not None:
                 self._on_broken(reason, "\n".join(self._log_tail(i) for i in self._instances if i.state == "failed"))
-        while self._place_waiters:
-            waiter = self._place_waiters.popleft()
+        while (waiter := self._place_waiters.pop()) is not None:
             if not waiter.done():
                 waiter.set_exception(JobFailedError(self.broken))
         while self._queue:

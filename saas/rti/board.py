@@ -15,6 +15,7 @@ from saas.rti.agents import AgentPool, Lease
 from saas.rti.backends import Backend
 from saas.rti.backends.base import UnusableBackend
 from saas.rti.jobs import FINAL_STATES, JobStateMachine
+from saas.rti.messages import MessageLog
 from saas.rti.schemas import Job, Processor
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ __all__ = [
     "unfinished",
     "update_job",
 ]
+
+
+NOTIFY_INTERVAL = 0.2  # seconds between wake-ups of a job's waiters for the lines its adapter writes
 
 
 def now_ms() -> int:
@@ -91,9 +95,9 @@ class ActiveJob:
     job: Job
     machine: JobStateMachine
     progress: int = 0
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    messages: MessageLog = field(default_factory=MessageLog)  # bounded (`saas.rti.messages`)
     errors: list[str] = field(default_factory=list)
-    announced: list[str] = field(default_factory=list)
+    announced: set[str] = field(default_factory=set)  # declared outputs the adapter announced
     outputs: dict[str, str] = field(default_factory=dict)  # name -> obj_id
     stored_elsewhere: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> metadata on another DOR
     consumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # what the recipes record about the inputs
@@ -107,20 +111,42 @@ class ActiveJob:
     remote: dict[str, Any] | None = None  # a remote/SLURM backend's handle to re-attach to the running job
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every change
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the job is final
+    _notified_at: float = 0.0  # time.monotonic() of the last `notify`
+    _notify_timer: asyncio.TimerHandle | None = None  # a coalesced `notify_soon` waiting to fire
 
     def notify(self) -> None:
+        if self._notify_timer is not None:  # this notification carries the coalesced one
+            self._notify_timer.cancel()
+            self._notify_timer = None
+        self._notified_at = time.monotonic()
         self.changed.set()
         self.changed = asyncio.Event()
         if self.machine.final:
             self.ended.set()
 
+    def notify_soon(self) -> None:
+        """`notify`, at most every `NOTIFY_INTERVAL` s (the live status changes with every line an adapter writes:
+        waiters wake a few times per second and read the latest)."""
+        if self._notify_timer is not None:
+            return
+        delay = self._notified_at + NOTIFY_INTERVAL - time.monotonic()
+        if delay <= 0:
+            self.notify()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.notify()
+            return
+        self._notify_timer = loop.call_later(delay, self.notify)
+
     def status_doc(self) -> dict[str, Any]:
         return {
             "progress": self.progress,
-            "messages": self.messages[-100:],
+            "messages": self.messages.entries(),
             "errors": self.errors,
             "timeline": self.machine.timeline,
-            "announced": self.announced,
+            "announced": sorted(self.announced),
             "outputs": self.outputs,
             "stored_elsewhere": self.stored_elsewhere,
             "consumes": self.consumes,
@@ -194,15 +220,16 @@ def output_stored(conn: sqlite3.Connection, job_id: str, name: str, obj_id: str)
 
 
 def apply_line(active: ActiveJob, line: str) -> None:
-    """A line the adapter (processor or agent) wrote for the job: triggers update its live status."""
+    """A line the adapter (processor or agent) wrote for the job: triggers update its live status (bounded: only
+    declared outputs are remembered as announced, messages as `MessageLog` keeps them); waiters hear of it soon."""
     trigger = runner.parse_trigger(line)
     if trigger is not None:
         kind, value = trigger
         if kind == "progress":
             active.progress = value
         elif kind == "output":
-            if value not in active.announced:
-                active.announced.append(value)
-        elif len(active.messages) < 1000:
-            active.messages.append({"severity": value[0], "message": value[1], "time": now_ms()})
-    active.notify()
+            if any(out.name == value for out in active.job.task.output):
+                active.announced.add(value)
+        else:
+            active.messages.add(value[0], value[1], now_ms())
+    active.notify_soon()

@@ -5,7 +5,10 @@ What callers may rely on:
   `failed` (with the install log tail). Processors survive a restart (they are not reinstalled).
 - the job board is SQLite (`<datastore>/rti/jobs.sqlite`); every state transition is stored with its time and reason
   before anything depends on it. At most `max_jobs` jobs run at once (`max_remote_jobs` on ssh and slurm backends,
-  which run on other machines); the rest wait in submission order.
+  which run on other machines); the rest wait, fairly between users (`saas.rti.scheduler`): a free slot goes to the
+  waiting user with the fewest running jobs, round robin between equals, each user's jobs in submission order. A
+  user may have `max_pending_per_user` jobs waiting to start (more: 429) and `max_running_per_user` running; the
+  node owner is exempt from both bounds.
 - after a restart: pending jobs are queued again, jobs whose process died are failed ("node restarted") or re-queued
   if the descriptor says `"restartable": true`, and postprocessing resumes. Outputs are stored exactly once: the
   bytes to store and their creation time are fixed in the board before the DOR sees them, so a retry produces the
@@ -29,7 +32,6 @@ import secrets
 import shutil
 import string
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -52,7 +54,9 @@ from saas.rti.backends import Backend, JobContext, make_backend
 from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.cgroups import Limits
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
+from saas.rti.messages import MessageLog
 from saas.rti.sandbox import Sandbox
+from saas.rti.scheduler import Scheduler, SlotPool
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Resources, Task
 from saas.sqlite import Database
 
@@ -115,12 +119,15 @@ class RTIService:
         self.install_timeout = node.config.install_timeout
         self._processors: dict[str, ProcessorRecord] = {}
         self._active: dict[str, ActiveJob] = {}
-        self._queue: deque[str] = deque()
-        # Jobs on ssh/slurm backends run on other machines: they have their own queue and limit.
-        self._queue_remote: deque[str] = deque()
-        self._running_remote: set[str] = set()
+        # Jobs on ssh/slurm backends run on other machines: they have their own pool of slots.
         self.max_remote_jobs = node.config.max_remote_jobs
-        self._running: set[str] = set()
+        self.scheduler = Scheduler(
+            self.max_jobs,
+            self.max_remote_jobs,
+            node.config.max_pending_per_user,
+            node.config.max_running_per_user,
+            exempt=lambda user: user == node.iid,
+        )
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
         self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
@@ -221,9 +228,9 @@ class RTIService:
             job,
             JobStateMachine.restore(row["state"], doc["timeline"]),
             doc["progress"],
-            doc["messages"],
+            MessageLog.restore(doc["messages"], **self._message_limits),
             doc["errors"],
-            doc["announced"],
+            set(doc["announced"]),
             doc["outputs"],
             doc.get("stored_elsewhere") or {},
             await self._recorded_consumes(job.id, doc),
@@ -263,6 +270,18 @@ class RTIService:
             self._start_task(active, resume=True)
         else:
             self._enqueue(active)
+
+    @property
+    def _message_limits(self) -> dict[str, int]:
+        config = self._node.config
+        return {
+            "max_length": config.job_message_length,
+            "max_count": config.job_messages,
+            "max_bytes": config.job_messages_bytes,
+        }
+
+    def _new_active(self, job: Job, machine: JobStateMachine) -> ActiveJob:
+        return ActiveJob(job, machine, messages=MessageLog(**self._message_limits))
 
     async def _recorded_consumes(self, job_id: str, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """What the recipes record about a job's inputs: in its row, or (older boards) `.store/consumes.json`."""
@@ -507,7 +526,9 @@ class RTIService:
         caller hears of the job only once it is final) it is queued for storing instead, which still lands before
         anything the job does that a restart must know (its start on an instance is an awaited write)."""
         processor = self._validate(proc_id, task, caller)
+        self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
         located = await self._check_references(processor, task, caller)
+        self.scheduler.admit(caller.id)  # and again: other submissions may have come meanwhile
         job = Job(
             id=new_job_id(),
             proc_id=proc_id,
@@ -516,12 +537,17 @@ class RTIService:
             t_submitted=_now(),
             custodian_iid=self._node.iid,
         )
-        active = ActiveJob(job, JobStateMachine())
+        active = self._new_active(job, JobStateMachine())
         active.located, active.located_at = located, time.monotonic()
-        if answer_at_end:
-            self.db.write_behind(board.insert_job, active)
-        else:
-            await self.db.run(board.insert_job, active)
+        self.scheduler.pending(caller.id, job.id)  # counted from now on (the row is stored meanwhile)
+        try:
+            if answer_at_end:
+                self.db.write_behind(board.insert_job, active)
+            else:
+                await self.db.run(board.insert_job, active)
+        except BaseException:
+            self.scheduler.not_pending(job.id)
+            raise
         self._active[job.id] = active
         self._enqueue(active)
         return job
@@ -540,28 +566,31 @@ class RTIService:
 
     def _enqueue(self, active: ActiveJob) -> None:
         """A processor's job waits for one of `max_jobs` slots (`max_remote_jobs` on an ssh or slurm backend); an
-        agent's job waits in its agent (`acquire`)."""
+        agent's job waits in its agent (`acquire`, fair between users too)."""
+        self.scheduler.pending(active.job.task.user_iid, active.job.id)
         processor = self._processors.get(active.job.proc_id)
         if processor is not None and processor.is_agent:
             if not self._stopping:
                 active.task = asyncio.create_task(self._run(active, False))
             return
-        (self._queue_remote if self._is_remote(active) else self._queue).append(active.job.id)
+        self._pool(active).add(active.job.task.user_iid, active.job.id)
         self._dispatch()
 
+    def _pool(self, active: ActiveJob) -> SlotPool:
+        return self.scheduler.remote if self._is_remote(active) else self.scheduler.local
+
     def _dispatch(self) -> None:
-        for queue, running, limit in (
-            (self._queue, self._running, self.max_jobs),
-            (self._queue_remote, self._running_remote, self.max_remote_jobs),
-        ):
-            while queue and len(running) < limit and not self._stopping:
-                active = self._active.get(queue.popleft())
+        for pool in (self.scheduler.local, self.scheduler.remote):
+            while not self._stopping and (job_id := pool.next()) is not None:
+                active = self._active.get(job_id)
                 if active is None or active.machine.state is not JobState.PENDING:
+                    pool.release(job_id)
                     continue
-                self._start_task(active)
+                active.task = asyncio.create_task(self._run(active, False))
 
     def _start_task(self, active: ActiveJob, resume: bool = False, reattach: bool = False) -> None:
-        (self._running_remote if self._is_remote(active) else self._running).add(active.job.id)
+        """A job resumed or re-attached after a restart: it holds a slot without waiting for one."""
+        self._pool(active).hold(active.job.task.user_iid, active.job.id)
         active.task = asyncio.create_task(self._run(active, resume, reattach))
 
     @staticmethod
@@ -581,6 +610,8 @@ class RTIService:
         """Record a transition; with `wait=False` it is queued (`_save_later`): for a transition a restart may lose
         because the job's next awaited write follows (initialising, postprocessing)."""
         active.machine.transition(state, reason)
+        if state is not JobState.PENDING:
+            self.scheduler.not_pending(active.job.id)
         if wait:
             await self._save(active)
         else:
@@ -600,7 +631,8 @@ class RTIService:
                 self._release(job.id)
             elif not resume:
                 if processor.agent is not None:
-                    active.lease = await processor.agent.acquire()  # the job stays pending until admitted
+                    # the job stays pending until admitted (fairly between users)
+                    active.lease = await processor.agent.acquire(job.task.user_iid)
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
                 # The limit is on running adapters: storing outputs does not hold a slot.
@@ -628,9 +660,7 @@ class RTIService:
                 await self._finish(active)
 
     def _release(self, job_id: str) -> None:
-        if job_id in self._running or job_id in self._running_remote:
-            self._running.discard(job_id)
-            self._running_remote.discard(job_id)
+        if self.scheduler.release(job_id):
             self._dispatch()
 
     async def _fail(self, active: ActiveJob, reason: str) -> None:
@@ -641,6 +671,7 @@ class RTIService:
 
     async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)
+        self.scheduler.not_pending(active.job.id)
         active.notify()
         if not active.job.retain:
             self._remove_later(self._wd(active.job.id))
@@ -1006,9 +1037,7 @@ class RTIService:
             active.task.cancel()
             await asyncio.gather(active.task, return_exceptions=True)
             return
-        for queue in (self._queue, self._queue_remote):
-            with contextlib.suppress(ValueError):
-                queue.remove(active.job.id)
+        self.scheduler.remove(active.job.id)
         await self._to(active, JobState.CANCELLED, reason)
         await self._finish(active)
 

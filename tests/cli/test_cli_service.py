@@ -202,3 +202,37 @@ def test_prompts_in_order_then_ctrl_c(spawn_cli, shared_two_keystores, tmp_path:
     assert positions == sorted(positions), text
     assert alice.password not in text
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_quota_flags_reach_the_node(saas_cli, cli_env, background, shared_keystore, tmp_path: Path) -> None:
+    """The quota flags (issue 14, item 7) configure the node: here the identity publication burst."""
+    import httpx
+
+    from saas.core.identity import Identity, derive_identity_id
+    from saas.core.keys import ECKeyPair
+
+    rest, p2p = addresses()
+    node = background(
+        [saas_cli, *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+         "--rest-address", rest, "--p2p-address", p2p, "--identity-publish-burst", "2", "--max-identities", "50",
+         "--max-pending-per-user", "5", "--max-running-per-user", "1", "--job-messages", "10",
+         "--job-messages-bytes", "16K", "--job-message-length", "200", "--identity-publish-rate", "0.1",
+         "--max-nodes", "10"],
+        env=cli_env,
+    )  # fmt: skip
+    node.wait_for("Created ")
+    with NodeDBProxy(rest) as proxy:
+        e_key = proxy.get_node().identity.e_public_key
+    statuses = []
+    for n in range(3):
+        key = ECKeyPair.generate()
+        record = Identity(
+            id=derive_identity_id(key.der), name=f"n{n}", email=f"n{n}@example.org", s_public_key=key.b64,
+            e_public_key=e_key, nonce=0,
+        )  # fmt: skip
+        record = record.model_copy(update={"signature": key.sign(record.signed_content())})
+        response = httpx.post(f"http://{rest}/api/v1/db/identity", json=record.model_dump(mode="json"), trust_env=False)
+        statuses.append(response.status_code)
+    assert statuses == [200, 200, 429]
+    assert node.stop(signal.SIGTERM) == 0

@@ -165,3 +165,32 @@ def test_gives_up_on_an_instance_that_cannot_restart(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert len(broken) == 1
+
+
+def test_places_are_given_round_robin_between_users(tmp_path: Path) -> None:
+    """One user's many waiting jobs do not hold back another user's job: places go to the users in turn."""
+
+    async def scenario() -> None:
+        pool = pool_for(tmp_path, instances=1)  # two places (not started: admission alone)
+        held = [await pool.acquire("alice"), await pool.acquire("alice")]
+        admitted: list[str] = []
+
+        async def wait(user: str, n: int) -> None:
+            lease = await pool.acquire(user)
+            admitted.append(f"{user}{n}")
+            held.append(lease)
+
+        waiting = [asyncio.create_task(wait("alice", n)) for n in range(5)]
+        await asyncio.sleep(0)
+        waiting.append(asyncio.create_task(wait("bob", 0)))
+        cancelled = asyncio.create_task(wait("carol", 0))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # a waiter that gives up loses its place and takes none
+        for _ in range(6):
+            held.pop(0).release()
+            await asyncio.sleep(0)
+        await asyncio.gather(*waiting)
+        assert admitted == ["alice0", "bob0", "alice1", "alice2", "alice3", "alice4"]
+        assert pool._places == 0
+
+    asyncio.run(scenario())
