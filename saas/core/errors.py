@@ -8,6 +8,7 @@ back to the same classes, the CLI maps classes to exit codes.
 
 from __future__ import annotations
 
+import errno
 import secrets
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "DORError",
     "DecryptionError",
     "IdentityError",
+    "InsufficientStorageError",
     "InvalidInputError",
     "InvalidSignatureError",
     "JobError",
@@ -33,9 +35,11 @@ __all__ = [
     "RTIError",
     "RemoteError",
     "SaaSError",
+    "StorageFullError",
     "TooLargeError",
     "UnreachableError",
     "WrongPasswordError",
+    "storage_full",
 ]
 
 
@@ -89,6 +93,36 @@ class ConflictError(SaaSError):
 
 class TooLargeError(InvalidInputError):
     """A body or object is larger than the configured limit."""
+
+
+class InsufficientStorageError(SaaSError):
+    """There is no room to store this: an owner's storage quota is used up, or a disk of the node is full."""
+
+
+class StorageFullError(InsufficientStorageError):
+    """A disk the node writes to is full (ENOSPC) or its filesystem quota is used up (EDQUOT)."""
+
+
+DISK_FULL_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
+SQLITE_FULL = 13
+
+
+def storage_full(error: BaseException, what: str = "data") -> StorageFullError | None:
+    """The `StorageFullError` an `OSError` (ENOSPC, EDQUOT) or SQLite error (SQLITE_FULL) of a full disk stands
+    for, naming `what` could not be written; None for any other error. Never names a path."""
+    if isinstance(error, StorageFullError):
+        return error
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        code = DISK_FULL_ERRNOS[error.errno]
+    elif (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_FULL:
+        code = "SQLITE_FULL"
+    else:
+        return None
+    return StorageFullError(
+        f"The node's storage is full: {what} could not be written. Nothing was stored; try again once the node's "
+        "operator has freed space",
+        {"error": code},
+    )
 
 
 class ConfigError(SaaSError):

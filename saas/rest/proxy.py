@@ -29,6 +29,7 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     413: errors.TooLargeError,
     422: errors.InvalidInputError,
     502: errors.UnreachableError,
+    507: errors.InsufficientStorageError,
 }
 _REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}
 
