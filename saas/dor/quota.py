@@ -91,10 +91,11 @@ class Quotas:
         if limit is None or used_bytes + adding <= limit:
             return
         what = "Taking over" if transfer else "Storing"
+        free = human_size(max(limit - used_bytes, 0))
         raise QuotaExceededError(
             f"{what} {human_size(adding)} would exceed the storage quota of {iid} on this node: "
-            f"{human_size(used_bytes)} of {human_size(limit)} used. Delete data objects no longer needed "
-            "(saas-cli dor remove), or ask the node's operator for a larger quota (saas-cli service "
+            f"{human_size(used_bytes)} of {human_size(limit)} used, {free} free. Delete data objects no longer "
+            "needed (saas-cli dor remove), or ask the node's operator for a larger quota (saas-cli service "
             "--storage-quota / --storage-quota-for)",
             {"owner_iid": iid, "quota": limit, "used": used_bytes, "adding": adding},
         )
