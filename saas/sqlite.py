@@ -120,6 +120,8 @@ class Database:
                     try:
                         result = fn(conn, *args)
                     except BaseException as e:  # even a BaseException fails only its request, not the thread
+                        if not conn.in_transaction:  # SQLite rolled back the whole batch itself (SQLITE_FULL)
+                            raise
                         conn.execute("ROLLBACK TO request" if savepoints else "ROLLBACK")
                         answers.append((request, None, _disk_full_as_such(e)))
                     else:
