@@ -350,7 +350,7 @@ def usage(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.result(
         found.model_dump(mode="json"),
         f"Your data objects on the node at {_address_text(ctx, args)}: {human_size(found.bytes)} "
-        f"({found.objects} objects); storage quota: {quota}",
+        f"({found.objects} object{'' if found.objects == 1 else 's'}); storage quota: {quota}",
     )
 
 
