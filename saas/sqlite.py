@@ -181,9 +181,9 @@ _WORKER = _Worker()
 
 def _disk_full_as_such(error: BaseException) -> BaseException:
     """SQLITE_FULL (the disk of the database is full) as the `StorageFullError` it is; other errors unchanged."""
-    from saas.core.errors import storage_full
+    from saas.core.errors import StorageFullError
 
-    return storage_full(error, "the node's database") or error
+    return StorageFullError.from_error(error, "the node's database") or error
 
 
 def _answer(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:

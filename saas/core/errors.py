@@ -39,7 +39,6 @@ __all__ = [
     "TooLargeError",
     "UnreachableError",
     "WrongPasswordError",
-    "storage_full",
 ]
 
 
@@ -102,27 +101,27 @@ class InsufficientStorageError(SaaSError):
 class StorageFullError(InsufficientStorageError):
     """A disk the node writes to is full (ENOSPC) or its filesystem quota is used up (EDQUOT)."""
 
+    @classmethod
+    def from_error(cls, error: BaseException, what: str = "data") -> StorageFullError | None:
+        """The `StorageFullError` an `OSError` (ENOSPC, EDQUOT) or SQLite error (SQLITE_FULL) of a full disk stands
+        for, saying `what` could not be written; None for any other error. Never names a path."""
+        if isinstance(error, StorageFullError):
+            return error
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            code = _DISK_FULL_ERRNOS[error.errno]
+        elif (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_FULL:
+            code = "SQLITE_FULL"
+        else:
+            return None
+        return cls(
+            f"The node's storage is full: {what} could not be written. Nothing was stored; try again once the "
+            "node's operator has freed space",
+            {"error": code},
+        )
 
-DISK_FULL_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
-SQLITE_FULL = 13
 
-
-def storage_full(error: BaseException, what: str = "data") -> StorageFullError | None:
-    """The `StorageFullError` an `OSError` (ENOSPC, EDQUOT) or SQLite error (SQLITE_FULL) of a full disk stands
-    for, naming `what` could not be written; None for any other error. Never names a path."""
-    if isinstance(error, StorageFullError):
-        return error
-    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
-        code = DISK_FULL_ERRNOS[error.errno]
-    elif (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == SQLITE_FULL:
-        code = "SQLITE_FULL"
-    else:
-        return None
-    return StorageFullError(
-        f"The node's storage is full: {what} could not be written. Nothing was stored; try again once the node's "
-        "operator has freed space",
-        {"error": code},
-    )
+_DISK_FULL_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
+_SQLITE_FULL = 13  # the primary result code of SQLite for "database or disk is full"
 
 
 class ConfigError(SaaSError):

@@ -29,8 +29,8 @@ from saas.core.errors import (
     DORError,
     InvalidInputError,
     NotFoundError,
+    StorageFullError,
     TooLargeError,
-    storage_full,
 )
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
@@ -143,7 +143,7 @@ def _disk_full_as_such(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        full = storage_full(e, what)
+        full = StorageFullError.from_error(e, what)
         if full is None:
             raise
         raise full from None
@@ -383,7 +383,7 @@ class DORService:
             with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
                 f.close()
             await asyncio.to_thread(temp.unlink, True)
-            full = storage_full(e, "the upload")
+            full = StorageFullError.from_error(e, "the upload")
             if full is not None:
                 raise full from None
             raise

@@ -89,7 +89,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
     """A full disk met anywhere (OSError ENOSPC/EDQUOT, SQLITE_FULL) is 507 with the reason; any other OSError or
     SQLite error goes on to `_unexpected` (a bug)."""
-    full = errors.storage_full(exc, "the request's data")
+    full = errors.StorageFullError.from_error(exc, "the request's data")
     if full is None:
         raise exc
     logger.warning("error %s on %s %s: disk full (%s)", full.id, request.method, request.url.path, full.details)

@@ -26,7 +26,7 @@ from saas.core.errors import (
     NotFoundError,
     RTIError,
     SaaSError,
-    storage_full,
+    StorageFullError,
 )
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
 from saas.rti import process
@@ -388,7 +388,7 @@ def storing(name: str) -> Iterator[None]:
     except InsufficientStorageError as e:
         raise JobFailedError(f"Output '{name}' could not be stored: {e.reason}") from None
     except OSError as e:
-        full = storage_full(e, f"output '{name}'")
+        full = StorageFullError.from_error(e, f"output '{name}'")
         if full is None:
             raise
         raise JobFailedError(f"Output '{name}' could not be stored: {full.reason}") from None
