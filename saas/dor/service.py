@@ -363,8 +363,8 @@ class DORService:
                         f"Content is larger than this node's limit of {self.max_object_size} bytes",
                         {"limit": self.max_object_size},
                     )
-                if room is not None and size > room:
-                    await self.room_for(params.owner_iid, size)  # raises QuotaExceededError
+                if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
+                    room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
                 buffer += chunk
                 if len(buffer) >= WRITE_BATCH:
                     if writing is not None:
