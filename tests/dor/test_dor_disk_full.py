@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,26 @@ def test_sqlite_full_is_storage_full(tmp_path: Path) -> None:
             db.close()
 
     asyncio.run(scenario())
+
+
+def test_catalog_write_on_a_full_disk_is_507(
+    node: Any, users: Any, add: Callable, dor_as: Callable, send: Callable, disk: Path
+) -> None:
+    """A request whose catalog write cannot grow the database (SQLITE_FULL on the real full disk) answers 507;
+    once space is freed it works."""
+    obj = add(b"tagged")
+    tags = [{"key": f"k{i}", "value": "v" * 4000} for i in range(50)]
+    filler = fill(disk)
+    response = send(
+        users.alice, "PUT", f"/dor/{obj.obj_id}/tags", json.dumps(tags).encode(), {"content-type": "application/json"}
+    )
+    assert response.status_code == 507, response.text
+    assert response.json()["reason"].startswith("The node's storage is full: the node's database")
+    assert response.json()["details"] == {"error": "SQLITE_FULL"}
+    filler.unlink()
+    assert dor_as(users.alice).get_meta(obj.obj_id).tags == {}
+    response = send(
+        users.alice, "PUT", f"/dor/{obj.obj_id}/tags", json.dumps(tags).encode(), {"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert len(dor_as(users.alice).get_meta(obj.obj_id).tags) == 50
