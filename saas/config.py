@@ -4,7 +4,7 @@ Nothing else in the node reads the environment."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -42,7 +42,7 @@ class NodeConfig(BaseModel):
     # Storage quotas (DOR): bytes each owner's objects may take on this node; None: unlimited. The node's own
     # identity is exempt; `storage_quota_for` sets an identity's own quota (IID -> bytes, None: unlimited).
     storage_quota: int | None = Field(default=10 * 2**30, ge=0)
-    storage_quota_for: dict[str, int | None] = Field(default_factory=dict)
+    storage_quota_for: dict[str, Annotated[int, Field(ge=0)] | None] = Field(default_factory=dict)
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
     # Isolation of adapter processes (DESIGN §12). The node values are each job's default and its ceiling.

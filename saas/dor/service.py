@@ -340,7 +340,6 @@ class DORService:
         `size_hint` (the size announced), content that cannot fit the owner's quota or the disk is refused before
         any of it is read."""
         self.check_add(params)
-        room = await self.room_for(params.owner_iid, size_hint or 0)
         created = _now()
         if params.created is not None:
             if params.created > created + CLOCK_SKEW_MS:
@@ -348,11 +347,19 @@ class DORService:
             created = params.created
         body_hash = hashlib.sha256(head)
         content_hash = hashlib.sha256()
+        limit = self.quotas.limit(params.owner_iid)
+        # The owner's usage is read while the temp file is opened (two hops at once, not one after the other).
+        usage = self.db.submit(quota.used, params.owner_iid) if limit is not None else None
         with _disk_full_as_such("the upload"):
             temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
         size = 0
         writing: asyncio.Future[None] | None = None
         try:
+            room = None
+            if usage is not None and limit is not None:  # refused before any content is read
+                used, _ = await usage
+                self.quotas.check(params.owner_iid, used, size_hint or 0)
+                room = limit - used
             # One batch is hashed and written in a worker thread while the next one is received.
             buffer = bytearray(first)
             size = len(first)
