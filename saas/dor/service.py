@@ -6,7 +6,9 @@ Rules every caller may rely on:
 - content files are shared by identical content and removed only when no record uses them; adds hold a
   `ContentGuard` shared and removals hold it exclusively, so content is never removed under an add in progress;
 - restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
-  owner-only changes by others get 403.
+  owner-only changes by others get 403;
+- an add (and an ownership transfer) fits its owner's storage quota (`saas.dor.quota`), and a full disk is a
+  `StorageFullError` with the temp file removed: both answer 507.
 """
 
 from __future__ import annotations
