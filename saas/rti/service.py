@@ -37,6 +37,7 @@ from saas.core.errors import (
     AuthorisationError,
     ConflictError,
     CryptoError,
+    InsufficientStorageError,
     InvalidInputError,
     NotFoundError,
     RTIError,
@@ -609,7 +610,7 @@ class RTIService:
                 consumes = active.consumes
             await self._postprocess(active, processor, consumes)
             await self._to(active, JobState.SUCCESSFUL, "all outputs stored")
-        except runner.JobFailedError as e:
+        except (runner.JobFailedError, InsufficientStorageError) as e:  # a full disk (also the board's): its reason
             await self._fail(active, e.reason)
         except asyncio.CancelledError:
             if not self._stopping and not active.machine.final:
@@ -637,7 +638,11 @@ class RTIService:
         if active.machine.final:
             return
         active.errors.append(reason)
-        await self._to(active, JobState.FAILED, reason)
+        try:
+            await self._to(active, JobState.FAILED, reason)
+        except InsufficientStorageError as e:  # a full disk: failed in memory; a restart resumes from the board
+            logger.warning("job %s failed (%s); its state could not be recorded: %s", active.job.id, reason, e.reason)
+            active.notify()
 
     async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from disk_support import small_disk
 from rti_support import RTIEnv, adapter_repo
 
 from saas.core.keystore import Keystore
@@ -131,3 +132,57 @@ def test_target_dor_refusing_the_output_fails_the_job(
     fits = run(bob, 1000)
     assert fits.state == "successful", fits.errors
     assert fits.output["c"].custodian.identity.id == b.node.iid
+
+
+# Like PADDED; with a < 0 it also fills its disk (the node's datastore) before announcing the output, leaving
+# 256 KiB free with a == -1 (for the job board's writes; not enough for the output) and nothing with a == -2.
+FILLING = PADDED.replace(
+    'print("trigger:output:c", flush=True)',
+    """if a < 0:
+    filler = os.path.join(wd, "filler")
+    try:
+        with open(filler, "wb", buffering=0) as f:
+            while True:
+                f.write(b"\\0" * 65536)
+    except OSError:
+        pass
+    if a == -1:
+        os.truncate(filler, os.path.getsize(filler) - 256 * 1024)
+print("trigger:output:c", flush=True)""",
+)
+
+
+@pytest.fixture
+def filling(tmp_path: Path) -> tuple[Path, str]:
+    return adapter_repo(
+        tmp_path / "repos" / "filling", copies={"filling": "abc"}, extra={"filling/processor.py": FILLING}
+    )
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Any:
+    with small_disk(tmp_path / "disk", "16m") as path:
+        yield path
+
+
+def test_output_on_a_full_disk_fails_the_job(
+    disk: Path, rti_env_factory: Callable[..., RTIEnv], filling: tuple[Path, str]
+) -> None:
+    """The node's datastore is a real 16 MiB tmpfs; the adapter fills it after writing its output: storing the
+    output meets ENOSPC, the job fails with the reason, and the next job (its folder removed) stores its output."""
+    env = rti_env_factory(datastore=disk / "datastore")
+    proc_id = env.deploy("filling", repo=filling[0], commit=filling[1])
+
+    status = env.wait(env.submit_abc(proc_id, a=-1, b=500_000))  # the DOR's write of the output fails
+    assert status.state == "failed"
+    assert status.errors[-1].startswith(
+        "Output 'c' could not be stored: The node's storage is full: the data object could not be written"
+    ), status.errors
+    assert list((disk / "datastore" / "dor" / "tmp").iterdir()) == []
+
+    status = env.wait(env.submit_abc(proc_id, a=-2, b=500_000))  # not even the job board can write
+    assert status.state == "failed"
+    assert status.errors[-1].startswith("The node's storage is full"), status.errors
+
+    status = env.wait(env.submit_abc(proc_id, a=1, b=500_000))
+    assert status.state == "successful", status.errors
