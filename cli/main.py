@@ -6,7 +6,7 @@ Importing this module is cheap (argparse only): command modules import the SDK i
 Exit codes (documented in README.md):
   0 success · 1 other error · 2 usage: bad or missing value · 3 authentication (wrong password, rejected
   credentials) · 4 not found · 5 not permitted · 6 remote host unreachable or failed · 7 keystore corrupted or
-  modified · 130 interrupted
+  modified · 8 not enough storage on the node (storage quota used up, or its disk full) · 130 interrupted
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("NotFoundError", 4),
     ("InvalidInputError", 2),
     ("ConfigError", 2),
+    ("InsufficientStorageError", 8),
     ("UnreachableError", 6),
     ("RemoteError", 6),
     ("SaaSError", 1),

@@ -4,7 +4,7 @@ Nothing else in the node reads the environment."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -39,6 +39,10 @@ class NodeConfig(BaseModel):
     bind_all: bool = False  # listen on 0.0.0.0 while advertising rest_address / p2p_address
     max_object_size: int | None = None  # bytes; None: unlimited
     max_json_body: int = 4 * 1024 * 1024  # bytes of a non-upload request body
+    # Storage quotas (DOR): bytes each owner's objects may take on this node; None: unlimited. The node's own
+    # identity is exempt; `storage_quota_for` sets an identity's own quota (IID -> bytes, None: unlimited).
+    storage_quota: int | None = Field(default=10 * 2**30, ge=0)
+    storage_quota_for: dict[str, Annotated[int, Field(ge=0)] | None] = Field(default_factory=dict)
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
     # Isolation of adapter processes (DESIGN §12). The node values are each job's default and its ceiling.

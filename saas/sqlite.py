@@ -120,8 +120,10 @@ class Database:
                     try:
                         result = fn(conn, *args)
                     except BaseException as e:  # even a BaseException fails only its request, not the thread
+                        if not conn.in_transaction:  # SQLite rolled back the whole batch itself (SQLITE_FULL)
+                            raise
                         conn.execute("ROLLBACK TO request" if savepoints else "ROLLBACK")
-                        answers.append((request, None, e))
+                        answers.append((request, None, _disk_full_as_such(e)))
                     else:
                         answers.append((request, result, None))
                     if savepoints:
@@ -131,7 +133,7 @@ class Database:
             except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
                 if self._conn is not None and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                return [(request, None, e) for request in batch]
+                return [(request, None, _disk_full_as_such(e)) for request in batch]
         return answers
 
 
@@ -175,6 +177,13 @@ class _Worker:
 
 
 _WORKER = _Worker()
+
+
+def _disk_full_as_such(error: BaseException) -> BaseException:
+    """SQLITE_FULL (the disk of the database is full) as the `StorageFullError` it is; other errors unchanged."""
+    from saas.core.errors import StorageFullError
+
+    return StorageFullError.from_error(error, "the node's database") or error
 
 
 def _answer(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:

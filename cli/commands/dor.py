@@ -339,6 +339,20 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.result({"removed": removed})
 
 
+def usage(ctx: Context, args: argparse.Namespace) -> None:
+    from saas.dor.quota import human_size
+
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as proxy:
+        found = proxy.usage()
+    quota = "unlimited" if found.quota is None else human_size(found.quota)
+    ctx.out.result(
+        found.model_dump(mode="json"),
+        f"Your data objects on the node at {_address_text(ctx, args)}: {human_size(found.bytes)} "
+        f"({found.objects} object{'' if found.objects == 1 else 's'}); storage quota: {quota}",
+    )
+
+
 def tag(ctx: Context, args: argparse.Namespace) -> None:
     from pydantic import ValidationError
 
@@ -506,6 +520,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("remove", help="delete data objects you own")
     p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
     p.set_defaults(handler=remove)
+
+    p = sub.add_parser("usage", help="how much storage your data objects take on the node, and your quota")
+    p.set_defaults(handler=usage)
 
     p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse)")
     p.add_argument("tags", nargs="*", metavar="KEY=VALUE")

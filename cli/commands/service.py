@@ -122,6 +122,9 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         strict_deployment=strict,
         bind_all=bind_all,
         max_object_size=args.max_object_size,
+        # storage quotas (DOR)
+        **({"storage_quota": args.storage_quota} if hasattr(args, "storage_quota") else {}),
+        storage_quota_for=dict(args.storage_quota_for or []),
         max_jobs=args.max_jobs,
         **({"max_remote_jobs": args.max_remote_jobs} if args.max_remote_jobs else {}),
         network_name=args.network_name,
@@ -198,6 +201,19 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
     ctx.out.line("Node stopped.")
 
 
+def _quota(text: str) -> int | None:
+    """A size (`10G`) or `unlimited`."""
+    return None if text.strip().lower() in ("unlimited", "none") else parse_size(text)
+
+
+def _quota_for(text: str) -> tuple[str, int | None]:
+    """`IID=SIZE` (SIZE may be `unlimited`)."""
+    iid, sep, size = text.partition("=")
+    if not sep or not re.fullmatch(r"[0-9a-z]{64}", iid.strip()):
+        raise argparse.ArgumentTypeError(f"expected IID=SIZE (e.g. <iid>=50G), not '{text}'")
+    return iid.strip(), _quota(size)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -268,6 +284,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="listen on all network addresses (0.0.0.0)",
     )
     p.add_argument("--max-object-size", type=parse_size, help="largest data object accepted, e.g. 10G")
+    # storage quotas (DOR)
+    p.add_argument(
+        "--storage-quota",
+        type=_quota,
+        default=argparse.SUPPRESS,
+        metavar="SIZE",
+        help="bytes each identity's data objects may take on this node's DOR, e.g. 50G, or 'unlimited' "
+        "(default 10G; the node's own identity is exempt)",
+    )
+    p.add_argument(
+        "--storage-quota-for",
+        type=_quota_for,
+        action="append",
+        metavar="IID=SIZE",
+        help="an identity's own storage quota, e.g. <iid>=100G or <iid>=unlimited (repeatable)",
+    )
     p.add_argument("--max-jobs", type=_positive_int, help="RTI jobs running at once (default: the CPU count)")
     p.add_argument(
         "--max-remote-jobs",

@@ -8,6 +8,7 @@ back to the same classes, the CLI maps classes to exit codes.
 
 from __future__ import annotations
 
+import errno
 import secrets
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "DORError",
     "DecryptionError",
     "IdentityError",
+    "InsufficientStorageError",
     "InvalidInputError",
     "InvalidSignatureError",
     "JobError",
@@ -34,6 +36,7 @@ __all__ = [
     "RTIError",
     "RemoteError",
     "SaaSError",
+    "StorageFullError",
     "TooLargeError",
     "UnreachableError",
     "WrongPasswordError",
@@ -95,6 +98,34 @@ class TooLargeError(InvalidInputError):
 class LimitReachedError(SaaSError):
     """A bound of the node was reached (too many pending jobs of a user, publications from a client, records);
     `details` say which bound and how far. Trying again later may work."""
+class InsufficientStorageError(SaaSError):
+    """There is no room to store this: an owner's storage quota is used up, or a disk of the node is full."""
+
+
+class StorageFullError(InsufficientStorageError):
+    """A disk the node writes to is full (ENOSPC) or its filesystem quota is used up (EDQUOT)."""
+
+    @classmethod
+    def from_error(cls, error: BaseException, what: str = "data") -> StorageFullError | None:
+        """The `StorageFullError` an `OSError` (ENOSPC, EDQUOT) or SQLite error (SQLITE_FULL) of a full disk stands
+        for, saying `what` could not be written; None for any other error. Never names a path."""
+        if isinstance(error, StorageFullError):
+            return error
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            code = _DISK_FULL_ERRNOS[error.errno]
+        elif (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_FULL:
+            code = "SQLITE_FULL"
+        else:
+            return None
+        return cls(
+            f"The node's storage is full: {what} could not be written. Nothing was stored; try again once the "
+            "node's operator has freed space",
+            {"error": code},
+        )
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
+_SQLITE_FULL = 13  # the primary result code of SQLite for "database or disk is full"
 
 
 class ConfigError(SaaSError):

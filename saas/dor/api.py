@@ -29,6 +29,7 @@ from saas.dor.schemas import (
     GrantParameters,
     KeyEnvelope,
     KeyHolder,
+    StorageUsage,
 )
 from saas.dor.service import DORService
 from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of
@@ -113,6 +114,12 @@ async def statistics(request: Request, reader: OptionalIdentity) -> DORStatistic
     return await _dor(request).statistics(reader)
 
 
+@router.get("/usage", response_model=StorageUsage)
+async def usage(request: Request, caller: SignedIdentity) -> StorageUsage:
+    """What the caller's data objects take on this node (each counted with its full size) and their quota."""
+    return await _dor(request).usage(caller)
+
+
 @router.post(
     "/add-c",
     response_model=CDataObject,
@@ -135,7 +142,8 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
     """Add a content object (streamed)."""
     dor = _dor(request)
     length = request.headers.get("content-length")
-    if length and length.isdigit() and dor.max_object_size is not None and int(length) > dor.max_object_size + MAX_HEAD:
+    announced = int(length) if length and length.isdigit() and len(length) < 20 else None
+    if announced is not None and dor.max_object_size is not None and announced > dor.max_object_size + MAX_HEAD:
         raise TooLargeError(
             f"Content is larger than this node's limit of {dor.max_object_size} bytes", {"limit": dor.max_object_size}
         )
@@ -145,7 +153,10 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
         params = AddCDataObjectParameters.model_validate_json(head)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_input=False, include_context=False)) from None
-    return await dor.add_content(signer, params, head + b"\n", first, stream, request.headers[HEADER_BODY_SHA256])
+    size = None if announced is None else max(0, announced - len(head) - 1)  # the content's size: checked early
+    return await dor.add_content(
+        signer, params, head + b"\n", first, stream, request.headers[HEADER_BODY_SHA256], size_hint=size
+    )
 
 
 @router.post("/add-gpp", response_model=GPPDataObject)

@@ -9,6 +9,7 @@ folder must stay inside the clone. Everything here blocks: call it in a worker t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -174,6 +175,8 @@ def fetch_gpp(
             message = (e.stderr or "").strip().replace("\n", " ")[-300:]
             if credentials is not None:
                 message = message.replace(credentials.token(), "***")
+            if re.search(r"no space left on device|disk quota exceeded", message, re.I):  # the caller: 507
+                raise OSError(errno.ENOSPC, "git: no space left on device") from None
             if re.search(r"could not resolve|unable to access|connection refused|timed out", message, re.I):
                 raise UnreachableError(f"Could not reach repository '{source}': {message}") from None
             raise GPPError(f"Could not clone '{source}': {message or 'git failed'}") from None

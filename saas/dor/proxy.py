@@ -29,6 +29,7 @@ from saas.dor.schemas import (
     DataObjectRecipe,
     DORStatistics,
     GPPDataObject,
+    StorageUsage,
 )
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
@@ -80,6 +81,10 @@ class DORProxy(RESTProxy):
 
     def statistics(self) -> DORStatistics:
         return DORStatistics.model_validate(self.get_json("/dor/statistics", signed=self.keystore is not None))
+
+    def usage(self) -> StorageUsage:
+        """What this identity's data objects take on the node, and its storage quota there."""
+        return StorageUsage.model_validate(self.get_json("/dor/usage", signed=True))
 
     def get_meta(self, obj_id: str) -> DataObject | None:
         """The object's metadata, or None if it does not exist (or is not visible to this identity)."""

@@ -27,6 +27,7 @@ __all__ = [
     "KeyHolder",
     "ProcessorDescriptor",
     "ProcessorIO",
+    "StorageUsage",
 ]
 
 GPP_DATA_TYPE = "Git-Processor-Pointer"
@@ -276,6 +277,15 @@ class DORStatistics(BaseModel):
     tag_keys: list[str]
     objects: int
     content_bytes: int
+
+
+class StorageUsage(BaseModel):
+    """What an identity's data objects take on a DOR (each object counted with its full size), and its quota."""
+
+    iid: str
+    bytes: int
+    objects: int
+    quota: int | None = Field(description="bytes this identity may store here; null: unlimited")
 
 
 class DataObjectProvenance(BaseModel):

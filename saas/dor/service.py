@@ -6,7 +6,9 @@ Rules every caller may rely on:
 - content files are shared by identical content and removed only when no record uses them; adds hold a
   `ContentGuard` shared and removals hold it exclusively, so content is never removed under an add in progress;
 - restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
-  owner-only changes by others get 403.
+  owner-only changes by others get 403;
+- an add (and an ownership transfer) fits its owner's storage quota (`saas.dor.quota`), and a full disk is a
+  `StorageFullError` with the temp file removed: both answer 507.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -29,13 +31,14 @@ from saas.core.errors import (
     DORError,
     InvalidInputError,
     NotFoundError,
+    StorageFullError,
     TooLargeError,
 )
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
 from saas.core.signing import canonical_json
-from saas.dor import catalog
+from saas.dor import catalog, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
 from saas.dor.guard import ContentGuard
 from saas.dor.schemas import (
@@ -50,6 +53,7 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
     KeyEnvelope,
+    StorageUsage,
 )
 from saas.dor.store import ContentStore
 from saas.nodedb.schemas import NodeInfo
@@ -135,6 +139,18 @@ def _finish(f: BinaryIO) -> None:
     f.close()
 
 
+@contextlib.contextmanager
+def _disk_full_as_such(what: str) -> Iterator[None]:
+    """An `OSError` of a full disk (ENOSPC, EDQUOT) raised inside as the `StorageFullError` it is (507)."""
+    try:
+        yield
+    except OSError as e:
+        full = StorageFullError.from_error(e, what)
+        if full is None:
+            raise
+        raise full from None
+
+
 class LocalAdds:
     """Content added in two steps, so a caller can put the content in the same worker-thread hop as its own
     blocking work: `put(path)` (blocks) stores a local file's content and returns (c_hash, size), `await
@@ -146,13 +162,15 @@ class LocalAdds:
         self.unrecorded: set[str] = set()
 
     def put(self, path: Path) -> tuple[str, int]:
-        c_hash, size = self._dor.store.ingest(path)
+        with _disk_full_as_such("the data object"):
+            c_hash, size = self._dor.store.ingest(path)
         self.unrecorded.add(c_hash)
         return c_hash, size
 
     def place(self, place: Callable[[], ObjectRow]) -> ObjectRow:
         """Blocks: `place` puts content in place (an upload's temp file, a GPP) and returns its record."""
-        row = place()
+        with _disk_full_as_such("the data object"):
+            row = place()
         self.unrecorded.add(row.c_hash)
         return row
 
@@ -160,7 +178,7 @@ class LocalAdds:
         """Insert the record of content put or placed; an object added before (same content, type, format,
         creators and ms) is returned instead."""
         dor = self._dor
-        inserted = await dor.db.run(catalog.insert, row, envelopes)
+        inserted = await dor.db.run(quota.insert_within, row, envelopes, dor.quotas)
         self.unrecorded.discard(row.c_hash)
         if inserted:
             return row
@@ -186,9 +204,10 @@ class DORService:
         root = node.config.datastore / "dor"
         self._root = root
         self.store = ContentStore(root)
-        self.db = Database(root / "catalog.sqlite", catalog.SCHEMA)
+        self.db = Database(root / "catalog.sqlite", catalog.SCHEMA + quota.SCHEMA)
         self._guard = ContentGuard()
         self.max_object_size = node.config.max_object_size
+        self.quotas = quota.Quotas(node.config.storage_quota, node.config.storage_quota_for, node.iid)
 
     async def start(self) -> None:
         def open_all() -> tuple[int, int]:
@@ -197,6 +216,7 @@ class DORService:
             self._root.mkdir(parents=True, exist_ok=True)
             self.store.open()
             self.db.open()
+            self.db.call(quota.rebuild)
             clones = kill_leftover_clones(self.store.tmp_dir)
             if clones:
                 logger.info("DOR start: killed %d git processes left by an add-gpp before a crash", clones)
@@ -293,6 +313,21 @@ class DORService:
                 raise InvalidInputError("A key envelope is only for encrypted content")
             _check_envelope(params.key_envelope)
 
+    async def room_for(self, owner_iid: str, size: int) -> int | None:
+        """The bytes `owner_iid` may still store on this node (None: no quota); raises `QuotaExceededError` (507)
+        if `size` more bytes do not fit."""
+        limit = self.quotas.limit(owner_iid)
+        if limit is None:
+            return None
+        used, _ = await self.db.run(quota.used, owner_iid)
+        self.quotas.check(owner_iid, used, size)
+        return limit - used
+
+    async def usage(self, caller: Identity) -> StorageUsage:
+        """What the caller's objects take on this node, and their quota."""
+        used, objects = await self.db.run(quota.used, caller.id)
+        return StorageUsage(iid=caller.id, bytes=used, objects=objects, quota=self.quotas.limit(caller.id))
+
     async def add_content(
         self,
         signer: Identity,
@@ -301,8 +336,11 @@ class DORService:
         first: bytes,
         chunks: AsyncIterator[bytes],
         claimed_body_sha256: str,
+        size_hint: int | None = None,
     ) -> CDataObject:
-        """Stream content to a temp file while hashing it; commit only if the signed body hash matches."""
+        """Stream content to a temp file while hashing it; commit only if the signed body hash matches. With
+        `size_hint` (the size announced), content that cannot fit the owner's quota or the disk is refused before
+        any of it is read."""
         self.check_add(params)
         created = _now()
         if params.created is not None:
@@ -311,10 +349,19 @@ class DORService:
             created = params.created
         body_hash = hashlib.sha256(head)
         content_hash = hashlib.sha256()
-        temp, f = await asyncio.to_thread(self.store.new_temp)
+        limit = self.quotas.limit(params.owner_iid)
+        # The owner's usage is read while the temp file is opened (two hops at once, not one after the other).
+        usage = self.db.submit(quota.used, params.owner_iid) if limit is not None else None
+        with _disk_full_as_such("the upload"):
+            temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
         size = 0
         writing: asyncio.Future[None] | None = None
         try:
+            room = None
+            if usage is not None and limit is not None:  # refused before any content is read
+                used, _ = await usage
+                self.quotas.check(params.owner_iid, used, size_hint or 0)
+                room = limit - used
             # One batch is hashed and written in a worker thread while the next one is received.
             buffer = bytearray(first)
             size = len(first)
@@ -325,6 +372,8 @@ class DORService:
                         f"Content is larger than this node's limit of {self.max_object_size} bytes",
                         {"limit": self.max_object_size},
                     )
+                if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
+                    room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
                 buffer += chunk
                 if len(buffer) >= WRITE_BATCH:
                     if writing is not None:
@@ -337,11 +386,15 @@ class DORService:
             if body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             await asyncio.to_thread(_finish, f)
-        except BaseException:
+        except BaseException as e:
             if writing is not None:  # a worker thread may still be writing to f: let it finish first
                 await asyncio.gather(writing, return_exceptions=True)
-            f.close()
+            with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
+                f.close()
             await asyncio.to_thread(temp.unlink, True)
+            full = StorageFullError.from_error(e, "the upload")
+            if full is not None:
+                raise full from None
             raise
         row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
 
@@ -391,15 +444,16 @@ class DORService:
             credentials = await decrypt_credentials(
                 GithubCredentials, params.github_credentials, self._node.keystore.decrypt, "GitHub credentials"
             )
-        gpp = await asyncio.to_thread(
-            fetch_gpp,
-            params.source,
-            params.commit_id,
-            params.proc_path,
-            params.proc_config,
-            credentials,
-            self.store.tmp_dir,
-        )
+        with _disk_full_as_such("the processor's repository"):
+            gpp = await asyncio.to_thread(
+                fetch_gpp,
+                params.source,
+                params.commit_id,
+                params.proc_path,
+                params.proc_config,
+                credentials,
+                self.store.tmp_dir,
+            )
         content = canonical_json(gpp.model_dump(mode="json"))
         c_hash = hashlib.sha256(content).hexdigest()
         now = _now()
@@ -621,9 +675,9 @@ class DORService:
         return await self.get_meta(obj_id, caller)
 
     async def transfer_ownership(self, obj_id: str, caller: Identity, new_owner: str) -> DataObject:
-        await self._owned(obj_id, caller)
+        row = await self._owned(obj_id, caller)
         self._require_known(new_owner)
-        await self.db.run(catalog.set_owner, obj_id, new_owner)
+        await self.db.run(quota.set_owner_within, obj_id, new_owner, row.size, self.quotas)
         row = await self.db.run(catalog.get, obj_id)
         assert row is not None
         return self._model(row)

@@ -57,7 +57,10 @@ class ContentStore:
     def exists(self, c_hash: str) -> bool:
         return self.path(c_hash).is_file()
 
-    def new_temp(self) -> tuple[Path, BinaryIO]:
+    def new_temp(self, size: int = 0) -> tuple[Path, BinaryIO]:
+        """A new temp file for `size` bytes; `OSError` ENOSPC if the disk has less free space than that."""
+        if size > 0 and shutil.disk_usage(self.tmp_dir).free < size:
+            raise OSError(errno.ENOSPC, "not enough free space")
         path = self.tmp_dir / f"upload-{secrets.token_hex(12)}"
         return path, open(path, "xb")
 
@@ -67,8 +70,12 @@ class ContentStore:
         if final.is_file():
             temp.unlink(missing_ok=True)
             return False
-        final.parent.mkdir(exist_ok=True)
-        os.replace(temp, final)
+        try:
+            final.parent.mkdir(exist_ok=True)  # takes a block: on a full disk the temp file goes
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         _fsync_dir(final.parent)
         return True
 
@@ -105,10 +112,14 @@ class ContentStore:
     def write_bytes(self, data: bytes, c_hash: str) -> bool:
         """Store small content given in full (e.g. a GPP)."""
         temp, f = self.new_temp()
-        with f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         return self.commit(temp, c_hash)
 
     def remove(self, c_hash: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.SaaSError], int]] = [
     (RangeNotSatisfiableError, 416),
     (errors.LimitReachedError, 429),
     (errors.InvalidInputError, 400),
+    (errors.InsufficientStorageError, 507),
     (errors.UnreachableError, 502),
     (errors.RemoteError, 502),
     (errors.SaaSError, 500),
@@ -61,7 +63,9 @@ def _envelope(
 async def _saas_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.SaaSError)
     status = status_for(exc)
-    if status >= 500:
+    if status == 507:  # the node is fine: an owner's quota or its disk is full
+        logger.warning("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
+    elif status >= 500:
         logger.error("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
     headers = {"content-range": f"bytes */{exc.details['size']}"} if status == 416 else None
     if status == 429 and "retry_after" in exc.details:
@@ -84,6 +88,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return _envelope(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk met anywhere (OSError ENOSPC/EDQUOT, SQLITE_FULL) is 507 with the reason; any other OSError or
+    SQLite error goes on to `_unexpected` (a bug)."""
+    full = errors.StorageFullError.from_error(exc, "the request's data")
+    if full is None:
+        raise exc
+    logger.warning("error %s on %s %s: disk full (%s)", full.id, request.method, request.url.path, full.details)
+    return JSONResponse(full.to_envelope(), status_code=507)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -150,6 +164,8 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(errors.SaaSError, _saas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OSError, _storage_full)
+    app.add_exception_handler(sqlite3.Error, _storage_full)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=node.config.max_json_body, unlimited=("/dor/add-c",))
     app.include_router(nodedb_router, prefix=API_PREFIX)

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saas.core.errors import InvalidInputError, NotFoundError, RTIError, SaaSError
+from saas.core.errors import (
+    InsufficientStorageError,
+    InvalidInputError,
+    NotFoundError,
+    RTIError,
+    SaaSError,
+    StorageFullError,
+)
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
 from saas.rti import process
 from saas.rti.cgroups import Limits
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobFailedError",
+    "check_output_size",
     "check_outputs",
     "copies_locally",
     "copy_local",
@@ -41,6 +50,7 @@ __all__ = [
     "output_params",
     "output_target",
     "parse_trigger",
+    "storing",
     "upload_output",
     "write_value",
 ]
@@ -349,6 +359,39 @@ def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: se
                 raise JobFailedError(f"Output '{spec.name}' is not valid JSON") from None
             if problem is not None:
                 raise JobFailedError(f"Output '{spec.name}' does not match its data_schema: {problem}")
+
+
+def check_output_size(name: str, path: Path, limit: int | None, room: int | None = None) -> int:
+    """The size of the file of output `name`; `JobFailedError` if it is above the node's object size `limit`
+    (`max_object_size`) or above `room` (what its owner may still store here). Blocks."""
+    from saas.dor.quota import human_size
+
+    size = path.stat().st_size
+    if limit is not None and size > limit:
+        raise JobFailedError(
+            f"Output '{name}' is {human_size(size)} ({size} bytes), larger than this node's limit for data objects "
+            f"of {human_size(limit)} ({limit} bytes, max_object_size)"
+        )
+    if room is not None and size > room:
+        raise JobFailedError(
+            f"Output '{name}' ({human_size(size)}) does not fit its owner's storage quota on this node: "
+            f"{human_size(max(room, 0))} left"
+        )
+    return size
+
+
+@contextlib.contextmanager
+def storing(name: str) -> Iterator[None]:
+    """Storing output `name`: a full disk or quota (507) fails the job with the reason."""
+    try:
+        yield
+    except InsufficientStorageError as e:
+        raise JobFailedError(f"Output '{name}' could not be stored: {e.reason}") from None
+    except OSError as e:
+        full = StorageFullError.from_error(e, f"output '{name}'")
+        if full is None:
+            raise
+        raise JobFailedError(f"Output '{name}' could not be stored: {full.reason}") from None
 
 
 def recipe_for(

@@ -39,6 +39,7 @@ from saas.core.errors import (
     AuthorisationError,
     ConflictError,
     CryptoError,
+    InsufficientStorageError,
     InvalidInputError,
     NotFoundError,
     RTIError,
@@ -641,7 +642,7 @@ class RTIService:
                 consumes = active.consumes
             await self._postprocess(active, processor, consumes)
             await self._to(active, JobState.SUCCESSFUL, "all outputs stored")
-        except runner.JobFailedError as e:
+        except (runner.JobFailedError, InsufficientStorageError) as e:  # a full disk (also the board's): its reason
             await self._fail(active, e.reason)
         except asyncio.CancelledError:
             if not self._stopping and not active.machine.final:
@@ -667,7 +668,11 @@ class RTIService:
         if active.machine.final:
             return
         active.errors.append(reason)
-        await self._to(active, JobState.FAILED, reason)
+        try:
+            await self._to(active, JobState.FAILED, reason)
+        except InsufficientStorageError as e:  # a full disk: failed in memory; a restart resumes from the board
+            logger.warning("job %s failed (%s); its state could not be recorded: %s", active.job.id, reason, e.reason)
+            active.notify()
 
     async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)
@@ -901,29 +906,50 @@ class RTIService:
             recipe.product["c_hash"] = c_hash
             return runner.output_params(job, specs[out.name], out, envelope, recipe)
 
+        limit = self._node.config.max_object_size
+        # What each owner may still store in this node's DOR (None: no quota): outputs are checked against it
+        # before their bytes are copied (the insert checks again, exactly).
+        room: dict[str, int | None] = {}
+        for out in todo:
+            if dor is not None and out.name in local and out.owner_iid not in room:
+                with runner.storing(out.name):
+                    room[out.owner_iid] = await dor.room_for(out.owner_iid, 0)
+
         async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
 
             def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
-                """Checked; this node's DOR gets a plain output's content right away, others are first written
-                once to `.store/<name>` (encrypted when asked). Per output: the file, its key envelope, c_hash and
-                size."""
+                """Checked (also against `max_object_size` and the owner's quota); this node's DOR gets a plain
+                output's content right away, others are first written once to `.store/<name>` (encrypted when
+                asked). Per output: the file, its key envelope, c_hash and size."""
                 unfixed = [specs[o.name] for o in todo if not (wd / ".store" / o.name).is_file()]
                 runner.check_outputs(unfixed, wd, announced)
+                left = dict(room)
                 result = {}
                 for out in todo:
-                    if adds is not None and out.name in local and not out.content_encrypted:
-                        # Straight from the folder: a retry reads the same file (the adapter is done with it).
-                        path, envelope = runner.input_path(wd, out.name), None
-                        try:
-                            c_hash, size = adds.put(path)
-                        except OSError as e:
-                            raise runner.JobFailedError(f"Output '{out.name}' cannot be read: {e.strerror}") from None
-                    else:  # fixed once in `.store/` (encrypted with a fresh key, or for an upload)
-                        path, envelope = runner.prepare_output(wd, out.name, owners[out.name])
-                        if adds is not None and out.name in local:
-                            c_hash, size = adds.put(path)
-                        else:
-                            c_hash, size = _sha256_file(path), 0
+                    owner_room = left.get(out.owner_iid)
+                    with runner.storing(out.name):
+                        if adds is not None and out.name in local and not out.content_encrypted:
+                            # Straight from the folder: a retry reads the same file (the adapter is done with it).
+                            path, envelope = runner.input_path(wd, out.name), None
+                            try:
+                                runner.check_output_size(out.name, path, limit, owner_room)
+                                c_hash, size = adds.put(path)
+                            except OSError as e:
+                                raise runner.JobFailedError(
+                                    f"Output '{out.name}' cannot be read: {e.strerror}"
+                                ) from None
+                        else:  # fixed once in `.store/` (encrypted with a fresh key, or for an upload)
+                            source = wd / ".store" / out.name
+                            if not source.is_file():
+                                runner.check_output_size(out.name, runner.input_path(wd, out.name), limit)
+                            path, envelope = runner.prepare_output(wd, out.name, owners[out.name])
+                            runner.check_output_size(out.name, path, limit, owner_room if out.name in local else None)
+                            if adds is not None and out.name in local:
+                                c_hash, size = adds.put(path)
+                            else:
+                                c_hash, size = _sha256_file(path), 0
+                    if owner_room is not None and out.name in local:
+                        left[out.owner_iid] = owner_room - size
                     result[out.name] = (path, envelope, c_hash, size)
                 return result
 
@@ -932,7 +958,9 @@ class RTIService:
                 if adds is not None and out.name in local:
                     _, _, c_hash, size = fixed[out.name]
                     when = created[out.name][0]
-                    self._stored(active, out, await adds.record(self._node.iid, params_for(out), c_hash, size, when))
+                    with runner.storing(out.name):  # the owner's quota, checked with the insert
+                        stored = await adds.record(self._node.iid, params_for(out), c_hash, size, when)
+                    self._stored(active, out, stored)
         for out in todo:  # other DORs: uploaded without holding this DOR's content guard
             if out.name not in local:
                 path, when = fixed[out.name][0], created[out.name][0]
