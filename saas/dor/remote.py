@@ -118,16 +118,18 @@ def _verified(raws: list[Any], key: str, wanted: set[str]) -> tuple[list[DataObj
 
 
 async def _ask_all(
-    node: Node, message: dict[str, Any], key: str, wanted: set[str], only: str | None = None
+    node: Node, message: dict[str, Any], key: str, wanted: set[str], only: str | None = None, skip: str | None = None
 ) -> list[DataObjectModel]:
-    """Ask every accepted DOR peer (or only node `only`) and keep the records that verify, custodian filled in;
-    a record that does not verify is logged, counted against its node (`NodeDBService.lies`) and skipped. The
-    records come ordered by their node's count of lies (fewest first), so the first one for an id is the one to
-    use."""
+    """Ask every accepted DOR peer (or only node `only`; never node `skip`) and keep the records that verify,
+    custodian filled in; a record that does not verify is logged, counted against its node (`NodeDBService.lies`)
+    and skipped. The records come ordered by their node's count of lies (fewest first), so the first one for an id
+    is the one to use."""
     p2p = node.p2p
     if p2p is None:
         return []
-    targets = [(pid, info) for pid, info in p2p.dor_peers() if only is None or info.identity.id == only]
+    targets = [
+        (pid, info) for pid, info in p2p.dor_peers() if info.identity.id != skip and only in (None, info.identity.id)
+    ]
     if not targets:
         return []
     limit = asyncio.Semaphore(MAX_CONCURRENT)
@@ -155,16 +157,21 @@ async def _ask_all(
 
 
 async def lookup(
-    node: Node, obj_ids: Sequence[str], delegation: Delegation | None = None, only: str | None = None
+    node: Node,
+    obj_ids: Sequence[str],
+    delegation: Delegation | None = None,
+    only: str | None = None,
+    skip: str | None = None,
 ) -> dict[str, DataObjectModel]:
-    """Metadata of `obj_ids` held by other nodes (or only by node `only`): obj_id -> a record that reproduces that
-    obj_id, custodian filled in, from the node with the fewest lies; absent when no node holds one, it is not
-    visible, or no answer for it verifies."""
+    """Metadata of `obj_ids` held by other nodes (or only by node `only`; never by node `skip`): obj_id -> a
+    record that reproduces that obj_id, custodian filled in, from the node with the fewest lies; absent when no
+    node holds one, it is not visible, or no answer for it verifies."""
     wanted = set(obj_ids)
     if not wanted:
         return {}
     result: dict[str, DataObjectModel] = {}
-    for obj in await _ask_all(node, dor_protocol.lookup(sorted(wanted), delegation), "obj_id", wanted, only):
+    message = dor_protocol.lookup(sorted(wanted), delegation)
+    for obj in await _ask_all(node, message, "obj_id", wanted, only, skip):
         result.setdefault(obj.obj_id, obj)
     return result
 

@@ -122,9 +122,12 @@ def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> De
     return delegation
 
 
-async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch: bool = False) -> InputLocation:
+async def find_input(
+    node: Node, item: Task.InputReference, user_iid: str, touch: bool = False, skip: str | None = None
+) -> InputLocation:
     """Where the input `item` is: this node's DOR (read as the user; `touch` records the access, for a caller
-    about to read it) or another node's. Raises `NotFoundError`."""
+    about to read it) or another node's (never node `skip`), whose record reproduces the obj_id. Raises
+    `NotFoundError`."""
     from saas.dor import remote
 
     user = node.nodedb.get_identity(user_iid)
@@ -134,7 +137,7 @@ async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch
             meta = await node.dor.get_meta(item.obj_id, user, touch)
             if isinstance(meta, CDataObject):
                 return InputLocation(meta)
-    found = await remote.lookup(node, [item.obj_id], delegation)
+    found = await remote.lookup(node, [item.obj_id], delegation, skip=skip)
     meta = found.get(item.obj_id)
     if isinstance(meta, CDataObject) and meta.custodian is not None:
         return InputLocation(meta, meta.custodian, delegation)

@@ -152,7 +152,7 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
     the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted —
     only if the job's user `user_iid` holds the key too (owner or an envelope of their own), as that DOR says now:
     otherwise nothing is copied and the job fails with the reason. Content from another node that does not match
-    the verified c_hash counts as that node's lie: the input is looked up once more (the liar now comes last) and
+    the verified c_hash counts as that node's lie: the input is looked up once more, without that node, and
     fetched from the holder found then."""
     from saas.dor.proxy import ContentMismatchError
     from saas.rti import placement
@@ -170,13 +170,14 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
             await _fetch_remote(node, item, location, target)
             return
         except ContentMismatchError as e:
+            liar = location.custodian.identity.id
+            failed = f"Input '{item.name}': fetching from node {liar[:8]} failed: {e.reason}"
             if attempt == 2:
-                node_id = location.custodian.identity.id[:8]
-                raise JobFailedError(f"Input '{item.name}': fetching from node {node_id} failed: {e.reason}") from None
+                raise JobFailedError(failed) from None
         try:  # the same obj_id: the same c_hash, type and format (bound to it), perhaps another holder
-            location = await placement.find_input(node, item, user_iid)
-        except (NotFoundError, InvalidInputError) as e:
-            raise JobFailedError(e.reason) from None
+            location = await placement.find_input(node, item, user_iid, skip=liar)
+        except (NotFoundError, InvalidInputError):
+            raise JobFailedError(f"{failed}, and no other node holds it") from None
 
 
 def _copy_hashed(source: Path, target: Path) -> str:
