@@ -4,7 +4,8 @@ with forged records, and whose REST service serves forged content.
 `make_liar(running, attacker)` wraps the real `/saas/dor/1.0.0` handler of a running node (its real P2P host,
 real Noise, real peers): the node still answers what it really holds, and adds for every obj_id asked that it
 does not hold a forged GPP record (the attacker's GPP — its repository's install.sh leaves a marker file — under
-the asked id) and a forged content record (the attacker's object under the asked id), and for every c_hash of a
+the asked id) and a forged content record (the attacker's object under the asked id), plus a record not asked for
+(with a line break in its id, against the log), and for every c_hash of a
 provenance lookup a forged record with a recipe it invented. `corrupt(running, c_hash, forged)` makes the node
 serve other bytes for content it really holds (its record stays correct: the lie is in the content)."""
 
@@ -75,6 +76,7 @@ def make_liar(running: RunningNode, files: Path) -> Attacker:
         objects = list(answer["objects"])
         held = {o["obj_id"] for o in objects}
         if kind == "lookup":
+            objects.append({**attacker.obj, "obj_id": "not asked for\nwith a forged log line"})
             for obj_id in message.get("obj_ids") or []:
                 if obj_id not in held:
                     objects.insert(0, {**attacker.gpp, "obj_id": obj_id, "c_hash": obj_id})

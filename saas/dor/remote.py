@@ -38,7 +38,7 @@ from saas.p2p.protocols import dor as dor_protocol
 if TYPE_CHECKING:
     from saas.node import Node
 
-__all__ = ["fetch_remote", "find_c_hashes", "lied", "lookup", "serve"]
+__all__ = ["fetch_remote", "find_c_hashes", "lookup", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,12 @@ async def serve(node: Node, requester_iid: str, message: dict[str, Any]) -> dict
 # -- asking -------------------------------------------------------------------------------------------------------
 
 
-def lied(node: Node, info: NodeInfo, what: str) -> None:
-    """Log (one line) and count something node `info` said that did not verify."""
-    count = node.nodedb.count_lie(info.identity.id)
-    logger.info("node %s lied (%d so far): %s", info.identity.id[:8], count, what)
+def _lied(node: Node, info: NodeInfo, problems: list[str]) -> None:
+    """Count what node `info` said that did not verify (one lie per record), and log it in one line (the first
+    problem, escaped and cut short: it may quote what the peer sent)."""
+    count = node.nodedb.count_lie(info.identity.id, len(problems))
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    logger.info("node %s lied (%d so far): %s%s", info.identity.id[:8], count, ascii(problems[0][:200]), more)
 
 
 def _verified(raws: list[Any], key: str, wanted: set[str]) -> tuple[list[DataObjectModel], list[str]]:
@@ -145,8 +147,8 @@ async def _ask_all(
         if not isinstance(raws, list) or not raws:
             return []
         objects, problems = await asyncio.to_thread(_verified, raws, key, wanted)
-        for problem in problems:
-            lied(node, info, problem)
+        if problems:
+            _lied(node, info, problems)
         for obj in objects:
             obj.custodian = info
         return objects
@@ -222,5 +224,5 @@ async def fetch_remote(
     try:
         return await asyncio.to_thread(run)
     except ContentMismatchError:
-        lied(node, custodian, f"content of {obj_id} does not match its c_hash {expected_c_hash}")
+        _lied(node, custodian, [f"content of {obj_id} does not match its c_hash {expected_c_hash}"])
         raise

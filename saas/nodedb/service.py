@@ -260,12 +260,12 @@ class NodeDBService:
                 self._lies.pop(iid, None)
         return gone
 
-    def count_lie(self, iid: str) -> int:
-        """Count one record (or content) from node `iid` that did not verify; returns its count so far. Kept in
+    def count_lie(self, iid: str, n: int = 1) -> int:
+        """Count `n` records (or contents) from node `iid` that did not verify; returns its count so far. Kept in
         memory for known nodes only (a node forgotten is forgotten with its count)."""
         if iid not in self._nodes:
             return 0
-        self._lies[iid] = self._lies.get(iid, 0) + 1
+        self._lies[iid] = self._lies.get(iid, 0) + n
         return self._lies[iid]
 
     def lies(self, iid: str) -> int:
