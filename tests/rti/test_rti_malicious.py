@@ -111,6 +111,8 @@ def test_execution_node_deploys_only_the_gpp_asked_for(net: Net) -> None:
     other = net.gpp("nscc")  # gpp_custodian names the only node the GPP is taken from
     with pytest.raises(NotFoundError, match="gpp_custodian"):
         net.deploy(other, custodian=net.m.node.iid)
+    with pytest.raises(NotFoundError, match="this node's DOR"):  # C itself: it has no DOR, the network is not asked
+        net.deploy(other, custodian=net.c.node.iid)
     assert net.deploy(other, custodian=net.b.node.iid).gpp.source == str(net.repo)
     assert markers(net.root) == []
 
@@ -183,6 +185,9 @@ def test_restricted_outputs_never_reach_the_malicious_dor(net: Net) -> None:
         assert dor.search(owner_iid=net.user.iid) == []
 
     assert net.lies() >= 1  # C caught the liar (the GPP lookup): open outputs never go to it as the nearest DOR
+    for _ in range(10):
+        nearest = net.c.call(placement.nearest_dor(net.c.node))
+        assert nearest is not None and nearest.identity.id in (net.a.node.iid, net.b.node.iid)
     for _ in range(3):
         status = net.run(proc_id, inputs)
         assert status.state == "successful", status.errors
