@@ -27,7 +27,6 @@ from saas.nodedb.proxy import NodeDBProxy
 from tests.conftest import PASSWORD, RunningNode, free_port
 from tests.malicious_support import Attacker, copy_to, corrupt, make_liar
 from tests.p2p.conftest import wait_until
-from tests.p2p.test_dor_network import PROCESSOR
 from tests.rti.rti_support import adapter_repo
 
 pytestmark = pytest.mark.timeout(120)
@@ -148,7 +147,7 @@ def test_forged_provenance_records_are_skipped(net: Net) -> None:
     source, _ = net.add(net.b, {"input": "on bob"})
     absent = "a" * 64
     recipe = {
-        "processor": PROCESSOR,
+        "processor": net.attacker.gpp["gpp"],  # any real GPP
         "consumes": {
             "a": {"c_hash": source.c_hash, "data_type": "JSONObject", "data_format": "json"},
             "b": {"c_hash": absent, "data_type": "JSONObject", "data_format": "json"},
