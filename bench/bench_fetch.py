@@ -89,7 +89,9 @@ def main() -> None:
                         delegation = Delegation.create(user, node_a.iid, obj_id=obj.obj_id)
                         target = work / "fetched.bin"
                         t = time.perf_counter()
-                        await node.dor.fetch_remote(obj.obj_id, custodian, target, delegation)
+                        await node.dor.fetch_remote(
+                            obj.obj_id, custodian, target, delegation, expected_c_hash=obj.c_hash
+                        )
                         times.append(time.perf_counter() - t)
                         assert target.stat().st_size == size
                         target.unlink()

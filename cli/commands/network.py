@@ -40,6 +40,7 @@ def _document(info: NodeInfo) -> dict[str, Any]:
         "multiaddrs": info.multiaddrs,
         "last_seen": info.last_seen,
         "online": info.online,
+        "lies": info.lies,
     }
 
 

@@ -35,7 +35,7 @@ from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
-__all__ = ["DORProxy", "search_network"]
+__all__ = ["ContentMismatchError", "DORProxy", "search_network"]
 
 _ANY = TypeAdapter(AnyDataObject)
 _MANY = TypeAdapter(list[AnyDataObject])
@@ -44,6 +44,10 @@ Progress = Callable[[int, int], None]
 
 def _iid(value: Identity | str) -> str:
     return value.id if isinstance(value, Identity) else value
+
+
+class ContentMismatchError(DORError):
+    """Downloaded content does not match the c_hash it was checked against."""
 
 
 class DORProxy(RESTProxy):
@@ -142,7 +146,9 @@ class DORProxy(RESTProxy):
                 finally:
                     response.close()
             if not expected or digest.hexdigest() != expected:
-                raise DORError(f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id})
+                raise ContentMismatchError(
+                    f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id}
+                )
             if content_key is not None:
                 from saas.core.keys import decrypt_file
 

@@ -9,8 +9,13 @@
   `MAX_CONCURRENT` at once), each with a timeout; a peer that fails or times out counts as holding nothing.
 - **Fetching** (`fetch_remote`): bulk content moves over HTTP, never libp2p. The node signs the request as itself
   and, for a restricted object, sends the user's `Delegation`; the content streams to a temp file beside the
-  destination, is checked against the c_hash (a mismatch deletes it and raises `DORError`), and only then appears
-  at the destination."""
+  destination, is checked against the verified c_hash (a mismatch deletes it and raises `DORError`), and only then
+  appears at the destination.
+- **Verifying** (`saas.dor.verify`): a record from a peer is used only if it reproduces the id it was asked for
+  (GPP: hash of the canonical GPP; content object: hash of c_hash, type, format, creators, created). A peer that
+  answers otherwise, or serves content that does not match the verified c_hash, is logged (INFO, one line) and
+  counted (`NodeDBService.lies`, shown as `lies` in `GET /db/network`); when several peers answer for an id, one
+  whose record verifies is used, from the node with the fewest lies."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from saas.core.delegation import Delegation
 from saas.core.errors import DORError, SaaSError
 from saas.core.identity import Identity
 from saas.dor.schemas import AnyDataObject, CDataObject, GPPDataObject
+from saas.dor.verify import record_problem
 from saas.nodedb.schemas import NodeInfo
 from saas.p2p.protocols import dor as dor_protocol
 
@@ -86,11 +92,46 @@ async def serve(node: Node, requester_iid: str, message: dict[str, Any]) -> dict
 # -- asking -------------------------------------------------------------------------------------------------------
 
 
-async def _ask_all(node: Node, message: dict[str, Any]) -> list[DataObjectModel]:
+def _lied(node: Node, info: NodeInfo, problems: list[str]) -> None:
+    """Count what node `info` said that did not verify (one lie per record), and log it in one line (the first
+    problem, escaped and cut short: it may quote what the peer sent)."""
+    count = node.nodedb.count_lie(info.identity.id, len(problems))
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    logger.info("node %s lied (%d so far): %s%s", info.identity.id[:8], count, ascii(problems[0][:200]), more)
+
+
+def _verified(raws: list[Any], key: str, wanted: set[str]) -> tuple[list[DataObjectModel], list[str]]:
+    """The records of one answer that parse, were asked for (`key` in `wanted`) and reproduce their obj_id; and why
+    each other record was refused. Blocks (hashing): called in a worker thread."""
+    objects: list[DataObjectModel] = []
+    problems: list[str] = []
+    for raw in raws:
+        try:
+            obj = _ANY.validate_python(raw)
+        except ValidationError:
+            problems.append("an invalid object record")
+            continue
+        problem = f"record {obj.obj_id} was not asked for" if getattr(obj, key) not in wanted else record_problem(obj)
+        if problem is None:
+            objects.append(obj)
+        else:
+            problems.append(problem)
+    return objects, problems
+
+
+async def _ask_all(
+    node: Node, message: dict[str, Any], key: str, wanted: set[str], only: str | None = None, skip: str | None = None
+) -> list[DataObjectModel]:
+    """Ask every accepted DOR peer (or only node `only`; never node `skip`) and keep the records that verify,
+    custodian filled in; a record that does not verify is logged, counted against its node (`NodeDBService.lies`)
+    and skipped. The records come ordered by their node's count of lies (fewest first), so the first one for an id
+    is the one to use."""
     p2p = node.p2p
     if p2p is None:
         return []
-    targets = p2p.dor_peers()
+    targets = [
+        (pid, info) for pid, info in p2p.dor_peers() if info.identity.id != skip and only in (None, info.identity.id)
+    ]
     if not targets:
         return []
     limit = asyncio.Semaphore(MAX_CONCURRENT)
@@ -102,44 +143,51 @@ async def _ask_all(node: Node, message: dict[str, Any]) -> list[DataObjectModel]
             except SaaSError as e:
                 logger.info("DOR %s on node %s failed: %s", message.get("type"), info.identity.id[:8], e.reason)
                 return []
-        objects: list[DataObjectModel] = []
-        for raw in answer.get("objects") or []:
-            try:
-                obj = _ANY.validate_python(raw)
-            except ValidationError:
-                logger.info("node %s sent an invalid object record", info.identity.id[:8])
-                continue
+        raws = answer.get("objects")
+        if not isinstance(raws, list) or not raws:
+            return []
+        objects, problems = await asyncio.to_thread(_verified, raws, key, wanted)
+        if problems:
+            _lied(node, info, problems)
+        for obj in objects:
             obj.custodian = info
-            objects.append(obj)
         return objects
 
     results = await asyncio.gather(*(ask(pid, info) for pid, info in targets))
-    return [obj for objects in results for obj in objects]
+    found = [obj for objects in results for obj in objects]
+    return sorted(found, key=lambda o: node.nodedb.lies(o.custodian.identity.id) if o.custodian else 0)
 
 
 async def lookup(
-    node: Node, obj_ids: Sequence[str], delegation: Delegation | None = None
+    node: Node,
+    obj_ids: Sequence[str],
+    delegation: Delegation | None = None,
+    only: str | None = None,
+    skip: str | None = None,
 ) -> dict[str, DataObjectModel]:
-    """Metadata of `obj_ids` held by other nodes (obj_id -> object, custodian filled in); absent when no node
-    holds one or it is not visible."""
+    """Metadata of `obj_ids` held by other nodes (or only by node `only`; never by node `skip`): obj_id -> a
+    record that reproduces that obj_id, custodian filled in, from the node with the fewest lies; absent when no
+    node holds one, it is not visible, or no answer for it verifies."""
     wanted = set(obj_ids)
     if not wanted:
         return {}
-    found = await _ask_all(node, dor_protocol.lookup(sorted(wanted), delegation))
-    return {o.obj_id: o for o in found if o.obj_id in wanted}
+    result: dict[str, DataObjectModel] = {}
+    message = dor_protocol.lookup(sorted(wanted), delegation)
+    for obj in await _ask_all(node, message, "obj_id", wanted, only, skip):
+        result.setdefault(obj.obj_id, obj)
+    return result
 
 
 async def find_c_hashes(
     node: Node, c_hashes: Sequence[str], delegation: Delegation | None = None
 ) -> dict[str, DataObjectModel]:
-    """For each c_hash another node holds an object of: one such object (preferring one with a recipe)."""
+    """For each c_hash another node holds an object of: one such object whose record reproduces its obj_id
+    (preferring one with a recipe, then the node with the fewest lies)."""
     wanted = set(c_hashes)
     if not wanted:
         return {}
     result: dict[str, DataObjectModel] = {}
-    for obj in await _ask_all(node, dor_protocol.provenance(sorted(wanted), delegation)):
-        if obj.c_hash not in wanted:
-            continue
+    for obj in await _ask_all(node, dor_protocol.provenance(sorted(wanted), delegation), "c_hash", wanted):
         known = result.get(obj.c_hash)
         if known is None or (getattr(known, "recipe", None) is None and getattr(obj, "recipe", None) is not None):
             result[obj.c_hash] = obj
@@ -155,12 +203,14 @@ async def fetch_remote(
     custodian: NodeInfo,
     destination: Path,
     delegation: Delegation | None = None,
-    expected_c_hash: str | None = None,
+    *,
+    expected_c_hash: str,
 ) -> Path:
     """Fetch the content of `obj_id` from `custodian`'s REST service to `destination`, signing as this node (with
-    the user's `delegation` for a restricted object). Checked against `expected_c_hash` if given, else against
-    the c_hash the custodian states; on a mismatch nothing is left behind and `DORError` is raised."""
-    from saas.dor.proxy import DORProxy
+    the user's `delegation` for a restricted object). Checked against `expected_c_hash` — the c_hash of a record
+    that reproduces `obj_id` (`saas.dor.verify`), never one the custodian merely states; on a mismatch nothing is
+    left behind, the custodian's lie is counted and `ContentMismatchError` is raised."""
+    from saas.dor.proxy import ContentMismatchError, DORProxy
 
     if not custodian.dor_service:
         raise DORError(f"Node {custodian.identity.id} has no DOR", {"node": custodian.identity.id})
@@ -171,4 +221,8 @@ async def fetch_remote(
                 obj_id, node.keystore, destination, delegation=delegation, expected_c_hash=expected_c_hash
             )
 
-    return await asyncio.to_thread(run)
+    try:
+        return await asyncio.to_thread(run)
+    except ContentMismatchError:
+        _lied(node, custodian, [f"content of {obj_id} does not match its c_hash {expected_c_hash}"])
+        raise

@@ -642,9 +642,11 @@ class DORService:
         custodian: NodeInfo,
         destination: Path,
         delegation: Delegation | None = None,
-        expected_c_hash: str | None = None,
+        *,
+        expected_c_hash: str,
     ) -> Path:
-        """Fetch the content of an object held by another node (see `saas.dor.remote.fetch_remote`)."""
+        """Fetch the content of an object held by another node, checked against the verified `expected_c_hash`
+        (see `saas.dor.remote.fetch_remote`)."""
         from saas.dor import remote
 
         return await remote.fetch_remote(

@@ -8,12 +8,16 @@ from saas.core.errors import IdentityError
 from saas.core.identity import Identity
 from saas.core.signing import canonical_json
 
-__all__ = ["NodeInfo"]
+__all__ = ["OBSERVED", "NodeInfo"]
+
+# Fields a reader fills in from what it observed (never signed, sent or stored as part of the record).
+OBSERVED = frozenset({"last_seen", "online", "lies"})
 
 
 class NodeInfo(BaseModel):
-    """A node record: signed by the node's identity over every field but `signature`, `last_seen` and
-    `online` (those two are what the reader observed, not what the node claims)."""
+    """A node record: signed by the node's identity over every field but `signature` and the `OBSERVED` ones:
+    `last_seen`, `online` and `lies` (records of this node's DOR that did not verify, counted by the reader) are
+    what the reader observed, not what the node claims."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,9 +36,10 @@ class NodeInfo(BaseModel):
     signature: str | None = None
     last_seen: int | None = None
     online: bool | None = None
+    lies: int | None = None
 
     def signed_content(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json", exclude={"signature", "last_seen", "online"}))
+        return canonical_json(self.model_dump(mode="json", exclude={"signature", *OBSERVED}))
 
     def verify(self) -> None:
         """Raises `IdentityError` unless the identity and the node's signature are valid."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from saas.core.errors import ConflictError, LimitReachedError, NodeDBError, NotFoundError, SaaSError
 from saas.core.identity import Identity
 from saas.core.ratelimit import TokenBuckets
-from saas.nodedb.schemas import NodeInfo
+from saas.nodedb.schemas import OBSERVED, NodeInfo
 from saas.sqlite import Database
 
 __all__ = ["NodeDBFullError", "NodeDBService", "PublishRateError", "UnknownIdentityError"]
@@ -82,6 +82,7 @@ class NodeDBService:
         self._own: NodeInfo | None = None
         self._publish_lock = asyncio.Lock()
         self._online: set[str] = set()
+        self._lies: dict[str, int] = {}  # node -> records of its DOR that did not verify (`saas.dor.remote`)
         self._listeners: list[Listener] = []
 
     async def start(self) -> None:
@@ -205,7 +206,7 @@ class NodeDBService:
         def store(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO nodes (iid, record, last_seen) VALUES (?, ?, ?)",
-                (info.identity.id, json.dumps(info.model_dump(mode="json", exclude={"last_seen", "online"})), seen),
+                (info.identity.id, json.dumps(info.model_dump(mode="json", exclude=OBSERVED)), seen),
             )
 
         await self._db.run(store)
@@ -263,7 +264,7 @@ class NodeDBService:
                 conn.executemany(
                     "INSERT OR REPLACE INTO nodes (iid, record, last_seen) VALUES (?, ?, ?)",
                     [
-                        (iid, json.dumps(n.model_dump(mode="json", exclude={"last_seen", "online"})), seen)
+                        (iid, json.dumps(n.model_dump(mode="json", exclude=OBSERVED)), seen)
                         for iid, n in fresh_nodes.items()
                     ],
                 )
@@ -348,14 +349,28 @@ class NodeDBService:
             await self._db.run(lambda c: c.executemany("DELETE FROM nodes WHERE iid = ?", [(i,) for i in gone]))
             for iid in gone:
                 self._nodes.pop(iid, None)
+                self._lies.pop(iid, None)
         return gone
 
+    def count_lie(self, iid: str, n: int = 1) -> int:
+        """Count `n` records (or contents) from node `iid` that did not verify; returns its count so far. Kept in
+        memory for known nodes only (a node forgotten is forgotten with its count)."""
+        if iid not in self._nodes:
+            return 0
+        self._lies[iid] = self._lies.get(iid, 0) + n
+        return self._lies[iid]
+
+    def lies(self, iid: str) -> int:
+        """How many records (or contents) from node `iid` did not verify since this node started."""
+        return self._lies.get(iid, 0)
+
     def network(self, offline_after_ms: int = 60_000) -> list[NodeInfo]:
-        """This node (online) and every node it knows: online while connected and heard from recently."""
+        """This node (online) and every node it knows: online while connected and heard from recently, with the
+        number of its records that did not verify here (`lies`)."""
         now = now_ms()
-        own = self.own.model_copy(update={"last_seen": now, "online": True})
+        own = self.own.model_copy(update={"last_seen": now, "online": True, "lies": 0})
         others = [
-            n.model_copy(update={"online": self.is_online(iid, offline_after_ms)})
+            n.model_copy(update={"online": self.is_online(iid, offline_after_ms), "lies": self.lies(iid)})
             for iid, n in self._nodes.items()
             if iid != own.identity.id
         ]

@@ -9,8 +9,12 @@ the DOR its outputs go to — this node's DOR or another node's, found through t
   holds the key too: the object's owner, or an identity with a key envelope of its own. The object's DOR says so
   (this node's catalog, or the custodian asked over REST, signed by this node: `require_key`); being allowed to
   read the ciphertext is not enough.
-- **Outputs**: `target_node_iid` names the DOR; without it, this node's DOR, else the nearest DOR (the first to
-  answer a lookup).
+- **GPPs**: a GPP from another node is used only if it hashes to the proc_id asked for (`saas.dor.remote` checks
+  every record against its address); `gpp_custodian` names the only node it is taken from.
+- **Outputs go only where the user said**: `target_node_iid` names the DOR; without it, this node's DOR. Only an
+  open output (neither restricted nor encrypted) may go to the nearest DOR (the first accepted peer, never one
+  caught lying, to answer a lookup) when this node has none; for a restricted or encrypted one, submission is
+  refused (400) and the user is told to name `target_node_iid`.
 - **Bytes** move over HTTP between the nodes' REST services, signed by this node (`saas.dor.remote`)."""
 
 from __future__ import annotations
@@ -118,9 +122,12 @@ def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> De
     return delegation
 
 
-async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch: bool = False) -> InputLocation:
+async def find_input(
+    node: Node, item: Task.InputReference, user_iid: str, touch: bool = False, skip: str | None = None
+) -> InputLocation:
     """Where the input `item` is: this node's DOR (read as the user; `touch` records the access, for a caller
-    about to read it) or another node's. Raises `NotFoundError`."""
+    about to read it) or another node's (never node `skip`), whose record reproduces the obj_id. Raises
+    `NotFoundError`."""
     from saas.dor import remote
 
     user = node.nodedb.get_identity(user_iid)
@@ -130,7 +137,7 @@ async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch
             meta = await node.dor.get_meta(item.obj_id, user, touch)
             if isinstance(meta, CDataObject):
                 return InputLocation(meta)
-    found = await remote.lookup(node, [item.obj_id], delegation)
+    found = await remote.lookup(node, [item.obj_id], delegation, skip=skip)
     meta = found.get(item.obj_id)
     if isinstance(meta, CDataObject) and meta.custodian is not None:
         return InputLocation(meta, meta.custodian, delegation)
@@ -139,7 +146,8 @@ async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch
 
 
 async def find_gpp(node: Node, proc_id: str, custodian_iid: str | None = None) -> GitProcessorPointer:
-    """The GPP of `proc_id`: from this node's DOR, else from the network (preferring `custodian_iid`)."""
+    """The GPP of `proc_id`: from the DOR of `custodian_iid` only when given (this node's included), else from this
+    node's DOR, else from any DOR of the network. One from another node is used only if it hashes to `proc_id`."""
     from saas.dor import remote
 
     if node.dor is not None and custodian_iid in (None, node.iid):
@@ -147,22 +155,29 @@ async def find_gpp(node: Node, proc_id: str, custodian_iid: str | None = None) -
             meta = await node.dor.get_meta(proc_id, None)
             if isinstance(meta, GPPDataObject):
                 return meta.gpp
-    found = await remote.lookup(node, [proc_id])
-    meta = found.get(proc_id)
-    if isinstance(meta, GPPDataObject):
-        return meta.gpp
-    where = f"on node {custodian_iid}" if custodian_iid not in (None, node.iid) else "in any DOR of the network"
+    if custodian_iid != node.iid:
+        found = await remote.lookup(node, [proc_id], only=custodian_iid)
+        meta = found.get(proc_id)
+        if isinstance(meta, GPPDataObject):
+            return meta.gpp
+    if custodian_iid is None:
+        where = "in any DOR of the network"
+    elif custodian_iid == node.iid:
+        where = "in this node's DOR (gpp_custodian)"
+    else:
+        where = f"on node {custodian_iid} (gpp_custodian)"
     raise NotFoundError(f"No GPP data object {proc_id} found {where}", {"proc_id": proc_id})
 
 
 async def nearest_dor(node: Node) -> NodeInfo | None:
-    """The DOR of another node that answers a (tiny) lookup first, or None when no DOR answers."""
+    """The DOR of another node that answers a (tiny) lookup first, or None when no DOR answers. Only accepted peers
+    (their node record verified) that no record or content of theirs was caught lying are asked."""
     from saas.p2p.protocols import dor as dor_protocol
 
     p2p = node.p2p
     if p2p is None:
         return None
-    peers = p2p.dor_peers()
+    peers = [(pid, info) for pid, info in p2p.dor_peers() if node.nodedb.lies(info.identity.id) == 0]
     if not peers:
         return None
 
@@ -183,18 +198,41 @@ async def nearest_dor(node: Node) -> NodeInfo | None:
 
 
 def target_record(node: Node, out: Task.Output) -> NodeInfo | None:
-    """The node record of an output's explicit target, None for this node (validated at submission)."""
-    if out.target_node_iid in (None, node.iid):
+    """The node record of an output's explicit target, None for none or this node. Raises `NotFoundError` if the
+    target is no longer known or has no DOR (it was at submission): the output never goes anywhere else."""
+    target = out.target_node_iid
+    if target in (None, node.iid):
         return None
-    return node.nodedb.get_node(out.target_node_iid)
+    info = node.nodedb.get_node(target)
+    if info is None or not info.dor_service:
+        raise NotFoundError(f"Output '{out.name}': target node {target} is not known to this node or has no DOR")
+    return info
+
+
+def _nearest_refused(node: Node, out: Task.Output) -> InvalidInputError | None:
+    """Why an output without a target may not go to the nearest DOR (restricted or encrypted), else None."""
+    if out.target_node_iid is not None or node.dor is not None:
+        return None
+    if not (out.restricted_access or out.content_encrypted):
+        return None
+    kind = "encrypted" if out.content_encrypted else "restricted"
+    return InvalidInputError(
+        f"Output '{out.name}' is {kind} and this node has no DOR: name the node to store it on (target_node_iid); "
+        "only open outputs go to the nearest DOR",
+        {"output": out.name},
+    )
 
 
 def check_target(node: Node, out: Task.Output) -> None:
-    """Raise `InvalidInputError` if an output's target cannot take it."""
+    """Raise `InvalidInputError` if an output's target cannot take it, or it has none and may not go to the nearest
+    DOR (restricted or encrypted on a node without a DOR)."""
     target = out.target_node_iid
     if target in (None, node.iid):
         if node.dor is None and target == node.iid:
             raise InvalidInputError(f"Output '{out.name}': this node has no DOR")
+        refused = _nearest_refused(node, out)
+        if refused is not None:
+            raise refused
         return
     info = node.nodedb.get_node(target)
     if info is None:
@@ -204,13 +242,17 @@ def check_target(node: Node, out: Task.Output) -> None:
 
 
 async def output_dor(node: Node, out: Task.Output) -> NodeInfo | None:
-    """The DOR an output goes to: None for this node's DOR, else the node record of another node's DOR.
-    Raises `NotFoundError` if there is none."""
+    """The DOR an output goes to: None for this node's DOR, else the node record of another node's DOR (the named
+    target, or for an open output the nearest DOR). Raises `NotFoundError` if there is none, `InvalidInputError`
+    if a restricted or encrypted output has no target and this node no DOR."""
     target = target_record(node, out)
     if target is not None:
         return target
     if out.target_node_iid == node.iid or node.dor is not None:
         return None
+    refused = _nearest_refused(node, out)
+    if refused is not None:
+        raise refused
     nearest = await nearest_dor(node)
     if nearest is None:
         raise NotFoundError(f"Output '{out.name}': this node has no DOR and no other DOR answers")

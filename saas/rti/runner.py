@@ -161,18 +161,33 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
     """Fetch a by-reference input into `<wd>/<name>` from whichever DOR holds it (another node's over HTTP with
     the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted —
     only if the job's user `user_iid` holds the key too (owner or an envelope of their own), as that DOR says now:
-    otherwise nothing is copied and the job fails with the reason."""
+    otherwise nothing is copied and the job fails with the reason. Content from another node that does not match
+    the verified c_hash counts as that node's lie: the input is looked up once more, without that node, and
+    fetched from the holder found then."""
+    from saas.dor.proxy import ContentMismatchError
     from saas.rti import placement
 
     target = input_path(wd, item.name)
-    try:
-        await placement.require_key(node, item.name, location, user_iid)
-    except SaaSError as e:  # AuthorisationError (no key) or KeyCheckError (undecided): never decrypt
-        raise JobFailedError(e.reason) from None
-    if location.custodian is None:
-        await _copy_local(node, item, location.meta, target)
-    else:
-        await _fetch_remote(node, item, location, target)
+    for attempt in (1, 2):
+        try:
+            await placement.require_key(node, item.name, location, user_iid)
+        except SaaSError as e:  # AuthorisationError (no key) or KeyCheckError (undecided): never decrypt
+            raise JobFailedError(e.reason) from None
+        if location.custodian is None:
+            await _copy_local(node, item, location.meta, target)
+            return
+        try:
+            await _fetch_remote(node, item, location, target)
+            return
+        except ContentMismatchError as e:
+            liar = location.custodian.identity.id
+            failed = f"Input '{item.name}': fetching from node {liar[:8]} failed: {e.reason}"
+            if attempt == 2:
+                raise JobFailedError(failed) from None
+        try:  # the same obj_id: the same c_hash, type and format (bound to it), perhaps another holder
+            location = await placement.find_input(node, item, user_iid, skip=liar)
+        except (NotFoundError, InvalidInputError):
+            raise JobFailedError(f"{failed}, and no other node holds it") from None
 
 
 def _copy_hashed(source: Path, target: Path) -> str:
@@ -214,9 +229,9 @@ async def _copy_local(node: Node, item: Task.InputReference, meta: CDataObject, 
 
 
 async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, target: Path) -> None:
-    """Fetch an input from another node's DOR (checked against its c_hash by `fetch_remote`)."""
+    """Fetch an input from another node's DOR (checked against its verified c_hash by `fetch_remote`)."""
     from saas.dor import remote
-    from saas.dor.proxy import DORProxy
+    from saas.dor.proxy import ContentMismatchError, DORProxy
 
     meta, custodian = location.meta, location.custodian
     download = target.with_name(f".{item.name}.download")
@@ -224,6 +239,8 @@ async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, ta
         await remote.fetch_remote(
             node, item.obj_id, custodian, download, delegation=location.delegation, expected_c_hash=meta.c_hash
         )
+    except ContentMismatchError:
+        raise  # the custodian lied (counted): `fetch_input` looks for another holder
     except SaaSError as e:
         node_id = custodian.identity.id[:8]
         raise JobFailedError(f"Input '{item.name}': fetching from node {node_id} failed: {e.reason}") from None
@@ -459,7 +476,7 @@ async def output_target(node: Node, out: Task.Output) -> Any | None:
 
     try:
         target = await placement.output_dor(node, out)
-    except NotFoundError as e:
+    except (NotFoundError, InvalidInputError) as e:
         raise JobFailedError(e.reason) from None
     if target is None and node.dor is None:
         raise JobFailedError(f"Output '{out.name}': this node has no DOR")

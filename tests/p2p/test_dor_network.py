@@ -61,6 +61,7 @@ class Network:
 
     def fetch(self, obj: Any, destination: Path, delegation: Delegation | None = None, **kwargs: Any) -> Path:
         custodian = self.a.node.nodedb.get_node(self.b.node.iid)
+        kwargs.setdefault("expected_c_hash", obj.c_hash)
         return self.a.call(self.a.node.dor.fetch_remote(obj.obj_id, custodian, destination, delegation, **kwargs))
 
 

@@ -12,13 +12,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from saas.core.errors import IdentityError
-from saas.nodedb.schemas import NodeInfo
+from saas.nodedb.schemas import OBSERVED, NodeInfo
 
 __all__ = ["check_hello", "hello"]
 
 
 def hello(own: NodeInfo, network: str = "default") -> dict[str, Any]:
-    return {"node": own.model_dump(mode="json", exclude={"last_seen", "online"}), "network": network}
+    return {"node": own.model_dump(mode="json", exclude=OBSERVED), "network": network}
 
 
 async def check_hello(message: dict[str, Any], peer_id: str, own_iid: str, network: str = "default") -> NodeInfo:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from saas.core.identity import Identity
-from saas.nodedb.schemas import NodeInfo
+from saas.nodedb.schemas import OBSERVED, NodeInfo
 from saas.nodedb.service import NodeDBService
 
 __all__ = ["digest", "merge", "records", "snapshot", "update"]
@@ -24,7 +24,7 @@ MAX_RECORDS = 10_000  # per message, for each kind
 
 
 def _node(info: NodeInfo) -> dict[str, Any]:
-    return info.model_dump(mode="json", exclude={"last_seen", "online"})
+    return info.model_dump(mode="json", exclude=OBSERVED)
 
 
 def snapshot(db: NodeDBService) -> dict[str, Any]:
