@@ -34,7 +34,7 @@ from saas.dor.schemas import (
 from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
-__all__ = ["DORProxy", "search_network"]
+__all__ = ["DORProxy", "locate", "search_network"]
 
 _ANY = TypeAdapter(AnyDataObject)
 _MANY = TypeAdapter(list[AnyDataObject])
@@ -306,6 +306,24 @@ class DORProxy(RESTProxy):
         )
 
 
+def _online_dors(address: str | tuple[str, int], timeout: float) -> list[NodeInfo]:
+    """The online nodes with a DOR in the network of the node at `address` (its view: `GET /db/network`)."""
+    from saas.nodedb.proxy import NodeDBProxy
+
+    with NodeDBProxy(address, timeout=timeout) as nodedb:
+        return [n for n in nodedb.get_network() if n.online and n.dor_service]
+
+
+def _on_each(
+    nodes: Sequence[NodeInfo], fn: Callable[[NodeInfo], list[DataObject]], max_workers: int
+) -> list[DataObject]:
+    """`fn` on every node concurrently (threads), the results in one list."""
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)), thread_name_prefix="dor-network") as pool:
+        return [obj for found in pool.map(fn, nodes) for obj in found]
+
+
 def search_network(
     address: str | tuple[str, int],
     keystore: Signer | None = None,
@@ -319,10 +337,6 @@ def search_network(
     (`GET /db/network`), then every online node with a DOR concurrently (threads). `filters` are those of
     `DORProxy.search`; `limit` applies per node. Results keep their custodian and come newest first. A node that
     fails is skipped (and reported to `on_error`)."""
-    from saas.nodedb.proxy import NodeDBProxy
-
-    with NodeDBProxy(address, timeout=timeout) as nodedb:
-        nodes = [n for n in nodedb.get_network() if n.online and n.dor_service]
 
     def search_one(info: NodeInfo) -> list[DataObject]:
         try:
@@ -337,13 +351,43 @@ def search_network(
                 obj.custodian = info
         return found
 
-    if not nodes:
-        return []
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(nodes)), thread_name_prefix="dor-search") as pool:
-        results = list(pool.map(search_one, nodes))
     merged: dict[tuple[str, str], DataObject] = {}
-    for found in results:
-        for obj in found:
-            custodian = obj.custodian.identity.id if obj.custodian else ""
-            merged.setdefault((custodian, obj.obj_id), obj)
+    for obj in _on_each(_online_dors(address, timeout), search_one, max_workers):
+        custodian = obj.custodian.identity.id if obj.custodian else ""
+        merged.setdefault((custodian, obj.obj_id), obj)
     return sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))
+
+
+def locate(
+    address: str | tuple[str, int],
+    keystore: Signer,
+    obj_ids: Sequence[str],
+    *,
+    max_workers: int = 16,
+    timeout: float = 10.0,
+    on_error: Callable[[NodeInfo, SaaSError], None] | None = None,
+) -> dict[str, list[DataObject]]:
+    """Which nodes hold `obj_ids`: every online DOR of the network the node at `address` belongs to is asked for
+    each object's metadata, signed by `keystore` (so restricted objects it may read are found too). obj_id -> the
+    records found, each with its custodian; an object found nowhere is absent. A node that fails is skipped (and
+    reported to `on_error`)."""
+
+    def metadata(info: NodeInfo) -> list[DataObject]:
+        found = []
+        try:
+            with DORProxy(info.rest_address, keystore, timeout=timeout, node_iid=info.identity.id) as proxy:
+                for obj_id in obj_ids:
+                    meta = proxy.get_meta(obj_id)
+                    if meta is not None and meta.obj_id == obj_id:
+                        meta.custodian = info
+                        found.append(meta)
+        except SaaSError as e:
+            if on_error is not None:
+                on_error(info, e)
+        return found
+
+    located: dict[str, list[DataObject]] = {}
+    if obj_ids:
+        for obj in _on_each(_online_dors(address, timeout), metadata, max_workers):
+            located.setdefault(obj.obj_id, []).append(obj)
+    return located

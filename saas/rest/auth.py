@@ -20,7 +20,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from saas.core.delegation import HEADER_DELEGATION, Delegation
+from saas.core.delegation import HEADER_DELEGATION, Delegation, Scope
 from saas.core.errors import AuthenticationError, InvalidInputError
 from saas.core.identity import Identity
 from saas.core.signing import (
@@ -141,15 +141,17 @@ def delegation_of(request: Request) -> Delegation | None:
     return None if not value else Delegation.from_header(value)
 
 
-async def acting_as(request: Request, signer: Identity, obj_id: str) -> Identity:
-    """Whom a signed request reads `obj_id` as: the signer, or — with a `saas-delegation` header — the user who
-    delegated to the signer (a node fetching for that user). A delegation that does not check out is refused
+async def acting_as(request: Request, signer: Identity, obj_id: str, scope: Scope = "content") -> Identity:
+    """Whom a signed request reads `obj_id` (within `scope`) as: the signer, or — with a `saas-delegation` header —
+    the user who delegated to the signer (a node fetching for that user), if the delegation names the signer as
+    delegate, this node as a server, `scope` and `obj_id`. A delegation that does not check out is refused
     (401/403), never silently ignored."""
     delegation = delegation_of(request)
     if delegation is None:
         return signer
-    issuer = request.app.state.node.nodedb.get_identity(delegation.issuer_iid)
-    return await asyncio.to_thread(delegation.check, issuer, signer.id, obj_id)
+    node = request.app.state.node
+    issuer = node.nodedb.get_identity(delegation.issuer_iid)
+    return await asyncio.to_thread(delegation.check, issuer, signer.id, node.iid, scope, obj_id)
 
 
 SignedIdentity = Annotated[Identity, Depends(signed)]

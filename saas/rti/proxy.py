@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from saas.core.delegation import MAX_LIFETIME_MS, Delegation
+from saas.core.delegation import JOB_INPUT_SCOPES, MAX_LIFETIME_MS, MAX_SERVERS, Delegation
 from saas.core.errors import NotFoundError
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
@@ -51,6 +51,10 @@ def _task(
         "name": name,
         "description": description,
     }
+
+
+def _may_need_delegation(item: dict[str, Any]) -> bool:
+    return item.get("type") == "reference" and not item.get("user_signature") and isinstance(item.get("obj_id"), str)
 
 
 class RTIProxy(RESTProxy):
@@ -187,16 +191,46 @@ class RTIProxy(RESTProxy):
         return self.wait_for_job(status.job.id, with_authorisation_by, timeout=remaining)
 
     def _body(self, task: Task | dict[str, Any], user: Signer) -> dict[str, Any]:
-        """The task as sent: a by-reference input without a `user_signature` gets the user's delegation."""
+        """The task as sent: a by-reference input without a `user_signature` that is restricted on another node
+        gets the user's delegation for this node to read its metadata and content from the nodes holding it."""
         body = _dump(task)
-        body["input"] = [self._delegated(dict(i), user) for i in body.get("input") or []]
+        inputs = [dict(i) for i in body.get("input") or []]
+        wanted = [i["obj_id"] for i in inputs if _may_need_delegation(i)]
+        servers = self._restricted_holders(wanted, user)
+        for item in inputs:
+            holders = servers.get(item.get("obj_id")) if _may_need_delegation(item) else None
+            if holders:
+                delegation = Delegation.create(
+                    user,
+                    self.node_iid,
+                    item["obj_id"],
+                    servers=holders[:MAX_SERVERS],
+                    scopes=JOB_INPUT_SCOPES,
+                    lifetime_s=DELEGATION_LIFETIME_S,
+                )
+                item["user_signature"] = delegation.to_header()
+        body["input"] = inputs
         return body
 
-    def _delegated(self, item: dict[str, Any], user: Signer) -> dict[str, Any]:
-        if item.get("type") != "reference" or item.get("user_signature") or not isinstance(item.get("obj_id"), str):
-            return item
-        delegation = Delegation.create(user, self.node_iid, item["obj_id"], lifetime_s=DELEGATION_LIFETIME_S)
-        return {**item, "user_signature": delegation.to_header()}
+    def _restricted_holders(self, obj_ids: list[str], user: Signer) -> dict[str, list[str]]:
+        """For each of `obj_ids` that this node cannot read from its own DOR as `user`: the other nodes holding it
+        restricted (readable by `user`), which a delegation must name as servers. This node's DOR is asked first;
+        only objects it does not hold are looked for in the network (every DOR, concurrently)."""
+        from saas.dor.proxy import DORProxy, locate
+
+        if not obj_ids:
+            return {}
+        elsewhere = []
+        with DORProxy(self.address, user, node_iid=self.node_iid) as dor:
+            for obj_id in dict.fromkeys(obj_ids):
+                if dor.get_meta(obj_id) is None:
+                    elsewhere.append(obj_id)
+        holders: dict[str, list[str]] = {}
+        for obj_id, records in locate(self.address, user, elsewhere).items():
+            nodes = [r.custodian.identity.id for r in records if r.custodian is not None and r.access_restricted]
+            if nodes and self.node_iid not in nodes:
+                holders[obj_id] = nodes
+        return holders
 
     def get_jobs_by_user(self, authority: Signer) -> list[Job]:
         return list(_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))
