@@ -88,9 +88,13 @@ class DORProxy(RESTProxy):
         except NotFoundError:
             return None
 
-    def get_provenance(self, obj_id: str) -> DataObjectProvenance:
+    def get_provenance(self, obj_id: str, delegation: Delegation | None = None) -> DataObjectProvenance:
+        """The recipe graph behind `obj_id`. With the caller's `delegation` (delegate: this node, scope
+        `provenance`), restricted ancestors the caller may read on the nodes it names as servers are included."""
+        headers = {HEADER_DELEGATION: delegation.to_header()} if delegation is not None else None
+        signed = self.keystore is not None or delegation is not None
         return DataObjectProvenance.model_validate(
-            self.get_json(f"/dor/{obj_id}/provenance", signed=self.keystore is not None)
+            self.get_json(f"/dor/{obj_id}/provenance", signed=signed, headers=headers)
         )
 
     def get_content(

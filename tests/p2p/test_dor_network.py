@@ -172,13 +172,16 @@ def test_provenance_of_restricted_remote_ancestor_needs_a_delegation(net: Networ
     with DORProxy(net.a.address, net.user) as dor:
         assert dor.get_provenance(derived.obj_id).missing == [hidden.c_hash]
         delegation = Delegation.create(net.user, net.a.node.iid, servers=[net.b.node.iid], scopes=["provenance"])
-        response = dor.request(
-            "GET",
-            f"/dor/{derived.obj_id}/provenance",
-            signed=True,
-            headers={"saas-delegation": delegation.to_header()},
-        )
-        assert response.json()["missing"] == []
+        assert dor.get_provenance(derived.obj_id, delegation).missing == []
+        a, b, c = net.a.node.iid, net.b.node.iid, net.c.node.iid
+        served_by_c = Delegation.create(net.user, a, servers=[c], scopes=["provenance"])
+        assert dor.get_provenance(derived.obj_id, served_by_c).missing == [hidden.c_hash]  # b does not use it
+        for refused in (
+            Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["content"]),  # not for provenance
+            Delegation.create(net.user, b, servers=[b], scopes=["provenance"]),  # for another node to present
+        ):
+            with pytest.raises(AuthorisationError):
+                dor.get_provenance(derived.obj_id, refused)
     with DORProxy(net.a.address, net.other) as dor, pytest.raises(AuthorisationError):
         dor.request(  # someone else's delegation is refused
             "GET", f"/dor/{derived.obj_id}/provenance", signed=True, headers={"saas-delegation": delegation.to_header()}
