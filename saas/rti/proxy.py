@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import TypeAdapter
 
 from saas.core.delegation import JOB_INPUT_SCOPES, MAX_LIFETIME_MS, MAX_SERVERS, Delegation
-from saas.core.errors import NotFoundError
+from saas.core.errors import InvalidInputError, NotFoundError
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
 from saas.rest.proxy import RESTProxy
@@ -145,11 +146,7 @@ class RTIProxy(RESTProxy):
         """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` gets
         the user's delegation for the node, so that the node may fetch it from another node's DOR even when its
         access is restricted."""
-        body = self._body(task, with_authorisation_by)
-        response = self.request(
-            "POST", f"/rti/proc/{body['proc_id']}/jobs", json_body=body, signer=with_authorisation_by
-        )
-        return Job.model_validate(response.json())
+        return Job.model_validate(self._post_task("jobs", task, with_authorisation_by).json())
 
     def run_job(
         self,
@@ -174,29 +171,44 @@ class RTIProxy(RESTProxy):
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        body = self._body(task, with_authorisation_by)
         wait = RUN_WAIT if timeout is None else max(0.0, min(RUN_WAIT, timeout))
         status = JobStatus.model_validate(
-            self.request(
-                "POST",
-                f"/rti/proc/{body['proc_id']}/run",
-                params={"wait": wait},
-                json_body=body,
-                signer=with_authorisation_by,
-            ).json()
+            self._post_task("run", task, with_authorisation_by, params={"wait": wait}).json()
         )
         if status.state in FINAL:
             return status
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.wait_for_job(status.job.id, with_authorisation_by, timeout=remaining)
 
-    def _body(self, task: Task | dict[str, Any], user: Signer) -> dict[str, Any]:
-        """The task as sent: a by-reference input without a `user_signature` that is restricted on another node
-        gets the user's delegation for this node to read its metadata and content from the nodes holding it."""
+    def _post_task(
+        self, action: str, task: Task | dict[str, Any], user: Signer, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """POST the task to `/rti/proc/{proc_id}/{action}`. If the node does not find a by-reference input that has
+        no `user_signature` (it may be restricted on another node, which shows it to this node only with the
+        user's delegation), the inputs are looked up in the network as the user and the task is sent once more
+        with a delegation for each input that is restricted on another node (`_delegated`). Inputs the node finds
+        (on its own DOR, or unrestricted elsewhere) cost nothing extra."""
         body = _dump(task)
+        path = f"/rti/proc/{body['proc_id']}/{action}"
+        try:
+            return self.request("POST", path, params=params, json_body=body, signer=user)
+        except InvalidInputError as e:
+            delegated = self._delegated(body, user, e.details.get("obj_id"))
+            if delegated is None:
+                raise
+        return self.request("POST", path, params=params, json_body=delegated, signer=user)
+
+    def _delegated(self, body: dict[str, Any], user: Signer, not_found: Any) -> dict[str, Any] | None:
+        """`body` with the user's delegation in every by-reference input without a `user_signature` that is
+        restricted on other nodes: for this node to read its `metadata` and `content` from those nodes. None if
+        `not_found` is not such an input or no input needs one."""
         inputs = [dict(i) for i in body.get("input") or []]
         wanted = [i["obj_id"] for i in inputs if _may_need_delegation(i)]
+        if not_found not in wanted:
+            return None
         servers = self._restricted_holders(wanted, user)
+        if not servers:
+            return None
         for item in inputs:
             holders = servers.get(item.get("obj_id")) if _may_need_delegation(item) else None
             if holders:
@@ -209,24 +221,15 @@ class RTIProxy(RESTProxy):
                     lifetime_s=DELEGATION_LIFETIME_S,
                 )
                 item["user_signature"] = delegation.to_header()
-        body["input"] = inputs
-        return body
+        return {**body, "input": inputs}
 
     def _restricted_holders(self, obj_ids: list[str], user: Signer) -> dict[str, list[str]]:
-        """For each of `obj_ids` that this node cannot read from its own DOR as `user`: the other nodes holding it
-        restricted (readable by `user`), which a delegation must name as servers. This node's DOR is asked first;
-        only objects it does not hold are looked for in the network (every DOR, concurrently)."""
-        from saas.dor.proxy import DORProxy, locate
+        """For each of `obj_ids` that this node does not hold: the other nodes holding it restricted and readable
+        by `user` (every DOR of the network is asked, concurrently, as `user`)."""
+        from saas.dor.proxy import locate
 
-        if not obj_ids:
-            return {}
-        elsewhere = []
-        with DORProxy(self.address, user, node_iid=self.node_iid) as dor:
-            for obj_id in dict.fromkeys(obj_ids):
-                if dor.get_meta(obj_id) is None:
-                    elsewhere.append(obj_id)
         holders: dict[str, list[str]] = {}
-        for obj_id, records in locate(self.address, user, elsewhere).items():
+        for obj_id, records in locate(self.address, user, list(dict.fromkeys(obj_ids))).items():
             nodes = [r.custodian.identity.id for r in records if r.custodian is not None and r.access_restricted]
             if nodes and self.node_iid not in nodes:
                 holders[obj_id] = nodes
