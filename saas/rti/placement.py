@@ -143,7 +143,7 @@ async def find_input(node: Node, item: Task.InputReference, user_iid: str, touch
     hint = (
         " (a restricted object on another node needs the user's delegation)"
         if delegation is None
-        else " (the delegation given must name the node holding it as a server)"
+        else " (with the delegation given it must be on a node the delegation names as a server, readable by the user)"
     )
     raise NotFoundError(f"Input '{item.name}': data object {item.obj_id} not found{hint}", {"obj_id": item.obj_id})
 

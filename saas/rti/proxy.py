@@ -3,7 +3,8 @@
 `submit_job(proc_id, job_input, job_output, with_authorisation_by, name=None, description=None)` takes
 `Task.InputReference` / `Task.InputValue` / `Task.Output` items (or their dicts) and returns a `Job`; `run_job`
 (same arguments, plus `timeout`) submits and returns the final `JobStatus`, in one round trip when the job ends
-within the node's wait."""
+within the node's wait. A by-reference input restricted on another node is delegated to the node for that one
+object, from the nodes holding it (`saas.core.delegation`), when the node does not find it by itself."""
 
 from __future__ import annotations
 
@@ -143,9 +144,9 @@ class RTIProxy(RESTProxy):
         return self.submit_task(task, with_authorisation_by)
 
     def submit_task(self, task: Task | dict[str, Any], with_authorisation_by: Signer) -> Job:
-        """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` gets
-        the user's delegation for the node, so that the node may fetch it from another node's DOR even when its
-        access is restricted."""
+        """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` that
+        is restricted on another node gets the user's delegation for the node to read it from there (see
+        `_post_task`)."""
         return Job.model_validate(self._post_task("jobs", task, with_authorisation_by).json())
 
     def run_job(

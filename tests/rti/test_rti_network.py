@@ -235,7 +235,7 @@ def test_restricted_input_elsewhere_needs_a_valid_delegation(net: Net, gpp_on_b:
         "does not allow reading the object's metadata and content": Delegation.create(
             net.user, net.a.node.iid, a.obj_id, servers=b, scopes=["provenance"]
         ),
-        "must name the node holding it as a server": Delegation.create(
+        "on a node the delegation names as a server": Delegation.create(
             net.user, net.a.node.iid, a.obj_id, servers=[net.c.node.iid], scopes=input_scopes
         ),
     }
