@@ -32,7 +32,7 @@ def _load(conn: sqlite3.Connection, now: int) -> dict[tuple[str, str], int]:
 
 
 def _insert(conn: sqlite3.Connection, iid: str, nonce: str, forget_after: int) -> None:
-    conn.execute("INSERT OR IGNORE INTO seen_requests VALUES (?, ?, ?)", (iid, nonce, forget_after))
+    conn.execute("INSERT OR REPLACE INTO seen_requests VALUES (?, ?, ?)", (iid, nonce, forget_after))
 
 
 def _prune(conn: sqlite3.Connection, now: int) -> None:
