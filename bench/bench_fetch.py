@@ -86,7 +86,9 @@ def main() -> None:
                 try:
                     times = []
                     for _ in range(args.runs):
-                        delegation = Delegation.create(user, node_a.iid, obj_id=obj.obj_id)
+                        delegation = Delegation.create(
+                            user, node_a.iid, obj.obj_id, servers=[custodian.identity.id], scopes=["content"]
+                        )
                         target = work / "fetched.bin"
                         t = time.perf_counter()
                         await node.dor.fetch_remote(

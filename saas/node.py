@@ -19,6 +19,7 @@ from saas.core.keystore import Keystore
 from saas.datastore import FOLDER_MODE, NODE_UMASK, tighten
 from saas.nodedb.schemas import NodeInfo
 from saas.nodedb.service import NodeDBService
+from saas.rest.replay import SeenRequests
 
 if TYPE_CHECKING:
     from saas.dor.service import DORService
@@ -52,6 +53,7 @@ class Node:
             publish_rate=config.identity_publish_rate,
             publish_burst=config.identity_publish_burst,
         )
+        self.seen_requests = SeenRequests(config.datastore / "requests.sqlite")  # signed requests: no replay
         self.dor: DORService | None = None
         self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
@@ -112,6 +114,7 @@ class Node:
         self.started_ms = int(time.time() * 1000)
         await asyncio.to_thread(self._open_datastore)
         await self.nodedb.start()
+        await self.seen_requests.start(self.started_ms)
         await self.nodedb.publish_identity(self.keystore.identity, bounded=False)
         self.nodedb.set_own(await asyncio.to_thread(self._record))
         if self.config.has_dor:
@@ -166,6 +169,7 @@ class Node:
             await self.p2p.leave()
         if self.rest is not None:
             await self.rest.stop()
+        await self.seen_requests.stop()
         if self.p2p is not None:
             await self.p2p.stop()
         if self.rti is not None:

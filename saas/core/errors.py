@@ -98,6 +98,8 @@ class TooLargeError(InvalidInputError):
 class LimitReachedError(SaaSError):
     """A bound of the node was reached (too many pending jobs of a user, publications from a client, records);
     `details` say which bound and how far. Trying again later may work."""
+
+
 class InsufficientStorageError(SaaSError):
     """There is no room to store this: an owner's storage quota is used up, or a disk of the node is full."""
 

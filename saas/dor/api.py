@@ -5,6 +5,7 @@ The whole body is covered by `saas-body-sha256`, checked while the content strea
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -211,11 +212,14 @@ async def holds_key(obj_id: ObjId, iid: IidPath, request: Request, caller: Signe
 @router.get("/{obj_id}/provenance", response_model=DataObjectProvenance)
 async def get_provenance(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> DataObjectProvenance:
     """The recipe graph, followed into other nodes' DORs; ancestors found nowhere are listed in `missing`. With
-    a `saas-delegation` header (the caller's own, naming this node, `obj_id` null) restricted ancestors on other
-    nodes that the caller may read are included too."""
+    a `saas-delegation` header (the caller's own, naming this node as delegate, scope `provenance`) restricted
+    ancestors that the caller may read on the nodes the delegation names as servers are included too."""
     delegation = delegation_of(request)
-    if delegation is not None and (reader is None or delegation.issuer_iid != reader.id):
-        raise AuthorisationError("A delegation must be sent by the identity that issued it")
+    if delegation is not None:
+        if reader is None or delegation.issuer_iid != reader.id:
+            raise AuthorisationError("A delegation must be sent by the identity that issued it")
+        node_iid = request.app.state.node.iid
+        await asyncio.to_thread(delegation.check, reader, node_iid, None, "provenance")
     return await _dor(request).provenance(obj_id, reader, delegation)
 
 

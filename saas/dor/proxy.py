@@ -35,7 +35,7 @@ from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
 from saas.rest.proxy import RESTProxy, iter_file
 
-__all__ = ["ContentMismatchError", "DORProxy", "search_network"]
+__all__ = ["ContentMismatchError", "DORProxy", "locate", "search_network"]
 
 _ANY = TypeAdapter(AnyDataObject)
 _MANY = TypeAdapter(list[AnyDataObject])
@@ -97,9 +97,13 @@ class DORProxy(RESTProxy):
         except NotFoundError:
             return None
 
-    def get_provenance(self, obj_id: str) -> DataObjectProvenance:
+    def get_provenance(self, obj_id: str, delegation: Delegation | None = None) -> DataObjectProvenance:
+        """The recipe graph behind `obj_id`. With the caller's `delegation` (delegate: this node, scope
+        `provenance`), restricted ancestors the caller may read on the nodes it names as servers are included."""
+        headers = {HEADER_DELEGATION: delegation.to_header()} if delegation is not None else None
+        signed = self.keystore is not None or delegation is not None
         return DataObjectProvenance.model_validate(
-            self.get_json(f"/dor/{obj_id}/provenance", signed=self.keystore is not None)
+            self.get_json(f"/dor/{obj_id}/provenance", signed=signed, headers=headers)
         )
 
     def get_content(
@@ -317,6 +321,21 @@ class DORProxy(RESTProxy):
         )
 
 
+def _online_dors(address: str | tuple[str, int], timeout: float) -> list[NodeInfo]:
+    """The online nodes with a DOR in the network of the node at `address` (its view: `GET /db/network`)."""
+    from saas.nodedb.proxy import NodeDBProxy
+
+    with NodeDBProxy(address, timeout=timeout) as nodedb:
+        return [n for n in nodedb.get_network() if n.online and n.dor_service]
+
+
+def _on_each(
+    nodes: Sequence[NodeInfo], fn: Callable[[NodeInfo], list[DataObject]], deadline: float
+) -> list[DataObject]:
+    """`fn` on every node at once (within `deadline`), the results in one list."""
+    return [obj for _, found in ask_nodes(fn, nodes, deadline).answers for obj in found]
+
+
 def search_network(
     address: str | tuple[str, int],
     keystore: Signer | None = None,
@@ -355,3 +374,38 @@ def search_network(
             merged.setdefault((custodian, obj.obj_id), obj)
     ordered = sorted(merged.values(), key=lambda o: (-o.created.timestamp, o.obj_id))
     return NetworkList(ordered, outcome.unanswered)
+
+
+def locate(
+    address: str | tuple[str, int],
+    keystore: Signer,
+    obj_ids: Sequence[str],
+    *,
+    max_workers: int = 16,
+    timeout: float = 10.0,
+    on_error: Callable[[NodeInfo, SaaSError], None] | None = None,
+) -> dict[str, list[DataObject]]:
+    """Which nodes hold `obj_ids`: every online DOR of the network the node at `address` belongs to is asked for
+    each object's metadata, signed by `keystore` (so restricted objects it may read are found too). obj_id -> the
+    records found, each with its custodian; an object found nowhere is absent. A node that fails is skipped (and
+    reported to `on_error`)."""
+
+    def metadata(info: NodeInfo) -> list[DataObject]:
+        found = []
+        try:
+            with DORProxy(info.rest_address, keystore, timeout=timeout, node_iid=info.identity.id) as proxy:
+                for obj_id in obj_ids:
+                    meta = proxy.get_meta(obj_id)
+                    if meta is not None and meta.obj_id == obj_id:
+                        meta.custodian = info
+                        found.append(meta)
+        except SaaSError as e:
+            if on_error is not None:
+                on_error(info, e)
+        return found
+
+    located: dict[str, list[DataObject]] = {}
+    if obj_ids:
+        for obj in _on_each(_online_dors(address, timeout), metadata, timeout):
+            located.setdefault(obj.obj_id, []).append(obj)
+    return located

@@ -3,10 +3,12 @@
 
 - **Serving** (`serve`): an accepted peer asks for obj_ids (`lookup`) or c_hashes (`provenance`); the answer holds
   only what is visible — unrestricted objects, plus restricted ones the user of a valid delegation (naming that
-  peer as delegate) may read. Unknown or invisible IDs are simply absent. The custodian is not sent: the asker
+  peer as delegate, this node as a server and the request's scope: `metadata` for a lookup, `provenance` for a
+  provenance request) may read. Unknown or invisible IDs are simply absent. The custodian is not sent: the asker
   fills in the record of the peer it asked, which it has verified already.
 - **Asking** (`lookup`, `find_c_hashes`): every accepted peer with a DOR is asked concurrently (at most
-  `MAX_CONCURRENT` at once), each with a timeout; a peer that fails or times out counts as holding nothing.
+  `MAX_CONCURRENT` at once), each with a timeout; a peer that fails or times out counts as holding nothing. A
+  delegation goes only to the peers it names as servers.
 - **Fetching** (`fetch_remote`): bulk content moves over HTTP, never libp2p. The node signs the request as itself
   and, for a restricted object, sends the user's `Delegation`; the content streams to a temp file beside the
   destination, is checked against the verified c_hash (a mismatch deletes it and raises `DORError`), and only then
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from saas.core.delegation import Delegation
+from saas.core.delegation import Delegation, Scope
 from saas.core.errors import DORError, SaaSError
 from saas.core.identity import Identity
 from saas.dor.schemas import AnyDataObject, CDataObject, GPPDataObject
@@ -51,13 +53,15 @@ DataObjectModel = CDataObject | GPPDataObject
 # -- serving ------------------------------------------------------------------------------------------------------
 
 
-async def _reader(node: Node, requester_iid: str, message: dict[str, Any]) -> tuple[Identity | None, Delegation | None]:
+async def _reader(
+    node: Node, requester_iid: str, message: dict[str, Any], scope: Scope
+) -> tuple[Identity | None, Delegation | None]:
     delegation = Delegation.from_message(message.get("delegation"))
     if delegation is None:
         return None, None
     try:
         issuer = node.nodedb.get_identity(delegation.issuer_iid)
-        return await asyncio.to_thread(delegation.check, issuer, requester_iid), delegation
+        return await asyncio.to_thread(delegation.check, issuer, requester_iid, node.iid, scope), delegation
     except SaaSError as e:
         logger.info("ignored a delegation from node %s: %s", requester_iid[:8], e.reason)
         return None, None
@@ -78,7 +82,7 @@ async def serve(node: Node, requester_iid: str, message: dict[str, Any]) -> dict
         return {"error": f"unknown message type {kind!r}"}
     if dor is None:
         return {"objects": []}
-    reader, delegation = await _reader(node, requester_iid, message)
+    reader, delegation = await _reader(node, requester_iid, message, "metadata" if kind == "lookup" else "provenance")
     if kind == "lookup":
         objects = await dor.lookup(_ids(message, "obj_ids"), reader)
     else:
@@ -139,7 +143,9 @@ async def _ask_all(
     async def ask(peer_id: str, info: NodeInfo) -> list[DataObjectModel]:
         async with limit:
             try:
-                answer = await p2p.request_dor(peer_id, message, timeout=REQUEST_TIMEOUT)
+                answer = await p2p.request_dor(
+                    peer_id, dor_protocol.for_peer(message, info.identity.id), timeout=REQUEST_TIMEOUT
+                )
             except SaaSError as e:
                 logger.info("DOR %s on node %s failed: %s", message.get("type"), info.identity.id[:8], e.reason)
                 return []

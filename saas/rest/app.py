@@ -160,7 +160,9 @@ def create_app(node: Node) -> FastAPI:
         title="saas-middleware node", version=__version__, openapi_url="/openapi.json", docs_url="/docs", redoc_url=None
     )
     app.state.node = node
-    app.state.verifier = RequestVerifier(node.iid, node.nodedb.get_identity, node.config.request_window)
+    app.state.verifier = RequestVerifier(
+        node.iid, node.nodedb.get_identity, node.seen_requests, node.config.request_window
+    )
     app.add_exception_handler(errors.SaaSError, _saas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

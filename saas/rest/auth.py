@@ -3,7 +3,8 @@
 A request acts as an identity when it carries the `saas-*` headers made by `saas.core.signing.sign_request`. The
 verifier checks, in order: all headers present, the identity is known, the request is for this node, the timestamp
 is within the window, the signature over `request_string(...)`, and that the (iid, nonce) pair was not seen within
-the window. Each failure is a 401 with a reason. The body is checked against `saas-body-sha256` by the caller
+the window — by this node process or before a restart (`saas.rest.replay.SeenRequests`, persisted in the
+datastore). Each failure is a 401 with a reason. The body is checked against `saas-body-sha256` by the caller
 (`signed` for ordinary bodies; streaming endpoints check while they stream).
 
 Use the FastAPI dependencies: `signed` (signed, body checked), `signed_stream` (signed, body checked by the
@@ -20,7 +21,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from saas.core.delegation import HEADER_DELEGATION, Delegation
+from saas.core.delegation import HEADER_DELEGATION, Delegation, Scope
 from saas.core.errors import AuthenticationError, InvalidInputError
 from saas.core.identity import Identity
 from saas.core.signing import (
@@ -32,6 +33,7 @@ from saas.core.signing import (
     HEADER_TIMESTAMP,
     request_string,
 )
+from saas.rest.replay import SeenRequests
 
 __all__ = [
     "OptionalIdentity",
@@ -48,21 +50,13 @@ MAX_NONCE_LENGTH = 128
 
 
 class RequestVerifier:
-    def __init__(self, node_iid: str, lookup: Callable[[str], Identity | None], window_s: float = 120.0):
+    def __init__(
+        self, node_iid: str, lookup: Callable[[str], Identity | None], seen: SeenRequests, window_s: float = 120.0
+    ):
         self._node_iid = node_iid
         self._lookup = lookup
+        self._seen = seen  # (iid, nonce) pairs within the window, kept across restarts
         self._window_ms = int(window_s * 1000)
-        self._seen: dict[tuple[str, str], int] = {}  # (iid, nonce) -> forget after (ms)
-        self._next_prune = 0
-
-    def _remember(self, iid: str, nonce: str, timestamp: int, now: int) -> None:
-        if now >= self._next_prune:
-            self._seen = {k: v for k, v in self._seen.items() if v > now}
-            self._next_prune = now + 1000
-        key = (iid, nonce)
-        if key in self._seen:
-            raise AuthenticationError("Replayed request (nonce already used)", {"iid": iid})
-        self._seen[key] = timestamp + self._window_ms + 1
 
     async def verify(self, method: str, path_and_query: str, headers: dict[str, str]) -> tuple[Identity, str]:
         """The identity a request acts as, and the body hash it claims. Raises `AuthenticationError`."""
@@ -93,7 +87,7 @@ class RequestVerifier:
         message = request_string(method, path_and_query, headers[HEADER_TIMESTAMP], nonce, node, body_sha256)
         if not await asyncio.to_thread(identity.verify_signature, message, headers[HEADER_SIGNATURE]):
             raise AuthenticationError("Invalid request signature", {"iid": iid})
-        self._remember(iid, nonce, timestamp, int(time.time() * 1000))
+        await self._seen.remember(iid, nonce, timestamp + self._window_ms + 1, int(time.time() * 1000))
         return identity, body_sha256
 
 
@@ -141,15 +135,17 @@ def delegation_of(request: Request) -> Delegation | None:
     return None if not value else Delegation.from_header(value)
 
 
-async def acting_as(request: Request, signer: Identity, obj_id: str) -> Identity:
-    """Whom a signed request reads `obj_id` as: the signer, or — with a `saas-delegation` header — the user who
-    delegated to the signer (a node fetching for that user). A delegation that does not check out is refused
+async def acting_as(request: Request, signer: Identity, obj_id: str, scope: Scope = "content") -> Identity:
+    """Whom a signed request reads `obj_id` (within `scope`) as: the signer, or — with a `saas-delegation` header —
+    the user who delegated to the signer (a node fetching for that user), if the delegation names the signer as
+    delegate, this node as a server, `scope` and `obj_id`. A delegation that does not check out is refused
     (401/403), never silently ignored."""
     delegation = delegation_of(request)
     if delegation is None:
         return signer
-    issuer = request.app.state.node.nodedb.get_identity(delegation.issuer_iid)
-    return await asyncio.to_thread(delegation.check, issuer, signer.id, obj_id)
+    node = request.app.state.node
+    issuer = node.nodedb.get_identity(delegation.issuer_iid)
+    return await asyncio.to_thread(delegation.check, issuer, signer.id, node.iid, scope, obj_id)
 
 
 SignedIdentity = Annotated[Identity, Depends(signed)]

@@ -3,8 +3,9 @@ the DOR its outputs go to — this node's DOR or another node's, found through t
 
 - **Inputs**: this node's DOR first (read as the job's user); otherwise every DOR of the network is asked. A
   restricted object on another node is visible only with the user's `Delegation` for this node, carried in the
-  input's `user_signature` (base64 JSON, as in the `saas-delegation` header; `RTIProxy.submit_job` adds one). The
-  delegation must be issued by the job's user and name this node as delegate.
+  input's `user_signature` (base64 JSON, as in the `saas-delegation` header; `RTIProxy.submit_job` adds one,
+  naming the nodes that hold the object as servers). The delegation must be issued by the job's user, name this
+  node as delegate and allow `metadata` and `content`; each serving node checks that it is named.
 - **Encrypted inputs**: this node decrypts one (with the key envelope the owner gave it) only for a job whose user
   holds the key too: the object's owner, or an identity with a key envelope of its own. The object's DOR says so
   (this node's catalog, or the custodian asked over REST, signed by this node: `require_key`); being allowed to
@@ -25,7 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from saas.core.delegation import Delegation
+from saas.core.delegation import JOB_INPUT_SCOPES, Delegation
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError, RTIError, SaaSError
 from saas.dor.schemas import CDataObject, GitProcessorPointer, GPPDataObject
 from saas.nodedb.schemas import NodeInfo
@@ -119,6 +120,11 @@ def delegation_of(item: Task.InputReference, user_iid: str, node_iid: str) -> De
         raise InvalidInputError(f"Input '{item.name}': the delegation is for another node")
     if not delegation.covers(item.obj_id):
         raise InvalidInputError(f"Input '{item.name}': the delegation is for another data object")
+    if not set(JOB_INPUT_SCOPES) <= set(delegation.scopes):
+        raise InvalidInputError(
+            f"Input '{item.name}': the delegation does not allow reading the object's metadata and content (it "
+            f"allows: {', '.join(delegation.scopes)})"
+        )
     return delegation
 
 
@@ -141,7 +147,11 @@ async def find_input(
     meta = found.get(item.obj_id)
     if isinstance(meta, CDataObject) and meta.custodian is not None:
         return InputLocation(meta, meta.custodian, delegation)
-    hint = "" if delegation else " (a restricted object on another node needs the user's delegation)"
+    hint = (
+        " (a restricted object on another node needs the user's delegation)"
+        if delegation is None
+        else " (with the delegation given it must be on a node the delegation names as a server, readable by the user)"
+    )
     raise NotFoundError(f"Input '{item.name}': data object {item.obj_id} not found{hint}", {"obj_id": item.obj_id})
 
 

@@ -3,7 +3,8 @@
 `submit_job(proc_id, job_input, job_output, with_authorisation_by, name=None, description=None)` takes
 `Task.InputReference` / `Task.InputValue` / `Task.Output` items (or their dicts) and returns a `Job`; `run_job`
 (same arguments, plus `timeout`) submits and returns the final `JobStatus`, in one round trip when the job ends
-within the node's wait."""
+within the node's wait. A by-reference input restricted on another node is delegated to the node for that one
+object, from the nodes holding it (`saas.core.delegation`), when the node does not find it by itself."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydantic import TypeAdapter
 
-from saas.core.delegation import MAX_LIFETIME_MS, Delegation
-from saas.core.errors import NotFoundError
+from saas.core.delegation import JOB_INPUT_SCOPES, MAX_LIFETIME_MS, MAX_SERVERS, Delegation
+from saas.core.errors import InvalidInputError, NotFoundError
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
 from saas.rest.proxy import RESTProxy
@@ -51,6 +53,10 @@ def _task(
         "name": name,
         "description": description,
     }
+
+
+def _may_need_delegation(item: dict[str, Any]) -> bool:
+    return item.get("type") == "reference" and not item.get("user_signature") and isinstance(item.get("obj_id"), str)
 
 
 class RTIProxy(RESTProxy):
@@ -138,14 +144,10 @@ class RTIProxy(RESTProxy):
         return self.submit_task(task, with_authorisation_by)
 
     def submit_task(self, task: Task | dict[str, Any], with_authorisation_by: Signer) -> Job:
-        """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` gets
-        the user's delegation for the node, so that the node may fetch it from another node's DOR even when its
-        access is restricted."""
-        body = self._body(task, with_authorisation_by)
-        response = self.request(
-            "POST", f"/rti/proc/{body['proc_id']}/jobs", json_body=body, signer=with_authorisation_by
-        )
-        return Job.model_validate(response.json())
+        """Submit a whole task (the seed's job descriptor). A by-reference input without a `user_signature` that
+        is restricted on another node gets the user's delegation for the node to read it from there (see
+        `_post_task`)."""
+        return Job.model_validate(self._post_task("jobs", task, with_authorisation_by).json())
 
     def run_job(
         self,
@@ -170,33 +172,69 @@ class RTIProxy(RESTProxy):
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        body = self._body(task, with_authorisation_by)
         wait = RUN_WAIT if timeout is None else max(0.0, min(RUN_WAIT, timeout))
         status = JobStatus.model_validate(
-            self.request(
-                "POST",
-                f"/rti/proc/{body['proc_id']}/run",
-                params={"wait": wait},
-                json_body=body,
-                signer=with_authorisation_by,
-            ).json()
+            self._post_task("run", task, with_authorisation_by, params={"wait": wait}).json()
         )
         if status.state in FINAL:
             return status
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.wait_for_job(status.job.id, with_authorisation_by, timeout=remaining)
 
-    def _body(self, task: Task | dict[str, Any], user: Signer) -> dict[str, Any]:
-        """The task as sent: a by-reference input without a `user_signature` gets the user's delegation."""
+    def _post_task(
+        self, action: str, task: Task | dict[str, Any], user: Signer, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """POST the task to `/rti/proc/{proc_id}/{action}`. If the node does not find a by-reference input that has
+        no `user_signature` (it may be restricted on another node, which shows it to this node only with the
+        user's delegation), the inputs are looked up in the network as the user and the task is sent once more
+        with a delegation for each input that is restricted on another node (`_delegated`). Inputs the node finds
+        (on its own DOR, or unrestricted elsewhere) cost nothing extra."""
         body = _dump(task)
-        body["input"] = [self._delegated(dict(i), user) for i in body.get("input") or []]
-        return body
+        path = f"/rti/proc/{body['proc_id']}/{action}"
+        try:
+            return self.request("POST", path, params=params, json_body=body, signer=user)
+        except InvalidInputError as e:
+            delegated = self._delegated(body, user, e.details.get("obj_id"))
+            if delegated is None:
+                raise
+        return self.request("POST", path, params=params, json_body=delegated, signer=user)
 
-    def _delegated(self, item: dict[str, Any], user: Signer) -> dict[str, Any]:
-        if item.get("type") != "reference" or item.get("user_signature") or not isinstance(item.get("obj_id"), str):
-            return item
-        delegation = Delegation.create(user, self.node_iid, item["obj_id"], lifetime_s=DELEGATION_LIFETIME_S)
-        return {**item, "user_signature": delegation.to_header()}
+    def _delegated(self, body: dict[str, Any], user: Signer, not_found: Any) -> dict[str, Any] | None:
+        """`body` with the user's delegation in every by-reference input without a `user_signature` that is
+        restricted on other nodes: for this node to read its `metadata` and `content` from those nodes. None if
+        `not_found` is not such an input or no input needs one."""
+        inputs = [dict(i) for i in body.get("input") or []]
+        wanted = [i["obj_id"] for i in inputs if _may_need_delegation(i)]
+        if not_found not in wanted:
+            return None
+        servers = self._restricted_holders(wanted, user)
+        if not servers:
+            return None
+        for item in inputs:
+            holders = servers.get(item.get("obj_id")) if _may_need_delegation(item) else None
+            if holders:
+                delegation = Delegation.create(
+                    user,
+                    self.node_iid,
+                    item["obj_id"],
+                    servers=holders[:MAX_SERVERS],
+                    scopes=JOB_INPUT_SCOPES,
+                    lifetime_s=DELEGATION_LIFETIME_S,
+                )
+                item["user_signature"] = delegation.to_header()
+        return {**body, "input": inputs}
+
+    def _restricted_holders(self, obj_ids: list[str], user: Signer) -> dict[str, list[str]]:
+        """For each of `obj_ids` that this node does not hold: the other nodes holding it restricted and readable
+        by `user` (every DOR of the network is asked, concurrently, as `user`)."""
+        from saas.dor.proxy import locate
+
+        holders: dict[str, list[str]] = {}
+        for obj_id, records in locate(self.address, user, list(dict.fromkeys(obj_ids))).items():
+            nodes = [r.custodian.identity.id for r in records if r.custodian is not None and r.access_restricted]
+            if nodes and self.node_iid not in nodes:
+                holders[obj_id] = nodes
+        return holders
 
     def get_jobs_by_user(self, authority: Signer) -> list[Job]:
         return list(_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))

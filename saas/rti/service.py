@@ -495,7 +495,7 @@ class RTIService:
         try:
             found = await asyncio.gather(*(placement.find_input(self._node, i, caller.id) for i in references))
         except (NotFoundError, InvalidInputError) as e:
-            raise JobValidationError(e.reason) from None
+            raise JobValidationError(e.reason, e.details) from None  # details: the obj_id not found
         for item, location in zip(references, found, strict=True):
             meta, spec = location.meta, specs[item.name]
             if (meta.data_type, meta.data_format) != (spec.data_type, spec.data_format):

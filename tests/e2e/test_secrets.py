@@ -75,7 +75,9 @@ def test_the_datastore_is_private_and_an_old_one_is_tightened(
     added = node.dor(user).add_data_object(source, user.identity, False, False, "E2ESecret", "bin")
     [content] = node.content_files()
     names = modes(node.datastore)
-    assert {"nodedb.sqlite", "dor/catalog.sqlite", "rti/jobs.sqlite", "p2p/peer.key"} <= set(names), names
+    assert {"nodedb.sqlite", "requests.sqlite", "dor/catalog.sqlite", "rti/jobs.sqlite", "p2p/peer.key"} <= set(
+        names
+    ), names
     assert_private(node.datastore)  # what the node wrote: new files 0600, folders 0700
     assert names[content.relative_to(node.datastore).as_posix()] == 0o600
     assert node.stop() == 0

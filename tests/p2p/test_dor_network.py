@@ -121,15 +121,18 @@ def test_lookup_across_nodes(net: Network) -> None:
     assert found[public.obj_id].custodian.identity.id == net.b.node.iid
     assert found[on_c.obj_id].custodian.identity.id == net.c.node.iid
 
-    delegation = Delegation.create(net.user, net.a.node.iid)
+    servers = [net.b.node.iid, net.c.node.iid]
+    delegation = Delegation.create(net.user, net.a.node.iid, servers=servers, scopes=["metadata"])
     found = net.a.call(remote.lookup(net.a.node, ids, delegation))
     assert set(found) == {public.obj_id, hidden.obj_id, on_c.obj_id}
 
     for wrong in (
-        Delegation.create(net.user, net.c.node.iid),  # names another node as delegate
-        Delegation.create(net.other, net.a.node.iid),  # from a user without access
-        Delegation.create(net.user, net.a.node.iid, obj_id=public.obj_id),  # for another object
-        Delegation.create(net.user, net.a.node.iid, lifetime_s=-1),  # expired
+        Delegation.create(net.user, net.c.node.iid, servers=servers, scopes=["metadata"]),  # another delegate
+        Delegation.create(net.other, net.a.node.iid, servers=servers, scopes=["metadata"]),  # user without access
+        Delegation.create(net.user, net.a.node.iid, public.obj_id, servers=servers, scopes=["metadata"]),  # object
+        Delegation.create(net.user, net.a.node.iid, servers=servers, scopes=["metadata"], lifetime_s=-1),  # expired
+        Delegation.create(net.user, net.a.node.iid, servers=[net.c.node.iid], scopes=["metadata"]),  # served by c
+        Delegation.create(net.user, net.a.node.iid, servers=servers, scopes=["provenance"]),  # not for lookups
     ):
         assert hidden.obj_id not in net.a.call(remote.lookup(net.a.node, ids, wrong))
 
@@ -169,14 +172,17 @@ def test_provenance_of_restricted_remote_ancestor_needs_a_delegation(net: Networ
     derived = net.add(net.a, b'{"derived": "from hidden"}', recipe=recipe)
     with DORProxy(net.a.address, net.user) as dor:
         assert dor.get_provenance(derived.obj_id).missing == [hidden.c_hash]
-        delegation = Delegation.create(net.user, net.a.node.iid)
-        response = dor.request(
-            "GET",
-            f"/dor/{derived.obj_id}/provenance",
-            signed=True,
-            headers={"saas-delegation": delegation.to_header()},
-        )
-        assert response.json()["missing"] == []
+        delegation = Delegation.create(net.user, net.a.node.iid, servers=[net.b.node.iid], scopes=["provenance"])
+        assert dor.get_provenance(derived.obj_id, delegation).missing == []
+        a, b, c = net.a.node.iid, net.b.node.iid, net.c.node.iid
+        served_by_c = Delegation.create(net.user, a, servers=[c], scopes=["provenance"])
+        assert dor.get_provenance(derived.obj_id, served_by_c).missing == [hidden.c_hash]  # b does not use it
+        for refused in (
+            Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["content"]),  # not for provenance
+            Delegation.create(net.user, b, servers=[b], scopes=["provenance"]),  # for another node to present
+        ):
+            with pytest.raises(AuthorisationError):
+                dor.get_provenance(derived.obj_id, refused)
     with DORProxy(net.a.address, net.other) as dor, pytest.raises(AuthorisationError):
         dor.request(  # someone else's delegation is refused
             "GET", f"/dor/{derived.obj_id}/provenance", signed=True, headers={"saas-delegation": delegation.to_header()}
@@ -191,15 +197,21 @@ def test_restricted_object_is_fetched_only_with_a_valid_delegation(net: Network,
 
     with pytest.raises(NotFoundError):  # the node alone may not read it
         net.fetch(hidden, target)
-    valid = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id)
+
+    def for_a(obj_id: str, user: Keystore = net.user, **kwargs: Any) -> Delegation:  # content from b, read by a
+        return Delegation.create(user, net.a.node.iid, obj_id, servers=[net.b.node.iid], scopes=["content"], **kwargs)
+
+    valid = for_a(hidden.obj_id)
     assert net.fetch(hidden, target, valid).read_bytes() == content
 
-    expired = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id, lifetime_s=-1)
-    too_long = Delegation.create(net.user, net.a.node.iid, obj_id=hidden.obj_id, lifetime_s=2 * 3600)
-    wrong_delegate = Delegation.create(net.user, net.c.node.iid, obj_id=hidden.obj_id)
-    wrong_object = Delegation.create(net.user, net.a.node.iid, obj_id=public.obj_id)
+    expired = for_a(hidden.obj_id, lifetime_s=-1)
+    too_long = for_a(hidden.obj_id, lifetime_s=2 * 3600)
+    wrong_delegate = Delegation.create(
+        net.user, net.c.node.iid, hidden.obj_id, servers=[net.b.node.iid], scopes=["content"]
+    )
+    wrong_object = for_a(public.obj_id)
     bad_signature = valid.model_copy(update={"expires": valid.expires + 1000})
-    no_access = Delegation.create(net.other, net.a.node.iid, obj_id=hidden.obj_id)
+    no_access = for_a(hidden.obj_id, user=net.other)
     for delegation, error in (
         (expired, AuthenticationError),
         (too_long, AuthenticationError),
@@ -212,6 +224,54 @@ def test_restricted_object_is_fetched_only_with_a_valid_delegation(net: Network,
             net.fetch(hidden, tmp_path / "refused", delegation)
     assert not (tmp_path / "refused").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_delegation_is_refused_outside_its_scope_delegate_and_servers(net: Network, tmp_path: Path) -> None:
+    """Issue 14 item 3, as an attacker: node a holds delegations of the user and presents them to node b's REST
+    service (signed as a), or node c presents a's; each must be refused with 403 and no content."""
+    hidden = net.add(net.b, b'{"secret": "scoped"}', restricted=True)
+    a, b, c = net.a.node.iid, net.b.node.iid, net.c.node.iid
+
+    def present(delegation: Delegation, by: RunningNode) -> Path:
+        with DORProxy(net.b.address, by.keystore, node_iid=b) as dor:
+            return dor.get_content(hidden.obj_id, by.keystore, tmp_path / "stolen", delegation=delegation)
+
+    attacks = {
+        "does not allow reading content": (Delegation.create(net.user, a, servers=[b], scopes=["provenance"]), net.a),
+        "does not allow reading content ": (
+            Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["provenance", "metadata"]),
+            net.a,
+        ),
+        "for another node": (Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["content"]), net.c),
+        "served by other nodes": (
+            Delegation.create(net.user, a, hidden.obj_id, servers=[c], scopes=["content"]),
+            net.a,
+        ),
+    }
+    for reason, (delegation, by) in attacks.items():
+        with pytest.raises(AuthorisationError) as e:
+            present(delegation, by)
+        assert reason.strip() in e.value.reason and e.value.status == 403
+    assert not (tmp_path / "stolen").exists()
+
+    # The same delegation within its scope, from its delegate, at its server: allowed.
+    allowed = Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["content"])
+    assert present(allowed, net.a).read_bytes() == b'{"secret": "scoped"}'
+
+    # Over P2P: a metadata delegation finds the object; a content-only one does not reveal its metadata.
+    metadata = Delegation.create(net.user, a, hidden.obj_id, servers=[b], scopes=["metadata"])
+    assert hidden.obj_id in net.a.call(remote.lookup(net.a.node, [hidden.obj_id], metadata))
+    assert hidden.obj_id not in net.a.call(remote.lookup(net.a.node, [hidden.obj_id], allowed))
+
+
+def test_a_delegation_goes_only_to_the_nodes_it_names() -> None:
+    from saas.p2p.protocols import dor as dor_protocol
+
+    message = dor_protocol.lookup(["0" * 64])
+    message["delegation"] = {"servers": ["b" * 64], "scopes": ["metadata"]}
+    assert dor_protocol.for_peer(message, "b" * 64) is message
+    assert "delegation" not in dor_protocol.for_peer(message, "c" * 64)
+    assert dor_protocol.for_peer(dor_protocol.lookup([]), "c" * 64) == dor_protocol.lookup([])
 
 
 def test_cross_node_fetch_catches_corruption(net: Network, tmp_path: Path) -> None:

@@ -187,20 +187,67 @@ def test_encrypted_input_on_b_only_for_users_who_hold_the_key(
     assert _content(net.b, status.output["c"].obj_id, grantee, tmp_path) == {"v": secret + 1}
 
 
+def test_submit_job_delegates_only_what_each_input_needs(net: Net, gpp_on_b: str) -> None:
+    """`RTIProxy.submit_job` finds where each input is: restricted on another node, it delegates reading its
+    metadata and content to the executing node, from that node only; on the executing node or unrestricted, it
+    delegates nothing."""
+    net.deploy(net.a, gpp_on_b)
+    on_b = net.add_json(net.b, {"v": 1}, access_restricted=True)
+    on_a = net.add_json(net.a, {"v": 2}, access_restricted=True)
+    open_on_b = net.add_json(net.b, {"v": 3})
+    outputs = [Task.Output(name="c", owner_iid=net.user.iid)]
+    with RTIProxy(net.a.address, net.user) as rti:
+        job = rti.submit_job(
+            gpp_on_b,
+            [Task.InputReference(name="a", obj_id=on_b.obj_id), Task.InputReference(name="b", obj_id=on_a.obj_id)],
+            outputs,
+            net.user,
+        )
+        assert rti.wait_for_job(job.id, net.user, timeout=60).state == "successful"
+        second = rti.submit_job(
+            gpp_on_b,
+            [Task.InputReference(name="a", obj_id=open_on_b.obj_id), Task.InputValue(name="b", value={"v": 4})],
+            outputs,
+            net.user,
+        )
+        assert rti.wait_for_job(second.id, net.user, timeout=60).state == "successful"
+    signatures = {i.name: getattr(i, "user_signature", None) for i in job.task.input}
+    delegation = Delegation.from_header(signatures["a"])
+    assert delegation.issuer_iid == net.user.iid and delegation.delegate_iid == net.a.node.iid
+    assert delegation.servers == (net.b.node.iid,)
+    assert set(delegation.scopes) == {"metadata", "content"} and delegation.obj_id == on_b.obj_id
+    assert signatures["b"] is None  # on the executing node: read there as the user
+    assert [getattr(i, "user_signature", None) for i in second.task.input] == [None, None]  # unrestricted
+
+
 def test_restricted_input_elsewhere_needs_a_valid_delegation(net: Net, gpp_on_b: str, keystores: Any) -> None:
     net.deploy(net.a, gpp_on_b)
     a = net.add_json(net.b, {"v": 1}, access_restricted=True)
     other = keystores("other")
+    b = [net.b.node.iid]
+    input_scopes: list[Any] = ["metadata", "content"]
     cases = {
         "not a delegation": "bm90IGpzb24=",
-        "for another node": Delegation.create(net.user, net.c.node.iid, a.obj_id).to_header(),
-        "not issued by the job's user": Delegation.create(other, net.a.node.iid, a.obj_id).to_header(),
+        "for another node": Delegation.create(net.user, net.c.node.iid, a.obj_id, servers=b, scopes=input_scopes),
+        "not issued by the job's user": Delegation.create(
+            other, net.a.node.iid, a.obj_id, servers=b, scopes=input_scopes
+        ),
+        "does not allow reading the object's metadata and content": Delegation.create(
+            net.user, net.a.node.iid, a.obj_id, servers=b, scopes=["provenance"]
+        ),
+        "on a node the delegation names as a server": Delegation.create(
+            net.user, net.a.node.iid, a.obj_id, servers=[net.c.node.iid], scopes=input_scopes
+        ),
     }
     outputs = [Task.Output(name="c", owner_iid=net.user.iid)]
     with RTIProxy(net.a.address, net.user) as rti:
         for expected, signature in cases.items():
             inputs = [
-                Task.InputReference(name="a", obj_id=a.obj_id, user_signature=signature),
+                Task.InputReference(
+                    name="a",
+                    obj_id=a.obj_id,
+                    user_signature=signature if isinstance(signature, str) else signature.to_header(),
+                ),
                 Task.InputValue(name="b", value={"v": 1}),
             ]
             with pytest.raises(InvalidInputError) as e:
