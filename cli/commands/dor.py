@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError
-from saas.nodedb.fanout import DEFAULT_DEADLINE
 from saas_cli.context import Context
 from saas_cli.output import Progress
 
@@ -116,7 +115,10 @@ def search(ctx: Context, args: argparse.Namespace) -> None:
         with _proxy(ctx, args, keystore) as proxy:
             found = proxy.search(**filters)
     else:
-        found = search_network(ctx.node_address(args.address), keystore, deadline=args.deadline, **filters)
+        from saas.nodedb.fanout import DEFAULT_DEADLINE
+
+        deadline = args.deadline or DEFAULT_DEADLINE
+        found = search_network(ctx.node_address(args.address), keystore, deadline=deadline, **filters)
         if found.unanswered:
             missing = "; ".join(str(u) for u in found.unanswered)
             ctx.out.warning(f"{len(found.unanswered)} node(s) did not answer, results are partial: {missing}")
@@ -485,8 +487,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--deadline",
         type=float,
-        default=DEFAULT_DEADLINE,
-        help=f"seconds the network search may take; nodes that did not answer are named (default {DEFAULT_DEADLINE:g})",
+        help="seconds the network search may take; nodes that did not answer are named (default 3)",
     )
     p.set_defaults(handler=search)
 
