@@ -36,7 +36,7 @@ def assert_storage_full(error: pytest.ExceptionInfo) -> None:
     assert isinstance(error.value, RemoteError) and error.value.status == 507
     assert isinstance(error.value, InsufficientStorageError)
     assert error.value.reason.startswith("The node's storage is full"), error.value.reason
-    assert error.value.details == {"error": "ENOSPC"}
+    assert error.value.details["error"] in ("ENOSPC", "SQLITE_FULL")  # the content, or the replay cache first
     assert "/" not in error.value.reason  # no path of the node
 
 
@@ -68,7 +68,8 @@ def test_full_disk_mid_upload_is_507_and_later_uploads_work_once_space_is_freed(
     with httpx.Client(base_url=node.url, trust_env=False, timeout=30) as client:
         response = client.post("/api/v1/dor/add-c", content=chunks(), headers=headers)
     assert response.status_code == 507, response.text
-    assert response.json()["reason"].startswith("The node's storage is full: the upload could not be written")
+    # the upload, or the replay cache of signed requests written first: either way 507 and nothing stored
+    assert response.json()["reason"].startswith("The node's storage is full: "), response.text
     assert catalog(node) == {kept.obj_id}
     assert len(files(node)["content"]) == 1 and files(node)["tmp"] == []
 
