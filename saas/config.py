@@ -49,6 +49,9 @@ class NodeConfig(BaseModel):
     job_pids: int = Field(default=1024, ge=8)  # processes and threads per job / agent instance / install
     job_cores: float | None = Field(default=None, gt=0)  # CPU cores per job; None: all
     job_walltime: float = Field(default=7 * 86400.0, gt=0)  # seconds a job may run
+    # Git sources (add-gpp, deploy): https and ssh to public addresses; with allow_local_git also local paths,
+    # file://, plain http and loopback / private / link-local addresses (development nodes and tests).
+    allow_local_git: bool = False
     # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0

@@ -127,6 +127,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         job_pids=args.job_pids or 1024,
         job_cores=args.job_cores,
         **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
+        # Git sources (add-gpp, deploy)
+        allow_local_git=args.allow_local_git,
     )
     _serve(ctx, config)
 
@@ -152,6 +154,11 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
             ctx.out.warning(
                 "WARNING: --unsafe-no-sandbox: adapters run as this node's user and can read its datastore, its "
                 "keystore and other users' jobs. Do not run adapters you do not trust."
+            )
+        if config.allow_local_git:
+            ctx.out.warning(
+                "--allow-local-git: add-gpp and deploy fetch from local paths and private addresses too "
+                "(a development node; do not use it on a network others can reach)."
             )
         ctx.out.result(
             {
@@ -261,5 +268,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--job-pids", type=_positive_int, help="processes and threads of a job at once (default 1024)")
     p.add_argument("--job-cores", type=_positive_float, help="CPU cores of a job (default: all)")
     p.add_argument("--job-walltime", type=_positive_float, help="seconds a job may run (default 7 days)")
+    # Git sources (add-gpp, deploy)
+    p.add_argument(
+        "--allow-local-git",
+        action="store_true",
+        help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
+        "(development; default: https and ssh to public hosts only)",
+    )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)
