@@ -391,7 +391,7 @@ def job_logs(ctx: Context, args: argparse.Namespace) -> None:
     with _proxy(ctx, args, keystore) as rti:
         if args.follow:
             for line in rti.follow_job_logs(args.job_id, keystore):
-                print(line, flush=True)
+                ctx.out.stream(line)  # the adapter's output: cleaned for a terminal
             return
         target = Path(args.destination).expanduser() / f"{args.job_id}-logs.tar.gz"
         rti.get_job_logs(args.job_id, keystore, target)
