@@ -1,8 +1,8 @@
 """Deploying a processor: clone the adapter repository at the pinned commit and run `install.sh <config>`.
 
 The repository URL is untrusted: only the sources the node allows (`saas.dor.sources`); a GitHub token reaches git
-only through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the loop
-never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
+only through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the
+loop never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ async def clone(
     allow_local_git: bool = False,
 ) -> Path:
     """Clone into `<proc_root>/repo` (emptied first) at the commit, if the node allows the source (see
-    `saas.dor.sources`; raises its errors); returns the adapter folder (with install.sh).
+    `saas.dor.sources`; else `DeploymentError` with the reason); returns the adapter folder (with install.sh).
     The log goes to `<proc_root>/install.log`; a GitHub token never reaches it."""
     try:
         env = process.tool_env(await asyncio.to_thread(git_env, gpp.source, allow_local_git))
