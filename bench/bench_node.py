@@ -91,6 +91,7 @@ class NodeRun:
             f"127.0.0.1:{self.port}",
             "--p2p-address",
             f"127.0.0.1:{free_port()}",
+            "--allow-local-git",  # the benchmarks' adapters are in local repositories
             *extra,
         ]
         self.log = log

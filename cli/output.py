@@ -2,22 +2,47 @@
 
 Results go to stdout (as JSON with `--json`); messages meant for a person while `--json` is on go to stderr so
 stdout stays machine-readable.
+
+Terminal safety: much of what is printed came from the network (tag values, names, descriptions, job messages,
+server errors, adapter logs). Every human text goes through `clean`, which removes terminal escape sequences and
+control characters (C0 but newline and tab in multi-line text, DEL, C1), so another user's data cannot retitle,
+clear or rewrite the terminal. `--json` documents are printed exactly (json.dumps escapes control characters).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Output", "Progress", "format_table"]
+__all__ = ["Output", "Progress", "clean", "format_table"]
+
+# ESC or 8-bit C1 introducers with what follows them: OSC/DCS/APC/PM/SOS strings up to their terminator, CSI
+# sequences with their parameters, and any other two-character escape.
+_ESCAPE = re.compile(
+    r"(?:\x1b[\]P_^X]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -~]?"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LINE_BREAK = re.compile(r"[\n\t]")
+
+
+def clean(text: object, multiline: bool = True) -> str:
+    """`text` safe for a terminal: no escape sequences, no control characters (newline and tab are kept in
+    `multiline` text, else each becomes a space)."""
+    value = _ESCAPE.sub("", str(text))
+    if not multiline:
+        value = _LINE_BREAK.sub(" ", value)
+    return _CONTROL.sub("", value)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain table: a header row, a row of dashes, then the rows; columns two spaces apart."""
-    cells = [[str(h) for h in headers], ["-" * len(str(h)) for h in headers]]
-    cells += [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[clean(h, False) for h in headers], ["-" * len(clean(h, False)) for h in headers]]
+    cells += [["" if v is None else clean(v, False) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
@@ -31,11 +56,15 @@ class Output:
 
     def line(self, text: str = "") -> None:
         """Human text: stdout normally, stderr under --json."""
-        print(text, file=sys.stderr if self.as_json else sys.stdout, flush=True)
+        print(clean(text), file=sys.stderr if self.as_json else sys.stdout, flush=True)
+
+    def stream(self, text: str) -> None:
+        """A line of a stream (e.g. a followed log) on stdout: cleaned for a person, exact under --json."""
+        print(text if self.as_json else clean(text), flush=True)
 
     def warning(self, text: str) -> None:
         """A warning for a person: always stderr, so results on stdout stay clean."""
-        print(f"Warning: {text}", file=sys.stderr, flush=True)
+        print(f"Warning: {clean(text)}", file=sys.stderr, flush=True)
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not self.as_json:
@@ -46,10 +75,11 @@ class Output:
         if self.as_json:
             print(json.dumps(document, indent=2, default=str), flush=True)
         elif text is not None:
-            print(text, flush=True)
+            print(clean(text), flush=True)
 
     def error(self, reason: str, envelope: dict[str, Any] | None = None) -> None:
-        print(f"Error: {reason}", file=sys.stderr, flush=True)
+        """One line on stderr (cleaned: a reason can come from a server); under --json also the exact envelope."""
+        print(f"Error: {clean(reason, False)}", file=sys.stderr, flush=True)
         if self.as_json and envelope is not None:
             print(json.dumps({"error": envelope}, indent=2, default=str), flush=True)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from saas.core.errors import MissingValueError
+from saas_cli.output import clean
 
 __all__ = ["Prompter"]
 
@@ -65,11 +66,11 @@ class Prompter:
     def select(self, message: str, choices: Sequence[tuple[str, T]], *, name: str, flag: str | None) -> T:
         self._require(name, flag)
         q = _questionary()
-        options = [q.Choice(title=title, value=index) for index, (title, _) in enumerate(choices)]
+        options = [q.Choice(title=clean(title, False), value=index) for index, (title, _) in enumerate(choices)]
         return choices[q.select(message, choices=options).unsafe_ask()][1]
 
     def checkbox(self, message: str, choices: Sequence[tuple[str, T]], *, name: str, flag: str | None) -> list[T]:
         self._require(name, flag)
         q = _questionary()
-        options = [q.Choice(title=title, value=index) for index, (title, _) in enumerate(choices)]
+        options = [q.Choice(title=clean(title, False), value=index) for index, (title, _) in enumerate(choices)]
         return [choices[i][1] for i in q.checkbox(message, choices=options).unsafe_ask()]

@@ -64,6 +64,9 @@ class NodeConfig(BaseModel):
     job_message_length: int = Field(default=1000, ge=1)  # characters of a trigger message (longer: truncated)
     job_messages: int = Field(default=100, ge=1)  # trigger messages kept per job: the first and the last half
     job_messages_bytes: int = Field(default=64 * 1024, ge=1)  # bytes of the trigger messages kept per job
+    # Git sources (add-gpp, deploy): https and ssh to public addresses; with allow_local_git also local paths,
+    # file://, plain http and loopback / private / link-local addresses (development nodes and tests).
+    allow_local_git: bool = False
     # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0

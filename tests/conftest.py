@@ -98,6 +98,7 @@ def node_factory(tmp_path: Path, keystores: Callable[[str], Keystore]) -> Iterat
                 "rest_address": ("127.0.0.1", free_port()),
                 "p2p_address": ("127.0.0.1", free_port()),
                 "log_level": "WARNING",
+                "allow_local_git": True,  # tests add GPPs from repositories in tmp_path
             }
             settings.update(overrides)
             running = RunningNode(Node(NodeConfig(**settings), keystore))

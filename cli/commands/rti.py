@@ -106,7 +106,7 @@ def proc_deploy(ctx: Context, args: argparse.Namespace) -> None:
         while status.state == "deploying":
             spinner.update()
             time.sleep(0.1)
-            status = rti.get_status(proc_id)
+            status = rti.get_status(proc_id, keystore)  # signed: the node owner sees why it failed
         spinner.done()
     if status.state != "ready":
         raise RTIError(
@@ -192,9 +192,11 @@ def proc_list(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def _pick_deployed(ctx: Context, rti: RTIProxy, given: str | None, ready_only: bool = False) -> Processor:
+def _pick_deployed(
+    ctx: Context, rti: RTIProxy, given: str | None, ready_only: bool = False, keystore: Keystore | None = None
+) -> Processor:
     if given:
-        return rti.get_status(given)
+        return rti.get_status(given, keystore)
     deployed = [p for p in rti.get_deployed() if p.state == "ready" or not ready_only]
     if not deployed:
         raise NotFoundError("No processors are deployed on this node")
@@ -203,16 +205,24 @@ def _pick_deployed(ctx: Context, rti: RTIProxy, given: str | None, ready_only: b
     )
 
 
+def _signer_if_given(ctx: Context) -> Keystore | None:
+    """The keystore when one is named (--keystore-id or a password): signed, the node owner sees why a processor
+    failed and its log tail; else anonymous."""
+    return ctx.load_keystore() if ctx.keystore_id or ctx.password else None
+
+
 def proc_show(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = _signer_if_given(ctx)
     with _proxy(ctx, args) as rti:
-        status = _pick_deployed(ctx, rti, args.proc_id)
+        status = _pick_deployed(ctx, rti, args.proc_id, keystore=keystore)
     document = status.model_dump(mode="json")
     ctx.out.result(document, json.dumps(document, indent=4))
 
 
 def proc_status(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = _signer_if_given(ctx)
     with _proxy(ctx, args) as rti:
-        status = _pick_deployed(ctx, rti, args.proc_id)
+        status = _pick_deployed(ctx, rti, args.proc_id, keystore=keystore)
     ctx.out.result(status.model_dump(mode="json"))
     if ctx.out.as_json:
         return
@@ -381,7 +391,7 @@ def job_logs(ctx: Context, args: argparse.Namespace) -> None:
     with _proxy(ctx, args, keystore) as rti:
         if args.follow:
             for line in rti.follow_job_logs(args.job_id, keystore):
-                print(line, flush=True)
+                ctx.out.stream(line)  # the adapter's output: cleaned for a terminal
             return
         target = Path(args.destination).expanduser() / f"{args.job_id}-logs.tar.gz"
         rti.get_job_logs(args.job_id, keystore, target)

@@ -140,6 +140,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         # HTTP limits of the REST service
         **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
         **_quota_settings(args),
+        # Git sources (add-gpp, deploy)
+        allow_local_git=args.allow_local_git,
     )
     _serve(ctx, config)
 
@@ -181,6 +183,11 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
             ctx.out.warning(
                 "WARNING: --unsafe-no-sandbox: adapters run as this node's user and can read its datastore, its "
                 "keystore and other users' jobs. Do not run adapters you do not trust."
+            )
+        if config.allow_local_git:
+            ctx.out.warning(
+                "--allow-local-git: add-gpp and deploy fetch from local paths and private addresses too "
+                "(a development node; do not use it on a network others can reach)."
             )
         ctx.out.result(
             {
@@ -368,5 +375,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--job-messages", type=_positive_int, help="trigger messages kept per job, first and last (default 100)"
     )
     p.add_argument("--job-messages-bytes", type=parse_size, help="bytes of trigger messages kept per job (default 64K)")
+    # Git sources (add-gpp, deploy)
+    p.add_argument(
+        "--allow-local-git",
+        action="store_true",
+        help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
+        "(development; default: https and ssh to public hosts only)",
+    )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -88,7 +88,7 @@ def main() -> None:
 
     # (3) Deploy it (returns at once) and wait until it is ready.
     rti.deploy(proc_id, keystore)
-    processor = rti.wait_deployed(proc_id, timeout=300)
+    processor = rti.wait_deployed(proc_id, timeout=300, authority=keystore)  # signed: the owner sees a failure's log
     assert processor.state == "ready", f"deployment failed: {processor.error}\n{processor.log_tail}"
     print(f"processor {proc_id} is {processor.state}")
 

@@ -1,9 +1,11 @@
 """Git-Processor-Pointers: clone an adapter repository at a commit and read and validate its descriptor.
 
-Security: the repository URL is untrusted. Only the file, http(s) and ssh protocols are allowed (never `ext::`),
-an URL may not look like an option, the token of GitHub credentials reaches git through `GIT_ASKPASS` and the
-environment of that one git process (never the command line, a file, a log or a response), and the descriptor
-folder must stay inside the clone. Everything here blocks: call it in a worker thread.
+Security: the repository URL is untrusted. Only the sources the node allows are fetched (`saas.dor.sources`:
+https and ssh to public addresses; local ones only with `allow_local_git`), the token of GitHub credentials
+reaches git through `GIT_ASKPASS` and the environment of that one git process (never the command line, a file, a
+log or a response), and the descriptor folder must stay inside the clone. git's own output (which can tell what
+exists on the node) is in an error only for the node owner (`detail`). Everything here blocks: call it in a
+worker thread.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from saas.dor.schemas import (
     GitProcessorPointer,
     ProcessorDescriptor,
 )
+from saas.dor.sources import git_env
 
 __all__ = ["GPPError", "fetch_gpp", "validate_descriptor"]
 
@@ -101,13 +104,6 @@ def validate_descriptor(document: Any) -> ProcessorDescriptor:
         raise GPPError(f"Invalid descriptor: {e.errors(include_input=False)[0]['msg']}") from None
 
 
-def _check_source(source: str) -> None:
-    if source.startswith("-") or "::" in source.split("/", 1)[0]:
-        raise GPPError(f"Unsupported repository '{source}'")
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source) and not re.match(r"^(https?|file|ssh)://", source):
-        raise GPPError(f"Unsupported repository protocol in '{source}' (use https, file or a local path)")
-
-
 def _check_proc_path(proc_path: str) -> PurePosixPath:
     path = PurePosixPath(proc_path)
     if path.is_absolute() or ".." in path.parts or "\x00" in proc_path:
@@ -140,21 +136,20 @@ def fetch_gpp(
     proc_config: str,
     credentials: GithubCredentials | None = None,
     work_dir: Path | None = None,
+    *,
+    allow_local: bool = False,
+    detail: bool = False,
 ) -> GitProcessorPointer:
-    """Clone `source`, check out `commit_id`, read `<proc_path>/descriptor.json`; the commit is pinned as full SHA."""
+    """Clone `source` (if the node allows it: `allow_local` is the node's `allow_local_git`), check out
+    `commit_id`, read `<proc_path>/descriptor.json`; the commit is pinned as full SHA. With `detail` (the caller
+    is the node owner) a failed clone's error carries git's message."""
     import git
 
-    _check_source(source)
     relative = _check_proc_path(proc_path)
+    env = git_env(source, allow_local)
     work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir)).resolve()
     try:
-        env = {
-            CLONE_MARKER: str(work.parent),  # a restarted node kills the git processes a crashed one left
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-        }
+        env[CLONE_MARKER] = str(work.parent)  # a restarted node kills the git processes a crashed one left
         if credentials is not None:
             askpass = work / "askpass.sh"
             askpass.write_text(_ASKPASS)
@@ -177,9 +172,10 @@ def fetch_gpp(
                 message = message.replace(credentials.token(), "***")
             if re.search(r"no space left on device|disk quota exceeded", message, re.I):  # the caller: 507
                 raise OSError(errno.ENOSPC, "git: no space left on device") from None
+            said = f": {message or 'git failed'}" if detail else " (git's message is shown to the node owner)"
             if re.search(r"could not resolve|unable to access|connection refused|timed out", message, re.I):
-                raise UnreachableError(f"Could not reach repository '{source}': {message}") from None
-            raise GPPError(f"Could not clone '{source}': {message or 'git failed'}") from None
+                raise UnreachableError(f"Could not reach repository '{source}'{said}") from None
+            raise GPPError(f"Could not clone '{source}'{said}") from None
         repo = git.Repo(clone)
         try:
             full_commit = repo.git.rev_parse("--verify", "--quiet", f"{commit_id}^{{commit}}")

@@ -453,6 +453,8 @@ class DORService:
                 params.proc_config,
                 credentials,
                 self.store.tmp_dir,
+                allow_local=self._node.config.allow_local_git,
+                detail=signer.id == self._node.iid,  # git's output (what exists on the node) only for its owner
             )
         content = canonical_json(gpp.model_dump(mode="json"))
         c_hash = hashlib.sha256(content).hexdigest()

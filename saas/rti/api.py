@@ -1,7 +1,7 @@
 """RTI REST routes (`/rti/...`, DESIGN §11). Thin: parse, authenticate, call `RTIService`.
 
-Anonymous: the list of deployed processors and each processor's state and descriptor. Everything about jobs is
-signed and limited to the job's owner."""
+Anonymous: the list of deployed processors and each processor's state and descriptor (a failure's reason and log
+tail only for the node owner, signed). Everything about jobs is signed and limited to the job's owner."""
 
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ def _rti(request: Request) -> RTIService:
 
 
 @router.get("", response_model=list[Processor])
-async def get_deployed(request: Request) -> list[Processor]:
-    """Processors on this node (deploying, ready or failed)."""
-    return _rti(request).get_deployed()
+async def get_deployed(request: Request, caller: OptionalIdentity) -> list[Processor]:
+    """Processors on this node (deploying, ready or failed); why one failed and its log tail only for the node
+    owner (signed)."""
+    return _rti(request).get_deployed(caller)
 
 
 @router.post("/proc/{proc_id}", response_model=Processor)
@@ -50,7 +51,8 @@ async def deploy(
 
 @router.get("/proc/{proc_id}", response_model=Processor)
 async def get_processor(proc_id: ProcId, request: Request, caller: OptionalIdentity) -> Processor:
-    """State and descriptor (anonymous); for an agent, its instances (with their jobs if signed by the node owner)."""
+    """State and descriptor (anonymous); for an agent, its instances. Signed by the node owner: also why it failed,
+    the log tail and the jobs agent instances hold."""
     return _rti(request).get_processor(proc_id, caller)
 
 

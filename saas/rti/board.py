@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS outputs (
 """
 
 
+HIDDEN_ERROR = "Failed (the reason and the log are shown to the node owner only)"
+
+
 @dataclass
 class ProcessorRecord:
     proc_id: str
@@ -72,14 +75,16 @@ class ProcessorRecord:
     spec: dict[str, Any] = field(default_factory=lambda: {"name": "local"})  # stored; SSH credentials encrypted
     backend: Backend = field(default_factory=UnusableBackend)
 
-    def model(self, show_jobs: bool = False) -> Processor:
+    def model(self, owner: bool = False) -> Processor:
+        """As shown to a caller: the reason of a failure, its log tail (an install log can hold secrets) and the
+        jobs agent instances hold only to the node `owner`; others get the state and a generic error."""
         return Processor(
             proc_id=self.proc_id,
             state=self.state,  # type: ignore[arg-type]
             gpp=self.gpp,
-            error=self.error,
-            log_tail=self.log_tail,
-            instances=self.agent.status(show_jobs) if self.agent is not None else None,
+            error=self.error if owner or self.error is None else HIDDEN_ERROR,
+            log_tail=self.log_tail if owner else None,
+            instances=self.agent.status(owner) if self.agent is not None else None,
             backend=self.backend.describe(),
         )
 

@@ -1,8 +1,8 @@
 """Deploying a processor: clone the adapter repository at the pinned commit and run `install.sh <config>`.
 
-The repository URL is untrusted (see `saas.dor.gpp`): only file, http(s) and ssh; a GitHub token reaches git only
-through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the loop
-never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
+The repository URL is untrusted: only the sources the node allows (`saas.dor.sources`); a GitHub token reaches git
+only through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the
+loop never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from saas.core.errors import InvalidInputError, RTIError
+from saas.core.errors import InvalidInputError, RTIError, SaaSError
 from saas.core.schemas import GithubCredentials
-from saas.dor.gpp import _ASKPASS, _check_proc_path, _check_source
+from saas.dor.gpp import _ASKPASS, _check_proc_path
 from saas.dor.schemas import GitProcessorPointer
+from saas.dor.sources import git_env
 from saas.rti import process
 from saas.rti.cgroups import Limits
 from saas.rti.sandbox import Sandbox
@@ -109,9 +110,11 @@ async def install(
     install_timeout: float = INSTALL_TIMEOUT,
     sandbox: Sandbox | None = None,
     limits: Limits | None = None,
+    *,
+    allow_local_git: bool = False,
 ) -> Path:
     """Clone into `<proc_root>/repo` at the commit and run install.sh (in the sandbox); returns the adapter folder."""
-    folder = await clone(proc_root, gpp, credentials)
+    folder = await clone(proc_root, gpp, credentials, allow_local_git=allow_local_git)
     repo = proc_root / "repo"
     if sandbox is not None:
         await asyncio.to_thread(sandbox.own, repo, True)  # the adapter's to write during install.sh
@@ -129,20 +132,22 @@ async def install(
     return folder
 
 
-async def clone(proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None = None) -> Path:
-    """Clone into `<proc_root>/repo` (emptied first) at the commit; returns the adapter folder (with install.sh).
+async def clone(
+    proc_root: Path,
+    gpp: GitProcessorPointer,
+    credentials: GithubCredentials | None = None,
+    *,
+    allow_local_git: bool = False,
+) -> Path:
+    """Clone into `<proc_root>/repo` (emptied first) at the commit, if the node allows the source (see
+    `saas.dor.sources`; else `DeploymentError` with the reason); returns the adapter folder (with install.sh).
     The log goes to `<proc_root>/install.log`; a GitHub token never reaches it."""
-    _check_source(gpp.source)
+    try:
+        env = process.tool_env(await asyncio.to_thread(git_env, gpp.source, allow_local_git))
+    except SaaSError as e:
+        raise DeploymentError(e.reason, {"log_tail": ""}) from None
     await asyncio.to_thread(_reset, proc_root)
     log = proc_root / "install.log"
-    env = process.tool_env(
-        {
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ALLOW_PROTOCOL": "file:https:http:ssh",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
-        }
-    )
     secret: str | None = None
     askpass_dir = proc_root / ".askpass"
     if credentials is not None:

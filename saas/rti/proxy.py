@@ -107,7 +107,8 @@ class RTIProxy(RESTProxy):
         )
 
     def get_status(self, proc_id: str, authority: Signer | None = None) -> Processor:
-        """State and descriptor; for an agent its instances (signed by the node owner: with the jobs they hold)."""
+        """State and descriptor; for an agent its instances (signed by the node owner: also why it failed, the log
+        tail and the jobs agent instances hold)."""
         if authority is None:
             return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}"))
         return Processor.model_validate(self.get_json(f"/rti/proc/{proc_id}", signer=authority))
@@ -118,13 +119,15 @@ class RTIProxy(RESTProxy):
         except NotFoundError:
             return None
 
-    def wait_deployed(self, proc_id: str, timeout: float = 600.0, interval: float = 0.05) -> Processor:
-        """Poll until the processor is ready or failed."""
+    def wait_deployed(
+        self, proc_id: str, timeout: float = 600.0, interval: float = 0.05, authority: Signer | None = None
+    ) -> Processor:
+        """Poll until the processor is ready or failed (signed by the node owner: with the reason and log tail)."""
         import time
 
         deadline = time.monotonic() + timeout
         while True:
-            status = self.get_status(proc_id)
+            status = self.get_status(proc_id, authority)
             if status.state != "deploying" or time.monotonic() > deadline:
                 return status
             time.sleep(interval)

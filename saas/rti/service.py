@@ -48,6 +48,7 @@ from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
+from saas.dor.sources import git_env
 from saas.rti import board, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
@@ -328,12 +329,16 @@ class RTIService:
         except NotFoundError as e:
             raise UnknownProcessorError(e.reason, {"proc_id": proc_id}) from None
 
-    def get_deployed(self) -> list[Processor]:
-        return [p.model() for p in self._processors.values()]
+    def _is_owner(self, caller: Identity | None) -> bool:
+        return caller is not None and caller.id == self._node.iid
+
+    def get_deployed(self, caller: Identity | None = None) -> list[Processor]:
+        return [p.model(self._is_owner(caller)) for p in self._processors.values()]
 
     def get_processor(self, proc_id: str, caller: Identity | None = None) -> Processor:
-        """A processor's state; the jobs its agent instances hold are shown to the node owner only."""
-        return self._processor(proc_id).model(show_jobs=caller is not None and caller.id == self._node.iid)
+        """A processor's state; why it failed, its log tail and the jobs its agent instances hold are shown to the
+        node owner only."""
+        return self._processor(proc_id).model(self._is_owner(caller))
 
     def _processor(self, proc_id: str) -> ProcessorRecord:
         if proc_id not in self._processors:
@@ -344,7 +349,7 @@ class RTIService:
         self._may_deploy(caller)
         existing = self._processors.get(proc_id)
         if existing is not None and existing.state in ("deploying", "ready"):
-            return existing.model()
+            return existing.model(self._is_owner(caller))
         if existing is not None and existing.agent is not None:
             await existing.agent.stop()  # a failed agent: nothing of it may keep running
         credentials = None
@@ -354,6 +359,7 @@ class RTIService:
             )
         spec = self._backend_spec(params)
         gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
+        await asyncio.to_thread(git_env, gpp.source, self._node.config.allow_local_git)  # 403: a source not allowed
         if gpp.proc_descriptor.kind == "agent" and spec["name"] != "local":
             raise InvalidInputError("Agents run on this node only (the local backend), not over SSH or SLURM")
         if existing is not None:  # a failed deployment is replaced
@@ -365,7 +371,7 @@ class RTIService:
         self._processors[proc_id] = processor
         await self.db.run(board.put_processor, processor)
         processor.task = asyncio.create_task(self._install(processor, credentials))
-        return processor.model()
+        return processor.model(self._is_owner(caller))
 
     @staticmethod
     def _backend_spec(params: DeployParameters) -> dict[str, Any]:
@@ -401,7 +407,10 @@ class RTIService:
         root = self._proc_root(processor.proc_id)
         started = time.monotonic()
         try:
-            await processor.backend.install(root, processor.gpp, credentials, self.install_timeout)
+            allow_local = self._node.config.allow_local_git
+            await processor.backend.install(
+                root, processor.gpp, credentials, self.install_timeout, allow_local_git=allow_local
+            )
             if processor.is_agent:
                 processor.agent = self._new_pool(processor)
                 await processor.agent.start()
@@ -441,7 +450,7 @@ class RTIService:
         await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
         await processor.backend.remove(self._proc_root(proc_id))
         await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
-        return processor.model()
+        return processor.model(self._is_owner(caller))
 
     # -- submitting ---------------------------------------------------------------------------------------------
 

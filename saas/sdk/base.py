@@ -190,7 +190,7 @@ class SDKGPPDataObject(SDKDataObject):
                 github_credentials=github_credentials,
             )
             if wait:
-                processor = rti.wait_deployed(self._meta.obj_id, timeout=timeout)
+                processor = rti.wait_deployed(self._meta.obj_id, timeout=timeout, authority=keystore)
                 if processor.state == "deploying":
                     raise RTIError(f"Processor {self._meta.obj_id} is still deploying after {timeout:g} s")
                 if processor.state != "ready":
@@ -242,7 +242,7 @@ class SDKProcessor:
 
     def status(self) -> Processor:
         with self._context._rti_proxy(self._node) as rti:
-            self._processor = rti.get_status(self.proc_id)
+            self._processor = rti.get_status(self.proc_id, self._context.keystore)  # the node owner sees the log
         return self._processor
 
     def undeploy(self, force: bool = False) -> Processor:

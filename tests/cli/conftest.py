@@ -382,6 +382,7 @@ def module_node(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[s
         rest_address=("127.0.0.1", free_port()),
         p2p_address=("127.0.0.1", free_port()),
         log_level="WARNING",
+        allow_local_git=True,  # GPPs from repositories in tmp_path and the git server on 127.0.0.1
     )
     running = ModuleNode(Node(config, keystore))
     running.start()

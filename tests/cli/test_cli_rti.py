@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.cli_support import write_password_file
+from tests.conftest import PASSWORD
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
 
 
@@ -208,10 +211,17 @@ def test_failed_deploy_shows_log_tail(cli, shared_keystore, node_factory, publis
         ).stdout
     )
     result = cli(*shared_keystore.args(), "rti", "--address", address, "proc", "deploy", gpp["obj_id"])
-    assert result.returncode == 1
-    assert "install.sh exited with code 1" in result.stderr
+    assert result.returncode == 1  # the deployer is not the node owner: the state and a generic error
+    assert "node owner" in result.stderr and "missing dependency xyz" not in result.stdout + result.stderr
     status = ok(cli("rti", "--address", address, "proc", "status", gpp["obj_id"]))
-    assert "failed" in status.stdout and "missing dependency xyz" in status.stdout
+    assert "failed" in status.stdout and "missing dependency xyz" not in status.stdout
+
+    # The node owner (signed) sees the reason and the log tail.
+    owner = node.keystore
+    password_file = write_password_file(tmp_path / "owner.password", PASSWORD)
+    as_owner = ["--keystore", owner.path.parent, "--keystore-id", owner.iid, "--password-file", password_file]
+    status = ok(cli(*as_owner, "rti", "--address", address, "proc", "status", gpp["obj_id"]))
+    assert "install.sh exited with code 1" in status.stdout and "missing dependency xyz" in status.stdout
 
 
 def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, repository, tmp_path: Path) -> None:

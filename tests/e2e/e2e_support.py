@@ -371,6 +371,7 @@ class NodeProcess:
             f"127.0.0.1:{self.rest_port}",
             "--p2p-address",
             f"127.0.0.1:{self.p2p_port}",
+            "--allow-local-git",  # GPPs from repositories in tmp_path
             *self.service_args,
         ]
 

@@ -56,7 +56,7 @@ class Unprivileged:
                 ).obj_id
             with self.rti(self.owner) as rti:
                 rti.deploy(proc_id, self.owner)
-                status = rti.wait_deployed(proc_id, timeout=60)
+                status = rti.wait_deployed(proc_id, timeout=60, authority=self.owner)
             assert status.state == "ready", (status, self.node.output())
             self.deployed[example] = proc_id
         return self.deployed[example]

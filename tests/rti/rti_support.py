@@ -139,7 +139,7 @@ class RTIEnv:
         with self.rti(self.owner) as rti:
             rti.deploy(proc_id, self.owner, **(deploy_args or {}))
             if wait:
-                status = rti.wait_deployed(proc_id, timeout=60)
+                status = rti.wait_deployed(proc_id, timeout=60, authority=self.owner)
                 assert status.state == "ready", status
         return proc_id
 

@@ -200,7 +200,7 @@ def test_start_failure_fails_the_deployment_with_the_log_tail(env: RTIEnv) -> No
     proc_id = env.add_gpp("abc-agent", repo=repo, commit=commit)
     with env.rti(env.owner) as rti:
         rti.deploy(proc_id, env.owner)
-        status = rti.wait_deployed(proc_id, timeout=30)
+        status = rti.wait_deployed(proc_id, timeout=30, authority=env.owner)
     assert status.state == "failed"
     assert status.error is not None and "exited with code 3 before it was ready" in status.error
     assert status.log_tail is not None and "model file missing" in status.log_tail

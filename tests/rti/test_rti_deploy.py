@@ -43,10 +43,36 @@ def test_failed_install_keeps_log_tail(env: RTIEnv) -> None:
     proc_id = env.add_gpp("abc", repo=repo, commit=commit)
     with env.rti(env.owner) as rti:
         rti.deploy(proc_id, env.owner)
-        status = rti.wait_deployed(proc_id, timeout=30)
+        status = rti.wait_deployed(proc_id, timeout=30, authority=env.owner)
     assert status.state == "failed"
     assert status.error == "install.sh exited with code 1"
     assert status.log_tail is not None and "no compiler found" in status.log_tail
+
+
+def test_install_log_tail_only_for_the_node_owner(env: RTIEnv) -> None:
+    """An install log can hold secrets (install.sh prints what it likes): anonymous callers and other users get the
+    state and a generic error, the node owner the reason and the log tail."""
+    secret = "AWS_SECRET=wJalrXUtnFEMI-install-secret"
+    repo, commit = adapter_repo(
+        env.tmp / "leaky-repo", "abc", extra={"abc/install.sh": f"#!/bin/bash\necho '{secret}'\nexit 7\n"}
+    )
+    proc_id = env.add_gpp("abc", repo=repo, commit=commit)
+    with env.rti(env.owner) as rti:
+        started = rti.deploy(proc_id, env.owner)
+        assert started.state in ("deploying", "failed")
+        assert rti.wait_deployed(proc_id, timeout=30).state == "failed"
+        owner = rti.get_status(proc_id, env.owner)
+    assert owner.error == "install.sh exited with code 7"
+    assert owner.log_tail is not None and secret in owner.log_tail
+    with env.rti() as anonymous:
+        views = [anonymous.get_status(proc_id), *anonymous.get_deployed()]
+        response = anonymous.request("GET", "/rti", signer=env.alice)  # signed by someone else
+        views += [anonymous.get_status(proc_id, env.alice)]
+    assert secret not in response.text and "code 7" not in response.text
+    for view in views:
+        assert view.state == "failed"
+        assert view.log_tail is None
+        assert view.error is not None and "node owner" in view.error and "code 7" not in view.error
 
 
 def test_unknown_configuration_fails_install(env: RTIEnv) -> None:
@@ -100,7 +126,7 @@ def test_install_timeout(rti_env_factory) -> None:  # type: ignore[no-untyped-de
     proc_id = env.add_gpp("abc", repo=repo, commit=commit)
     with env.rti(env.owner) as rti:
         rti.deploy(proc_id, env.owner)
-        status = rti.wait_deployed(proc_id, timeout=20)
+        status = rti.wait_deployed(proc_id, timeout=20, authority=env.owner)
     assert status.state == "failed"
     assert status.error == "install.sh did not finish within 0.5 s"
     assert status.log_tail is not None and "start" in status.log_tail

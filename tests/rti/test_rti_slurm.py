@@ -98,7 +98,7 @@ def test_slurm_unknown_partition_fails_deployment(env: RTIEnv, slurm: Any) -> No
     proc_id = env.add_gpp("abc")
     with env.rti(env.owner) as rti:
         rti.deploy(proc_id, env.owner, backend="slurm", partition="nosuchpartition")
-        status = rti.wait_deployed(proc_id, timeout=60)
+        status = rti.wait_deployed(proc_id, timeout=60, authority=env.owner)
     assert status.state == "failed"
     assert status.error == "SLURM on this machine has no partition 'nosuchpartition'"
 

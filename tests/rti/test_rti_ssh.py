@@ -145,7 +145,7 @@ def test_ssh_bad_key_fails_deployment_clearly(env: RTIEnv, sshd: Any, remote_hom
     proc_id = env.add_gpp("abc")
     with env.rti(env.owner) as rti:
         rti.deploy(proc_id, env.owner, ssh_credentials=credentials(sshd, remote_home, key=other_ssh_key))
-        status = rti.wait_deployed(proc_id, timeout=60)
+        status = rti.wait_deployed(proc_id, timeout=60, authority=env.owner)
     assert status.state == "failed"
     assert status.error is not None and "Permission denied" in status.error, status.error
     assert f"{sshd.login}@{sshd.host}" in status.error

@@ -52,9 +52,16 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def install(
-        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+        self,
+        proc_root: Path,
+        gpp: GitProcessorPointer,
+        credentials: GithubCredentials | None,
+        timeout: float,
+        *,
+        allow_local_git: bool = False,
     ) -> None:
-        """Clone the adapter at the commit and run install.sh where jobs will run; raise `DeploymentError`."""
+        """Clone the adapter at the commit (if the node allows its source: `allow_local_git` is the node's setting)
+        and run install.sh where jobs will run; raise `DeploymentError`."""
 
     @abc.abstractmethod
     async def execute(self, ctx: JobContext) -> None:
@@ -78,7 +85,13 @@ class UnusableBackend(Backend):
     name = "unusable"
 
     async def install(
-        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+        self,
+        proc_root: Path,
+        gpp: GitProcessorPointer,
+        credentials: GithubCredentials | None,
+        timeout: float,
+        *,
+        allow_local_git: bool = False,
     ) -> None:
         raise BackendError("The processor has no usable execution backend")
 

@@ -22,9 +22,17 @@ class LocalBackend(Backend):
         self.install_limits = install_limits
 
     async def install(
-        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+        self,
+        proc_root: Path,
+        gpp: GitProcessorPointer,
+        credentials: GithubCredentials | None,
+        timeout: float,
+        *,
+        allow_local_git: bool = False,
     ) -> None:
-        await deploy.install(proc_root, gpp, credentials, timeout, self.sandbox, self.install_limits)
+        await deploy.install(
+            proc_root, gpp, credentials, timeout, self.sandbox, self.install_limits, allow_local_git=allow_local_git
+        )
 
     async def execute(self, ctx: JobContext) -> None:
         async def on_start(pid: int) -> None:

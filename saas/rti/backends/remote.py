@@ -50,9 +50,15 @@ class RemoteBackend(Backend):
     # -- deploy ---------------------------------------------------------------------------------------------------
 
     async def install(
-        self, proc_root: Path, gpp: GitProcessorPointer, credentials: GithubCredentials | None, timeout: float
+        self,
+        proc_root: Path,
+        gpp: GitProcessorPointer,
+        credentials: GithubCredentials | None,
+        timeout: float,
+        *,
+        allow_local_git: bool = False,
     ) -> None:
-        await deploy.clone(proc_root, gpp, credentials)
+        await deploy.clone(proc_root, gpp, credentials, allow_local_git=allow_local_git)
         log = proc_root / "install.log"
         try:
             async with self.shell.session() as shell:
