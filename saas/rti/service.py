@@ -44,7 +44,8 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
-from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
+from saas.dor import claims
+from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.rti import board, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
@@ -502,10 +503,14 @@ class RTIService:
         encrypted = [(i, loc) for i, loc in zip(references, found, strict=True) if loc.meta.content_encrypted]
         await asyncio.gather(*(check(item, location) for item, location in encrypted))
 
-    async def submit(self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False) -> Job:
+    async def submit(
+        self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False, proof: TaskProof | None = None
+    ) -> Job:
         """Validate and queue a job. The job's row is stored before the answer; with `answer_at_end` (`run`: the
         caller hears of the job only once it is final) it is queued for storing instead, which still lands before
-        anything the job does that a restart must know (its start on an instance is an awaited write)."""
+        anything the job does that a restart must know (its start on an instance is an awaited write). `proof`,
+        the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
+        only with it (`saas.dor.claims`)."""
         processor = self._validate(proc_id, task, caller)
         located = await self._check_references(processor, task, caller)
         job = Job(
@@ -519,17 +524,19 @@ class RTIService:
         active = ActiveJob(job, JobStateMachine())
         active.located, active.located_at = located, time.monotonic()
         if answer_at_end:
-            self.db.write_behind(board.insert_job, active)
+            self.db.write_behind(board.insert_job, active, proof)
         else:
-            await self.db.run(board.insert_job, active)
+            await self.db.run(board.insert_job, active, proof)
         self._active[job.id] = active
         self._enqueue(active)
         return job
 
-    async def run(self, caller: Identity, proc_id: str, task: Task, wait: float) -> JobStatus:
+    async def run(
+        self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
+    ) -> JobStatus:
         """Submit a job and answer with its status once it is final, or after `wait` seconds (whatever its state
         then): one request for a job that ends quickly, e.g. on a warm agent."""
-        job = await self.submit(caller, proc_id, task, answer_at_end=True)
+        job = await self.submit(caller, proc_id, task, answer_at_end=True, proof=proof)
         return await self.get_status(job.id, caller, wait, until_final=True)
 
     # -- running ------------------------------------------------------------------------------------------------
@@ -642,6 +649,7 @@ class RTIService:
     async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)
         active.notify()
+        self.db.write_behind(board.forget_proof, active.job.id)
         if not active.job.retain:
             self._remove_later(self._wd(active.job.id))
 
@@ -863,19 +871,28 @@ class RTIService:
             return
         local = [o.name for o in todo if targets[o.name] is None]
         announced = set(active.announced)
+        proof = await self.db.run(board.get_proof, job.id) if len(local) < len(todo) else None
+        if len(local) < len(todo) and proof is None:
+            raise runner.JobFailedError(
+                "This job was submitted before nodes kept the user's signed task, which another node's DOR needs "
+                "to store its outputs: submit it again"
+            )
 
-        def params_for(out: Task.Output) -> AddCDataObjectParameters:
-            _, envelope, c_hash, _ = fixed[out.name]
+        def params_for(out: Task.Output, envelope: str | None, c_hash: str) -> AddCDataObjectParameters:
+            """The output's parameters, its recipe signed by this node (blocks: crypto)."""
             recipe = runner.recipe_for(processor.gpp, consumes, specs[out.name], job)
             recipe.product["c_hash"] = c_hash
-            return runner.output_params(job, specs[out.name], out, envelope, recipe)
+            recipe = claims.sign_recipe(recipe, self._node.keystore)
+            return runner.output_params(
+                job, specs[out.name], out, envelope, recipe, None if out.name in local else proof
+            )
 
         async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
 
             def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
                 """Checked; this node's DOR gets a plain output's content right away, others are first written
-                once to `.store/<name>` (encrypted when asked). Per output: the file, its key envelope, c_hash and
-                size."""
+                once to `.store/<name>` (encrypted when asked). Per output: the file, its parameters (with the
+                signed recipe), c_hash and size."""
                 unfixed = [specs[o.name] for o in todo if not (wd / ".store" / o.name).is_file()]
                 runner.check_outputs(unfixed, wd, announced)
                 result = {}
@@ -893,20 +910,20 @@ class RTIService:
                             c_hash, size = adds.put(path)
                         else:
                             c_hash, size = _sha256_file(path), 0
-                    result[out.name] = (path, envelope, c_hash, size)
+                    result[out.name] = (path, params_for(out, envelope, c_hash), c_hash, size)
                 return result
 
             fixed = await in_thread_to_the_end(fix_bytes)  # what it put in the DOR is known even if cancelled
             for out in todo:
                 if adds is not None and out.name in local:
-                    _, _, c_hash, size = fixed[out.name]
+                    _, params, c_hash, size = fixed[out.name]
                     when = created[out.name][0]
-                    self._stored(active, out, await adds.record(self._node.iid, params_for(out), c_hash, size, when))
+                    self._stored(active, out, await adds.record(self._node.iid, params, c_hash, size, when))
         for out in todo:  # other DORs: uploaded without holding this DOR's content guard
             if out.name not in local:
-                path, when = fixed[out.name][0], created[out.name][0]
+                path, params, _, _ = fixed[out.name]
                 stored = await runner.upload_output(
-                    self._node, targets[out.name], params_for(out), path, when, out.name
+                    self._node, targets[out.name], params, path, created[out.name][0], out.name
                 )
                 if stored.custodian is not None and stored.custodian.identity.id != self._node.iid:
                     active.stored_elsewhere[out.name] = stored.model_dump(mode="json")
