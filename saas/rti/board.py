@@ -174,9 +174,17 @@ def get_proof(conn: sqlite3.Connection, job_id: str) -> TaskProof | None:
     return None if row is None else TaskProof.model_validate_json(row["proof"])
 
 
-def forget_proof(conn: sqlite3.Connection, job_id: str) -> None:
-    """A final job stores no more outputs: its signed submission is no longer needed."""
-    conn.execute("DELETE FROM proofs WHERE job_id = ?", (job_id,))
+def forget_proof(conn: sqlite3.Connection, job_id: str | None = None) -> None:
+    """A final job stores no more outputs: its signed submission is no longer needed. Without `job_id`: those of
+    every final job (at start, after a crash that lost a queued removal)."""
+    if job_id is not None:
+        conn.execute("DELETE FROM proofs WHERE job_id = ?", (job_id,))
+        return
+    final = tuple(s.value for s in FINAL_STATES)
+    conn.execute(
+        f"DELETE FROM proofs WHERE job_id IN (SELECT id FROM jobs WHERE state IN ({','.join('?' * len(final))}))",
+        final,
+    )
 
 
 def update_job(conn: sqlite3.Connection, job_id: str, state: str, status: str) -> None:

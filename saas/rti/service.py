@@ -167,6 +167,7 @@ class RTIService:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self.db.open()
             self.db.call(board.migrate)
+            self.db.call(board.forget_proof)
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
             return procs, self.db.call(board.unfinished)
 

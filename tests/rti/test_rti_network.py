@@ -116,6 +116,9 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
     # The recipe is node A's, signed by it: node B stored it only with the user's signed task, anyone can check it.
     assert meta.recipe.signer_iid == net.a.node.iid and meta.recipe.verify(net.a.keystore.identity)
     assert [(s["signer_iid"], s["verified"]) for s in provenance.steps] == [(net.a.node.iid, True)]
+    # Node A kept the user's signed submission until the job was final, not longer.
+    kept = lambda: net.a.node.rti.db.call(lambda c: c.execute("SELECT count(*) FROM proofs").fetchone()[0])  # noqa: E731
+    wait_until(lambda: kept() == 0, 10, "the final job's signed submission to be forgotten")
 
 
 def test_job_without_the_signed_task_stores_no_output_on_another_node(net: Net, gpp_on_b: str) -> None:
