@@ -26,6 +26,7 @@ from saas.core.errors import AuthorisationError, ConflictError, DORError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json, request_string
 from saas.dor.schemas import AddCDataObjectParameters, DataObjectRecipe, TaskProof
+from saas.rti.schemas import Task
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -99,8 +100,6 @@ def _check_output(
     creators: list[str],
 ) -> str:
     """The checks of a job output that need crypto or parsing. Blocks."""
-    from saas.rti.schemas import Task
-
     if not recipe.verify(signer):
         raise ClaimError("The recipe's signature is invalid", {"signer_iid": signer.id})
     message = _proof_message(proof)

@@ -121,6 +121,17 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
     wait_until(lambda: kept() == 0, 10, "the final job's signed submission to be forgotten")
 
 
+def test_job_run_in_one_request_stores_its_output_on_another_node(net: Net, gpp_on_b: str) -> None:
+    """`run` (POST .../run?wait=..) is a signed submission too: node B accepts the output with it."""
+    net.deploy(net.a, gpp_on_b)
+    inputs = [Task.InputValue(name="a", value={"v": 1}), Task.InputValue(name="b", value={"v": 2})]
+    outputs = [Task.Output(name="c", owner_iid=net.user.iid, target_node_iid=net.b.node.iid)]
+    with RTIProxy(net.a.address, net.user) as rti:
+        status = rti.run_job(gpp_on_b, inputs, outputs, net.user, timeout=60)
+    assert status.state == "successful", status.errors
+    assert status.output["c"].custodian is not None and status.output["c"].custodian.identity.id == net.b.node.iid
+
+
 def test_job_without_the_signed_task_stores_no_output_on_another_node(net: Net, gpp_on_b: str) -> None:
     """A job on a board from before nodes kept the user's signed submission (as after an upgrade): another node's
     DOR would refuse its outputs, so the job fails with the reason instead of storing anything."""
