@@ -883,14 +883,19 @@ class RTIService:
             """The output's parameters, its recipe signed by this node (blocks: crypto)."""
             recipe = runner.recipe_for(processor.gpp, consumes, specs[out.name], job)
             recipe.product["c_hash"] = c_hash
-            recipe = claims.sign_recipe(recipe, self._node.keystore)
+            try:
+                recipe = claims.sign_recipe(recipe, self._node.keystore)
+            except ValueError:  # canonical JSON holds no NaN or infinity (a by-value input may)
+                raise runner.JobFailedError(
+                    f"Output '{out.name}': its recipe cannot be signed (an input holds NaN or infinity)"
+                ) from None
             return runner.output_params(
                 job, specs[out.name], out, envelope, recipe, None if out.name in local else proof
             )
 
         async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
 
-            def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
+            def fix_bytes() -> dict[str, tuple[Path, AddCDataObjectParameters, str, int]]:
                 """Checked; this node's DOR gets a plain output's content right away, others are first written
                 once to `.store/<name>` (encrypted when asked). Per output: the file, its parameters (with the
                 signed recipe), c_hash and size."""
