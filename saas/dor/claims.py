@@ -1,7 +1,7 @@
-"""Who may claim what in an upload (`POST /dor/add-c`): owner, creators and recipe.
+"""Who may claim what in an upload (`POST /dor/add-c`, `POST /dor/add-gpp`): owner, creators and recipe.
 
-- Without a recipe, an upload is signed by its owner, and the signer is among the creators (the creators default
-  to the signer). Nobody creates objects in someone else's name.
+- Without a recipe (and always for a GPP), an upload is signed by its owner, and the signer is among the creators
+  (they default to the signer). Nobody creates objects in someone else's name.
 - With a recipe (a job output), the upload is signed by the RTI node that ran the job: the recipe is signed by
   that node (`DataObjectRecipe.signer_iid`/`signature`), the node is known to have an RTI, and the upload carries
   the user's signed submission of the job (`TaskProof`), addressed to that node. The task must name this output
@@ -31,7 +31,7 @@ from saas.rti.schemas import Task
 if TYPE_CHECKING:
     from saas.node import Node
 
-__all__ = ["SCHEMA", "ClaimError", "check", "check_product", "claim", "sign_recipe"]
+__all__ = ["SCHEMA", "ClaimError", "check", "check_owner", "check_product", "claim", "sign_recipe"]
 
 # What a user signs to submit a job (saas/rti/api.py: submit and run).
 _SUBMISSION = re.compile(r"^/api/v1/rti/proc/([0-9a-f]{64})/(?:jobs|run)(?:\?.*)?$")
@@ -58,6 +58,17 @@ def _proof_message(proof: TaskProof) -> bytes:
     return request_string(proof.method, proof.path, proof.timestamp, proof.nonce, proof.node, body_sha256)
 
 
+def check_owner(signer_iid: str, owner_iid: str, creators_iid: list[str]) -> None:
+    """An upload (content or GPP) without a recipe: signed by its owner, who is among the creators."""
+    if owner_iid != signer_iid:
+        raise ClaimError(
+            "An upload must be signed by its owner: nobody else may create objects in the owner's name",
+            {"owner_iid": owner_iid, "signer_iid": signer_iid},
+        )
+    if signer_iid not in creators_iid:
+        raise ClaimError("The signer of an upload must be among its creators", {"signer_iid": signer_iid})
+
+
 async def check(node: Node, signer: Identity, params: AddCDataObjectParameters) -> str | None:
     """Refuse (`ClaimError`) an upload whose signer may not claim its owner, creators or recipe. For a job output,
     returns the key of the claim (the signed task) to record with `claim`; None for an owner's own upload."""
@@ -65,13 +76,7 @@ async def check(node: Node, signer: Identity, params: AddCDataObjectParameters) 
     if params.recipe is None:
         if params.task_proof is not None:
             raise ClaimError("A signed task comes only with a job output's recipe")
-        if params.owner_iid != signer.id:
-            raise ClaimError(
-                "An upload must be signed by its owner: nobody else may create objects in the owner's name",
-                {"owner_iid": params.owner_iid, "signer_iid": signer.id},
-            )
-        if signer.id not in creators:
-            raise ClaimError("The signer of an upload must be among its creators", {"signer_iid": signer.id})
+        check_owner(signer.id, params.owner_iid, creators)
         return None
     recipe, proof = params.recipe, params.task_proof
     if recipe.signer_iid != signer.id or not recipe.signature:

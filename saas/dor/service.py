@@ -391,6 +391,7 @@ class DORService:
         self._known(params.owner_iid, "owner")
         for iid in params.creators_iid:
             self._known(iid, "creator")
+        claims.check_owner(signer.id, params.owner_iid, params.creators_iid or [signer.id])
         credentials = None
         if params.github_credentials is not None:
             credentials = await decrypt_credentials(

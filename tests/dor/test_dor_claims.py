@@ -59,6 +59,22 @@ def test_the_signer_is_among_the_creators(users: Any, add: Callable, node: Any, 
     assert obj.created.creators_iid == [users.bob.iid, users.carol.iid]
 
 
+def test_a_gpp_is_added_by_its_owner(
+    node: Any, users: Any, dor_as: Callable, git_repo: Callable, catalog: Callable, files: Callable
+) -> None:
+    """A GPP names an owner and creators too: Bob cannot add one in Alice's name (refused before any clone)."""
+    repo = git_repo("adapter")
+    commit = repo.commit({"README.md": "not even an adapter\n"})
+    add = dor_as(users.bob).add_gpp_data_object
+    refused(lambda: add(str(repo.path), commit, "proc", "default", users.alice.identity), "signed by its owner")
+    refused(
+        lambda: add(str(repo.path), commit, "proc", "default", users.bob.identity, creators=[users.alice.identity]),
+        "among its creators",
+    )
+    assert catalog(node) == set()
+    assert files(node) == {"content": [], "tmp": []}
+
+
 def test_a_user_cannot_sign_recipes(users: Any, dor_as: Callable, write_file: Callable) -> None:
     """Bob signs a recipe and a task himself: he runs no RTI, so he cannot claim to have run a job."""
     claim = job_output(users.bob, users.bob, RECIPE, CONTENT)
