@@ -153,7 +153,7 @@ class DataObjectRecipe(BaseModel):
     product: dict[str, Any]
     name: str
     job_id: str | None = None
-    signer_iid: str | None = Field(default=None, description="the RTI node that ran the job and signed this recipe")
+    signer_iid: IID | None = Field(default=None, description="the RTI node that ran the job and signed this recipe")
     signature: str | None = Field(default=None, max_length=1024, description="by `signer_iid` over the rest")
 
     def signed_content(self) -> bytes:
