@@ -192,15 +192,14 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
                 known = [i for i in nodedb.get_identities().values() if i.id != keystore.iid]
             if known:
                 choices = [(keystore.identity.label(), keystore.identity)] + [(i.label(), i) for i in known]
-                creators = (
-                    ctx.prompt.checkbox(
-                        "Select all identities that are co-creators of this data object:",
-                        choices,
-                        name="creators",
-                        flag="--assume-creator",
-                    )
-                    or creators
+                chosen = ctx.prompt.checkbox(
+                    "Select all identities that are co-creators of this data object:",
+                    choices,
+                    name="creators",
+                    flag="--assume-creator",
                 )
+                # The uploader is always a creator (the DOR refuses an upload whose signer is not one).
+                creators += [i for i in chosen or [] if i.id != keystore.iid]
         content = files[0] if len(files) == 1 else _archive(ctx, files)
         try:
             obj = add_content(

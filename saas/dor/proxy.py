@@ -30,6 +30,7 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
     StorageUsage,
+    TaskProof,
 )
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
@@ -196,13 +197,16 @@ class DORProxy(RESTProxy):
         progress: Progress | None = None,
         key_envelope: str | None = None,
         created: int | None = None,
+        task_proof: TaskProof | None = None,
     ) -> CDataObject:
         """Upload a file as a new data object, signed by the proxy's keystore.
 
         With `content_encrypted` and a `content_key`, the file is encrypted here first and an envelope of the key
         for `owner` is stored with the object; with `content_encrypted` and no key, the file must already be
         encrypted (and `key_envelope` may carry the owner's envelope). `created` states the creation time, so that a
-        retried upload of the same content returns the same object."""
+        retried upload of the same content returns the same object. The upload must be signed by `owner`, who
+        is among the `creators`; a `recipe` comes only from the RTI node that ran the job (signed by it, with the
+        user's signed task as `task_proof`), see `saas.dor.claims`."""
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
         envelope = key_envelope
@@ -231,6 +235,8 @@ class DORProxy(RESTProxy):
             }
             if created is not None:
                 params["created"] = created
+            if task_proof is not None:
+                params["task_proof"] = task_proof.model_dump(mode="json")
             head = canonical_json(params) + b"\n"
             digest = hashlib.sha256(head)
             size = source.stat().st_size

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from saas.core.bounded_json import MAX_JSON_DEPTH, BoundedJSON, check_json
+from saas.core.signing import canonical_json
 from saas.nodedb.schemas import NodeInfo
+
+if TYPE_CHECKING:
+    from saas.core.identity import Identity
 
 __all__ = [
     "GPP_DATA_FORMAT",
@@ -28,6 +32,7 @@ __all__ = [
     "ProcessorDescriptor",
     "ProcessorIO",
     "StorageUsage",
+    "TaskProof",
 ]
 
 GPP_DATA_TYPE = "Git-Processor-Pointer"
@@ -163,6 +168,22 @@ class DataObjectRecipe(BaseModel):
     product: BoundedJSON(MAX_TAG_SIZE, kind=dict[str, Any])
     name: str
     job_id: str | None = None
+    signer_iid: IID | None = Field(default=None, description="the RTI node that ran the job and signed this recipe")
+    signature: str | None = Field(default=None, max_length=1024, description="by `signer_iid` over the rest")
+
+    def signed_content(self) -> bytes:
+        """What the RTI node signs: the canonical JSON of every field but `signature` (raises ValueError for a
+        value JSON cannot hold, such as NaN)."""
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+    def verify(self, signer: Identity | None) -> bool:
+        """Whether `signer` (the identity named by `signer_iid`) signed this recipe. Blocks (crypto)."""
+        if signer is None or not self.signature or signer.id != self.signer_iid:
+            return False
+        try:
+            return signer.verify_signature(self.signed_content(), self.signature)
+        except ValueError:
+            return False
 
 
 class DataObject(BaseModel):
@@ -211,6 +232,23 @@ class GPPDataObject(DataObject):
 AnyDataObject = GPPDataObject | CDataObject
 
 
+class TaskProof(BaseModel):
+    """A user's job submission exactly as the RTI node received it: a signed request (DESIGN §5), so anyone can
+    check that the user asked that node to run the task in `body`. An RTI node sends it with each output it
+    stores on another node's DOR, to show that the owner it names is the one the task names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(max_length=8)
+    path: str = Field(max_length=2048, description="path?query as signed")
+    timestamp: str = Field(max_length=32)
+    nonce: str = Field(max_length=128)
+    iid: IID
+    node: IID
+    signature: str = Field(max_length=1024)
+    body: str = Field(description="the request body (the task's JSON, UTF-8) as signed")
+
+
 class AddCDataObjectParameters(BaseModel):
     """The first line of an `add-c` body (the content follows it)."""
 
@@ -223,7 +261,12 @@ class AddCDataObjectParameters(BaseModel):
     access_restricted: bool = False
     content_encrypted: bool = False
     license: CDataObject.License = Field(default_factory=CDataObject.License)
-    recipe: DataObjectRecipe | None = None
+    recipe: DataObjectRecipe | None = Field(
+        default=None, description="only from the RTI node that ran the job, signed by it, with `task_proof`"
+    )
+    task_proof: TaskProof | None = Field(
+        default=None, description="a job output: the user's signed submission of the job (names output and owner)"
+    )
     key_envelope: str | None = Field(
         default=None, max_length=4096, description="base64 content key wrapped for the owner (encrypted objects)"
     )
@@ -289,7 +332,8 @@ class StorageUsage(BaseModel):
 
 
 class DataObjectProvenance(BaseModel):
-    """The graph of how an object came to be: objects as nodes, processor steps linking them."""
+    """The graph of how an object came to be: objects as nodes, processor steps linking them. Each step names the
+    RTI node that signed its recipe (`signer_iid`) and whether that signature checks out (`verified`)."""
 
     data_nodes: dict[str, dict[str, Any]]
     proc_nodes: dict[str, dict[str, Any]]

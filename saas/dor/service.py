@@ -38,7 +38,7 @@ from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
 from saas.core.signing import canonical_json
-from saas.dor import catalog, quota
+from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
 from saas.dor.guard import ContentGuard
 from saas.dor.schemas import (
@@ -204,7 +204,7 @@ class DORService:
         root = node.config.datastore / "dor"
         self._root = root
         self.store = ContentStore(root)
-        self.db = Database(root / "catalog.sqlite", catalog.SCHEMA + quota.SCHEMA)
+        self.db = Database(root / "catalog.sqlite", catalog.SCHEMA + quota.SCHEMA + claims.SCHEMA)
         self._guard = ContentGuard()
         self.max_object_size = node.config.max_object_size
         self.quotas = quota.Quotas(node.config.storage_quota, node.config.storage_quota_for, node.iid)
@@ -338,10 +338,11 @@ class DORService:
         claimed_body_sha256: str,
         size_hint: int | None = None,
     ) -> CDataObject:
-        """Stream content to a temp file while hashing it; commit only if the signed body hash matches. With
-        `size_hint` (the size announced), content that cannot fit the owner's quota or the disk is refused before
-        any of it is read."""
+        """Stream content to a temp file while hashing it; commit only if the signed body hash matches and the
+        signer may claim what the parameters claim (`saas.dor.claims`). With `size_hint` (the size announced),
+        content that cannot fit the owner's quota or the disk is refused before any of it is read."""
         self.check_add(params)
+        task = await claims.check(self._node, signer, params)
         created = _now()
         if params.created is not None:
             if params.created > created + CLOCK_SKEW_MS:
@@ -385,7 +386,11 @@ class DORService:
             await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
             if body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
+            claims.check_product(params, content_hash.hexdigest())
             await asyncio.to_thread(_finish, f)
+            row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
+            if task is not None and params.recipe is not None:
+                await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
         except BaseException as e:
             if writing is not None:  # a worker thread may still be writing to f: let it finish first
                 await asyncio.gather(writing, return_exceptions=True)
@@ -396,7 +401,6 @@ class DORService:
             if full is not None:
                 raise full from None
             raise
-        row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
 
         def place() -> ObjectRow:
             self.store.commit(temp, row.c_hash)
@@ -439,6 +443,7 @@ class DORService:
         self._known(params.owner_iid, "owner")
         for iid in params.creators_iid:
             self._known(iid, "creator")
+        claims.check_owner(signer.id, params.owner_iid, params.creators_iid or [signer.id])
         credentials = None
         if params.github_credentials is not None:
             credentials = await decrypt_credentials(
@@ -572,6 +577,7 @@ class DORService:
         seen: set[str] = set()
         pending = [_provenance_record(root.obj_id, root.c_hash, root.data_type, root.data_format, _recipe_of(root))]
         rounds = 0
+        signed: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (step, its recipe): checked at the end
         while pending or unresolved:
             if not pending:
                 # One network round per level: ask the other DORs for everything still unresolved.
@@ -628,15 +634,32 @@ class DORService:
                     pending.append(_provenance_record(r.obj_id, r.c_hash, r.data_type, r.data_format, _recipe_of(r)))
                 elif c_hash not in unresolved:
                     unresolved.append(c_hash)
-            steps.append(
-                {
-                    "processor": proc_key,
-                    "consumes": consumes,
-                    "produces": {recipe["name"]: record["c_hash"]},
-                    "job_id": recipe.get("job_id"),
-                }
-            )
+            step = {
+                "processor": proc_key,
+                "consumes": consumes,
+                "produces": {recipe["name"]: record["c_hash"]},
+                "job_id": recipe.get("job_id"),
+                "signer_iid": recipe.get("signer_iid"),
+                "verified": False,
+            }
+            steps.append(step)
+            signed.append((step, recipe))
+        await self._verify_recipes(signed)
         return DataObjectProvenance(data_nodes=data_nodes, proc_nodes=proc_nodes, steps=steps, missing=missing)
+
+    async def _verify_recipes(self, signed: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Mark each step `verified` whose recipe is signed by the node it names (as anyone can check)."""
+        from pydantic import ValidationError
+
+        signers = {r.get("signer_iid"): self._node.nodedb.get_identity(r.get("signer_iid") or "") for _, r in signed}
+
+        def verify() -> None:
+            for step, recipe in signed:
+                with contextlib.suppress(ValidationError):
+                    step["verified"] = DataObjectRecipe.model_validate(recipe).verify(signers[recipe.get("signer_iid")])
+
+        if any(signers.values()):
+            await asyncio.to_thread(verify)
 
     async def fetch_remote(
         self,

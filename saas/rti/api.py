@@ -18,7 +18,10 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
-from saas.rest.auth import OptionalIdentity, SignedIdentity
+from saas.core.errors import InvalidInputError
+from saas.core.signing import HEADER_IID, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from saas.dor.schemas import TaskProof
+from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.rti.service import RTIService
@@ -62,10 +65,30 @@ async def undeploy(proc_id: ProcId, request: Request, caller: SignedIdentity, fo
     return await _rti(request).undeploy(caller, proc_id, force)
 
 
+async def _proof(request: Request) -> TaskProof:
+    """The signed submission as received (verified by `SignedIdentity`): kept with the job, it shows the DOR that
+    stores an output that the user asked this node for it (`saas.dor.claims`)."""
+    try:
+        body = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError("A task must be JSON in UTF-8") from None
+    h = request.headers
+    return TaskProof(
+        method=request.method,
+        path=path_and_query(request),
+        timestamp=h[HEADER_TIMESTAMP],
+        nonce=h[HEADER_NONCE],
+        iid=h[HEADER_IID],
+        node=h[HEADER_NODE],
+        signature=h[HEADER_SIGNATURE],
+        body=body,
+    )
+
+
 @router.post("/proc/{proc_id}/jobs", response_model=Job)
 async def submit(proc_id: ProcId, task: Task, request: Request, caller: SignedIdentity) -> Job:
     """Submit a job (the seed's task); validated at once (400 with the reason)."""
-    return await _rti(request).submit(caller, proc_id, task)
+    return await _rti(request).submit(caller, proc_id, task, proof=await _proof(request))
 
 
 @router.post("/proc/{proc_id}/run", response_model=JobStatus)
@@ -78,7 +101,7 @@ async def run(
 ) -> JobStatus:
     """Submit a job (validated as by `submit`) and answer with its status once it is final, or after `wait` seconds
     (then follow it with the status route): one round trip for a job that ends quickly."""
-    return await _rti(request).run(caller, proc_id, task, wait)
+    return await _rti(request).run(caller, proc_id, task, wait, proof=await _proof(request))
 
 
 @router.get("/job", response_model=list[Job])

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from saas.dor.schemas import CDataObject, GitProcessorPointer
+from saas.dor.schemas import CDataObject, GitProcessorPointer, TaskProof
 from saas.rti import runner
 from saas.rti.agents import AgentPool, Lease
 from saas.rti.backends import Backend
@@ -26,7 +26,9 @@ __all__ = [
     "ActiveJob",
     "ProcessorRecord",
     "apply_line",
+    "forget_proof",
     "get_job",
+    "get_proof",
     "insert_job",
     "migrate",
     "output_stored",
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_iid);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS proofs (
+    job_id TEXT PRIMARY KEY, proof TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outputs (
     job_id TEXT NOT NULL, name TEXT NOT NULL, created INTEGER NOT NULL, obj_id TEXT, PRIMARY KEY (job_id, name)
 );
@@ -177,7 +182,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE processors ADD COLUMN backend TEXT")
 
 
-def insert_job(conn: sqlite3.Connection, a: ActiveJob) -> None:
+def insert_job(conn: sqlite3.Connection, a: ActiveJob, proof: TaskProof | None = None) -> None:
+    """Store a new job, with the user's signed submission (`proof`) that its outputs are stored with."""
+    if proof is not None:
+        conn.execute("INSERT INTO proofs (job_id, proof) VALUES (?, ?)", (a.job.id, proof.model_dump_json()))
     conn.execute(
         "INSERT INTO jobs (id, proc_id, user_iid, state, job, status) VALUES (?, ?, ?, ?, ?, ?)",
         (
@@ -188,6 +196,25 @@ def insert_job(conn: sqlite3.Connection, a: ActiveJob) -> None:
             a.job.model_dump_json(),
             json.dumps(a.status_doc()),
         ),
+    )
+
+
+def get_proof(conn: sqlite3.Connection, job_id: str) -> TaskProof | None:
+    """The user's signed submission of a job; None for jobs submitted before nodes kept it."""
+    row = conn.execute("SELECT proof FROM proofs WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else TaskProof.model_validate_json(row["proof"])
+
+
+def forget_proof(conn: sqlite3.Connection, job_id: str | None = None) -> None:
+    """A final job stores no more outputs: its signed submission is no longer needed. Without `job_id`: those of
+    every final job (at start, after a crash that lost a queued removal)."""
+    if job_id is not None:
+        conn.execute("DELETE FROM proofs WHERE job_id = ?", (job_id,))
+        return
+    final = tuple(s.value for s in FINAL_STATES)
+    conn.execute(
+        f"DELETE FROM proofs WHERE job_id IN (SELECT id FROM jobs WHERE state IN ({','.join('?' * len(final))}))",
+        final,
     )
 
 

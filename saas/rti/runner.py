@@ -28,7 +28,14 @@ from saas.core.errors import (
     SaaSError,
     StorageFullError,
 )
-from saas.dor.schemas import AddCDataObjectParameters, CDataObject, DataObjectRecipe, GitProcessorPointer, ProcessorIO
+from saas.dor.schemas import (
+    AddCDataObjectParameters,
+    CDataObject,
+    DataObjectRecipe,
+    GitProcessorPointer,
+    ProcessorIO,
+    TaskProof,
+)
 from saas.rti import process
 from saas.rti.cgroups import Limits
 from saas.rti.sandbox import Sandbox
@@ -455,8 +462,15 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def output_params(
-    job: Job, spec: ProcessorIO, out: Task.Output, envelope: str | None, recipe: DataObjectRecipe
+    job: Job,
+    spec: ProcessorIO,
+    out: Task.Output,
+    envelope: str | None,
+    recipe: DataObjectRecipe,
+    proof: TaskProof | None = None,
 ) -> AddCDataObjectParameters:
+    """An output's parameters: owned as the task says, created by the job's user, with its (signed) recipe and,
+    for another node's DOR, the user's signed task (`proof`)."""
     return AddCDataObjectParameters(
         owner_iid=out.owner_iid,
         creators_iid=[job.task.user_iid],
@@ -465,6 +479,7 @@ def output_params(
         access_restricted=out.restricted_access,
         content_encrypted=out.content_encrypted,
         recipe=recipe,
+        task_proof=proof,
         key_envelope=envelope,
     )
 
@@ -510,6 +525,7 @@ async def upload_output(
                 recipe=params.recipe,
                 key_envelope=params.key_envelope,
                 created=created,
+                task_proof=params.task_proof,
             )
 
     where = f"node {target.identity.id[:8]}"

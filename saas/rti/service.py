@@ -47,7 +47,8 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
-from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO
+from saas.dor import claims
+from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
 from saas.rti import board, placement, process, runner
 from saas.rti import deploy as deployment
@@ -175,6 +176,7 @@ class RTIService:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             self.db.open()
             self.db.call(board.migrate)
+            self.db.call(board.forget_proof)
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
             return procs, self.db.call(board.unfinished)
 
@@ -531,10 +533,14 @@ class RTIService:
         encrypted = [(i, loc) for i, loc in zip(references, found, strict=True) if loc.meta.content_encrypted]
         await asyncio.gather(*(check(item, location) for item, location in encrypted))
 
-    async def submit(self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False) -> Job:
+    async def submit(
+        self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False, proof: TaskProof | None = None
+    ) -> Job:
         """Validate and queue a job. The job's row is stored before the answer; with `answer_at_end` (`run`: the
         caller hears of the job only once it is final) it is queued for storing instead, which still lands before
-        anything the job does that a restart must know (its start on an instance is an awaited write)."""
+        anything the job does that a restart must know (its start on an instance is an awaited write). `proof`,
+        the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
+        only with it (`saas.dor.claims`)."""
         processor = self._validate(proc_id, task, caller)
         self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
         located = await self._check_references(processor, task, caller)
@@ -552,9 +558,9 @@ class RTIService:
         self.scheduler.pending(caller.id, job.id)  # counted from now on (the row is stored meanwhile)
         try:
             if answer_at_end:
-                self.db.write_behind(board.insert_job, active)
+                self.db.write_behind(board.insert_job, active, proof)
             else:
-                await self.db.run(board.insert_job, active)
+                await self.db.run(board.insert_job, active, proof)
         except BaseException:
             self.scheduler.not_pending(job.id)
             raise
@@ -562,10 +568,12 @@ class RTIService:
         self._enqueue(active)
         return job
 
-    async def run(self, caller: Identity, proc_id: str, task: Task, wait: float) -> JobStatus:
+    async def run(
+        self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
+    ) -> JobStatus:
         """Submit a job and answer with its status once it is final, or after `wait` seconds (whatever its state
         then): one request for a job that ends quickly, e.g. on a warm agent."""
-        job = await self.submit(caller, proc_id, task, answer_at_end=True)
+        job = await self.submit(caller, proc_id, task, answer_at_end=True, proof=proof)
         return await self.get_status(job.id, caller, wait, until_final=True)
 
     # -- running ------------------------------------------------------------------------------------------------
@@ -687,6 +695,7 @@ class RTIService:
         self._active.pop(active.job.id, None)
         self.scheduler.not_pending(active.job.id)
         active.notify()
+        self.db.write_behind(board.forget_proof, active.job.id)
         if not active.job.retain:
             self._remove_later(self._wd(active.job.id))
 
@@ -908,12 +917,26 @@ class RTIService:
             return
         local = [o.name for o in todo if targets[o.name] is None]
         announced = set(active.announced)
+        proof = await self.db.run(board.get_proof, job.id) if len(local) < len(todo) else None
+        if len(local) < len(todo) and proof is None:
+            raise runner.JobFailedError(
+                "This job was submitted before nodes kept the user's signed task, which another node's DOR needs "
+                "to store its outputs: submit it again"
+            )
 
-        def params_for(out: Task.Output) -> AddCDataObjectParameters:
-            _, envelope, c_hash, _ = fixed[out.name]
+        def params_for(out: Task.Output, envelope: str | None, c_hash: str) -> AddCDataObjectParameters:
+            """The output's parameters, its recipe signed by this node (blocks: crypto)."""
             recipe = runner.recipe_for(processor.gpp, consumes, specs[out.name], job)
             recipe.product["c_hash"] = c_hash
-            return runner.output_params(job, specs[out.name], out, envelope, recipe)
+            try:
+                recipe = claims.sign_recipe(recipe, self._node.keystore)
+            except ValueError:  # canonical JSON holds no NaN or infinity (a by-value input may)
+                raise runner.JobFailedError(
+                    f"Output '{out.name}': its recipe cannot be signed (an input holds NaN or infinity)"
+                ) from None
+            return runner.output_params(
+                job, specs[out.name], out, envelope, recipe, None if out.name in local else proof
+            )
 
         limit = self._node.config.max_object_size
         # What each owner may still store in this node's DOR (None: no quota): outputs are checked against it
@@ -926,10 +949,10 @@ class RTIService:
 
         async with dor.local_adds() if dor is not None and local else contextlib.nullcontext() as adds:
 
-            def fix_bytes() -> dict[str, tuple[Path, str | None, str, int]]:
+            def fix_bytes() -> dict[str, tuple[Path, AddCDataObjectParameters, str, int]]:
                 """Checked (also against `max_object_size` and the owner's quota); this node's DOR gets a plain
                 output's content right away, others are first written once to `.store/<name>` (encrypted when
-                asked). Per output: the file, its key envelope, c_hash and size."""
+                asked). Per output: the file, its parameters (with the signed recipe), c_hash and size."""
                 unfixed = [specs[o.name] for o in todo if not (wd / ".store" / o.name).is_file()]
                 runner.check_outputs(unfixed, wd, announced)
                 left = dict(room)
@@ -959,22 +982,22 @@ class RTIService:
                                 c_hash, size = _sha256_file(path), 0
                     if owner_room is not None and out.name in local:
                         left[out.owner_iid] = owner_room - size
-                    result[out.name] = (path, envelope, c_hash, size)
+                    result[out.name] = (path, params_for(out, envelope, c_hash), c_hash, size)
                 return result
 
             fixed = await in_thread_to_the_end(fix_bytes)  # what it put in the DOR is known even if cancelled
             for out in todo:
                 if adds is not None and out.name in local:
-                    _, _, c_hash, size = fixed[out.name]
+                    _, params, c_hash, size = fixed[out.name]
                     when = created[out.name][0]
                     with runner.storing(out.name):  # the owner's quota, checked with the insert
-                        stored = await adds.record(self._node.iid, params_for(out), c_hash, size, when)
+                        stored = await adds.record(self._node.iid, params, c_hash, size, when)
                     self._stored(active, out, stored)
         for out in todo:  # other DORs: uploaded without holding this DOR's content guard
             if out.name not in local:
-                path, when = fixed[out.name][0], created[out.name][0]
+                path, params, _, _ = fixed[out.name]
                 stored = await runner.upload_output(
-                    self._node, targets[out.name], params_for(out), path, when, out.name
+                    self._node, targets[out.name], params, path, created[out.name][0], out.name
                 )
                 if stored.custodian is not None and stored.custodian.identity.id != self._node.iid:
                     active.stored_elsewhere[out.name] = stored.model_dump(mode="json")

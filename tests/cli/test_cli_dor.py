@@ -463,6 +463,30 @@ def test_add_asks_for_missing_values_and_to_publish(spawn_cli, shared_keystore, 
     assert (obj["data_type"], obj["data_format"], obj["created"]["creators_iid"]) == ("JSONObject", "json", [iid])
 
 
+def test_add_keeps_the_uploader_among_the_creators(spawn_cli, shared_keystore, node_factory, tmp_path: Path) -> None:
+    """Ticking only another identity names it as co-creator: the uploader stays a creator (the DOR refuses an
+    upload whose signer is not one of its creators)."""
+    fresh = node_factory()
+    address = "{}:{}".format(*fresh.address)
+    content = write(tmp_path / "data.json", '{"d": 2}')
+    child = spawn_cli(
+        *shared_keystore.args(), "dor", "--address", address, "add", "--data-type", "JSONObject",
+        "--data-format", "json", content,
+    )  # fmt: skip
+    child.expect_exact("Publish identity?")
+    child.send("y")
+    child.expect_exact("Select all identities that are co-creators of this data object:")
+    child.expect_exact(fresh.keystore.identity.label())
+    child.send(DOWN)  # the node's identity, after the uploader's own
+    child.send(" ")  # tick it (and only it)
+    child.send("\r")
+    child.expect_exact("Data object added:")
+    status, text = finish(child)
+    assert status == 0, text
+    creators = printed_object(text)["created"]["creators_iid"]
+    assert creators == [shared_keystore.iid, fresh.node.iid]
+
+
 def test_add_with_every_flag_does_not_prompt(spawn_cli, shared_keystore, node, tmp_path: Path) -> None:
     content = write(tmp_path / "data.json", "{}")
     child = spawn_cli(

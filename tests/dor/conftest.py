@@ -88,6 +88,37 @@ def add(dor_as: Callable[[Keystore | None], DORProxy], write_file: Callable[...,
     return run
 
 
+@pytest.fixture
+def add_output(
+    node: Any, dor_as: Callable[[Keystore | None], DORProxy], write_file: Callable[..., Path], users: Users
+) -> Callable:
+    """`add_output(content, recipe, owner=alice, user=owner, **kwargs)`: upload `content` as the node's RTI stores
+    a job output: signed by the node, with the recipe signed by it and `user`'s signed task (`claims_support`)."""
+    from tests.claims_support import job_output
+
+    def run(
+        content: bytes,
+        recipe: dict[str, Any],
+        owner: Keystore | None = None,
+        user: Keystore | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        owner = owner or users.alice
+        settings: dict[str, Any] = {
+            "access_restricted": False,
+            "content_encrypted": False,
+            "data_type": recipe["product"]["data_type"],
+            "data_format": recipe["product"]["data_format"],
+        }
+        settings.update(kwargs)
+        claim = job_output(
+            node.keystore, user or owner, recipe, content, owner, restricted_access=settings["access_restricted"]
+        )
+        return dor_as(node.keystore).add_data_object(write_file(content), owner.identity, **settings, **claim)
+
+    return run
+
+
 def dor_files(node: Any) -> dict[str, list[Path]]:
     """The files in the node's `dor/content` and `dor/tmp` folders."""
     root = node.node.config.datastore / "dor"

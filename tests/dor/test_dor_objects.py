@@ -73,30 +73,43 @@ def test_add_get_meta_get_content_round_trip(
     assert list(target.parent.iterdir()) == [target]  # no partial download left next to it
 
 
-def test_creators_license_and_recipe_are_stored(users: Any, add: Callable, dor_as: Callable) -> None:
+def test_creators_and_license_are_stored(users: Any, add: Callable, dor_as: Callable) -> None:
     obj = add(
         b'{"v": 1}',
-        signer=users.bob,
-        creators=[users.bob.identity, users.carol.identity],
+        creators=[users.alice.identity, users.carol.identity],  # co-creators named by the owner who signs
         data_type="JSONObject",
         data_format="json",
-        recipe=RECIPE,
         license_by=True,
         license_nc=True,
     )
     meta = dor_as(None).get_meta(obj.obj_id)
     assert isinstance(meta, CDataObject)
     assert meta.owner_iid == users.alice.iid
-    assert meta.created.creators_iid == [users.bob.iid, users.carol.iid]
+    assert meta.created.creators_iid == [users.alice.iid, users.carol.iid]
     assert meta.license.model_dump() == {"by": True, "sa": False, "nc": True, "nd": False}
+    assert meta.recipe is None
+
+
+def test_recipe_of_a_job_output_is_stored(node: Any, users: Any, add_output: Callable, dor_as: Callable) -> None:
+    content = b'{"v": 1}'
+    obj = add_output(content, RECIPE, license_by=True)
+    meta = dor_as(None).get_meta(obj.obj_id)
+    assert isinstance(meta, CDataObject)
+    assert meta.owner_iid == users.alice.iid
+    assert meta.created.creators_iid == [users.alice.iid]  # the job's user, not the node that stored it
     assert meta.recipe is not None
-    assert meta.recipe == DataObjectRecipe.model_validate(RECIPE)
     assert meta.recipe.consumes == RECIPE["consumes"]
+    assert meta.recipe.product["c_hash"] == hashlib.sha256(content).hexdigest()
+    assert meta.recipe.model_dump(exclude={"signer_iid", "signature", "product"}) == DataObjectRecipe.model_validate(
+        RECIPE
+    ).model_dump(exclude={"signer_iid", "signature", "product"})
+    assert meta.recipe.signer_iid == node.node.iid
+    assert meta.recipe.verify(node.keystore.identity)  # anyone can check who made it
 
 
 def test_creators_default_to_the_signer(users: Any, add: Callable) -> None:
-    obj = add(b"x", signer=users.bob)
-    assert obj.owner_iid == users.alice.iid
+    obj = add(b"x", owner=users.bob)
+    assert obj.owner_iid == users.bob.iid
     assert obj.created.creators_iid == [users.bob.iid]
 
 

@@ -57,6 +57,11 @@ def add_json(add: Callable, value: Any, **kwargs: Any) -> Any:
     return add(json.dumps(value).encode(), data_type="JSONObject", data_format="json", **kwargs)
 
 
+def output_json(add_output: Callable, value: Any, made_by: dict[str, Any], **kwargs: Any) -> Any:
+    """A job output of the node's RTI (recipe signed by the node, with the user's signed task)."""
+    return add_output(json.dumps(value).encode(), made_by, **kwargs)
+
+
 def test_object_without_recipe(users: Any, add: Callable, dor_as: Callable) -> None:
     obj = add_json(add, {"v": 1})
     provenance = dor_as(None).get_provenance(obj.obj_id)
@@ -68,13 +73,15 @@ def test_object_without_recipe(users: Any, add: Callable, dor_as: Callable) -> N
     }
 
 
-def test_provenance_links_inputs_by_reference_and_by_value(users: Any, add: Callable, dor_as: Callable) -> None:
+def test_provenance_links_inputs_by_reference_and_by_value(
+    node: Any, users: Any, add: Callable, add_output: Callable, dor_as: Callable
+) -> None:
     a = add_json(add, {"v": 1})
     b_value = {"v": 2}
     b = by_value(b_value)
-    c = add_json(add, {"v": 3}, recipe=recipe({"a": by_reference(a.c_hash), "b": b}, job_id="job-1"))
+    c = output_json(add_output, {"v": 3}, recipe({"a": by_reference(a.c_hash), "b": b}, job_id="job-1"))
     absent = sha(b"content this DOR never saw")
-    d = add_json(add, {"v": 4}, recipe=recipe({"a": by_reference(c.c_hash), "b": by_reference(absent)}))
+    d = output_json(add_output, {"v": 4}, recipe({"a": by_reference(c.c_hash), "b": by_reference(absent)}))
 
     provenance = dor_as(users.bob).get_provenance(d.obj_id)
     assert provenance.missing == [absent]
@@ -93,13 +100,21 @@ def test_provenance_links_inputs_by_reference_and_by_value(users: Any, add: Call
     assert provenance.proc_nodes[proc_key]["source"] == PROCESSOR["source"]
 
     steps = sorted(provenance.steps, key=lambda s: next(iter(s["produces"].values())) != d.c_hash)
+    signed_by = {"signer_iid": node.node.iid, "verified": True}  # the recipes, as anyone can check
     assert steps == [
-        {"processor": proc_key, "consumes": {"a": c.c_hash, "b": absent}, "produces": {"c": d.c_hash}, "job_id": None},
+        {
+            "processor": proc_key,
+            "consumes": {"a": c.c_hash, "b": absent},
+            "produces": {"c": d.c_hash},
+            "job_id": None,
+            **signed_by,
+        },
         {
             "processor": proc_key,
             "consumes": {"a": a.c_hash, "b": b["c_hash"]},
             "produces": {"c": c.c_hash},
             "job_id": "job-1",
+            **signed_by,
         },
     ]
 
@@ -110,9 +125,11 @@ def test_provenance_links_inputs_by_reference_and_by_value(users: Any, add: Call
     assert len(middle.steps) == 1
 
 
-def test_missing_ancestor_appears_once_ancestry_is_uploaded(users: Any, add: Callable, dor_as: Callable) -> None:
+def test_missing_ancestor_appears_once_ancestry_is_uploaded(
+    users: Any, add: Callable, add_output: Callable, dor_as: Callable
+) -> None:
     ancestor_content = json.dumps({"v": "later"}).encode()
-    child = add_json(add, {"v": 5}, recipe=recipe({"a": by_reference(sha(ancestor_content)), "b": by_value(1)}))
+    child = output_json(add_output, {"v": 5}, recipe({"a": by_reference(sha(ancestor_content)), "b": by_value(1)}))
     assert dor_as(None).get_provenance(child.obj_id).missing == [sha(ancestor_content)]
     ancestor = add(ancestor_content, data_type="JSONObject", data_format="json")
     provenance = dor_as(None).get_provenance(child.obj_id)
@@ -120,25 +137,19 @@ def test_missing_ancestor_appears_once_ancestry_is_uploaded(users: Any, add: Cal
     assert provenance.data_nodes[ancestor.c_hash]["obj_id"] == ancestor.obj_id
 
 
-def test_self_referencing_recipe_terminates(users: Any, add: Callable, dor_as: Callable) -> None:
+def test_self_referencing_recipe_terminates(users: Any, add_output: Callable, dor_as: Callable) -> None:
     content = json.dumps({"v": "loop"}).encode()
-    obj = add(content, data_type="JSONObject", data_format="json", recipe=recipe({"a": by_reference(sha(content))}))
+    obj = add_output(content, recipe({"a": by_reference(sha(content))}))
     provenance = dor_as(None).get_provenance(obj.obj_id)
     assert len(provenance.steps) == 1
     assert set(provenance.data_nodes) == {obj.c_hash}
     assert provenance.missing == []
 
 
-def test_restricted_ancestor_is_not_revealed(users: Any, add: Callable, dor_as: Callable) -> None:
+def test_restricted_ancestor_is_not_revealed(users: Any, add_output: Callable, dor_as: Callable) -> None:
     hidden_content = json.dumps({"v": "secret input"}).encode()
-    hidden = add(
-        hidden_content,
-        data_type="JSONObject",
-        data_format="json",
-        access_restricted=True,
-        recipe=recipe({"a": by_value({"v": "secret grandparent"})}),
-    )
-    child = add_json(add, {"v": "public result"}, recipe=recipe({"a": by_reference(hidden.c_hash)}))
+    hidden = add_output(hidden_content, recipe({"a": by_value({"v": "secret grandparent"})}), access_restricted=True)
+    child = output_json(add_output, {"v": "public result"}, recipe({"a": by_reference(hidden.c_hash)}))
 
     for reader in (None, users.bob):
         provenance = dor_as(reader).get_provenance(child.obj_id)

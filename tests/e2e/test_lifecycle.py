@@ -148,7 +148,7 @@ def test_restart_keeps_state(
     private_src = write_random_file(tmp_path / "private.bin", 10)
     public = dor.add_data_object(public_src, user.identity, False, False, "E2EPublic", "bin", license_by=True)
     granted = dor.add_data_object(
-        granted_src, user.identity, True, False, "E2EGranted", "bin", creators=[other.identity]
+        granted_src, user.identity, True, False, "E2EGranted", "bin", creators=[user.identity, other.identity]
     )
     private = dor.add_data_object(private_src, user.identity, True, False, "E2EPrivate", "bin")
     dor.update_tags(public.obj_id, user, TAGS)
@@ -186,7 +186,7 @@ def test_restart_keeps_state(
     assert type(tags["int"]) is int and type(tags["float"]) is float and type(tags["bool"]) is bool
     assert sorted(after[granted.obj_id].access) == sorted([user.iid, other.iid])
     assert after[private.obj_id].access == [user.iid]
-    assert after[granted.obj_id].created.creators_iid == [other.iid]
+    assert after[granted.obj_id].created.creators_iid == [user.iid, other.iid]
     assert [o.obj_id for o in dor.search(tags={"int": 42})] == [public.obj_id]
     assert [o.obj_id for o in dor.search(tags={"project": "e2e"})] == [granted.obj_id]
 

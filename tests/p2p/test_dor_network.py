@@ -23,6 +23,7 @@ from saas.dor import remote
 from saas.dor.proxy import DORProxy, search_network
 from saas.node import Node
 from saas.nodedb.proxy import NodeDBProxy
+from tests.claims_support import job_output
 from tests.conftest import PASSWORD, RunningNode, free_port
 from tests.p2p.conftest import wait_until
 
@@ -56,7 +57,12 @@ class Network:
         self._count += 1
         path = self.files / f"f{self._count}"
         path.write_bytes(content)
-        with DORProxy(node.address, self.user) as dor:
+        signer = self.user
+        if kwargs.get("recipe") is not None:  # a job output: stored by the node's RTI (tests/claims_support.py)
+            recipe = kwargs.pop("recipe")
+            kwargs.update(job_output(node.keystore, self.user, recipe, content, restricted_access=restricted))
+            signer = node.keystore
+        with DORProxy(node.address, signer) as dor:
             return dor.add_data_object(path, self.user.identity, restricted, False, data_type, "json", **kwargs)
 
     def fetch(self, obj: Any, destination: Path, delegation: Delegation | None = None, **kwargs: Any) -> Path:
@@ -159,6 +165,7 @@ def test_provenance_spans_two_nodes(net: Network) -> None:
     assert provenance.data_nodes[on_b.c_hash]["custodian"] == net.b.node.iid
     assert provenance.missing == [absent]
     assert len(provenance.steps) == 1
+    assert provenance.steps[0]["signer_iid"] == net.a.node.iid and provenance.steps[0]["verified"] is True
 
 
 def test_provenance_of_restricted_remote_ancestor_needs_a_delegation(net: Network) -> None:

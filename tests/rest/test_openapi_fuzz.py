@@ -73,8 +73,9 @@ class Targets:
                 dor.add_data_object(self.source, alice.identity, False, False, "Text", "txt"),
                 dor.add_data_object(self.source, alice.identity, True, False, "Text", "txt"),
                 dor.add_data_object(self.source, alice.identity, True, True, "Text", "txt", content_key=random_key()),
-                dor.add_data_object(self.source, bob.identity, False, False, "Text", "txt"),
             ]
+        with DORProxy(self.node.address, bob) as dor:  # an upload is signed by its owner
+            made.append(dor.add_data_object(self.source, bob.identity, False, False, "Text", "txt"))
         self.objects = [o.obj_id for o in made]
 
     def retarget(self, case: Any) -> None:

@@ -113,6 +113,42 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
         assert meta.recipe.consumes["a"]["c_hash"] == a.c_hash
         provenance = dor_b.get_provenance(c.obj_id)
     assert {a.c_hash, c.c_hash} <= set(provenance.data_nodes)
+    # The recipe is node A's, signed by it: node B stored it only with the user's signed task, anyone can check it.
+    assert meta.recipe.signer_iid == net.a.node.iid and meta.recipe.verify(net.a.keystore.identity)
+    assert [(s["signer_iid"], s["verified"]) for s in provenance.steps] == [(net.a.node.iid, True)]
+    # Node A kept the user's signed submission until the job was final, not longer.
+    kept = lambda: net.a.node.rti.db.call(lambda c: c.execute("SELECT count(*) FROM proofs").fetchone()[0])  # noqa: E731
+    wait_until(lambda: kept() == 0, 10, "the final job's signed submission to be forgotten")
+
+
+def test_job_run_in_one_request_stores_its_output_on_another_node(net: Net, gpp_on_b: str) -> None:
+    """`run` (POST .../run?wait=..) is a signed submission too: node B accepts the output with it."""
+    net.deploy(net.a, gpp_on_b)
+    inputs = [Task.InputValue(name="a", value={"v": 1}), Task.InputValue(name="b", value={"v": 2})]
+    outputs = [Task.Output(name="c", owner_iid=net.user.iid, target_node_iid=net.b.node.iid)]
+    with RTIProxy(net.a.address, net.user) as rti:
+        status = rti.run_job(gpp_on_b, inputs, outputs, net.user, timeout=60)
+    assert status.state == "successful", status.errors
+    assert status.output["c"].custodian is not None and status.output["c"].custodian.identity.id == net.b.node.iid
+
+
+def test_job_without_the_signed_task_stores_no_output_on_another_node(net: Net, gpp_on_b: str) -> None:
+    """A job on a board from before nodes kept the user's signed submission (as after an upgrade): another node's
+    DOR would refuse its outputs, so the job fails with the reason instead of storing anything."""
+    net.deploy(net.a, gpp_on_b)
+    task = Task(
+        proc_id=gpp_on_b,
+        user_iid=net.user.iid,
+        input=[Task.InputValue(name="a", value={"v": 1}), Task.InputValue(name="b", value={"v": 2})],
+        output=[Task.Output(name="c", owner_iid=net.user.iid, target_node_iid=net.b.node.iid)],
+    )
+    job = net.a.call(net.a.node.rti.submit(net.user.identity, gpp_on_b, task))  # as old boards hold it: no proof
+    with RTIProxy(net.a.address, net.user) as rti:
+        status = rti.wait_for_job(job.id, net.user, timeout=60)
+    assert status.state == "failed"
+    assert "submitted before nodes kept the user's signed task" in status.errors[-1]
+    with DORProxy(net.b.address, net.user) as dor_b:
+        assert dor_b.search(owner_iid=net.user.iid, data_type="JSONObject") == []
 
 
 def test_node_without_dor_stores_outputs_on_the_nearest_dor(net: Net, gpp_on_b: str, tmp_path: Path) -> None:
