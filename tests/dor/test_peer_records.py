@@ -71,6 +71,7 @@ def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Key
                 p2p_address=p2p,
                 boot_node=boot,
                 log_level="WARNING",
+                allow_local_git=True,
             )
             boot = boot or "{}:{}".format(*p2p)
             running = RunningNode(Node(config, keystore))

@@ -12,6 +12,7 @@ import pytest
 from e2e_support import NodeProcess, wait_for
 
 from saas.core.keystore import Keystore
+from saas.rti.board import HIDDEN_ERROR
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
 from tests.rti.rti_support import EXAMPLES, adapter_repo, processes_of
@@ -103,5 +104,6 @@ def test_kill_9_during_install(
     wait_for(lambda: not processes_of(f"install-{proc_id}"), 5, "install.sh gone with the node")
     node.restart()
     with RTIProxy(node.address, node.keystore) as owner:
-        status = owner.get_status(proc_id)
+        status = owner.get_status(proc_id, node.keystore)
         assert (status.state, status.error) == ("failed", "node restarted during deployment")
+        assert owner.get_status(proc_id).error == HIDDEN_ERROR  # others see that it failed, not why
