@@ -24,6 +24,7 @@ from saas.dor.schemas import CDataObject, GPPDataObject
 from saas.dor.verify import gpp_id, record_problem
 from saas.node import Node
 from saas.nodedb.proxy import NodeDBProxy
+from tests.claims_support import job_output
 from tests.conftest import PASSWORD, RunningNode, free_port
 from tests.malicious_support import Attacker, copy_to, corrupt, make_liar
 from tests.p2p.conftest import wait_until
@@ -46,7 +47,11 @@ class Net:
         self.count += 1
         path = self.files / f"f{self.count}.json"
         path.write_text(json.dumps(value))
-        with DORProxy(node.address, self.user) as dor:
+        signer = self.user
+        if kwargs.get("recipe") is not None:  # a job output: stored by the node's RTI (tests/claims_support.py)
+            kwargs.update(job_output(node.keystore, self.user, kwargs.pop("recipe"), path.read_bytes()))
+            signer = node.keystore
+        with DORProxy(node.address, signer) as dor:
             obj = dor.add_data_object(path, self.user.identity, False, False, "JSONObject", "json", **kwargs)
         return obj, path
 
@@ -155,6 +160,7 @@ def test_forged_provenance_records_are_skipped(net: Net) -> None:
         },
         "product": {"data_type": "JSONObject", "data_format": "json"},
         "name": "c",
+        "job_id": "job-1",
     }
     derived, _ = net.add(net.a, {"derived": True}, recipe=recipe)
     before = net.lies(net.m)

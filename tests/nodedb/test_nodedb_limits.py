@@ -60,7 +60,8 @@ def test_token_buckets() -> None:
 def test_publication_flood_is_rate_limited(
     node_factory: Callable[..., Any], keystores: Callable[[str], Keystore]
 ) -> None:
-    node = node_factory(identity_publish_burst=5, identity_publish_rate=0.5)
+    # One token per 5 s: the fifteen refused publications take far less, even on a loaded machine.
+    node = node_factory(identity_publish_burst=5, identity_publish_rate=0.2)
     rsa = keystores("alice").identity.e_public_key
     answers = [publish(node, fake_identity(rsa, n)[0]) for n in range(20)]
     assert [a.status_code for a in answers[:5]] == [200] * 5
@@ -68,12 +69,12 @@ def test_publication_flood_is_rate_limited(
     assert {a.status_code for a in refused} == {429}
     body = refused[0].json()
     assert body["reason"].startswith("Too many identity publications from 127.0.0.1: try again in")
-    assert 0 < body["details"]["retry_after"] <= 2 and int(refused[0].headers["retry-after"]) >= 1
+    assert 0 < body["details"]["retry_after"] <= 5 and int(refused[0].headers["retry-after"]) >= 1
     assert len(node.node.nodedb.identities()) == 1 + 5  # the node's own and the five accepted
     assert publish(node, keystores("alice").identity).status_code == 429  # the client is limited, whoever it sends
     known = node.node.nodedb.identities()[0]
     assert publish(node, known).status_code == 200  # re-publishing a known record costs nothing: never refused
-    time.sleep(2.1)  # the bucket refills at 0.5 per second
+    time.sleep(5.1)  # the bucket refills at 0.2 per second
     assert publish(node, keystores("alice").identity).status_code == 200
 
 
