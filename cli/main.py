@@ -32,6 +32,8 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("InvalidInputError", 2),
     ("ConfigError", 2),
     ("InsufficientStorageError", 8),
+    ("LimitReachedError", 9),
+    ("ConflictError", 10),
     ("UnreachableError", 6),
     ("RemoteError", 6),
     ("SaaSError", 1),

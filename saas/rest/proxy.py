@@ -27,6 +27,7 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     404: errors.NotFoundError,
     409: errors.ConflictError,
     413: errors.TooLargeError,
+    416: errors.InvalidInputError,
     422: errors.InvalidInputError,
     429: errors.LimitReachedError,
     502: errors.UnreachableError,
