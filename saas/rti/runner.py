@@ -59,6 +59,7 @@ __all__ = [
     "parse_trigger",
     "storing",
     "upload_output",
+    "write_meta",
     "write_value",
 ]
 
@@ -88,6 +89,11 @@ def input_path(wd: Path, name: str) -> Path:
 
 def write_value(wd: Path, name: str, value: Any) -> None:
     _write_file(input_path(wd, name), json.dumps(value).encode())
+
+
+def write_meta(wd: Path, name: str, meta: CDataObject) -> None:
+    """`<wd>/<name>.meta`: a by-reference input's metadata as JSON, next to it (as the original middleware wrote)."""
+    _write_file(wd / f"{input_path(wd, name).name}.meta", meta.model_dump_json(indent=2).encode())
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -754,6 +754,8 @@ class RTIService:
             for item in job.task.input:
                 if isinstance(item, Task.InputValue):
                     runner.write_value(wd, item.name, item.value)
+            for name, location in located.items():
+                runner.write_meta(wd, name, location.meta)
             for name in local:
                 runner.copy_local(self._node, name, located[name], wd)
             if sandbox.uid is not None and not fetched:
