@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from saas import _compat
 from saas.core.errors import InvalidInputError, RTIError, SaaSError
 from saas.core.schemas import GithubCredentials
 from saas.dor.gpp import _ASKPASS, _check_proc_path
@@ -95,7 +96,7 @@ async def _run(
                 on_line(text.rstrip("\r\n"))
 
         try:
-            async with asyncio.timeout(timeout):
+            async with _compat.timeout(timeout):
                 await process.pump(child.stdout, out, line)
                 return await child.wait()
         finally:

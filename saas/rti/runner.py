@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saas._compat import timeout
 from saas.core.errors import (
     InsufficientStorageError,
     InvalidInputError,
@@ -328,7 +329,7 @@ async def execute(
         if on_start is not None:
             await on_start(child.pid)
         with open(logs / STDOUT_LOG, "ab", buffering=0) as out, open(logs / STDERR_LOG, "ab", buffering=0) as err:
-            async with asyncio.timeout(limits.walltime):
+            async with timeout(limits.walltime):
                 _, err_tail = await asyncio.gather(
                     process.pump(child.stdout, out, on_line), process.pump(child.stderr, err, on_line)
                 )
