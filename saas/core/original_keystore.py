@@ -233,16 +233,19 @@ def import_original_keystore(
         return original, keystore
     if not original.info.name.strip():
         raise InvalidInputError("The original keystore has no name: set one with the original CLI first")
-    keystore = Keystore.create_from_keys(
-        directory,
-        original.info.name,
-        original.info.email,
-        new_password or password,
-        original.s_key,
-        original.e_key,
-        _assets_of(original),
-        imported_from=original.info.iid,
-    )
+    try:
+        keystore = Keystore.create_from_keys(
+            directory,
+            original.info.name,
+            original.info.email,
+            new_password or password,
+            original.s_key,
+            original.e_key,
+            _assets_of(original),
+            imported_from=original.info.iid,
+        )
+    except OSError as e:
+        raise KeystoreError(f"Cannot write the converted keystore to '{directory}': {e.strerror}") from e
     return original, keystore
 
 
