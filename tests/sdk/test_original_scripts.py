@@ -148,3 +148,28 @@ def test_the_original_sdk_names(node: RunningNode, tmp_path: Path) -> None:
     job = processor.submit({"a": {"v": 1}, "b": {"v": 5}})
     outputs = job.wait(pace=0.5)
     assert json.loads(outputs["c"].download(tmp_path / "c.json").read_text()) == {"v": 6}
+
+
+def test_a_legacy_user_signature_is_the_users_or_refused(node: RunningNode, tmp_path: Path) -> None:
+    user = own_copy(node.keystore, tmp_path / "keystore")
+    repo, commit = adapter_repo(tmp_path / "repo", "abc")
+    proc_id = _upload_gpp(node, user, repo, commit, "abc", "default")
+    a_path = tmp_path / "a.json"
+    a_path.write_text(json.dumps({"v": 4}))
+    with DORProxy(node.address, user) as dor, RTIProxy(node.address) as rti:
+        rti.deploy(proc_id, user)
+        a_id = dor.add_data_object(a_path, user.identity, True, False, "JSONObject", "json").obj_id  # restricted
+        node_iid = rti.node_iid
+        outputs = [Task.Output(name="c", owner_iid=user.identity.id)]
+
+        def submit(signature: str) -> str:
+            inputs = [
+                Task.InputReference(name="a", obj_id=a_id, user_signature=signature),
+                Task.InputValue(name="b", value={"v": 1}),
+            ]
+            return rti.submit_job(proc_id, inputs, outputs, user).id
+
+        status = rti.wait_for_job(submit(user.sign(f"{node_iid}:{a_id}".encode())), user, timeout=60)
+        assert status.state == "successful", status.errors
+        with pytest.raises(RemoteError, match="not a delegation"):  # signed for another object: not the original's
+            submit(user.sign(f"{node_iid}:{'0' * 64}".encode()))
