@@ -60,7 +60,13 @@ class Context:
         """The keystore named by --keystore-id, the only one there is, or the one the user picks."""
         from saas.core.identity import is_identity_id
         from saas.core.keystore import list_keystores
+        from saas_cli import original_keystores
 
+        if self.keystore_id and not is_identity_id(self.keystore_id):
+            raise InvalidInputError(f"'{self.keystore_id}' is not an identity ID (64 characters 0-9a-z)")
+        original = original_keystores.select(self)  # the original middleware's keystores are converted on use
+        if original is not None:
+            return original
         if self.keystore_id:
             if not is_identity_id(self.keystore_id):
                 raise InvalidInputError(f"'{self.keystore_id}' is not an identity ID (64 characters 0-9a-z)")

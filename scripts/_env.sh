@@ -1,15 +1,15 @@
-# Shared by scripts/test and scripts/run-node: find Python >= 3.11, create the venv, install the package.
+# Shared by scripts/test and scripts/run-node: find Python >= 3.10, create the venv, install the package.
 # Sets VENV. Usage: saas_ensure_venv [dev]
 saas_find_python() {
   local candidate
-  for candidate in "${SAAS_PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+  for candidate in "${SAAS_PYTHON:-}" python3.11 python3.12 python3.13 python3.10 python3; do
     [ -n "$candidate" ] || continue
     if command -v "$candidate" >/dev/null 2>&1 &&
-       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
       echo "$candidate"; return 0
     fi
   done
-  echo "Python >= 3.11 is required (set SAAS_PYTHON to its path)" >&2
+  echo "Python >= 3.10 is required (set SAAS_PYTHON to its path)" >&2
   return 1
 }
 

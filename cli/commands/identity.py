@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from saas_cli import original_keystores
 from saas_cli.commands import credentials
 from saas_cli.context import Context
 
@@ -73,7 +74,12 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
     from saas.core.keystore import list_keystores
 
     found = list_keystores(ctx.keystore_dir)
-    skipped = sorted({p.name for p in ctx.keystore_dir.glob("*.json")} - {p.name for p, _ in found})
+    originals = original_keystores.listed(ctx)
+    skipped = sorted(
+        {p.name for p in ctx.keystore_dir.glob("*.json")}
+        - {p.name for p, _ in found}
+        - {o.path.name for o in originals}
+    )
     if skipped:
         ctx.out.warning(f"not valid keystores (modified or corrupted?): {', '.join(skipped)}")
     ctx.out.result([{"name": i.name, "email": i.email, "id": i.id, "keystore": str(p)} for p, i in found])
@@ -199,4 +205,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
     p.set_defaults(handler=discover)
 
+    original_keystores.register(sub)
     credentials.register(sub)

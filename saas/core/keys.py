@@ -46,6 +46,9 @@ __all__ = [
     "hybrid_encrypt",
     "iter_decrypt",
     "iter_encrypt",
+    "legacy_rsa_decrypt",
+    "legacy_verify",
+    "load_password_protected_rsa",
     "random_key",
 ]
 
@@ -229,6 +232,39 @@ class RSAKeyPair(RSAPublicKey):
             return self._private.decrypt(wrapped, _OAEP)
         except ValueError as e:
             raise DecryptionError("Could not unwrap key: it was wrapped for another key or was modified") from e
+
+
+# -- keys written by the original middleware (saas.core.original_keystore reads them) ----------------
+
+
+def load_password_protected_rsa(der: bytes, password: str) -> RSAKeyPair:
+    """An RSA private key stored as password-protected PKCS#8 DER. Raises `DecryptionError` for a wrong password,
+    `CryptoError` for anything that is not such a key."""
+    try:
+        key = serialization.load_der_private_key(der, password=password.encode("utf-8"))
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        # cryptography reports a wrong password and a damaged key alike; the caller checks the file's shape first
+        raise DecryptionError("Could not open the private key: wrong password?") from e
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CryptoError("Not an RSA private key")
+    return RSAKeyPair(key)
+
+
+def legacy_rsa_decrypt(holder: RSAKeyPair, data: bytes) -> bytes:
+    """The original's RSA encryption: the message in chunks, each RSA-OAEP(SHA-256) on its own."""
+    size = holder._private.key_size // 8
+    if not data or len(data) % size:
+        raise DecryptionError("Encrypted data has the wrong length")
+    return b"".join(holder.unwrap(data[i : i + size]) for i in range(0, len(data), size))
+
+
+def legacy_verify(key: ECPublicKey, message: bytes, signature_hex: str) -> bool:
+    """The original's signatures: hex of DER ECDSA with SHA-256."""
+    try:
+        key._key.verify(bytes.fromhex(signature_hex), message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 # -- symmetric -------------------------------------------------------------------------------------

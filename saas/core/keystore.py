@@ -233,8 +233,6 @@ class Keystore:
         name, email = validate_profile(name, email)
         if not password:
             raise InvalidInputError("The password must not be empty")
-        directory = Path(keystore_path)
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         salt = os.urandom(16)
         # RSA key generation and scrypt both release the GIL: run them side by side.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -242,6 +240,45 @@ class Keystore:
             file_key = derive_key(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
             s_key = ECKeyPair.generate()
             e_key = rsa_future.result()
+        return cls._save_new(Path(keystore_path), name, email, salt, file_key, s_key, e_key, {}, {})
+
+    @classmethod
+    def create_from_keys(
+        cls,
+        keystore_path: str | Path,
+        name: str,
+        email: str,
+        password: str,
+        s_key: ECKeyPair,
+        e_key: RSAKeyPair,
+        assets: dict[str, dict[str, Any]],
+        imported_from: str | None = None,
+    ) -> Keystore:
+        """Save existing keys and assets as a new keystore (used to convert the original middleware's keystores;
+        `imported_from` records the old identity ID in the file)."""
+        name, email = validate_profile(name, email)
+        if not password:
+            raise InvalidInputError("The password must not be empty")
+        salt = os.urandom(16)
+        file_key = derive_key(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        encoded = {kind: dict(assets.get(kind, {})) for kind in _ASSET_KINDS}
+        extra = {"imported_from": imported_from} if imported_from else {}
+        return cls._save_new(Path(keystore_path), name, email, salt, file_key, s_key, e_key, encoded, extra)
+
+    @classmethod
+    def _save_new(
+        cls,
+        directory: Path,
+        name: str,
+        email: str,
+        salt: bytes,
+        file_key: bytes,
+        s_key: ECKeyPair,
+        e_key: RSAKeyPair,
+        assets: dict[str, dict[str, Any]],
+        extra: dict[str, Any],
+    ) -> Keystore:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         iid = derive_identity_id(s_key.der)
         identity = _identity_signature(
             s_key,
@@ -251,11 +288,12 @@ class Keystore:
             "format": FORMAT,
             "identity": identity.model_dump(),
             "kdf": {"name": "scrypt", "salt": b64e(salt), "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P},
+            **extra,
         }
         secrets = {
             "s_private_key": s_key.private_b64,
             "e_private_key": e_key.private_b64,
-            "assets": {kind: {} for kind in _ASSET_KINDS},
+            "assets": {kind: dict(assets.get(kind, {})) for kind in _ASSET_KINDS},
         }
         keystore = cls(directory / f"{iid}.json", doc, identity, file_key, secrets)
         with keystore._file_lock():
@@ -267,6 +305,10 @@ class Keystore:
         """Open a keystore file. Raises `KeystoreNotFoundError`, `KeystoreCorruptedError` or
         `WrongPasswordError`."""
         path = Path(path_to_json)
+        from saas.core.original_keystore import is_original_keystore, open_original_keystore
+
+        if is_original_keystore(path):  # written by the original middleware: converted next to it, once
+            return open_original_keystore(path, password)
         doc, identity = _read_document(path)
         kdf = doc["kdf"]
         try:
@@ -356,6 +398,15 @@ class Keystore:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def imported_from(self) -> str | None:
+        """The identity ID this keystore had in the original middleware, if it was converted from one."""
+        value = self._doc.get("imported_from")
+        return value if isinstance(value, str) else None
+
+    def sync(self) -> None:
+        """Kept for code written for the original middleware: every change is already saved when it is made."""
 
     def update_profile(self, name: str | None = None, email: str | None = None) -> Identity:
         """Change name and/or email; the record gets nonce + 1 and a new signature."""

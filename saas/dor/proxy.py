@@ -18,7 +18,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from saas.core.delegation import HEADER_DELEGATION, Delegation
-from saas.core.errors import DORError, NotFoundError, SaaSError, UnreachableError
+from saas.core.errors import DORError, InvalidInputError, NotFoundError, SaaSError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.signing import Signer, canonical_json
 from saas.dor.schemas import (
@@ -43,8 +43,22 @@ _MANY = TypeAdapter(list[AnyDataObject])
 Progress = Callable[[int, int], None]
 
 
+SEARCH_PAGE = 1000  # the largest page a node returns (`GET /dor?limit=`)
+
+
 def _iid(value: Identity | str) -> str:
     return value.id if isinstance(value, Identity) else value
+
+
+def _owner(owner: Any) -> tuple[Identity, Signer | None]:
+    """An owner given as an `Identity`, or as a `Keystore` (as the original middleware's scripts do): then it
+    also signs the upload when the proxy has no keystore of its own."""
+    if isinstance(owner, Identity):
+        return owner, None
+    identity = getattr(owner, "identity", None)
+    if not isinstance(identity, Identity) or not callable(getattr(owner, "sign", None)):
+        raise InvalidInputError("The owner must be an Identity or a Keystore")
+    return identity, owner
 
 
 class ContentMismatchError(DORError):
@@ -65,11 +79,12 @@ class DORProxy(RESTProxy):
         data_format: str | None = None,
         c_hashes: Sequence[str] | None = None,
         tags: dict[str, Any] | None = None,
-        limit: int = 100,
+        limit: int | None = None,
         offset: int = 0,
     ) -> list[DataObject]:
-        """Objects visible to the proxy's identity (unrestricted ones only without a keystore)."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        """Objects visible to the proxy's identity (unrestricted ones only without a keystore). Without `limit`:
+        every match, fetched page by page (never cut short); with `limit`: at most that many, from `offset`."""
+        params: dict[str, Any] = {}
         for key, value in (
             ("patterns", patterns),
             ("owner_iid", owner_iid),
@@ -81,7 +96,21 @@ class DORProxy(RESTProxy):
                 params[key] = list(value) if isinstance(value, (list, tuple)) else value
         if tags:
             params["tag"] = [k if v is None else f"{k}={canonical_json(v).decode()}" for k, v in tags.items()]
-        response = self.request("GET", "/dor", params=params, signed=self.keystore is not None)
+        if limit is not None:
+            return self._search_page(params, limit, offset)
+        found: dict[str, DataObject] = {}  # by obj_id: an object added between two pages may shift one over
+        while True:
+            page = self._search_page(params, SEARCH_PAGE, offset)
+            for obj in page:
+                found.setdefault(obj.obj_id, obj)
+            if len(page) < SEARCH_PAGE:
+                return list(found.values())
+            offset += len(page)
+
+    def _search_page(self, params: dict[str, Any], limit: int, offset: int) -> list[DataObject]:
+        response = self.request(
+            "GET", "/dor", params={**params, "limit": limit, "offset": offset}, signed=self.keystore is not None
+        )
         return list(_MANY.validate_python(response.json()))
 
     def statistics(self) -> DORStatistics:
@@ -182,7 +211,7 @@ class DORProxy(RESTProxy):
     def add_data_object(
         self,
         content_path: str | Path,
-        owner: Identity,
+        owner: Identity | Any,
         access_restricted: bool,
         content_encrypted: bool,
         data_type: str,
@@ -199,7 +228,8 @@ class DORProxy(RESTProxy):
         created: int | None = None,
         task_proof: TaskProof | None = None,
     ) -> CDataObject:
-        """Upload a file as a new data object, signed by the proxy's keystore.
+        """Upload a file as a new data object, signed by the proxy's keystore (or by `owner` given as a Keystore
+        to a proxy without one).
 
         With `content_encrypted` and a `content_key`, the file is encrypted here first and an envelope of the key
         for `owner` is stored with the object; with `content_encrypted` and no key, the file must already be
@@ -207,6 +237,7 @@ class DORProxy(RESTProxy):
         retried upload of the same content returns the same object. The upload must be signed by `owner`, who
         is among the `creators`; a `recipe` comes only from the RTI node that ran the job (signed by it, with the
         user's signed task as `task_proof`), see `saas.dor.claims`."""
+        owner, signer = _owner(owner)
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
         envelope = key_envelope
@@ -258,6 +289,7 @@ class DORProxy(RESTProxy):
                 content=body(),
                 body_sha256=digest.hexdigest(),
                 signed=True,
+                signer=None if self.keystore is not None else signer,
                 headers={"content-type": "application/octet-stream", "content-length": str(len(head) + size)},
             )
             return CDataObject.model_validate(response.json())
@@ -271,11 +303,13 @@ class DORProxy(RESTProxy):
         commit_id: str,
         proc_path: str,
         proc_config: str,
-        owner: Identity,
+        owner: Identity | Any,
         creators: Sequence[Identity] | None = None,
         github_credentials: Any = None,
     ) -> GPPDataObject:
-        """Add a Git-Processor-Pointer; GitHub credentials travel encrypted for the node."""
+        """Add a Git-Processor-Pointer, signed by the proxy's keystore (or by `owner` given as a Keystore to a proxy
+        without one); GitHub credentials travel encrypted for the node."""
+        owner, signer = _owner(owner)
         encrypted = None if github_credentials is None else self.encrypt_github_credentials(github_credentials)
         body = {
             "source": source,
@@ -286,7 +320,9 @@ class DORProxy(RESTProxy):
             "creators_iid": [c.id for c in creators or []],
             "github_credentials": encrypted,
         }
-        return GPPDataObject.model_validate(self.request("POST", "/dor/add-gpp", json_body=body, signed=True).json())
+        signer = None if self.keystore is not None else signer
+        response = self.request("POST", "/dor/add-gpp", json_body=body, signed=True, signer=signer)
+        return GPPDataObject.model_validate(response.json())
 
     # -- changing -----------------------------------------------------------------------------------------------
 

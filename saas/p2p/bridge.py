@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from saas._compat import BaseExceptionGroup
 from saas.core.errors import P2PError, SaaSError
 
 __all__ = ["TrioBridge"]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from saas import _compat
 from saas.core.errors import InvalidInputError, RTIError, SaaSError
 from saas.core.schemas import GithubCredentials
 from saas.dor.gpp import _ASKPASS, _check_proc_path
@@ -31,6 +32,7 @@ __all__ = [
     "kill_leftover_install",
     "remove",
     "run_install",
+    "strip_carriage_returns",
     "tail",
 ]
 
@@ -94,7 +96,7 @@ async def _run(
                 on_line(text.rstrip("\r\n"))
 
         try:
-            async with asyncio.timeout(timeout):
+            async with _compat.timeout(timeout):
                 await process.pump(child.stdout, out, line)
                 return await child.wait()
         finally:
@@ -181,7 +183,24 @@ async def clone(
     folder = adapter_dir(proc_root, gpp).resolve()
     if not folder.is_relative_to(repo.resolve()) or not (folder / "install.sh").is_file():
         raise DeploymentError(f"No install.sh in '{gpp.proc_path}'", {"log_tail": ""})
+    await asyncio.to_thread(strip_carriage_returns, folder)
     return folder
+
+
+def strip_carriage_returns(folder: Path) -> list[str]:
+    """Give install.sh and execute.sh Unix line endings (an adapter written on Windows has CRLF, which bash reads
+    as part of each command; the original middleware stripped them too). Only the node's own clone is changed;
+    symbolic links are left alone. Returns the names changed. Blocks."""
+    changed = []
+    for name in ("install.sh", "execute.sh"):
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\r" in data:
+            path.write_bytes(data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+            changed.append(name)
+    return changed
 
 
 async def run_install(

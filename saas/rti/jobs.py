@@ -6,17 +6,17 @@ when its adapter says it is restartable, goes back to pending; postprocessing re
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from saas._compat import StrEnum
 from saas.core.errors import ConflictError, RTIError
 
 __all__ = ["FINAL_STATES", "IllegalTransitionError", "JobState", "JobStateMachine", "recover"]
 
 
-class JobState(enum.StrEnum):
+class JobState(StrEnum):
     PENDING = "pending"
     INITIALISING = "initialising"
     RUNNING = "running"

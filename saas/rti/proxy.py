@@ -18,7 +18,8 @@ import httpx
 from pydantic import TypeAdapter
 
 from saas.core.delegation import JOB_INPUT_SCOPES, MAX_LIFETIME_MS, MAX_SERVERS, Delegation
-from saas.core.errors import InvalidInputError, NotFoundError
+from saas.core.errors import InvalidInputError, NotFoundError, SaaSError
+from saas.core.identity import Identity
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
 from saas.rest.proxy import RESTProxy
@@ -53,6 +54,14 @@ def _task(
         "name": name,
         "description": description,
     }
+
+
+def _is_delegation(value: str) -> bool:
+    try:
+        Delegation.from_header(value)
+    except SaaSError:
+        return False
+    return True
 
 
 def _may_need_delegation(item: dict[str, Any]) -> bool:
@@ -192,7 +201,7 @@ class RTIProxy(RESTProxy):
         user's delegation), the inputs are looked up in the network as the user and the task is sent once more
         with a delegation for each input that is restricted on another node (`_delegated`). Inputs the node finds
         (on its own DOR, or unrestricted elsewhere) cost nothing extra."""
-        body = _dump(task)
+        body = self._without_legacy_signatures(_dump(task), user)
         path = f"/rti/proc/{body['proc_id']}/{action}"
         try:
             return self.request("POST", path, params=params, json_body=body, signer=user)
@@ -201,6 +210,21 @@ class RTIProxy(RESTProxy):
             if delegated is None:
                 raise
         return self.request("POST", path, params=params, json_body=delegated, signer=user)
+
+    def _without_legacy_signatures(self, body: dict[str, Any], user: Signer) -> dict[str, Any]:
+        """The original middleware's `user_signature` (the user's signature of `<node id>:<obj id>`) is dropped when
+        it is the user's: the proxy holds the user's keystore, so it gives a delegation wherever the node needs one
+        (`_delegated`), as for an input without a signature. Anything else is sent as it is (the node judges it)."""
+        identity = getattr(user, "identity", None)
+        inputs = []
+        for item in body.get("input") or []:
+            item, signature = dict(item), item.get("user_signature")
+            if isinstance(identity, Identity) and item.get("type") == "reference" and isinstance(signature, str):
+                token = f"{self.node_iid}:{item.get('obj_id')}".encode()
+                if not _is_delegation(signature) and identity.verify_signature(token, signature):
+                    item["user_signature"] = None
+            inputs.append(item)
+        return {**body, "input": inputs}
 
     def _delegated(self, body: dict[str, Any], user: Signer, not_found: Any) -> dict[str, Any] | None:
         """`body` with the user's delegation in every by-reference input without a `user_signature` that is

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from saas._compat import timeout
 from saas.core.errors import (
     InsufficientStorageError,
     InvalidInputError,
@@ -59,6 +60,7 @@ __all__ = [
     "parse_trigger",
     "storing",
     "upload_output",
+    "write_meta",
     "write_value",
 ]
 
@@ -88,6 +90,11 @@ def input_path(wd: Path, name: str) -> Path:
 
 def write_value(wd: Path, name: str, value: Any) -> None:
     _write_file(input_path(wd, name), json.dumps(value).encode())
+
+
+def write_meta(wd: Path, name: str, meta: CDataObject) -> None:
+    """`<wd>/<name>.meta`: a by-reference input's metadata as JSON, next to it (as the original middleware wrote)."""
+    _write_file(wd / f"{input_path(wd, name).name}.meta", meta.model_dump_json(indent=2).encode())
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -322,7 +329,7 @@ async def execute(
         if on_start is not None:
             await on_start(child.pid)
         with open(logs / STDOUT_LOG, "ab", buffering=0) as out, open(logs / STDERR_LOG, "ab", buffering=0) as err:
-            async with asyncio.timeout(limits.walltime):
+            async with timeout(limits.walltime):
                 _, err_tail = await asyncio.gather(
                     process.pump(child.stdout, out, on_line), process.pump(child.stderr, err, on_line)
                 )

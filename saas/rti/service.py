@@ -2,7 +2,8 @@
 
 What callers may rely on:
 - deployment is asynchronous: `deploy` returns at once with state `deploying`; the processor becomes `ready` or
-  `failed` (with the install log tail). Processors survive a restart (they are not reinstalled).
+  `failed` (with the install log tail). Processors survive a restart (they are not reinstalled). A job submitted
+  while its processor deploys waits, pending, for the deployment (and fails if it fails).
 - the job board is SQLite (`<datastore>/rti/jobs.sqlite`); every state transition is stored with its time and reason
   before anything depends on it. At most `max_jobs` jobs run at once (`max_remote_jobs` on ssh and slurm backends,
   which run on other machines); the rest wait, fairly between users (`saas.rti.scheduler`): a free slot goes to the
@@ -462,7 +463,7 @@ class RTIService:
         if task.proc_id != proc_id:
             raise JobValidationError(f"The task is for processor {task.proc_id}, not {proc_id}")
         processor = self._processor(proc_id)
-        if processor.state != "ready":
+        if processor.state not in ("ready", "deploying"):  # a deploying one queues the job (_enqueue)
             raise JobValidationError(f"Processor {proc_id} is not ready (state: {processor.state})")
         descriptor = processor.gpp.proc_descriptor
         specs = {s.name: s for s in descriptor.input}
@@ -587,12 +588,35 @@ class RTIService:
         agent's job waits in its agent (`acquire`, fair between users too)."""
         self.scheduler.pending(active.job.task.user_iid, active.job.id)
         processor = self._processors.get(active.job.proc_id)
+        if processor is not None and processor.state == "deploying" and processor.task is not None:
+            if not self._stopping:
+                active.task = asyncio.create_task(self._enqueue_when_deployed(active, processor.task))
+            return
         if processor is not None and processor.is_agent:
             if not self._stopping:
                 active.task = asyncio.create_task(self._run(active, False))
             return
         self._pool(active).add(active.job.task.user_iid, active.job.id)
         self._dispatch()
+
+    async def _enqueue_when_deployed(self, active: ActiveJob, deploying: asyncio.Task[None]) -> None:
+        """A job submitted while its processor deploys waits for the deployment, holding no slot (as in the original
+        middleware), then queues as usual; it fails with the reason if the deployment failed."""
+        try:
+            await asyncio.wait({deploying})
+        except asyncio.CancelledError:
+            if not self._stopping and not active.machine.final:
+                await self._to(active, JobState.CANCELLED, "cancelled by the user")
+                await self._finish(active)
+            return
+        active.task = None
+        processor = self._processors.get(active.job.proc_id)
+        if processor is not None and processor.state == "ready":
+            self._enqueue(active)
+            return
+        error = processor.error if processor is not None else "undeployed"
+        await self._fail(active, f"Processor {active.job.proc_id} could not be deployed: {error}")
+        await self._finish(active)
 
     def _pool(self, active: ActiveJob) -> SlotPool:
         return self.scheduler.remote if self._is_remote(active) else self.scheduler.local
@@ -754,6 +778,8 @@ class RTIService:
             for item in job.task.input:
                 if isinstance(item, Task.InputValue):
                     runner.write_value(wd, item.name, item.value)
+            for name, location in located.items():
+                runner.write_meta(wd, name, location.meta)
             for name in local:
                 runner.copy_local(self._node, name, located[name], wd)
             if sandbox.uid is not None and not fetched:

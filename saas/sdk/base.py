@@ -433,8 +433,10 @@ class SDKJob:
         timeout: float | None = None,
         callback_progress: Callable[[int], None] | None = None,
         callback_message: Callable[[str, str], None] | None = None,
+        pace: float | None = None,
     ) -> dict[str, SDKCDataObject]:
-        """Block until the job is final. Returns `{output name: object}` when it succeeded; raises `JobError`
+        """Block until the job is final (`pace`, the original's polling interval, is accepted and not needed: the
+        node answers at each change). Returns `{output name: object}` when it succeeded; raises `JobError`
         (reason, log tail) when it failed or was cancelled, or when `timeout` seconds passed first.
 
         `callback_progress(percent)` and `callback_message(severity, text)` get each trigger the adapter printed,
@@ -585,6 +587,10 @@ class SDKContext:
 
     @property
     def keystore(self) -> Keystore:
+        return self._keystore
+
+    @property
+    def authority(self) -> Keystore:  # the original SDK's name
         return self._keystore
 
     @property
@@ -868,13 +874,23 @@ def _usable(network: list[NodeInfo], own: NodeInfo) -> list[NodeInfo]:
 
 
 def connect(
-    address: str | tuple[str, int], keystore: Keystore, timeout: float = 10.0, deadline: float = DEFAULT_DEADLINE
+    address: str | tuple[str, int],
+    keystore: Keystore | None = None,
+    timeout: float = 10.0,
+    deadline: float = DEFAULT_DEADLINE,
+    *,
+    authority: Keystore | None = None,
 ) -> SDKContext:
     """Connect to the node at `address` ("host:port" or (host, port)) as the keystore's identity: publishes the
     identity to every node of the network and learns which nodes have a DOR or an RTI. `timeout` bounds a call to
-    one node, `deadline` a network-wide call (see `SDKContext`). Raises
-    `InvalidInputError` for a malformed address and `UnreachableError` when no node answers there."""
+    one node, `deadline` a network-wide call (see `SDKContext`). `authority` is the original SDK's name for
+    `keystore`. Raises `InvalidInputError` for a malformed address or no keystore, and `UnreachableError` when no
+    node answers there."""
     from saas.core.helpers import parse_address
+
+    keystore = keystore if keystore is not None else authority
+    if keystore is None:
+        raise InvalidInputError("connect() needs the keystore of the identity to act as")
 
     parsed = parse_address(address)
     try:
