@@ -234,3 +234,20 @@ def test_pages_are_served_with_a_strict_content_security_policy(node: Any, brows
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert client.get("/dashboard/nothing.js").status_code == 404
     assert client.get("/dashboard/..%2Fapi.py").status_code == 404
+
+
+def test_the_pages_ship_inside_the_package() -> None:
+    """Every static file is covered by pyproject's package-data (no build step, no download at install)."""
+    import fnmatch
+    import tomllib
+
+    from saas.dashboard.api import STATIC
+
+    root = STATIC.parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["saas.dashboard"]
+    files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file()]
+    assert {"static/index.html", "static/app.js"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, pattern) and "/" not in f[7:] for pattern in patterns) for f in files)
+    index = (STATIC / "index.html").read_text()
+    assert "http://" not in index and "https://" not in index  # nothing from elsewhere
