@@ -31,7 +31,8 @@ def env(node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], 
     node = node_factory("node")
     alice, bob = keystores("alice"), keystores("bob")
     with NodeDBProxy(node.address) as db:
-        db.update_identity(alice.identity)
+        for keystore in (alice, bob):
+            db.update_identity(keystore.identity)
     files = tmp_path / "files"
     files.mkdir()
     return RTIEnv(node, node.keystore, alice, bob, repo, commit, files)
@@ -183,6 +184,19 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
         time.sleep(0.1)
     [downloaded] = list(downloads.glob("*"))
     assert json.loads(downloaded.read_text()) == {"v": 3}
+    # grant bob access to the restricted output, then revoke it
+    browser.find_element(By.CSS_SELECTOR, "#grant-form input[name=iid]").send_keys(env.bob.iid)
+    browser.find_element(By.CSS_SELECTOR, "#grant-form button").click()
+    wait_for(browser, "#access-table", env.bob.iid)
+    with env.dor(env.bob) as dor:
+        assert env.bob.iid in dor.get_meta(c_id).access
+    browser.save_screenshot(str(shots / "access.png"))
+    wait_for(browser, "#access-table button.revoke").click()
+    deadline = time.monotonic() + 10
+    while env.bob.iid in wait_for(browser, "#access-table").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with env.dor(env.alice) as dor:
+        assert dor.get_meta(c_id).access == [alice.iid]
     browser.find_element(By.ID, "provenance-link").click()
     wait_for(browser, "#provenance-graph svg")
     boxes = browser.find_elements(By.CSS_SELECTOR, "#provenance-graph g.gnode")

@@ -107,3 +107,26 @@ def test_a_session_upload_stores_exactly_the_bytes_sent(env: RTIEnv) -> None:
         ).json()
         assert meta["c_hash"] == hashlib.sha256(content).hexdigest() and meta["size"] == len(content)
         assert client.get(f"{API}/dor/{meta['obj_id']}/content").content == content
+
+
+def test_a_session_submits_and_cancels_a_job_with_its_csrf_token(env: RTIEnv) -> None:
+    proc_id = env.deploy("slow")
+    with httpx.Client(base_url=env.node.url, timeout=60, trust_env=False) as client:
+        token = LoginToken.create(env.alice, env.node.node.iid).to_string()
+        csrf = client.post(f"{API}/dashboard/login", json={"token": token}, headers={HEADER_CSRF: "x"}).json()["csrf"]
+        task = {
+            "proc_id": proc_id,
+            "user_iid": env.alice.iid,
+            "input": [
+                {"name": "a", "type": "value", "value": {"v": 60}},
+                {"name": "b", "type": "value", "value": {"v": 1}},
+            ],
+            "output": [{"name": "c", "owner_iid": env.alice.iid}],
+        }
+        assert client.post(f"{API}/rti/proc/{proc_id}/jobs", json=task).status_code == 401  # no CSRF token
+        job = client.post(f"{API}/rti/proc/{proc_id}/jobs", json=task, headers={HEADER_CSRF: csrf}).json()
+        assert job["task"]["user_iid"] == env.alice.iid
+        assert client.delete(f"{API}/rti/job/{job['id']}").status_code == 401  # a cross-site cancel
+        cancelled = client.delete(f"{API}/rti/job/{job['id']}", headers={HEADER_CSRF: csrf})
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] == "cancelled"
