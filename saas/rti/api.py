@@ -73,12 +73,12 @@ async def _proof(request: Request, task: Task) -> TaskProof | None:
     stores an output that the user asked this node for it (`saas.dor.claims`). A submission from the dashboard
     (a session, no signature) has none, so its outputs can go to this node's DOR only."""
     if session_of(request) is not None:
-        node_iid = request.app.state.node.iid
-        elsewhere = [o.name for o in task.output if o.target_node_iid not in (None, node_iid)]
+        node = request.app.state.node
+        elsewhere = [o.name for o in task.output if node.dor is None or o.target_node_iid not in (None, node.iid)]
         if elsewhere:
             raise InvalidInputError(
-                "A job submitted from the dashboard stores its outputs on this node only (another node's DOR needs "
-                "the user's signed task: submit it with saas-cli)",
+                "A job submitted from the dashboard stores its outputs on this node only, in its DOR (another "
+                "node's DOR needs the user's signed task: submit it with saas-cli)",
                 {"outputs": elsewhere[:10]},
             )
         return None

@@ -173,16 +173,16 @@ def test_state_changing_cookie_requests_need_the_csrf_token(node: Any, users: An
     assert client.get(f"{API}/dor/{obj}/meta").status_code == 200  # reading needs no token
 
 
-def test_sessions_expire_and_log_out_and_are_bounded_per_identity(node_factory: Any, keystores: Any) -> None:
-    node = node_factory(dashboard_session_lifetime=1.0, dashboard_max_sessions=2)
+def test_sessions_log_out_and_are_bounded_per_identity(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(dashboard_max_sessions=2)
     alice = keystores("alice")
     with NodeDBProxy(node.address) as db:
         db.update_identity(alice.identity)
-    clients = [httpx.Client(base_url=node.url, timeout=30, trust_env=False) for _ in range(4)]
+    clients = [httpx.Client(base_url=node.url, timeout=30, trust_env=False) for _ in range(3)]
     try:
-        csrf = [signed_in(node, c, alice) for c in clients[:3]]
+        csrf = [signed_in(node, c, alice) for c in clients]
         # the third session closed the oldest one
-        assert [c.get(f"{API}/dashboard/session").json()["signed_in"] for c in clients[:3]] == [False, True, True]
+        assert [c.get(f"{API}/dashboard/session").json()["signed_in"] for c in clients] == [False, True, True]
         assert clients[0].get(f"{API}/rti/job").status_code == 401  # dead session where a signature is needed
         assert clients[0].get(f"{API}/dor").status_code == 200  # ... and anonymous where it is optional
         # log out (needs the session's CSRF token)
@@ -190,14 +190,26 @@ def test_sessions_expire_and_log_out_and_are_bounded_per_identity(node_factory: 
         assert clients[1].post(f"{API}/dashboard/logout", headers={HEADER_CSRF: csrf[1]}).status_code == 200
         assert clients[1].get(f"{API}/rti/job").status_code == 401
         assert clients[2].get(f"{API}/rti/job").status_code == 200
-        cookie = "; ".join(f"{k}={v}" for k, v in clients[2].cookies.items())
-        time.sleep(1.2)
-        assert clients[2].get(f"{API}/rti/job").status_code == 401  # the browser dropped it (Max-Age)
-        expired = clients[3].get(f"{API}/rti/job", headers={"cookie": cookie})  # the node refuses it too
-        assert expired.status_code == 401 and "expired" in expired.json()["reason"]
     finally:
         for c in clients:
             c.close()
+
+
+def test_sessions_expire(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(dashboard_session_lifetime=1.0)
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        db.update_identity(alice.identity)
+    with (
+        httpx.Client(base_url=node.url, timeout=30, trust_env=False) as client,
+        httpx.Client(base_url=node.url, timeout=30, trust_env=False) as other,
+    ):
+        signed_in(node, client, alice)
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        time.sleep(1.2)
+        assert client.get(f"{API}/rti/job").status_code == 401  # the browser dropped it (Max-Age)
+        expired = other.get(f"{API}/rti/job", headers={"cookie": cookie})  # the node refuses it too
+        assert expired.status_code == 401 and "expired" in expired.json()["reason"]
 
 
 def test_signed_requests_ignore_the_cookie(node: Any, users: Any, browser: Any) -> None:
@@ -222,6 +234,24 @@ def test_dashboard_jobs_store_outputs_on_this_node_only(node: Any, users: Any, b
     response = client.post(f"{API}/rti/proc/{'0' * 64}/jobs", json=task, headers={HEADER_CSRF: csrf})
     assert response.status_code == 400
     assert "this node only" in response.json()["reason"]
+
+
+def test_dashboard_jobs_on_a_node_without_dor_are_refused(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(node_type="execution")
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        db.update_identity(alice.identity)
+    with httpx.Client(base_url=node.url, timeout=30, trust_env=False) as client:
+        csrf = signed_in(node, client, alice)
+        task = {
+            "proc_id": "0" * 64,
+            "user_iid": alice.iid,
+            "input": [],
+            "output": [{"name": "c", "owner_iid": alice.iid}],
+        }
+        response = client.post(f"{API}/rti/proc/{'0' * 64}/jobs", json=task, headers={HEADER_CSRF: csrf})
+        assert response.status_code == 400
+        assert "this node only" in response.json()["reason"]
 
 
 def test_pages_are_served_with_a_strict_content_security_policy(node: Any, browser: Any) -> None:
