@@ -105,6 +105,27 @@ def wait_for(driver: Any, css: str, text: str | None = None, timeout: float = 30
         time.sleep(0.1)
 
 
+def on(driver: Any, css: str, action: Callable[[Any], Any], text: str | None = None, timeout: float = 30) -> Any:
+    """`action(element)` on the element `wait_for` finds, again on a fresh one if the page replaced it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action(wait_for(driver, css, text, timeout))
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+
+
+def text_of(driver: Any, css: str) -> str:
+    return str(on(driver, css, lambda e: e.text))
+
+
+def click(driver: Any, css: str, text: str | None = None) -> None:
+    on(driver, css, lambda e: e.click(), text)
+
+
 def page(driver: Any, hash_route: str, name: str) -> None:
     driver.execute_script("location.hash = arguments[0]", hash_route)
     wait_for(driver, f"main[data-page='{name}']")
@@ -128,7 +149,7 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     wait_for(browser, "#who-name", "alice")
     assert "login=" not in browser.current_url  # the token left the address bar
     wait_for(browser, "#network-table", env.node.node.iid[:10])
-    assert wait_for(browser, "#node-iid").text == env.node.node.iid
+    assert text_of(browser, "#node-iid") == env.node.node.iid
     browser.save_screenshot(str(shots / "network.png"))
 
     # upload a file (public: it is input a)
@@ -139,16 +160,16 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     browser.find_element(By.CSS_SELECTOR, "#upload-form textarea[name=tags]").send_keys("role=input-a")
     browser.save_screenshot(str(shots / "upload.png"))
     browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
-    a_id = wait_for(browser, "#object-id").text
+    a_id = text_of(browser, "#object-id")
     assert len(a_id) == 64
-    meta = json.loads(wait_for(browser, "#object-meta").text)
+    meta = json.loads(text_of(browser, "#object-meta"))
     assert meta["owner_iid"] == alice.iid and meta["tags"] == {"role": "input-a"}
     browser.save_screenshot(str(shots / "object.png"))
 
     # the processor's form: a by reference (the upload), b by value, checked against data_schema as typed
     page(browser, "#processors", "processors")
     browser.save_screenshot(str(shots / "processors.png"))
-    wait_for(browser, f"a.proc-link[data-proc='{proc_id}']").click()
+    click(browser, f"a.proc-link[data-proc='{proc_id}']")
     wait_for(browser, "#job-form")
     Select(browser.find_element(By.ID, "kind-a")).select_by_value("reference")
     wait_for(browser, f"#ref-a option[value='{a_id}']")
@@ -165,7 +186,7 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
 
     # the job page follows the job live (server-sent events) to 100 %
     wait_for(browser, "#job-state", "successful", timeout=60)
-    assert wait_for(browser, "#job-percent").text == "100 %"
+    assert text_of(browser, "#job-percent") == "100 %"
     assert browser.find_element(By.ID, "job-progress").get_attribute("value") == "100"
     wait_for(browser, "#job-messages li", "1 + 2 = 3")
     browser.find_element(By.ID, "follow-log").click()
@@ -173,9 +194,8 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     browser.save_screenshot(str(shots / "job.png"))
 
     # the output: download it, then its provenance graph
-    output = wait_for(browser, "a.output-link")
-    c_id = output.get_attribute("data-obj")
-    output.click()
+    c_id = on(browser, "a.output-link", lambda e: e.get_attribute("data-obj"))
+    click(browser, "a.output-link")
     wait_for(browser, "#object-id", c_id)
     browser.find_element(By.ID, "download").click()
     downloads = tmp_path / "downloads-alice"
@@ -191,9 +211,9 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     with env.dor(env.bob) as dor:
         assert env.bob.iid in dor.get_meta(c_id).access
     browser.save_screenshot(str(shots / "access.png"))
-    wait_for(browser, "#access-table button.revoke").click()
+    click(browser, "#access-table button.revoke")
     deadline = time.monotonic() + 10
-    while env.bob.iid in wait_for(browser, "#access-table").text and time.monotonic() < deadline:
+    while env.bob.iid in text_of(browser, "#access-table") and time.monotonic() < deadline:
         time.sleep(0.1)
     with env.dor(env.alice) as dor:
         assert dor.get_meta(c_id).access == [alice.iid]
@@ -202,9 +222,21 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     boxes = browser.find_elements(By.CSS_SELECTOR, "#provenance-graph g.gnode")
     kinds = sorted(b.get_attribute("class").split()[1] for b in boxes)
     assert kinds == ["data", "data", "data", "step"]  # a, b (by value) -> abc -> c
-    wait_for(browser, "#provenance-graph g.step", "test-proc").click()
+    click(browser, "#provenance-graph g.step", "test-proc")
     wait_for(browser, "#provenance-detail", "verified")
     browser.save_screenshot(str(shots / "provenance.png"))
+
+    # data objects: a search for the input by its tag
+    page(browser, "#objects", "objects")
+    wait_for(browser, f"#objects-table a[data-obj='{c_id}']")
+    browser.find_element(By.CSS_SELECTOR, "#search-form input[name=patterns]").send_keys("input-a")
+    browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    deadline = time.monotonic() + 10
+    while browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    wait_for(browser, f"#objects-table a[data-obj='{a_id}']")
+    assert not browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']")
+    browser.save_screenshot(str(shots / "objects.png"))
 
     # jobs list
     page(browser, "#jobs", "jobs")
@@ -228,7 +260,7 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     wait_for(reused, "#banner .error", "already used")
     wait_for(reused, "#who-name", "Anonymous")
     reused.save_screenshot(str(shots / "reused-token.png"))
-    for name in ("network", "upload", "object", "processors", "submit", "job", "provenance", "anonymous"):
+    for name in ("network", "upload", "object", "objects", "processors", "submit", "job", "provenance", "anonymous"):
         assert (shots / f"{name}.png").stat().st_size > 1000
 
 
