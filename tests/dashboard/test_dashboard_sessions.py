@@ -173,6 +173,19 @@ def test_state_changing_cookie_requests_need_the_csrf_token(node: Any, users: An
     assert client.get(f"{API}/dor/{obj}/meta").status_code == 200  # reading needs no token
 
 
+def test_another_origin_cannot_read_the_csrf_token(node: Any, users: Any, browser: Any) -> None:
+    """SameSite does not separate ports of one host, so the CSRF token is what stops a page on another port: such
+    a page's fetch sends the cookie, but without CORS headers the browser never lets it read the answer."""
+    client = browser()
+    signed_in(node, client, users[0])
+    evil = {"origin": "http://127.0.0.1:1", "access-control-request-method": "POST"}
+    for response in (
+        client.get(f"{API}/dashboard/session", headers=evil),
+        client.options(f"{API}/dor/add-c", headers={**evil, "access-control-request-headers": HEADER_CSRF}),
+    ):
+        assert not any(h.startswith("access-control-") for h in response.headers), response.headers
+
+
 def test_sessions_log_out_and_are_bounded_per_identity(node_factory: Any, keystores: Any) -> None:
     node = node_factory(dashboard_max_sessions=2)
     alice = keystores("alice")
