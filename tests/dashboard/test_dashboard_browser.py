@@ -162,8 +162,9 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
     a_id = text_of(browser, "#object-id")
     assert len(a_id) == 64
-    meta = json.loads(text_of(browser, "#object-meta"))
+    meta = json.loads(on(browser, "#object-meta", lambda e: e.get_attribute("textContent")))
     assert meta["owner_iid"] == alice.iid and meta["tags"] == {"role": "input-a"}
+    wait_for(browser, "#object-summary", "public")
     browser.save_screenshot(str(shots / "object.png"))
 
     # the processor's form: a by reference (the upload), b by value, checked against data_schema as typed
@@ -197,6 +198,7 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     c_id = on(browser, "a.output-link", lambda e: e.get_attribute("data-obj"))
     click(browser, "a.output-link")
     wait_for(browser, "#object-id", c_id)
+    wait_for(browser, "#object-summary", "test-proc")  # produced by the job's processor
     browser.find_element(By.ID, "download").click()
     downloads = tmp_path / "downloads-alice"
     deadline = time.monotonic() + 30

@@ -163,7 +163,22 @@ export async function objectPage(main, objId) {
       link(`#provenance/${o.obj_id}`, "Provenance graph", { id: "provenance-link" }),
     ),
     o.content_encrypted ? h("p", { class: "note" }, "The content is encrypted: decrypt it with saas-cli.") : "",
-    h("pre", { id: "object-meta" }, JSON.stringify(o, null, 2)),
+    table(
+      ["Type", "Format", "Owner", "Access", "Size", "Created", "Produced by"],
+      [
+        [
+          o.data_type,
+          o.data_format,
+          h("code", { title: o.owner_iid }, short(o.owner_iid)),
+          o.access_restricted ? "restricted" : "public",
+          String(o.size ?? ""),
+          when(o.created && o.created.timestamp),
+          o.recipe ? `${o.recipe.processor.proc_descriptor.name} (job ${o.recipe.job_id || "-"})` : "upload",
+        ],
+      ],
+      { id: "object-summary" },
+    ),
+    h("details", {}, h("summary", {}, "All metadata"), h("pre", { id: "object-meta" }, JSON.stringify(o, null, 2))),
     mine ? tagsEditor(o, refresh) : "",
     mine ? accessEditor(o, refresh) : "",
   );
