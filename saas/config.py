@@ -78,6 +78,11 @@ class NodeConfig(BaseModel):
     http_keepalive_timeout: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=1024, ge=1)
     http_max_connections_per_client: int = Field(default=128, ge=1)
+    # Dashboard sign-in (issue 20): seconds a browser session lasts (from sign-in; then sign in again), sessions one
+    # identity holds at once (one more closes its oldest), the longest lifetime a login token may claim (seconds)
+    dashboard_session_lifetime: float = Field(default=8 * 3600.0, gt=0)
+    dashboard_max_sessions: int = Field(default=16, ge=1)
+    dashboard_token_max_lifetime: float = Field(default=600.0, gt=0)
 
     @field_validator("datastore", "keystore")
     @classmethod

@@ -65,7 +65,7 @@ saas_ensure_sandbox() {
 }
 
 # System packages the test suite uses (bubblewrap; a real sshd for credential and SSH-backend tests; munge and
-# SLURM for a one-node test cluster). Installed with apt when missing and we are root; otherwise the tests that
+# SLURM for a one-node test cluster; Chromium and its driver for the dashboard's browser tests). Installed with apt when missing and we are root; otherwise the tests that
 # need them fail and say what to install.
 saas_ensure_system_packages() {
   local missing=()
@@ -75,6 +75,8 @@ saas_ensure_system_packages() {
   command -v git >/dev/null 2>&1 || missing+=(git)
   [ -x /usr/sbin/munged ] || missing+=(munge)
   { [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null 2>&1; } || missing+=(slurm-wlm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing system packages: ${missing[*]}"

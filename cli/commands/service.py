@@ -31,6 +31,7 @@ _HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same na
     "http_max_connections",
     "http_max_connections_per_client",
 )
+_DASHBOARD = ("dashboard_session_lifetime", "dashboard_max_sessions", "dashboard_token_max_lifetime")  # the same
 
 
 def parse_size(text: str) -> int:
@@ -142,6 +143,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **_quota_settings(args),
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
+        # Dashboard sign-in
+        **{name: getattr(args, name) for name in _DASHBOARD if getattr(args, name) is not None},
     )
     _serve(ctx, config)
 
@@ -381,6 +384,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
         "(development; default: https and ssh to public hosts only)",
+    )
+    # Dashboard sign-in (issue 20)
+    p.add_argument(
+        "--dashboard-session-lifetime",
+        type=_positive_float,
+        help="seconds a dashboard session lasts from sign-in (default 28800)",
+    )
+    p.add_argument(
+        "--dashboard-max-sessions", type=_positive_int, help="dashboard sessions one identity holds (default 16)"
+    )
+    p.add_argument(
+        "--dashboard-token-max-lifetime",
+        type=_positive_float,
+        help="longest lifetime, in seconds, a dashboard login token may claim (default 600)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

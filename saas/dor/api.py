@@ -33,7 +33,7 @@ from saas.dor.schemas import (
     StorageUsage,
 )
 from saas.dor.service import DORService
-from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of
+from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of, session_of
 from saas.rest.content import content_response
 
 __all__ = ["MAX_HEAD", "router"]
@@ -155,9 +155,8 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_input=False, include_context=False)) from None
     size = None if announced is None else max(0, announced - len(head) - 1)  # the content's size: checked early
-    return await dor.add_content(
-        signer, params, head + b"\n", first, stream, request.headers[HEADER_BODY_SHA256], size_hint=size
-    )
+    claimed = None if session_of(request) is not None else request.headers[HEADER_BODY_SHA256]  # dashboard: none
+    return await dor.add_content(signer, params, head + b"\n", first, stream, claimed, size_hint=size)
 
 
 @router.post("/add-gpp", response_model=GPPDataObject)

@@ -335,12 +335,13 @@ class DORService:
         head: bytes,
         first: bytes,
         chunks: AsyncIterator[bytes],
-        claimed_body_sha256: str,
+        claimed_body_sha256: str | None,
         size_hint: int | None = None,
     ) -> CDataObject:
-        """Stream content to a temp file while hashing it; commit only if the signed body hash matches and the
-        signer may claim what the parameters claim (`saas.dor.claims`). With `size_hint` (the size announced),
-        content that cannot fit the owner's quota or the disk is refused before any of it is read."""
+        """Stream content to a temp file while hashing it; commit only if the signed body hash matches (None: a
+        dashboard session's upload, which has none) and the signer may claim what the parameters claim
+        (`saas.dor.claims`). With `size_hint` (the size announced), content that cannot fit the owner's quota or
+        the disk is refused before any of it is read."""
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
         created = _now()
@@ -384,7 +385,7 @@ class DORService:
             if writing is not None:
                 await writing
             await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
-            if body_hash.hexdigest() != claimed_body_sha256:
+            if claimed_body_sha256 is not None and body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             claims.check_product(params, content_hash.hexdigest())
             await asyncio.to_thread(_finish, f)

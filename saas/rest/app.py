@@ -19,6 +19,7 @@ from saas import __version__
 from saas.core import errors
 from saas.rest.auth import RequestVerifier
 from saas.rest.content import RangeNotSatisfiableError
+from saas.rest.sessions import Sessions
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -154,6 +155,8 @@ class BodyLimit:
 
 
 def create_app(node: Node) -> FastAPI:
+    from saas.dashboard.api import pages as dashboard_pages
+    from saas.dashboard.api import router as dashboard_router
     from saas.nodedb.api import router as nodedb_router
 
     app = FastAPI(
@@ -163,6 +166,9 @@ def create_app(node: Node) -> FastAPI:
     app.state.verifier = RequestVerifier(
         node.iid, node.nodedb.get_identity, node.seen_requests, node.config.request_window
     )
+    app.state.sessions = Sessions(
+        node.iid, node.config.dashboard_session_lifetime, node.config.dashboard_max_sessions
+    )  # dashboard sign-in (saas.dashboard)
     app.add_exception_handler(errors.SaaSError, _saas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -171,6 +177,8 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=node.config.max_json_body, unlimited=("/dor/add-c",))
     app.include_router(nodedb_router, prefix=API_PREFIX)
+    app.include_router(dashboard_router, prefix=API_PREFIX)
+    app.include_router(dashboard_pages)
     if node.dor is not None:
         from saas.dor.api import router as dor_router
 

@@ -9,12 +9,19 @@ datastore). Each failure is a 401 with a reason. The body is checked against `sa
 
 Use the FastAPI dependencies: `signed` (signed, body checked), `signed_stream` (signed, body checked by the
 endpoint), `optionally_signed` (anonymous allowed; if signed, verified like `signed`).
+
+A request without signature headers that carries a dashboard session cookie (`saas.rest.sessions`) acts as the
+session's identity exactly as a validly signed request would, under the same rules; a state-changing one (not GET
+or HEAD) must echo the session's CSRF token in `saas-csrf`. There is no signed body hash then (`session_of`
+tells the endpoints that would check one). An unknown or expired session is a 401 where a signature is required
+and anonymous where it is optional.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -34,6 +41,7 @@ from saas.core.signing import (
     request_string,
 )
 from saas.rest.replay import SeenRequests
+from saas.rest.sessions import HEADER_CSRF, Session, Sessions
 
 __all__ = [
     "OptionalIdentity",
@@ -43,6 +51,8 @@ __all__ = [
     "acting_as",
     "body_mismatch",
     "delegation_of",
+    "is_signed",
+    "session_of",
 ]
 
 _HEADERS = (HEADER_IID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_NODE, HEADER_BODY_SHA256, HEADER_SIGNATURE)
@@ -110,7 +120,40 @@ async def _signed_headers(request: Request) -> tuple[Identity, str]:
     return await _verifier(request).verify(request.method, path_and_query(request), headers)
 
 
+def is_signed(request: Request) -> bool:
+    """Whether the request carries (some of) the signature headers: then it is judged as a signed request only."""
+    return bool(request.headers.get(HEADER_SIGNATURE) or request.headers.get(HEADER_IID))
+
+
+def session_of(request: Request) -> Session | None:
+    """The dashboard session a request was authorised by (None: signed or anonymous)."""
+    return getattr(request.state, "session", None)
+
+
+def _session_identity(request: Request, required: bool) -> Identity | None:
+    """The identity of the request's dashboard session; None without a session cookie (or, when not `required`,
+    with a dead one). Raises `AuthenticationError` (dead session where required, missing or wrong CSRF token)."""
+    sessions: Sessions = request.app.state.sessions
+    session_id = request.cookies.get(sessions.cookie_name)
+    if not session_id:
+        return None
+    session = sessions.get(session_id)
+    identity = None if session is None else request.app.state.node.nodedb.get_identity(session.iid)
+    if session is None or identity is None:
+        if not required:
+            return None
+        raise AuthenticationError("The dashboard session has expired: sign in again with 'saas-cli dashboard'")
+    if request.method not in ("GET", "HEAD") and not hmac.compare_digest(
+        request.headers.get(HEADER_CSRF, "").encode(), session.csrf.encode()
+    ):
+        raise AuthenticationError(f"Missing or wrong CSRF token ({HEADER_CSRF} header) for the dashboard session")
+    request.state.session = session
+    return identity
+
+
 async def signed(request: Request) -> Identity:
+    if not is_signed(request) and (identity := _session_identity(request, required=True)) is not None:
+        return identity
     identity, claimed = await _signed_headers(request)
     body = await request.body()
     actual = await asyncio.to_thread(hashlib.sha256, body) if len(body) > 65536 else hashlib.sha256(body)
@@ -120,12 +163,14 @@ async def signed(request: Request) -> Identity:
 
 
 async def signed_stream(request: Request) -> Identity:
+    if not is_signed(request) and (identity := _session_identity(request, required=True)) is not None:
+        return identity
     return (await _signed_headers(request))[0]
 
 
 async def optionally_signed(request: Request) -> Identity | None:
-    if not request.headers.get(HEADER_SIGNATURE) and not request.headers.get(HEADER_IID):
-        return None
+    if not is_signed(request):
+        return _session_identity(request, required=False)
     return await signed(request)
 
 

@@ -19,9 +19,11 @@ from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, StreamingResponse
 
 from saas.core.errors import InvalidInputError
+from saas.core.identity import Identity
 from saas.core.signing import HEADER_IID, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from saas.dor.schemas import TaskProof
-from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query
+from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query, session_of
+from saas.rti.jobs import FINAL_STATES
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
 from saas.rti.service import RTIService
@@ -29,6 +31,7 @@ from saas.rti.service import RTIService
 __all__ = ["router"]
 
 router = APIRouter(prefix="/rti", tags=["rti"])
+FINAL = {s.value for s in FINAL_STATES}
 ProcId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="processor ID (the GPP's object ID)")]
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="job ID")]
 
@@ -65,9 +68,20 @@ async def undeploy(proc_id: ProcId, request: Request, caller: SignedIdentity, fo
     return await _rti(request).undeploy(caller, proc_id, force)
 
 
-async def _proof(request: Request) -> TaskProof:
+async def _proof(request: Request, task: Task) -> TaskProof | None:
     """The signed submission as received (verified by `SignedIdentity`): kept with the job, it shows the DOR that
-    stores an output that the user asked this node for it (`saas.dor.claims`)."""
+    stores an output that the user asked this node for it (`saas.dor.claims`). A submission from the dashboard
+    (a session, no signature) has none, so its outputs can go to this node's DOR only."""
+    if session_of(request) is not None:
+        node = request.app.state.node
+        elsewhere = [o.name for o in task.output if node.dor is None or o.target_node_iid not in (None, node.iid)]
+        if elsewhere:
+            raise InvalidInputError(
+                "A job submitted from the dashboard stores its outputs on this node only, in its DOR (another "
+                "node's DOR needs the user's signed task: submit it with saas-cli)",
+                {"outputs": elsewhere[:10]},
+            )
+        return None
     try:
         body = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
@@ -88,7 +102,7 @@ async def _proof(request: Request) -> TaskProof:
 @router.post("/proc/{proc_id}/jobs", response_model=Job)
 async def submit(proc_id: ProcId, task: Task, request: Request, caller: SignedIdentity) -> Job:
     """Submit a job (the seed's task); validated at once (400 with the reason)."""
-    return await _rti(request).submit(caller, proc_id, task, proof=await _proof(request))
+    return await _rti(request).submit(caller, proc_id, task, proof=await _proof(request, task))
 
 
 @router.post("/proc/{proc_id}/run", response_model=JobStatus)
@@ -101,7 +115,7 @@ async def run(
 ) -> JobStatus:
     """Submit a job (validated as by `submit`) and answer with its status once it is final, or after `wait` seconds
     (then follow it with the status route): one round trip for a job that ends quickly."""
-    return await _rti(request).run(caller, proc_id, task, wait, proof=await _proof(request))
+    return await _rti(request).run(caller, proc_id, task, wait, proof=await _proof(request, task))
 
 
 @router.get("/job", response_model=list[Job])
@@ -121,6 +135,32 @@ async def get_status(
     ] = "change",
 ) -> JobStatus:
     return await _rti(request).get_status(job_id, caller, wait, until == "final")
+
+
+@router.get("/job/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}}, response_model=None)
+async def get_events(job_id: JobId, request: Request, caller: SignedIdentity) -> StreamingResponse:
+    """Server-sent events: the job's status (`event: status`, data: JobStatus JSON) now and at every change, until
+    it is final; a comment line every 15 s keeps idle connections open."""
+    rti = _rti(request)
+    await rti.get_status(job_id, caller)  # the job exists and the caller may see it, before the stream starts
+    return StreamingResponse(
+        _events(rti, job_id, caller), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+    )
+
+
+async def _events(rti: RTIService, job_id: str, caller: Identity) -> AsyncIterator[str]:
+    while True:
+        event = rti.changed(job_id)  # taken before reading, so no change between read and wait is missed
+        status = await rti.get_status(job_id, caller)
+        yield f"event: status\ndata: {status.model_dump_json()}\n\n"
+        if event is None or status.state in FINAL:
+            return
+        while True:
+            try:
+                await asyncio.wait_for(event.wait(), 15.0)
+                break
+            except TimeoutError:
+                yield ": keep-alive\n\n"
 
 
 @router.delete("/job/{job_id}", response_model=JobStatus)

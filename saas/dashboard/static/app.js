@@ -1,0 +1,82 @@
+// The dashboard: sign-in from the `#login=<token>` fragment (made by `saas-cli dashboard`), navigation, and a
+// hash router over the pages in data.js and rti.js. Plain ES modules, no library, no build step.
+
+import { loadSession, session, signIn, signOut } from "./api.js";
+import { h, note } from "./dom.js";
+import { networkPage, objectPage, objectsPage, provenancePage, uploadPage } from "./data.js";
+import { jobPage, jobsPage, processorPage, processorsPage } from "./rti.js";
+
+// route name -> [nav label or null, page(main, ...args)]. Issues 18/19: "calendar" and "health" join here.
+const ROUTES = {
+  network: ["Network", networkPage],
+  objects: ["Data objects", objectsPage],
+  upload: ["Upload", uploadPage],
+  processors: ["Processors", processorsPage],
+  jobs: ["Jobs", jobsPage],
+  object: [null, objectPage],
+  provenance: [null, provenancePage],
+  processor: [null, processorPage],
+  job: [null, jobPage],
+};
+
+let cleanup = null;
+
+function renderWho() {
+  const who = document.getElementById("who");
+  if (session.signed_in) {
+    const out = h("button", { id: "sign-out" }, "Sign out");
+    out.addEventListener("click", () => signOut().then(render));
+    who.replaceChildren(
+      "Signed in as ",
+      h("strong", { id: "who-name" }, session.name),
+      " ",
+      h("code", { title: session.iid }, session.iid.slice(0, 10) + "…"),
+      " ",
+      out,
+    );
+  } else {
+    who.replaceChildren(h("span", { id: "who-name" }, "Anonymous"), " — sign in with ", h("code", {}, "saas-cli dashboard"));
+  }
+}
+
+async function render() {
+  if (cleanup) cleanup();
+  cleanup = null;
+  renderWho();
+  const [name, ...args] = (location.hash.slice(1) || "network").split("/");
+  const [, page] = ROUTES[name] || ROUTES.network;
+  const nav = document.getElementById("nav");
+  nav.replaceChildren(
+    ...Object.entries(ROUTES)
+      .filter(([, [label]]) => label)
+      .map(([route, [label]]) => h("a", { href: `#${route}`, class: route === name ? "active" : "", id: `nav-${route}` }, label)),
+  );
+  const main = document.getElementById("main");
+  main.replaceChildren();
+  main.dataset.page = "loading";
+  try {
+    const result = await page(main, ...args.map(decodeURIComponent));
+    if (typeof result === "function") cleanup = result;
+  } catch (err) {
+    note(main, err.message || String(err), "error");
+  }
+  main.dataset.page = name;
+}
+
+async function start() {
+  const banner = document.getElementById("banner");
+  if (location.hash.startsWith("#login=")) {
+    const token = location.hash.slice("#login=".length);
+    history.replaceState(null, "", `${location.pathname}#network`); // the token leaves the address bar at once
+    try {
+      await signIn(token);
+    } catch (err) {
+      note(banner, `Sign-in refused: ${err.message}`, "error");
+    }
+  }
+  await loadSession();
+  window.addEventListener("hashchange", render);
+  await render();
+}
+
+start();

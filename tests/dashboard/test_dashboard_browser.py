@@ -1,0 +1,278 @@
+"""The dashboard in a real headless browser (issue 20): sign in with a token from `saas-cli dashboard`, see the
+network, upload a file, submit the a + b job from the form built from its descriptor, watch its progress reach
+100 % (server-sent events), download the output, open its provenance graph; an anonymous visitor cannot see a
+restricted object; a reused or expired token is refused. Screenshots of each page go to the test's temp folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_support import start_chromium
+
+from saas.core.keystore import Keystore
+from saas.nodedb.proxy import NodeDBProxy
+from tests.rti.rti_support import RTIEnv, adapter_repo
+
+PASSWORD = "test password"  # tests/conftest.py's keystores
+SAAS_CLI = Path(sys.executable).parent / "saas-cli"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path) -> RTIEnv:
+    repo, commit = adapter_repo(tmp_path / "repos" / "adapters", "abc")
+    node = node_factory("node")
+    alice, bob = keystores("alice"), keystores("bob")
+    with NodeDBProxy(node.address) as db:
+        for keystore in (alice, bob):
+            db.update_identity(keystore.identity)
+    files = tmp_path / "files"
+    files.mkdir()
+    return RTIEnv(node, node.keystore, alice, bob, repo, commit, files)
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
+    """`browsers(name)`: a new headless Chromium with its own empty profile."""
+    started: list[Any] = []
+
+    def start(name: str) -> Any:
+        started.append(start_chromium(tmp_path / f"profile-{name}", tmp_path / f"downloads-{name}"))
+        return started[-1]
+
+    yield start
+    for driver in started:
+        driver.quit()
+
+
+def login_url(env: RTIEnv, user: Keystore, tmp_path: Path, lifetime: float = 120) -> str:
+    """The sign-in URL printed by the real `saas-cli dashboard`."""
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    password.chmod(0o600)
+    host, port = env.node.address
+    result = subprocess.run(
+        [
+            str(SAAS_CLI),
+            "--keystore",
+            str(user.path.parent),
+            "--keystore-id",
+            user.iid,
+            "--password-file",
+            str(password),
+            "--json",
+            "--non-interactive",
+            "dashboard",
+            "--address",
+            f"{host}:{port}",
+            "--lifetime",
+            str(lifetime),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "NO_PROXY": "*"},
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["iid"] == user.iid and document["node_iid"] == env.node.node.iid
+    assert document["url"].startswith(f"http://{host}:{port}/#login=")
+    return str(document["url"])
+
+
+def wait_for(driver: Any, css: str, text: str | None = None, timeout: float = 30) -> Any:
+    """The first element matching `css` (whose text contains `text`, if given), waiting for it to appear."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while True:  # re-read, not re-request: the page updates itself
+        try:
+            for element in driver.find_elements(By.CSS_SELECTOR, css):
+                if text is None or text in element.text:
+                    return element
+        except StaleElementReferenceException:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no '{css}' with {text!r} on {driver.current_url}:\n{driver.page_source[:3000]}")
+        time.sleep(0.1)
+
+
+def on(driver: Any, css: str, action: Callable[[Any], Any], text: str | None = None, timeout: float = 30) -> Any:
+    """`action(element)` on the element `wait_for` finds, again on a fresh one if the page replaced it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action(wait_for(driver, css, text, timeout))
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+
+
+def text_of(driver: Any, css: str) -> str:
+    return str(on(driver, css, lambda e: e.text))
+
+
+def click(driver: Any, css: str, text: str | None = None) -> None:
+    on(driver, css, lambda e: e.click(), text)
+
+
+def page(driver: Any, hash_route: str, name: str) -> None:
+    driver.execute_script("location.hash = arguments[0]", hash_route)
+    wait_for(driver, f"main[data-page='{name}']")
+
+
+def test_sign_in_upload_submit_watch_download_and_provenance(
+    env: RTIEnv, browsers: Callable[[str], Any], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    proc_id = env.deploy("abc")
+    alice = env.alice
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    browser = browsers("alice")
+
+    # sign in with the token; the network page shows this node
+    url = login_url(env, alice, tmp_path)
+    browser.get(url)
+    wait_for(browser, "#who-name", "alice")
+    assert "login=" not in browser.current_url  # the token left the address bar
+    wait_for(browser, "#network-table", env.node.node.iid[:10])
+    assert text_of(browser, "#node-iid") == env.node.node.iid
+    browser.save_screenshot(str(shots / "network.png"))
+
+    # upload a file (public: it is input a)
+    a_file = tmp_path / "a.json"
+    a_file.write_text(json.dumps({"v": 1}))
+    page(browser, "#upload", "upload")
+    browser.find_element(By.CSS_SELECTOR, "#upload-form input[name=file]").send_keys(str(a_file))
+    browser.find_element(By.CSS_SELECTOR, "#upload-form textarea[name=tags]").send_keys("role=input-a")
+    browser.save_screenshot(str(shots / "upload.png"))
+    browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
+    a_id = text_of(browser, "#object-id")
+    assert len(a_id) == 64
+    meta = json.loads(on(browser, "#object-meta", lambda e: e.get_attribute("textContent")))
+    assert meta["owner_iid"] == alice.iid and meta["tags"] == {"role": "input-a"}
+    wait_for(browser, "#object-summary", "public")
+    browser.save_screenshot(str(shots / "object.png"))
+
+    # the processor's form: a by reference (the upload), b by value, checked against data_schema as typed
+    page(browser, "#processors", "processors")
+    browser.save_screenshot(str(shots / "processors.png"))
+    click(browser, f"a.proc-link[data-proc='{proc_id}']")
+    wait_for(browser, "#job-form")
+    Select(browser.find_element(By.ID, "kind-a")).select_by_value("reference")
+    wait_for(browser, f"#ref-a option[value='{a_id}']")
+    Select(browser.find_element(By.ID, "ref-a")).select_by_value(a_id)
+    value_b = browser.find_element(By.ID, "value-b")
+    value_b.send_keys('{"v": "two"}')
+    wait_for(browser, "#errors-b li", "must be number")
+    value_b.clear()
+    value_b.send_keys('{"v": 2}')
+    browser.find_element(By.NAME, "restricted-c").click()  # the output: restricted to alice
+    browser.save_screenshot(str(shots / "submit.png"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#errors-b li")
+    browser.find_element(By.ID, "submit-job").click()
+
+    # the job page follows the job live (server-sent events) to 100 %
+    wait_for(browser, "#job-state", "successful", timeout=60)
+    assert text_of(browser, "#job-percent") == "100 %"
+    assert browser.find_element(By.ID, "job-progress").get_attribute("value") == "100"
+    wait_for(browser, "#job-messages li", "1 + 2 = 3")
+    browser.find_element(By.ID, "follow-log").click()
+    wait_for(browser, "#job-log", "Run processor.py")
+    browser.save_screenshot(str(shots / "job.png"))
+
+    # the output: download it, then its provenance graph
+    c_id = on(browser, "a.output-link", lambda e: e.get_attribute("data-obj"))
+    click(browser, "a.output-link")
+    wait_for(browser, "#object-id", c_id)
+    wait_for(browser, "#object-summary", "test-proc")  # produced by the job's processor
+    browser.find_element(By.ID, "download").click()
+    downloads = tmp_path / "downloads-alice"
+    deadline = time.monotonic() + 30
+    while not [p for p in downloads.glob("*") if not p.name.endswith(".crdownload")] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [downloaded] = list(downloads.glob("*"))
+    assert json.loads(downloaded.read_text()) == {"v": 3}
+    # grant bob access to the restricted output, then revoke it
+    browser.find_element(By.CSS_SELECTOR, "#grant-form input[name=iid]").send_keys(env.bob.iid)
+    browser.find_element(By.CSS_SELECTOR, "#grant-form button").click()
+    wait_for(browser, "#access-table", env.bob.iid)
+    with env.dor(env.bob) as dor:
+        assert env.bob.iid in dor.get_meta(c_id).access
+    browser.save_screenshot(str(shots / "access.png"))
+    click(browser, "#access-table button.revoke")
+    deadline = time.monotonic() + 10
+    while env.bob.iid in text_of(browser, "#access-table") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with env.dor(env.alice) as dor:
+        assert dor.get_meta(c_id).access == [alice.iid]
+    browser.find_element(By.ID, "provenance-link").click()
+    wait_for(browser, "#provenance-graph svg")
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#provenance-graph g.gnode")
+    kinds = sorted(b.get_attribute("class").split()[1] for b in boxes)
+    assert kinds == ["data", "data", "data", "step"]  # a, b (by value) -> abc -> c
+    click(browser, "#provenance-graph g.step", "test-proc")
+    wait_for(browser, "#provenance-detail", "verified")
+    browser.save_screenshot(str(shots / "provenance.png"))
+
+    # data objects: a search for the input by its tag
+    page(browser, "#objects", "objects")
+    wait_for(browser, f"#objects-table a[data-obj='{c_id}']")
+    browser.find_element(By.CSS_SELECTOR, "#search-form input[name=patterns]").send_keys("input-a")
+    browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    deadline = time.monotonic() + 10
+    while browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    wait_for(browser, f"#objects-table a[data-obj='{a_id}']")
+    assert not browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']")
+    browser.save_screenshot(str(shots / "objects.png"))
+
+    # jobs list
+    page(browser, "#jobs", "jobs")
+    wait_for(browser, "#jobs-table a.job-link")
+    browser.save_screenshot(str(shots / "jobs.png"))
+
+    # an anonymous visitor: the public input is listed, the restricted output is not, and its page says so
+    anonymous = browsers("anonymous")
+    anonymous.get(env.node.url + "/#objects")
+    wait_for(anonymous, "#who-name", "Anonymous")
+    wait_for(anonymous, f"#objects-table a[data-obj='{a_id}']")
+    assert not anonymous.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']")
+    page(anonymous, f"#object/{c_id}", "object")
+    wait_for(anonymous, "main .note.error")
+    assert not anonymous.find_elements(By.ID, "object-meta")
+    anonymous.save_screenshot(str(shots / "anonymous.png"))
+
+    # the token already used: refused, the visitor stays anonymous
+    reused = browsers("reused")
+    reused.get(url)
+    wait_for(reused, "#banner .error", "already used")
+    wait_for(reused, "#who-name", "Anonymous")
+    reused.save_screenshot(str(shots / "reused-token.png"))
+    for name in ("network", "upload", "object", "objects", "processors", "submit", "job", "provenance", "anonymous"):
+        assert (shots / f"{name}.png").stat().st_size > 1000
+
+
+def test_an_expired_token_is_refused(env: RTIEnv, browsers: Callable[[str], Any], tmp_path: Path) -> None:
+    url = login_url(env, env.alice, tmp_path, lifetime=1)
+    time.sleep(1.5)
+    browser = browsers("late")
+    browser.get(url)
+    wait_for(browser, "#banner .error", "expired")
+    wait_for(browser, "#who-name", "Anonymous")
+    browser.save_screenshot(str(tmp_path / "expired-token.png"))
+    page(browser, "#jobs", "jobs")
+    wait_for(browser, "main", "Sign in to see your jobs")

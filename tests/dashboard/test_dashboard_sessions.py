@@ -1,0 +1,296 @@
+"""Dashboard sign-in (issue 20) against a real node over real HTTP: login tokens, the session cookie, and cookie
+requests authorised exactly as signed ones (same rules, CSRF-safe)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from saas.core.keystore import Keystore
+from saas.core.login import LoginToken
+from saas.core.signing import sign_request
+from saas.nodedb.proxy import NodeDBProxy
+from saas.rest.sessions import HEADER_CSRF
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def users(node: Any, keystores: Callable[[str], Keystore]) -> tuple[Keystore, Keystore]:
+    alice, bob = keystores("alice"), keystores("bob")
+    with NodeDBProxy(node.address) as db:
+        for keystore in (alice, bob):
+            db.update_identity(keystore.identity)
+    return alice, bob
+
+
+@pytest.fixture
+def browser(node: Any) -> Callable[[], httpx.Client]:
+    """`browser()`: a fresh cookie jar talking to the node (an httpx client, like a browser tab)."""
+    made: list[httpx.Client] = []
+
+    def make() -> httpx.Client:
+        made.append(httpx.Client(base_url=node.url, timeout=30, trust_env=False))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for client in made:
+        client.close()
+
+
+def login(client: httpx.Client, token: str, csrf: str | None = "login") -> httpx.Response:
+    headers = {HEADER_CSRF: csrf} if csrf else {}
+    return client.post(f"{API}/dashboard/login", json={"token": token}, headers=headers)
+
+
+def signed_in(node: Any, client: httpx.Client, user: Keystore) -> str:
+    """Sign `client` in as `user`; the session's CSRF token."""
+    response = login(client, LoginToken.create(user, node.node.iid).to_string())
+    assert response.status_code == 200, response.text
+    return str(response.json()["csrf"])
+
+
+def signed_get(client: httpx.Client, user: Keystore, node_iid: str, path: str) -> httpx.Response:
+    return client.get(API + path, headers=sign_request(user, "GET", API + path, node_iid))
+
+
+def upload(client: httpx.Client, owner: str, content: bytes, csrf: str | None, restricted: bool = False) -> Any:
+    params = {"owner_iid": owner, "data_type": "Text", "data_format": "txt", "access_restricted": restricted}
+    headers = {"content-type": "application/octet-stream", **({HEADER_CSRF: csrf} if csrf else {})}
+    return client.post(f"{API}/dor/add-c", content=json.dumps(params).encode() + b"\n" + content, headers=headers)
+
+
+def test_token_opens_a_session_with_a_strict_httponly_cookie(node: Any, users: Any, browser: Any) -> None:
+    alice, _ = users
+    client = browser()
+    assert client.get(f"{API}/dashboard/session").json()["signed_in"] is False
+    response = login(client, LoginToken.create(alice, node.node.iid).to_string())
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["signed_in"] and info["iid"] == alice.iid and info["name"] == "alice" and info["csrf"]
+    cookie = response.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "max-age", "path"} <= attributes
+    assert "samesite=strict" in cookie.lower()
+    assert cookie.startswith("saas-session-" + node.node.iid[:16] + "=")
+    assert client.get(f"{API}/dashboard/session").json() == info
+
+
+def test_a_token_works_once(node: Any, users: Any, browser: Any) -> None:
+    token = LoginToken.create(users[0], node.node.iid).to_string()
+    assert login(browser(), token).status_code == 200
+    again = login(browser(), token)
+    assert again.status_code == 401
+    assert "already used" in again.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda alice, node_iid: LoginToken.create(alice, node_iid, lifetime_s=-1), "expired"),
+        (lambda alice, node_iid: LoginToken.create(alice, node_iid, lifetime_s=3600), "too long"),
+        (lambda alice, node_iid: LoginToken.create(alice, "z" * 64), "another node"),
+        (
+            lambda alice, node_iid: LoginToken.create(alice, node_iid).model_copy(update={"expires": 2**41}),
+            "signature",
+        ),
+    ],
+)
+def test_bad_tokens_are_refused(node: Any, users: Any, browser: Any, make: Any, reason: str) -> None:
+    client = browser()
+    response = login(client, make(users[0], node.node.iid).to_string())
+    assert response.status_code == 401, response.text
+    assert reason in response.json()["reason"]
+    assert "set-cookie" not in response.headers
+    assert client.get(f"{API}/dashboard/session").json()["signed_in"] is False
+
+
+def test_malformed_or_unknown_tokens_and_cross_site_logins_are_refused(
+    node: Any, users: Any, browser: Any, keystores: Callable[[str], Keystore]
+) -> None:
+    assert login(browser(), "not-a-token").status_code == 401
+    stranger = keystores("carol")  # never published to this node
+    unknown = login(browser(), LoginToken.create(stranger, node.node.iid).to_string())
+    assert unknown.status_code == 401 and "not known" in unknown.json()["reason"]
+    # A cross-site form cannot send a custom header: without it, no session (and the token stays unused).
+    token = LoginToken.create(users[0], node.node.iid).to_string()
+    assert login(browser(), token, csrf=None).status_code == 401
+    assert login(browser(), token).status_code == 200
+
+
+def test_cookie_requests_act_as_the_identity_with_the_same_rules(node: Any, users: Any, browser: Any) -> None:
+    alice, bob = users
+    as_alice, as_bob, anonymous = browser(), browser(), browser()
+    csrf_alice, csrf_bob = signed_in(node, as_alice, alice), signed_in(node, as_bob, bob)
+
+    stored = upload(as_alice, alice.iid, b"secret notes\n", csrf_alice, restricted=True)
+    assert stored.status_code == 200, stored.text
+    meta = stored.json()
+    assert meta["owner_iid"] == alice.iid and meta["created"]["creators_iid"] == [alice.iid]
+    obj = meta["obj_id"]
+    assert as_alice.get(f"{API}/dor/{obj}/content").content == b"secret notes\n"
+    assert [o["obj_id"] for o in as_alice.get(f"{API}/dor").json()] == [obj]
+
+    # bob's session is bob: what bob's signed requests get (no access to alice's restricted object), and no
+    # uploads in alice's name
+    for path in (f"/dor/{obj}/content", f"/dor/{obj}/meta"):
+        by_cookie, by_signature = as_bob.get(API + path), signed_get(anonymous, bob, node.node.iid, path)
+        assert by_cookie.status_code == by_signature.status_code == 404
+        assert by_cookie.json()["reason"] == by_signature.json()["reason"]
+    assert as_bob.get(f"{API}/dor").json() == []
+    assert upload(as_bob, alice.iid, b"forged", csrf_bob).status_code == 403
+    # anonymous: what anonymous REST callers see
+    assert anonymous.get(f"{API}/dor").json() == []
+    assert anonymous.get(f"{API}/dor/{obj}/meta").status_code == 404
+    assert anonymous.get(f"{API}/dor/{obj}/content").status_code == 401
+
+    granted = as_alice.post(f"{API}/dor/{obj}/access/{bob.iid}", headers={HEADER_CSRF: csrf_alice})
+    assert granted.status_code == 200, granted.text
+    assert as_bob.get(f"{API}/dor/{obj}/content").content == b"secret notes\n"
+    # a session's CSRF token is its own: bob's does not work in alice's session
+    revoke = as_alice.delete(f"{API}/dor/{obj}/access/{bob.iid}", headers={HEADER_CSRF: csrf_bob})
+    assert revoke.status_code == 401
+
+
+def test_state_changing_cookie_requests_need_the_csrf_token(node: Any, users: Any, browser: Any) -> None:
+    alice, _ = users
+    client = browser()
+    csrf = signed_in(node, client, alice)
+    for token in (None, "wrong"):
+        refused = upload(client, alice.iid, b"csrf attack", token)
+        assert refused.status_code == 401, refused.text
+        assert "CSRF" in refused.json()["reason"]
+    assert client.get(f"{API}/dor").json() == []  # nothing was stored
+    obj = upload(client, alice.iid, b"fine", csrf).json()["obj_id"]
+    tags = client.put(f"{API}/dor/{obj}/tags", json=[{"key": "k", "value": 1}])
+    assert tags.status_code == 401
+    assert client.delete(f"{API}/dor/{obj}").status_code == 401
+    assert client.get(f"{API}/dor/{obj}/meta").status_code == 200  # reading needs no token
+
+
+def test_another_origin_cannot_read_the_csrf_token(node: Any, users: Any, browser: Any) -> None:
+    """SameSite does not separate ports of one host, so the CSRF token is what stops a page on another port: such
+    a page's fetch sends the cookie, but without CORS headers the browser never lets it read the answer."""
+    client = browser()
+    signed_in(node, client, users[0])
+    evil = {"origin": "http://127.0.0.1:1", "access-control-request-method": "POST"}
+    for response in (
+        client.get(f"{API}/dashboard/session", headers=evil),
+        client.options(f"{API}/dor/add-c", headers={**evil, "access-control-request-headers": HEADER_CSRF}),
+    ):
+        assert not any(h.startswith("access-control-") for h in response.headers), response.headers
+
+
+def test_sessions_log_out_and_are_bounded_per_identity(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(dashboard_max_sessions=2)
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        db.update_identity(alice.identity)
+    clients = [httpx.Client(base_url=node.url, timeout=30, trust_env=False) for _ in range(3)]
+    try:
+        csrf = [signed_in(node, c, alice) for c in clients]
+        # the third session closed the oldest one
+        assert [c.get(f"{API}/dashboard/session").json()["signed_in"] for c in clients] == [False, True, True]
+        assert clients[0].get(f"{API}/rti/job").status_code == 401  # dead session where a signature is needed
+        assert clients[0].get(f"{API}/dor").status_code == 200  # ... and anonymous where it is optional
+        # log out (needs the session's CSRF token)
+        assert clients[1].post(f"{API}/dashboard/logout").status_code == 401
+        assert clients[1].post(f"{API}/dashboard/logout", headers={HEADER_CSRF: csrf[1]}).status_code == 200
+        assert clients[1].get(f"{API}/rti/job").status_code == 401
+        assert clients[2].get(f"{API}/rti/job").status_code == 200
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_sessions_expire(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(dashboard_session_lifetime=1.0)
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        db.update_identity(alice.identity)
+    with (
+        httpx.Client(base_url=node.url, timeout=30, trust_env=False) as client,
+        httpx.Client(base_url=node.url, timeout=30, trust_env=False) as other,
+    ):
+        signed_in(node, client, alice)
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        time.sleep(1.2)
+        assert client.get(f"{API}/rti/job").status_code == 401  # the browser dropped it (Max-Age)
+        expired = other.get(f"{API}/rti/job", headers={"cookie": cookie})  # the node refuses it too
+        assert expired.status_code == 401 and "expired" in expired.json()["reason"]
+
+
+def test_signed_requests_ignore_the_cookie(node: Any, users: Any, browser: Any) -> None:
+    """A request with signature headers is judged by them alone: a cookie cannot repair a bad signature."""
+    alice, _ = users
+    client = browser()
+    signed_in(node, client, alice)
+    response = client.get(f"{API}/rti/job", headers={"saas-iid": alice.iid, "saas-signature": "forged"})
+    assert response.status_code == 401
+
+
+def test_dashboard_jobs_store_outputs_on_this_node_only(node: Any, users: Any, browser: Any) -> None:
+    alice, bob = users
+    client = browser()
+    csrf = signed_in(node, client, alice)
+    task = {
+        "proc_id": "0" * 64,
+        "user_iid": alice.iid,
+        "input": [],
+        "output": [{"name": "c", "owner_iid": alice.iid, "target_node_iid": bob.iid}],
+    }
+    response = client.post(f"{API}/rti/proc/{'0' * 64}/jobs", json=task, headers={HEADER_CSRF: csrf})
+    assert response.status_code == 400
+    assert "this node only" in response.json()["reason"]
+
+
+def test_dashboard_jobs_on_a_node_without_dor_are_refused(node_factory: Any, keystores: Any) -> None:
+    node = node_factory(node_type="execution")
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        db.update_identity(alice.identity)
+    with httpx.Client(base_url=node.url, timeout=30, trust_env=False) as client:
+        csrf = signed_in(node, client, alice)
+        task = {
+            "proc_id": "0" * 64,
+            "user_iid": alice.iid,
+            "input": [],
+            "output": [{"name": "c", "owner_iid": alice.iid}],
+        }
+        response = client.post(f"{API}/rti/proc/{'0' * 64}/jobs", json=task, headers={HEADER_CSRF: csrf})
+        assert response.status_code == 400
+        assert "this node only" in response.json()["reason"]
+
+
+def test_pages_are_served_with_a_strict_content_security_policy(node: Any, browser: Any) -> None:
+    client = browser()
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    script = client.get("/dashboard/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert client.get("/dashboard/nothing.js").status_code == 404
+    assert client.get("/dashboard/..%2Fapi.py").status_code == 404
+
+
+def test_the_pages_ship_inside_the_package() -> None:
+    """Every static file is covered by pyproject's package-data (no build step, no download at install)."""
+    import fnmatch
+
+    from saas.dashboard.api import STATIC
+    from tests.test_packaging import tomllib
+
+    root = STATIC.parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["saas.dashboard"]
+    files = [p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file()]
+    assert {"static/index.html", "static/app.js"} <= set(files)
+    assert all(any(fnmatch.fnmatch(f, pattern) and "/" not in f[7:] for pattern in patterns) for f in files)
+    index = (STATIC / "index.html").read_text()
+    assert "http://" not in index and "https://" not in index  # nothing from elsewhere
