@@ -1,0 +1,61 @@
+"""`saas-cli network health` against three real nodes joined over P2P, one of them stopped: the table and --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "saas_cli.main", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_network_health_shows_every_node_and_the_stopped_one(node_factory: Callable[..., Any]) -> None:
+    a = node_factory("alice")
+    boot = "{}:{}".format(*a.node.p2p.address)
+    b = node_factory("bob", boot_node=boot)
+    c = node_factory("carol", boot_node=boot)
+    deadline = time.monotonic() + 20
+    while not all(
+        len(n.node.nodedb.network()) == 3 and all(i.online for i in n.node.nodedb.network()) for n in (a, b, c)
+    ):
+        assert time.monotonic() < deadline, "the nodes did not connect"
+        time.sleep(0.1)
+    address = "{}:{}".format(*a.address)
+
+    result = cli("--json", "network", "--address", address, "health")
+    assert result.returncode == 0, result.stderr
+    entries = {e["iid"]: e for e in json.loads(result.stdout)}
+    assert set(entries) == {a.node.iid, b.node.iid, c.node.iid}
+    assert all(e["reachable"] and e["health"]["version"] for e in entries.values())
+
+    c.stop()
+    result = cli("network", "--address", address, "health", "--deadline", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "NAME", "REACHABLE"]
+    row = {line.split()[1]: line for line in lines[2:] if line.strip()}
+    assert " yes " in row["alice"] and " yes " in row["bob"]
+    assert "NO since" in row["carol"] and "last known" in row["carol"]
+    assert c.node.iid[:16] in result.stderr and "carol" in result.stderr  # why it did not answer
+
+    result = cli("--json", "network", "--address", address, "health", "--deadline", "2")
+    gone = {e["iid"]: e for e in json.loads(result.stdout)}[c.node.iid]
+    assert gone["reachable"] is False and gone["health"]["iid"] == c.node.iid and gone["unreachable_since"]
+
+
+def test_network_health_deadline_out_of_range_is_a_usage_error(node_factory: Callable[..., Any]) -> None:
+    a = node_factory("alice")
+    result = cli("network", "--address", "{}:{}".format(*a.address), "health", "--deadline", "99")
+    assert result.returncode == 2, result.stderr
+    assert "deadline" in result.stderr

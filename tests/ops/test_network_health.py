@@ -1,0 +1,138 @@
+"""Health of a network of three real nodes (REST, P2P, SQLite on 127.0.0.1): every node answers under one deadline;
+a stopped node shows its last known health and since when it does not answer."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from saas.ops.health import NetworkHealth, NodeHealth
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _wait_connected(nodes: list[Any], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        views = [n.node.nodedb.network() for n in nodes]
+        if all(len(v) == len(nodes) and all(i.online for i in v) for v in views):
+            return
+        assert time.monotonic() < deadline, "the nodes did not connect"
+        time.sleep(0.1)
+
+
+def _network_health(node: Any, deadline: float = 3.0) -> dict[str, NetworkHealth]:
+    response = httpx.get(node.url + "/api/v1/db/health", params={"deadline": deadline}, timeout=30)
+    assert response.status_code == 200, response.text
+    return {e.iid: e for e in (NetworkHealth.model_validate(d) for d in response.json())}
+
+
+@pytest.fixture
+def three(node_factory: Callable[..., Any]) -> list[Any]:
+    a = node_factory("alice")
+    boot = "{}:{}".format(*a.node.p2p.address)
+    b = node_factory("bob", boot_node=boot, node_type="storage")
+    c = node_factory("carol", boot_node=boot, node_type="execution")
+    _wait_connected([a, b, c])
+    return [a, b, c]
+
+
+def test_own_health_is_public_and_complete(three: list[Any]) -> None:
+    a = three[0]
+    response = httpx.get(a.url + "/api/v1/db/node/health")
+    assert response.status_code == 200
+    health = NodeHealth.model_validate(response.json())
+    assert health.iid == a.node.iid and health.name == "alice"
+    assert health.services == ["dor", "rti"]
+    assert health.uptime >= 0 and health.started == a.node.started_ms
+    assert set(health.jobs) == {
+        "pending",
+        "initialising",
+        "running",
+        "postprocessing",
+        "successful",
+        "failed",
+        "cancelled",
+    }
+    assert health.queue_length == 0 and health.processors == []
+    assert health.cpu["count"] >= 1 and health.memory["total"] > health.memory["available"] > 0
+    assert health.disk["total"] >= health.disk["free"] > 0
+    assert health.peers_online == 2 and health.nodes_known == 3
+
+
+def test_network_health_with_one_node_stopped(three: list[Any]) -> None:
+    a, b, c = three
+    entries = _network_health(a)
+    assert set(entries) == {a.node.iid, b.node.iid, c.node.iid}
+    assert all(e.reachable and e.health is not None and e.health.iid == iid for iid, e in entries.items())
+    assert entries[b.node.iid].health.services == ["dor"]  # type: ignore[union-attr]
+    assert entries[c.node.iid].health.services == ["rti"]  # type: ignore[union-attr]
+    answered = entries[c.node.iid].answered
+    assert answered is not None
+
+    c.stop()
+    started = time.monotonic()
+    entries = _network_health(a, deadline=2.0)
+    assert time.monotonic() - started < 5
+    gone = entries[c.node.iid]
+    assert not gone.reachable and gone.reason
+    assert gone.health is not None and gone.health.iid == c.node.iid  # its last known health
+    assert gone.answered == answered  # ... from when it last answered
+    assert gone.unreachable_since is not None and gone.unreachable_since >= answered
+    assert entries[b.node.iid].reachable and entries[a.node.iid].reachable
+
+    since = gone.unreachable_since
+    again = _network_health(a, deadline=2.0)[c.node.iid]
+    assert not again.reachable and again.unreachable_since == since  # since the first failed ask
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    """A port that accepts connections and never answers (a stalled node)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for s in held:
+        s.close()
+    server.close()
+
+
+def test_a_stalled_node_costs_the_deadline_only(three: list[Any], stalled_port: int) -> None:
+    """A node whose REST service accepts but never answers is reported unreachable once the deadline passed."""
+    a, b, _ = three
+    record = a.node.nodedb.get_node(b.node.iid)
+    a.node.nodedb._nodes[b.node.iid] = record.model_copy(update={"rest_address": ("127.0.0.1", stalled_port)})
+    started = time.monotonic()
+    entries = _network_health(a, deadline=1.5)
+    elapsed = time.monotonic() - started
+    assert 1.4 < elapsed < 4, elapsed
+    assert not entries[b.node.iid].reachable
+    assert "1.5" in (entries[b.node.iid].reason or "")
+    assert all(e.reachable for iid, e in entries.items() if iid != b.node.iid)
+
+
+def test_deadline_out_of_range_is_a_client_error(three: list[Any]) -> None:
+    response = httpx.get(three[0].url + "/api/v1/db/health", params={"deadline": 1000})
+    assert response.status_code == 422 and "deadline" in response.json()["reason"]
