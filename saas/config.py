@@ -78,6 +78,10 @@ class NodeConfig(BaseModel):
     http_keepalive_timeout: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=1024, ge=1)
     http_max_connections_per_client: int = Field(default=128, ge=1)
+    # Operating the node (issue 19): log lines kept in memory for the owner's diagnostics; most recent final jobs
+    # read for the job statistics of health, diagnostics and metrics
+    log_ring_lines: int = Field(default=500, ge=1, le=100_000)
+    health_recent_jobs: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("datastore", "keystore")
     @classmethod

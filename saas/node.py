@@ -62,7 +62,7 @@ class Node:
         self.rest: RESTServer | None = None
         self.p2p: P2PService | None = None
         # Operating the node (issue 19): its last log lines, its view of the network's health, its metrics
-        self.log_ring = LogRing()
+        self.log_ring = LogRing(config.log_ring_lines)
         self.health = HealthMonitor(self)
         self.metrics = NodeMetrics(self)
         self.started_ms = 0

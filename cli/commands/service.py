@@ -142,6 +142,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **_quota_settings(args),
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
+        # Operating the node (issue 19): log ring, job statistics
+        **{name: getattr(args, name) for name in ("log_ring_lines", "health_recent_jobs") if getattr(args, name)},
     )
     _serve(ctx, config)
 
@@ -381,6 +383,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
         "(development; default: https and ssh to public hosts only)",
+    )
+    # Operating the node (issue 19): log ring, job statistics
+    p.add_argument(
+        "--log-ring-lines", type=_positive_int, help="log lines kept in memory for diagnostics (default 500)"
+    )
+    p.add_argument(
+        "--health-recent-jobs",
+        type=_positive_int,
+        help="most recent finished jobs read for health and diagnostics statistics (default 500)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

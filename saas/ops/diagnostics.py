@@ -22,7 +22,6 @@ from pydantic import BaseModel
 
 from saas.ops.health import NodeHealth
 from saas.ops.jobstats import BoardStats, FinalJob, time_stats
-from saas.ops.logring import DEFAULT_CAPACITY
 from saas.rti.jobs import JobState
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ async def diagnose(node: Node, owner: bool, health: NodeHealth, cache: dict[str,
     recent: list[FinalJob] = []
     long_running: list[JobTime] = []
     if node.rti is not None:
-        stats = await BoardStats.cached(node.rti.db, cache)
+        stats = await BoardStats.cached(node.rti.db, cache, node.config.health_recent_jobs)
         recent = stats.recent
         long_running = _long_running(node, stats, owner, now)
     failures = _failures(recent, owner)
@@ -95,7 +94,7 @@ async def diagnose(node: Node, owner: bool, health: NodeHealth, cache: dict[str,
         slowest=[_job_time(j, owner) for j in slowest],
         long_running=long_running,
         warnings=warnings,
-        logs=node.log_ring.lines(DEFAULT_CAPACITY) if owner else None,
+        logs=node.log_ring.lines() if owner else None,
     )
 
 

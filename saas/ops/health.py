@@ -90,7 +90,7 @@ async def own_health(node: Node, cache: dict[str, BoardStats]) -> NodeHealth:
     processors: list[ProcessorHealth] = []
     queue = 0
     if rti is not None:
-        stats = await BoardStats.cached(rti.db, cache)
+        stats = await BoardStats.cached(rti.db, cache, node.config.health_recent_jobs)
         active = rti.active_jobs()
         jobs = {state.value: stats.states.get(state.value, 0) if state in FINAL_STATES else 0 for state in JobState}
         for a in active:  # live, from memory: the board's reading may be a couple of seconds old

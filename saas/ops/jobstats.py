@@ -65,12 +65,12 @@ class BoardStats:
     read_at: float = 0.0  # time.monotonic()
 
     @classmethod
-    async def cached(cls, db: Database, holder: dict[str, BoardStats]) -> BoardStats:
-        """The reading in `holder` if it is fresh, else a new one (stored there)."""
+    async def cached(cls, db: Database, holder: dict[str, BoardStats], recent: int = RECENT) -> BoardStats:
+        """The reading in `holder` if it is fresh, else a new one of the `recent` most recent final jobs."""
         known = holder.get("stats")
         if known is not None and time.monotonic() - known.read_at < CACHE_S:
             return known
-        fresh = await db.run(board_stats)
+        fresh = await db.run(board_stats, recent)
         holder["stats"] = fresh
         return fresh
 
