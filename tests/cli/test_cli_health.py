@@ -59,3 +59,56 @@ def test_network_health_deadline_out_of_range_is_a_usage_error(node_factory: Cal
     result = cli("network", "--address", "{}:{}".format(*a.address), "health", "--deadline", "99")
     assert result.returncode == 2, result.stderr
     assert "deadline" in result.stderr
+
+
+def test_network_diagnose_public_and_as_the_node_owner(node_factory: Callable[..., Any], tmp_path: Any) -> None:
+    import logging
+    import os
+
+    a = node_factory("alice")
+    b = node_factory("bob", boot_node="{}:{}".format(*a.node.p2p.address), log_level="INFO")
+    deadline = time.monotonic() + 20
+    while not all(n.online for n in a.node.nodedb.network()) or len(a.node.nodedb.network()) < 2:
+        assert time.monotonic() < deadline, "the nodes did not connect"
+        time.sleep(0.1)
+    logging.getLogger("saas.test").error("diagnose marker 51c2")
+    address = "{}:{}".format(*a.address)
+    empty = tmp_path / "no-keystores"
+    empty.mkdir()
+
+    # anyone: the public part, found by a prefix of the node's identity ID through the node at --address
+    result = cli("--keystore", str(empty), "network", "--address", address, "diagnose", b.node.iid[:12])
+    assert result.returncode == 0, result.stderr
+    assert f"Diagnostics of node {b.node.iid}" in result.stdout and "public part" in result.stdout
+    assert "marker 51c2" not in result.stdout
+
+    # the node owner (its keystore is in the keystore folder): the log lines too
+    env = {**os.environ, "SAAS_PASSWORD": "test password"}
+    keystores = str(b.node.keystore.path.parent)
+    owner = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saas_cli.main",
+            "--json",
+            "--keystore",
+            keystores,
+            "network",
+            "--address",
+            address,
+            "diagnose",
+            "{}:{}".format(*b.address),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert owner.returncode == 0, owner.stderr
+    report = json.loads(owner.stdout)
+    assert report["owner"] is True and report["iid"] == b.node.iid
+    assert any("marker 51c2" in line for line in report["logs"])
+
+    missing = cli("--keystore", str(empty), "network", "--address", address, "diagnose", "zzzzzz")
+    assert missing.returncode == 4 and "zzzzzz" in missing.stderr
