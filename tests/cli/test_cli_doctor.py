@@ -125,3 +125,46 @@ def test_doctor_with_a_wrong_password_names_the_keystore(node_factory: Callable[
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert not checks["keystore"]["ok"] and "password" in checks["keystore"]["fix"]
     assert checks["node"]["ok"]
+
+
+def test_doctor_logs_in_with_each_ssh_credential(
+    node_factory: Callable[..., Any], sshd: Any, other_ssh_key: Any, tmp_path: Any
+) -> None:
+    """Each SSH credential of the keystore is a backend the doctor logs in with (a real sshd on 127.0.0.1)."""
+    from saas.core.keystore import Keystore
+    from saas.core.schemas import SSHCredentials
+
+    a = node_factory("alice")
+    keystore = Keystore.create(tmp_path / "keystores", "operator", "operator@example.org", PASSWORD)
+    for name, key in (("lab", sshd.key), ("stranger", other_ssh_key)):
+        keystore.ssh_credentials.update(
+            name, SSHCredentials(host=sshd.host, login=sshd.login, key=key.read_text(), key_path=str(key))
+        )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "saas_cli.main",
+            "--json",
+            "--keystore",
+            str(tmp_path / "keystores"),
+            "--keystore-id",
+            keystore.iid,
+            "doctor",
+            "--address",
+            "{}:{}".format(*a.address),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={**os.environ, "SAAS_PASSWORD": PASSWORD},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["backend ssh 'lab'"]["ok"], (checks, sshd.log_text()[-2000:])
+    assert f"{sshd.login}@{sshd.host}" in checks["backend ssh 'lab'"]["detail"]
+    stranger = checks["backend ssh 'stranger'"]
+    assert not stranger["ok"] and "Permission denied" in stranger["detail"]
+    assert "test-ssh --name stranger" in stranger["fix"]
+    assert checks["DOR write/read/delete"]["ok"]  # a new identity: published to the node first
