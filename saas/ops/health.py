@@ -167,6 +167,7 @@ class HealthMonitor:
         self.board_cache: dict[str, BoardStats] = {}
         self._last: dict[str, tuple[NodeHealth, int]] = {}  # iid -> (health, when it answered)
         self._failing_since: dict[str, int] = {}
+        self._asking: asyncio.Task[list[NetworkHealth]] | None = None  # the network call in flight
 
     def job_finished(self, _: object) -> None:
         """The RTI's listener of final jobs (`RTIService.on_finish`): the board's reading is out of date."""
@@ -177,7 +178,15 @@ class HealthMonitor:
 
     async def network(self, deadline: float) -> list[NetworkHealth]:
         """This node's health and every known node's, asked at once; returns within `deadline` seconds (plus the
-        time to make this node's own document)."""
+        time to make this node's own document).
+
+        The request is anonymous and makes this node ask every other node, so callers share the work: a call made
+        while another is in flight waits for that one's answer (one fan-out at a time, however many ask)."""
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.create_task(self._ask_network(deadline))
+        return await asyncio.shield(self._asking)
+
+    async def _ask_network(self, deadline: float) -> list[NetworkHealth]:
         deadline = min(max(deadline, 0.1), MAX_DEADLINE)
         node = self._node
         known = node.nodedb.network(int(node.config.p2p_offline_after * 1000))

@@ -92,8 +92,14 @@ def test_network_health_with_one_node_stopped(three: list[Any]) -> None:
     assert not again.reachable and again.unreachable_since == since  # since the first failed ask
 
 
+class Stalled(int):
+    """The port of a server that accepts connections and never answers; `accepted` holds its connections."""
+
+    accepted: list[socket.socket]
+
+
 @pytest.fixture
-def stalled_port() -> Iterator[int]:
+def stalled_port() -> Iterator[Stalled]:
     """A port that accepts connections and never answers (a stalled node)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -111,7 +117,9 @@ def stalled_port() -> Iterator[int]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield server.getsockname()[1]
+    port = Stalled(server.getsockname()[1])
+    port.accepted = held
+    yield port
     stop.set()
     thread.join(2)
     for s in held:
@@ -136,3 +144,20 @@ def test_a_stalled_node_costs_the_deadline_only(three: list[Any], stalled_port: 
 def test_deadline_out_of_range_is_a_client_error(three: list[Any]) -> None:
     response = httpx.get(three[0].url + "/api/v1/db/health", params={"deadline": 1000})
     assert response.status_code == 422 and "deadline" in response.json()["reason"]
+
+
+def test_concurrent_callers_share_one_fan_out(three: list[Any], stalled_port: Stalled) -> None:
+    """Anonymous callers cannot make a node ask the network once per request: calls made while one is in flight
+    share its answer."""
+    import concurrent.futures
+
+    a, b, _ = three
+    record = a.node.nodedb.get_node(b.node.iid)
+    a.node.nodedb._nodes[b.node.iid] = record.model_copy(update={"rest_address": ("127.0.0.1", stalled_port)})
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: _network_health(a, deadline=2.0), range(8)))
+    assert time.monotonic() - started < 5  # eight callers, one deadline
+    assert len(stalled_port.accepted) <= 2  # one fan-out (or two, if a caller came after the first had ended)
+    first = results[0][b.node.iid]
+    assert all(r[b.node.iid].unreachable_since == first.unreachable_since for r in results)
