@@ -161,3 +161,16 @@ def test_concurrent_callers_share_one_fan_out(three: list[Any], stalled_port: St
     assert len(stalled_port.accepted) <= 2  # one fan-out (or two, if a caller came after the first had ended)
     first = results[0][b.node.iid]
     assert all(r[b.node.iid].unreachable_since == first.unreachable_since for r in results)
+
+
+def test_a_peer_failing_verification_is_warned_about(three: list[Any]) -> None:
+    """NodeDB counts what a peer sent that did not verify (`saas.dor.remote`); diagnostics warn about that peer."""
+    from saas.ops.proxy import HealthProxy
+
+    a, b, _ = three
+    with HealthProxy(a.address) as proxy:
+        assert [w for w in proxy.get_diagnostics().warnings if w.kind == "peer-verification"] == []
+        a.node.nodedb.count_lie(b.node.iid, 3)
+        warnings = [w for w in proxy.get_diagnostics().warnings if w.kind == "peer-verification"]
+    assert len(warnings) == 1
+    assert b.node.iid[:16] in warnings[0].message and "3 record(s)" in warnings[0].message
