@@ -112,3 +112,35 @@ def test_network_diagnose_public_and_as_the_node_owner(node_factory: Callable[..
 
     missing = cli("--keystore", str(empty), "network", "--address", address, "diagnose", "zzzzzz")
     assert missing.returncode == 4 and "zzzzzz" in missing.stderr
+
+
+@pytest.mark.slow
+def test_operating_flags_reach_the_node(saas_cli, cli_env, background, shared_keystore, tmp_path, node_factory) -> None:
+    """`service --log-ring-lines 3` keeps three log lines for the owner's diagnostics (the node logs at INFO)."""
+    import signal
+
+    from saas.core.keystore import Keystore
+    from saas.ops.proxy import HealthProxy
+    from tests.conftest import free_port
+
+    rest, p2p = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    node = background(
+        [saas_cli, *shared_keystore.args(), "--log-level", "INFO", "service", "--use-defaults", "--datastore",
+         tmp_path / "datastore", "--rest-address", rest, "--p2p-address", p2p, "--log-ring-lines", "3",
+         "--health-recent-jobs", "7"],
+        env=cli_env,
+    )  # fmt: skip
+    node.wait_for("Created ")
+    node_factory("bob", boot_node=p2p)  # the node logs the new peer and more
+    owner = Keystore.load(shared_keystore.path, shared_keystore.password)
+    with HealthProxy(rest, owner) as proxy:
+        deadline = time.monotonic() + 20
+        while True:
+            report = proxy.get_diagnostics(signed=True)
+            assert report.owner and report.logs is not None and len(report.logs) <= 3
+            if any("accepted" in line for line in report.logs):
+                break
+            assert time.monotonic() < deadline, report.logs
+            time.sleep(0.2)
+    assert len(report.logs) == 3
+    assert node.stop(signal.SIGTERM) == 0
