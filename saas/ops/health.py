@@ -97,8 +97,11 @@ async def own_health(node: Node, cache: dict[str, BoardStats]) -> NodeHealth:
             jobs[a.machine.state.value] += 1
         recent = stats.by_processor()
         queue = sum(1 for a in active if a.machine.state is JobState.PENDING)
+        by_processor: dict[str, list[Any]] = {}
+        for a in active:
+            by_processor.setdefault(a.job.proc_id, []).append(a)
         for p in rti.get_deployed():
-            mine = [a for a in active if a.job.proc_id == p.proc_id]
+            mine = by_processor.get(p.proc_id, [])
             queued = sum(1 for a in mine if a.machine.state is JobState.PENDING)
             times = time_stats(recent.get(p.proc_id, []))
             processors.append(
