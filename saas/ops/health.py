@@ -3,7 +3,8 @@
 - `own_health(node)`: this node's `NodeHealth` — version, uptime, services, jobs by state, queue length, running and
   queued jobs and agent instances per processor, job time statistics (min / median / max per processor, over the
   most recent final jobs: `saas.ops.jobstats`), CPU load, memory, the datastore's disk, peers online, and the last
-  error the node logged (`saas.ops.logring`). Public: counts and states only, never job IDs, users or inputs.
+  error the node logged (`saas.ops.logring`; identifiers and paths masked). Public: counts and states only, never
+  job IDs, users or inputs.
 - `HealthMonitor.network(deadline)`: every node this node knows, asked at once under one deadline (the client-side
   fan-out of `saas.nodedb.fanout`, run in a worker thread). A node that does not answer shows its last known
   health (as this node last received it), when that was, and since when it has not answered. An answer from
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
 from typing import TYPE_CHECKING, Any
@@ -133,9 +135,22 @@ async def own_health(node: Node, cache: dict[str, BoardStats]) -> NodeHealth:
         processors=processors,
         peers_online=sum(1 for n in network[1:] if n.online),
         nodes_known=len(network),
-        last_error=node.log_ring.last_error,
+        last_error=_public(node.log_ring.last_error),
         **machine,
     )
+
+
+def _public(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last error as anyone may see it: identifiers (job, object, identity IDs: runs of 16 or more letters and
+    digits) and paths are masked; the full line is in the owner's diagnostics."""
+    if error is None:
+        return None
+    message = _IDENTIFIER.sub("…", str(error.get("message", "")))
+    return {**error, "message": _PATH.sub("<path>", message)}
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9]{16,}")
+_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+")
 
 
 def _machine(datastore: Any) -> dict[str, Any]:

@@ -76,12 +76,15 @@ def test_diagnostics_after_failing_jobs(env: RTIEnv) -> None:
 def test_log_lines_are_the_owners_only_and_hold_what_the_node_logged(env: RTIEnv) -> None:
     import logging
 
-    logging.getLogger("saas.test").error("a test error with marker 7f3a")
+    logging.getLogger("saas.test").error("a test error with marker 7f3a: job Xy12ab34CD56ef78GH90ij in /srv/data/x")
     with HealthProxy(env.node.address, env.owner) as proxy:
         report = proxy.get_diagnostics(signed=True)
         health = proxy.get_node_health()
-    assert report.logs is not None and any("marker 7f3a" in line for line in report.logs)
-    assert health.last_error is not None and "marker 7f3a" in health.last_error["message"]
+    assert report.logs is not None
+    assert any("marker 7f3a: job Xy12ab34CD56ef78GH90ij in /srv/data/x" in line for line in report.logs)
+    # anyone sees the last error with its identifiers and paths masked
+    assert health.last_error is not None and health.last_error["logger"] == "saas.test"
+    assert health.last_error["message"] == "a test error with marker 7f3a: job … in <path>"
 
 
 def test_a_forged_owner_signature_is_refused(env: RTIEnv) -> None:
