@@ -166,3 +166,23 @@ def test_metrics_route_labels_stay_bounded(env: RTIEnv) -> None:
     labels = {(lab["method"], lab["route"]) for lab, _ in samples["saas_http_request_duration_seconds_count"]}
     assert ("other", "unmatched") in labels and ("GET", "unmatched") in labels
     assert not any("no/such" in route or "nothing-" in route for _, route in labels)
+
+
+@pytest.mark.slow
+def test_doctor_checks_a_local_slurm_backend(env: RTIEnv, slurm: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    """A processor on the slurm backend: the doctor finds it ready and asks the real cluster with `sinfo`; with a
+    SLURM configuration that names no controller, `sinfo` fails and the doctor says how to fix it."""
+    from saas.ops.doctor import Doctor
+
+    proc_id = env.deploy("abc", deploy_args={"backend": "slurm"})
+    checks = {c.name: c for c in Doctor(env.node.address, lambda: env.owner, None, temp_dir=tmp_path).run()}
+    assert checks[f"processor {proc_id[:16]} (slurm)"].ok
+    assert checks["backend slurm"].ok, (checks["backend slurm"], slurm.logs())
+    assert "sinfo answers" in checks["backend slurm"].detail
+
+    broken = tmp_path / "slurm.conf"
+    broken.write_text("ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=1\n")
+    monkeypatch.setenv("SLURM_CONF", str(broken))
+    checks = {c.name: c for c in Doctor(env.node.address, lambda: env.owner, None, temp_dir=tmp_path).run()}
+    failed = checks["backend slurm"]
+    assert not failed.ok and failed.fix is not None and "slurmctld" in failed.fix
