@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from saas import __version__
-from saas.core.errors import RemoteError
+from saas.core.errors import RemoteError, UnreachableError
 from saas.nodedb.fanout import ask_nodes
 from saas.ops.jobstats import BoardStats, time_stats
 from saas.rti.jobs import FINAL_STATES, JobState
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["HealthMonitor", "NetworkHealth", "NodeHealth", "ProcessorHealth", "own_health"]
 
 MAX_DEADLINE = 30.0
+MAX_ANSWER = 1 << 20  # bytes of a peer's health document read at most
 
 
 class ProcessorHealth(BaseModel):
@@ -233,14 +235,27 @@ class HealthMonitor:
 
 
 def _ask(info: NodeInfo, deadline: float) -> NodeHealth:
-    """One node's health over REST (blocking; runs in a fan-out thread)."""
+    """One node's health over REST (blocking; runs in a fan-out thread). At most `MAX_ANSWER` bytes are read: a
+    peer cannot make this node hold a document of any size."""
+    import httpx
+
     from saas.rest.proxy import RESTProxy
 
     with RESTProxy(info.rest_address, timeout=deadline) as proxy:
-        document = proxy.get_json("/db/node/health")
+        response = proxy.request("GET", "/db/node/health", stream=True)
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER:
+                    raise RemoteError(f"Answered with more than {MAX_ANSWER} bytes", {"limit": MAX_ANSWER})
+        except httpx.HTTPError as e:  # the answer stalled or broke off
+            raise UnreachableError(f"The answer broke off: {type(e).__name__}", {}) from None
+        finally:
+            response.close()
     try:
-        health = NodeHealth.model_validate(document)
-    except ValueError as e:  # not a health document: an answer, but not one to show
+        health = NodeHealth.model_validate(json.loads(body))
+    except (ValueError, RecursionError) as e:  # not a health document: an answer, but not one to show
         raise RemoteError("Answered with an invalid health document", {"error": str(e)[:200]}) from None
     if health.iid != info.identity.id:
         raise RemoteError("Answered as another node", {"iid": health.iid})

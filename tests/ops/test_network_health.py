@@ -3,6 +3,7 @@ a stopped node shows its last known health and since when it does not answer."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -174,3 +175,49 @@ def test_a_peer_failing_verification_is_warned_about(three: list[Any]) -> None:
         warnings = [w for w in proxy.get_diagnostics().warnings if w.kind == "peer-verification"]
     assert len(warnings) == 1
     assert b.node.iid[:16] in warnings[0].message and "3 record(s)" in warnings[0].message
+
+
+@pytest.fixture
+def hostile_health() -> Iterator[tuple[int, dict[str, bytes]]]:
+    """An HTTP server whose `/api/v1/db/node/health` answers with `bodies["body"]` (a peer that lies in size or
+    shape)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: dict[str, bytes] = {"body": b"{}"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = bodies["body"]
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the reader stopped early
+                self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_peer_cannot_send_a_huge_or_deep_health_document(
+    three: list[Any], hostile_health: tuple[int, dict[str, bytes]]
+) -> None:
+    a, b, _ = three
+    port, bodies = hostile_health
+    record = a.node.nodedb.get_node(b.node.iid)
+    a.node.nodedb._nodes[b.node.iid] = record.model_copy(update={"rest_address": ("127.0.0.1", port)})
+    for body, reason in (
+        (b'{"x": "' + b"y" * (3 << 20) + b'"}', "more than 1048576 bytes"),
+        (b"[" * 200_000 + b"]" * 200_000, "invalid health document"),
+        (b'{"iid": "someone else"}', "invalid health document"),
+    ):
+        bodies["body"] = body
+        entry = _network_health(a, deadline=3.0)[b.node.iid]
+        assert not entry.reachable and reason in (entry.reason or ""), entry.reason
