@@ -186,6 +186,7 @@ class Node:
         if self.dor is not None:
             await self.dor.stop()
         await self.nodedb.stop()
+        self.health.stop()
         self.log_ring.detach()
 
 

@@ -189,6 +189,11 @@ class HealthMonitor:
         self._failing_since: dict[str, int] = {}
         self._asking: asyncio.Task[list[NetworkHealth]] | None = None  # the network call in flight
 
+    def stop(self) -> None:
+        """The node stops: a network call in flight is given up (its threads end by their own deadline)."""
+        if self._asking is not None:
+            self._asking.cancel()
+
     def job_finished(self, _: object) -> None:
         """The RTI's listener of final jobs (`RTIService.on_finish`): the board's reading is out of date."""
         self.board_cache.clear()
