@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import adapter, dashboard, dor, identity, network, rti, service
+from saas_cli.commands import adapter, dashboard, doctor, dor, identity, network, rti, service
 from saas_cli.context import Context, env_default
 from saas_cli.output import Output
 from saas_cli.password import add_password_options
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     rti.register(commands)
     adapter.register(commands)
     dashboard.register(commands)
+    doctor.register(commands)
     return parser
 
 

@@ -83,6 +83,10 @@ class NodeConfig(BaseModel):
     dashboard_session_lifetime: float = Field(default=8 * 3600.0, gt=0)
     dashboard_max_sessions: int = Field(default=16, ge=1)
     dashboard_token_max_lifetime: float = Field(default=600.0, gt=0)
+    # Operating the node (issue 19): log lines kept in memory for the owner's diagnostics; most recent final jobs
+    # read for the job statistics of health, diagnostics and metrics
+    log_ring_lines: int = Field(default=500, ge=1, le=100_000)
+    health_recent_jobs: int = Field(default=500, ge=1, le=100_000)
 
     @field_validator("datastore", "keystore")
     @classmethod

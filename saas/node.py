@@ -19,6 +19,9 @@ from saas.core.keystore import Keystore
 from saas.datastore import FOLDER_MODE, NODE_UMASK, tighten
 from saas.nodedb.schemas import NodeInfo
 from saas.nodedb.service import NodeDBService
+from saas.ops.health import HealthMonitor
+from saas.ops.logring import LogRing
+from saas.ops.metrics import NodeMetrics
 from saas.rest.replay import SeenRequests
 
 if TYPE_CHECKING:
@@ -58,6 +61,10 @@ class Node:
         self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
         self.p2p: P2PService | None = None
+        # Operating the node (issue 19): its last log lines, its view of the network's health, its metrics
+        self.log_ring = LogRing(config.log_ring_lines)
+        self.health = HealthMonitor(self)
+        self.metrics = NodeMetrics(self)
         self.started_ms = 0
         self._sequence = 0
         self._lock = asyncio.Lock()
@@ -112,6 +119,7 @@ class Node:
         from saas.rest.server import RESTServer
 
         self.started_ms = int(time.time() * 1000)
+        self.log_ring.attach()
         await asyncio.to_thread(self._open_datastore)
         await self.nodedb.start()
         await self.seen_requests.start(self.started_ms)
@@ -126,6 +134,7 @@ class Node:
             from saas.rti.service import RTIService
 
             self.rti = RTIService(self)
+            self.rti.on_finish.extend((self.metrics.job_finished, self.health.job_finished))
             await self.rti.start()
         from saas.p2p.service import P2PService
 
@@ -177,6 +186,8 @@ class Node:
         if self.dor is not None:
             await self.dor.stop()
         await self.nodedb.stop()
+        self.health.stop()
+        self.log_ring.detach()
 
 
 async def run_node(node: Node, on_started: object = None) -> None:

@@ -8,6 +8,7 @@ import argparse
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from saas_cli.commands import health
 from saas_cli.context import Context
 
 if TYPE_CHECKING:
@@ -74,3 +75,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = group.add_subparsers(title="commands", metavar="COMMAND")
     p = sub.add_parser("show", help="list every known node with its services, addresses and online state")
     p.set_defaults(handler=show)
+    health.register(sub)

@@ -145,6 +145,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         allow_local_git=args.allow_local_git,
         # Dashboard sign-in
         **{name: getattr(args, name) for name in _DASHBOARD if getattr(args, name) is not None},
+        # Operating the node (issue 19): log ring, job statistics
+        **{name: getattr(args, name) for name in ("log_ring_lines", "health_recent_jobs") if getattr(args, name)},
     )
     _serve(ctx, config)
 
@@ -398,6 +400,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--dashboard-token-max-lifetime",
         type=_positive_float,
         help="longest lifetime, in seconds, a dashboard login token may claim (default 600)",
+    )
+    # Operating the node (issue 19): log ring, job statistics
+    p.add_argument(
+        "--log-ring-lines", type=_positive_int, help="log lines kept in memory for diagnostics (default 500)"
+    )
+    p.add_argument(
+        "--health-recent-jobs",
+        type=_positive_int,
+        help="most recent finished jobs read for health and diagnostics statistics (default 500)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

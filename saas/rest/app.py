@@ -158,6 +158,9 @@ def create_app(node: Node) -> FastAPI:
     from saas.dashboard.api import pages as dashboard_pages
     from saas.dashboard.api import router as dashboard_router
     from saas.nodedb.api import router as nodedb_router
+    from saas.ops.api import metrics_router
+    from saas.ops.api import router as ops_router
+    from saas.ops.metrics import MetricsMiddleware
 
     app = FastAPI(
         title="saas-middleware node", version=__version__, openapi_url="/openapi.json", docs_url="/docs", redoc_url=None
@@ -176,9 +179,12 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(sqlite3.Error, _storage_full)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=node.config.max_json_body, unlimited=("/dor/add-c",))
+    app.add_middleware(MetricsMiddleware, metrics=node.metrics)  # outermost: measures whole requests
     app.include_router(nodedb_router, prefix=API_PREFIX)
     app.include_router(dashboard_router, prefix=API_PREFIX)
     app.include_router(dashboard_pages)
+    app.include_router(ops_router, prefix=API_PREFIX)
+    app.include_router(metrics_router)
     if node.dor is not None:
         from saas.dor.api import router as dor_router
 

@@ -33,6 +33,7 @@ import secrets
 import shutil
 import string
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -137,6 +138,7 @@ class RTIService:
         self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
         self._remover: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None  # set by `start`
+        self.on_finish: list[Callable[[ActiveJob], None]] = []  # told of every job that became final (metrics)
 
     @property
     def isolation(self) -> str | None:
@@ -717,6 +719,11 @@ class RTIService:
 
     async def _finish(self, active: ActiveJob) -> None:
         self._active.pop(active.job.id, None)
+        for listener in self.on_finish:
+            try:
+                listener(active)
+            except Exception:  # an observer must not break the job's end
+                logger.exception("job %s: a listener of finished jobs failed", active.job.id)
         self.scheduler.not_pending(active.job.id)
         active.notify()
         self.db.write_behind(board.forget_proof, active.job.id)
@@ -1131,6 +1138,10 @@ class RTIService:
         """The job's log folder and whether the job is still running (for follow)."""
         await self._job(job_id, caller)
         return self._logs(job_id), job_id in self._active
+
+    def active_jobs(self) -> list[ActiveJob]:
+        """The jobs that are not final yet (read only: for health and diagnostics)."""
+        return list(self._active.values())
 
     def changed(self, job_id: str) -> asyncio.Event | None:
         active = self._active.get(job_id)
