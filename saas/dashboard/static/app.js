@@ -39,7 +39,10 @@ function renderWho() {
   }
 }
 
+let shown = 0; // the render that owns the page: a newer route wins over a page still loading
+
 async function render() {
+  const mine = ++shown;
   if (cleanup) cleanup();
   cleanup = null;
   renderWho();
@@ -51,15 +54,20 @@ async function render() {
       .filter(([, [label]]) => label)
       .map(([route, [label]]) => h("a", { href: `#${route}`, class: route === name ? "active" : "", id: `nav-${route}` }, label)),
   );
-  const main = document.getElementById("main");
-  main.replaceChildren();
-  main.dataset.page = "loading";
+  // Each render draws into a fresh <main>: a slower page of an earlier route writes into its own, detached one.
+  const main = h("main", { id: "main", dataset: { page: "loading" } });
+  document.getElementById("main").replaceWith(main);
+  let result = null;
   try {
-    const result = await page(main, ...args.map(decodeURIComponent));
-    if (typeof result === "function") cleanup = result;
+    result = await page(main, ...args.map(decodeURIComponent));
   } catch (err) {
     note(main, err.message || String(err), "error");
   }
+  if (mine !== shown) {
+    if (typeof result === "function") result(); // superseded: stop what it started (e.g. an event stream)
+    return;
+  }
+  if (typeof result === "function") cleanup = result;
   main.dataset.page = name;
 }
 
