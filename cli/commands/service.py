@@ -142,6 +142,9 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **_quota_settings(args),
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
+        # Audit log (issue 19 item 3): retention
+        **({"audit_max_entries": args.audit_max_entries} if args.audit_max_entries else {}),
+        **({"audit_max_age_days": args.audit_max_age or None} if args.audit_max_age is not None else {}),
     )
     _serve(ctx, config)
 
@@ -238,6 +241,23 @@ def _positive_float(text: str) -> float:
         value = 0.0
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, not '{text}'")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not '{text}'")
+    return value
+
+
+def _audit_entries(text: str) -> int:
+    value = _positive_int(text)
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"must be at least 100, not '{text}'")
     return value
 
 
@@ -381,6 +401,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
         "(development; default: https and ssh to public hosts only)",
+    )
+    # Audit log (issue 19 item 3): retention
+    p.add_argument(
+        "--audit-max-entries",
+        type=_audit_entries,
+        help="audit log entries kept, the oldest removed first (default 1000000, about 0.6 KB each; at least 100)",
+    )
+    p.add_argument(
+        "--audit-max-age",
+        type=_non_negative_float,
+        metavar="DAYS",
+        help="days an audit log entry is kept (default 365; 0: no age limit)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)
