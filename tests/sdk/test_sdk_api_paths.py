@@ -14,7 +14,14 @@ import httpx
 from tests.conftest import RunningNode
 
 ROOT = Path(__file__).resolve().parents[2]
-PROXIES = ["saas/rest/proxy.py", "saas/nodedb/proxy.py", "saas/dor/proxy.py", "saas/rti/proxy.py", "saas/sdk/base.py"]
+PROXIES = [
+    "saas/rest/proxy.py",
+    "saas/nodedb/proxy.py",
+    "saas/dor/proxy.py",
+    "saas/rti/proxy.py",
+    "saas/sdk/base.py",
+    "saas/audit/proxy.py",
+]
 
 
 def _path_text(node: ast.expr) -> str | None:
