@@ -80,8 +80,8 @@ class NodeConfig(BaseModel):
     http_max_connections_per_client: int = Field(default=128, ge=1)
 
     # Audit log (issue 19 item 3): entries kept at most (the oldest go first), and days an entry is kept (None: no
-    # age limit). An entry takes about 0.6 KB on disk.
-    audit_max_entries: int = Field(default=1_000_000, ge=100)
+    # age limit). An entry takes about 1.2 KB on disk (with its indexes).
+    audit_max_entries: int = Field(default=500_000, ge=100)
     audit_max_age_days: float | None = Field(default=365.0, gt=0)
 
     @field_validator("datastore", "keystore")

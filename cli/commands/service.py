@@ -406,7 +406,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--audit-max-entries",
         type=_audit_entries,
-        help="audit log entries kept, the oldest removed first (default 1000000, about 0.6 KB each; at least 100)",
+        help="audit log entries kept, the oldest removed first (default 500000, about 1.2 KB each; at least 100)",
     )
     p.add_argument(
         "--audit-max-age",

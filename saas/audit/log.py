@@ -48,6 +48,7 @@ from saas.audit.chain import (
     read_database,
     verify_database,
 )
+from saas.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from saas.core.keystore import Keystore
@@ -120,7 +121,14 @@ class AuditLog:
     async def start(self) -> None:
         if self._thread is not None:
             return
-        problem = await asyncio.to_thread(self._open)
+        try:
+            problem = await asyncio.to_thread(self._open)
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(
+                f"The audit log {self.path} cannot be read ({e}): move it aside (keep it for verification) to start "
+                "a new one",
+                {"path": str(self.path)},
+            ) from None
         self._thread = threading.Thread(target=self._serve, name="audit", daemon=True)
         self._thread.start()
         if problem is not None:

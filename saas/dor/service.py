@@ -517,7 +517,6 @@ class DORService:
         """The content opened for reading (the caller closes it), its size and record. Once open, a concurrent
         delete of the object cannot cut the download short. `via`: the node that fetches it for `reader`."""
         row = await self._readable(obj_id, reader, touch=True)
-        self.audit.record("object.read", actor=reader.id, owner=row.owner_iid, obj_id=obj_id, via=via)
 
         def open_file() -> tuple[BinaryIO, int]:
             f = open(self.store.path(row.c_hash), "rb")  # noqa: SIM115 - the caller closes it
@@ -527,6 +526,7 @@ class DORService:
             f, size = await asyncio.to_thread(open_file)
         except FileNotFoundError:  # deleted since the record was read
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
+        self.audit.record("object.read", actor=reader.id, owner=row.owner_iid, obj_id=obj_id, via=via)
         return f, size, row
 
     def touch_later(self, obj_id: str) -> None:

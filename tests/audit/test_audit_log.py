@@ -16,7 +16,7 @@ import pytest
 
 from saas.audit.chain import AuditEntry, verify_file
 from saas.audit.proxy import AuditProxy
-from saas.core.errors import AuthorisationError, InvalidInputError
+from saas.core.errors import AuthorisationError, ConfigError, InvalidInputError
 from saas.core.keystore import Keystore
 from saas.core.signing import EMPTY_BODY_SHA256, sign_request
 from saas.nodedb.proxy import NodeDBProxy
@@ -333,3 +333,14 @@ def test_audit_flags_of_the_service_command() -> None:
     assert args.audit_max_entries == 5000 and args.audit_max_age == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["service", "--audit-max-entries", "10"])
+
+
+def test_a_damaged_log_file_stops_the_start_with_advice(busy_node: RunningNode) -> None:
+    path = _stop(busy_node)
+    path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
+    node = RunningNode(type(busy_node.node)(busy_node.node.config, busy_node.node.keystore))
+    try:
+        with pytest.raises(ConfigError, match="move it aside"):
+            node.start()
+    finally:
+        node.stop()
