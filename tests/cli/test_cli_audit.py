@@ -3,11 +3,16 @@ node's log, of an export and of the node's audit.sqlite, offline), with exit 9 f
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from saas.core.errors import InvalidInputError
+from saas_cli.commands.audit import parse_when
 from tests.cli.cli_support import write_password_file
 from tests.conftest import PASSWORD
 
@@ -82,3 +87,14 @@ def test_show_export_and_verify(cli, shared_two_keystores, node_factory, publish
     conn.close()
     cut = cli("audit", "verify", "--file", database, "--node", owner.iid)
     assert cut.returncode == 9 and "entries were removed" in cut.stdout
+
+
+def test_times_for_since_and_until() -> None:
+    now = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
+    hour = 3600 * 1000
+    assert parse_when("24h", now) == int(now.timestamp() * 1000) - 24 * hour
+    assert parse_when("1.5d", now) == int(now.timestamp() * 1000) - 36 * hour
+    assert parse_when("2026-12-06T10:00+00:00", now) == int(now.timestamp() * 1000) - 2 * hour
+    assert parse_when("2026-12-06", now) > 0  # local midnight
+    with pytest.raises(InvalidInputError):
+        parse_when("last tuesday", now)
