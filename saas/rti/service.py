@@ -569,8 +569,6 @@ class RTIService:
         except BaseException:
             self.scheduler.not_pending(job.id)
             raise
-        self._active[job.id] = active
-        self._enqueue(active)
         self._node.audit.record(
             "job.submitted",
             actor=caller.id,
@@ -580,6 +578,8 @@ class RTIService:
             inputs={i.name: i.obj_id for i in task.input if isinstance(i, Task.InputReference)},  # never values
             outputs={o.name: o.owner_iid for o in task.output},
         )
+        self._active[job.id] = active
+        self._enqueue(active)
         return job
 
     async def run(
