@@ -344,3 +344,12 @@ def test_a_damaged_log_file_stops_the_start_with_advice(busy_node: RunningNode) 
             node.start()
     finally:
         node.stop()
+
+
+def test_only_new_or_updated_identities_are_recorded(node: RunningNode, keystores: Callable[[str], Keystore]) -> None:
+    alice = keystores("alice")
+    with NodeDBProxy(node.address) as db:
+        for _ in range(5):  # the same record again is free and unlimited: it must not fill the log
+            db.update_identity(alice.identity)
+    published = node.call(node.node.audit.query(None, event="identity.published"))
+    assert [(e.actor, e.details["nonce"]) for e in published] == [(alice.identity.id, alice.identity.nonce)]
