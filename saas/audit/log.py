@@ -213,32 +213,30 @@ class AuditLog:
         self._queue.put(entry)
 
     def refused(self, client: str, claimed_iid: str | None, **details: Any) -> None:
-        """A refused request (401/403): recorded at most once per client address and claimed identity every
-        `REFUSAL_WINDOW_S`, and at most `MAX_REFUSALS` times per window in all (the rest are counted and the
-        counts written with the next entry), so a flood of refusals cannot push real entries out of the log."""
+        """A refused request (401/403), as a `refusal` per client address and claimed identity."""
+        self.refusal(f"{client} {claimed_iid}", "request.refused", client=client, claimed_iid=claimed_iid, **details)
+
+    def refusal(self, key: str, event: str, **fields: Any) -> None:
+        """Record a refusal at most once per `key` every `REFUSAL_WINDOW_S`, and at most `MAX_REFUSALS` times per
+        window in all: the rest are counted, and the counts written with the next entry (`suppressed_before`: of
+        this key; `suppressed_others`: of all others), so a flood of refusals — which costs the sender nothing —
+        cannot push real entries out of the log. `fields` as for `record`."""
         now = time.monotonic()
-        key = f"{client} {claimed_iid}"
         started, suppressed = self._refusals.get(key, (0.0, 0))
         if now - started < REFUSAL_WINDOW_S:
             self._refusals[key] = (started, suppressed + 1)
             return
         window, recorded, others = self._refusal_window
-        if now - window >= REFUSAL_WINDOW_S:
+        if now - window >= REFUSAL_WINDOW_S:  # a new window: forget the old keys (their counts go to `others`)
             window, recorded = now, 0
-            self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < REFUSAL_WINDOW_S or v[1]}
+            others += sum(n for k, (t, n) in self._refusals.items() if now - t >= REFUSAL_WINDOW_S and k != key)
+            self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < REFUSAL_WINDOW_S}
         if recorded >= MAX_REFUSALS:
             self._refusal_window = (window, recorded, others + 1)
             return
         self._refusal_window = (window, recorded + 1, 0)
         self._refusals[key] = (now, 0)
-        self.record(
-            "request.refused",
-            client=client,
-            claimed_iid=claimed_iid,
-            suppressed_before=suppressed,
-            suppressed_others=others,
-            **details,
-        )
+        self.record(event, suppressed_before=suppressed, suppressed_others=others, **fields)
 
     async def flush(self) -> None:
         """Return once everything recorded before is committed."""

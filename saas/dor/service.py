@@ -259,7 +259,8 @@ class DORService:
         else:
             row = await self.db.run(catalog.get, obj_id)
         if row is not None and not row.may_read(reader_iid):
-            self.audit.record("object.access_refused", actor=reader_iid, owner=row.owner_iid, obj_id=obj_id)
+            audit_key = f"{reader_iid} {obj_id}"  # a refusal: throttled (anyone may ask, anonymously too)
+            self.audit.refusal(audit_key, "object.access_refused", actor=reader_iid, owner=row.owner_iid, obj_id=obj_id)
         if row is None or not row.may_read(reader_iid):
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
         return row
@@ -267,7 +268,8 @@ class DORService:
     async def _owned(self, obj_id: str, caller: Identity) -> ObjectRow:
         row = await self._readable(obj_id, caller)
         if row.owner_iid != caller.id:
-            self.audit.record("object.change_refused", actor=caller.id, owner=row.owner_iid, obj_id=obj_id)
+            audit_key = f"{caller.id} {obj_id} change"
+            self.audit.refusal(audit_key, "object.change_refused", actor=caller.id, owner=row.owner_iid, obj_id=obj_id)
             raise AuthorisationError(f"Only the owner of data object {obj_id} may do this", {"obj_id": obj_id})
         return row
 

@@ -19,6 +19,7 @@ from saas.audit.proxy import AuditProxy
 from saas.core.errors import AuthorisationError, ConfigError, InvalidInputError
 from saas.core.keystore import Keystore
 from saas.core.signing import EMPTY_BODY_SHA256, sign_request
+from saas.dor.proxy import DORProxy
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rti.schemas import Task
 from tests.conftest import PASSWORD, RunningNode
@@ -313,6 +314,16 @@ def test_floods_are_bounded(node: RunningNode) -> None:
         assert response.status_code == 401
     refused = node.call(audit.query(None, event="request.refused"))
     assert len(refused) == 1
+
+    # So are anonymous looks at a restricted object (refused as "not found", but its owner wants to know).
+    path = node.node.config.datastore.parent / "restricted.json"
+    path.write_text("{}")
+    with DORProxy(node.address, node.keystore) as dor:
+        obj = dor.add_data_object(path, node.keystore.identity, True, False, "JSONObject", "json")
+    for _ in range(30):
+        assert httpx.get(f"{node.url}/api/v1/dor/{obj.obj_id}/meta", trust_env=False).status_code == 404
+    looked = node.call(audit.query(None, event="object.access_refused"))
+    assert len(looked) == 1 and looked[0].actor is None and looked[0].owner == node.node.iid
 
 
 def test_show_needs_a_signature_and_checks_its_filters(node: RunningNode) -> None:
