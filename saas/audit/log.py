@@ -149,16 +149,20 @@ class AuditLog:
         """Open the database, note the node's identity, and find where the chain continues; returns the problem
         found at its end, if any (blocking)."""
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
-        self.path.chmod(0o600)
-        identity = self._keystore.identity
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('node', ?)", (identity.model_dump_json(),))
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            self.path.chmod(0o600)
+            identity = self._keystore.identity
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('node', ?)", (identity.model_dump_json(),))
+            last = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            first = conn.execute("SELECT MIN(seq) FROM entries").fetchone()[0]
+            head = conn.execute("SELECT seq, hash, signature FROM head WHERE id = 1").fetchone()
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
-        last = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-        first = conn.execute("SELECT MIN(seq) FROM entries").fetchone()[0]
-        head = conn.execute("SELECT seq, hash, signature FROM head WHERE id = 1").fetchone()
         self._first_seq = first or 1
         if last is not None:
             self._seq, self._hash = last
