@@ -6,7 +6,8 @@ Importing this module is cheap (argparse only): command modules import the SDK i
 Exit codes (documented in README.md):
   0 success · 1 other error · 2 usage: bad or missing value · 3 authentication (wrong password, rejected
   credentials) · 4 not found · 5 not permitted · 6 remote host unreachable or failed · 7 keystore corrupted or
-  modified · 8 not enough storage on the node (storage quota used up, or its disk full) · 130 interrupted
+  modified · 8 not enough storage on the node (storage quota used up, or its disk full) · 9 an audit log failed
+  verification · 130 interrupted
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from saas_cli.commands import adapter, dashboard, doctor, dor, identity, network, rti, service
+from saas_cli.commands import adapter, audit, dashboard, doctor, dor, identity, network, rti, service
 from saas_cli.context import Context, env_default
 from saas_cli.output import Output
 from saas_cli.password import add_password_options
@@ -26,6 +27,7 @@ __all__ = ["EXIT_CODES", "build_parser", "main"]
 # (exception class name, exit code); the first class the error is an instance of wins.
 EXIT_CODES: list[tuple[str, int]] = [
     ("KeystoreCorruptedError", 7),
+    ("AuditTamperedError", 11),
     ("AuthenticationError", 3),
     ("AuthorisationError", 5),
     ("NotFoundError", 4),
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapter.register(commands)
     dashboard.register(commands)
     doctor.register(commands)
+    audit.register(commands)
     return parser
 
 

@@ -88,6 +88,11 @@ class NodeConfig(BaseModel):
     log_ring_lines: int = Field(default=500, ge=1, le=100_000)
     health_recent_jobs: int = Field(default=500, ge=1, le=100_000)
 
+    # Audit log (issue 19 item 3): entries kept at most (the oldest go first), and days an entry is kept (None: no
+    # age limit). An entry takes about 1.2 KB on disk (with its indexes).
+    audit_max_entries: int = Field(default=500_000, ge=100)
+    audit_max_age_days: float | None = Field(default=365.0, gt=0)
+
     @field_validator("datastore", "keystore")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

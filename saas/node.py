@@ -1,6 +1,6 @@
 """`Node`: owns the services and starts/stops them in order (DESIGN §3).
 
-Start: datastore → NodeDB → DOR/RTI → P2P → REST → join; stop in reverse. `start`/`stop` are idempotent and
+Start: datastore → audit log → NodeDB → DOR/RTI → P2P → REST → join; stop in reverse. `start`/`stop` are idempotent and
 guarded by a status. Only the outermost runner (`run_node`) handles signals."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from saas.audit.log import AuditLog
 from saas.config import NodeConfig
 from saas.core.keystore import Keystore
 from saas.datastore import FOLDER_MODE, NODE_UMASK, tighten
@@ -57,6 +58,9 @@ class Node:
             publish_burst=config.identity_publish_burst,
         )
         self.seen_requests = SeenRequests(config.datastore / "requests.sqlite")  # signed requests: no replay
+        self.audit = AuditLog(
+            config.datastore / "audit.sqlite", keystore, config.audit_max_entries, config.audit_max_age_days
+        )
         self.dor: DORService | None = None
         self.rti: RTIService | None = None
         self.rest: RESTServer | None = None
@@ -121,6 +125,7 @@ class Node:
         self.started_ms = int(time.time() * 1000)
         self.log_ring.attach()
         await asyncio.to_thread(self._open_datastore)
+        await self.audit.start()
         await self.nodedb.start()
         await self.seen_requests.start(self.started_ms)
         await self.nodedb.publish_identity(self.keystore.identity, bounded=False)
@@ -188,6 +193,7 @@ class Node:
         await self.nodedb.stop()
         self.health.stop()
         self.log_ring.detach()
+        await self.audit.stop()
 
 
 async def run_node(node: Node, on_started: object = None) -> None:

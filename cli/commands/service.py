@@ -147,6 +147,9 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **{name: getattr(args, name) for name in _DASHBOARD if getattr(args, name) is not None},
         # Operating the node (issue 19): log ring, job statistics
         **{name: getattr(args, name) for name in ("log_ring_lines", "health_recent_jobs") if getattr(args, name)},
+        # Audit log (issue 19 item 3): retention
+        **({"audit_max_entries": args.audit_max_entries} if args.audit_max_entries else {}),
+        **({"audit_max_age_days": args.audit_max_age or None} if args.audit_max_age is not None else {}),
     )
     _serve(ctx, config)
 
@@ -243,6 +246,23 @@ def _positive_float(text: str) -> float:
         value = 0.0
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number above 0, not '{text}'")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not '{text}'")
+    return value
+
+
+def _audit_entries(text: str) -> int:
+    value = _positive_int(text)
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"must be at least 100, not '{text}'")
     return value
 
 
@@ -409,6 +429,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--health-recent-jobs",
         type=_positive_int,
         help="most recent finished jobs read for health and diagnostics statistics (default 500)",
+    )
+    # Audit log (issue 19 item 3): retention
+    p.add_argument(
+        "--audit-max-entries",
+        type=_audit_entries,
+        help="audit log entries kept, the oldest removed first (default 500000, about 1.2 KB each; at least 100)",
+    )
+    p.add_argument(
+        "--audit-max-age",
+        type=_non_negative_float,
+        metavar="DAYS",
+        help="days an audit log entry is kept (default 365; 0: no age limit)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

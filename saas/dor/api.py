@@ -167,7 +167,11 @@ async def add_gpp(params: AddGPPDataObjectParameters, request: Request, signer: 
 
 @router.get("/{obj_id}/meta", response_model=AnyDataObject)
 async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> CDataObject | GPPDataObject:
-    return await _dor(request).get_meta(obj_id, reader)
+    dor = _dor(request)
+    meta = await dor.get_meta(obj_id, reader)
+    if meta.access_restricted and reader is not None:  # who looked at a restricted object: for its owner's audit
+        dor.audit.record("object.meta_read", actor=reader.id, owner=meta.owner_iid, obj_id=obj_id)
+    return meta
 
 
 @router.get(
@@ -182,8 +186,9 @@ async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) ->
 async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> StreamingResponse:
     """The content; a single `Range` (with `If-Range` on the ETag, which is the c_hash) resumes a download. A node
     fetching for a user signs as itself and sends the user's delegation in `saas-delegation`."""
-    reader = await acting_as(request, reader, obj_id)
-    f, size, row = await _dor(request).open_content(obj_id, reader)
+    signer = reader
+    reader = await acting_as(request, signer, obj_id)
+    f, size, row = await _dor(request).open_content(obj_id, reader, via=signer.id if signer is not reader else None)
     return content_response(
         f,
         size,

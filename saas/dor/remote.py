@@ -90,6 +90,9 @@ async def serve(node: Node, requester_iid: str, message: dict[str, Any]) -> dict
     visible = [
         o for o in objects if not o.access_restricted or (delegation is not None and delegation.covers(o.obj_id))
     ]
+    for o in visible:
+        if o.access_restricted and reader is not None:  # read for the delegating user (audit: its owner sees it)
+            dor.audit.record("object.meta_read", actor=reader.id, owner=o.owner_iid, obj_id=o.obj_id, via=requester_iid)
     return {"objects": [o.model_dump(mode="json", exclude={"custodian"}) for o in visible]}
 
 
@@ -102,6 +105,7 @@ def _lied(node: Node, info: NodeInfo, problems: list[str]) -> None:
     count = node.nodedb.count_lie(info.identity.id, len(problems))
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     logger.info("node %s lied (%d so far): %s%s", info.identity.id[:8], count, ascii(problems[0][:200]), more)
+    node.audit.record("peer.lied", peer=info.identity.id, records=len(problems), so_far=count, first=ascii(problems[0]))
 
 
 def _verified(raws: list[Any], key: str, wanted: set[str]) -> tuple[list[DataObjectModel], list[str]]:

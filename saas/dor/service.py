@@ -174,13 +174,26 @@ class LocalAdds:
         self.unrecorded.add(row.c_hash)
         return row
 
-    async def insert(self, row: ObjectRow, envelopes: dict[str, str]) -> ObjectRow:
-        """Insert the record of content put or placed; an object added before (same content, type, format,
-        creators and ms) is returned instead."""
+    async def insert(self, row: ObjectRow, envelopes: dict[str, str], actor: str) -> ObjectRow:
+        """Insert the record of content put or placed (added by `actor`); an object added before (same content,
+        type, format, creators and ms) is returned instead."""
         dor = self._dor
         inserted = await dor.db.run(quota.insert_within, row, envelopes, dor.quotas)
         self.unrecorded.discard(row.c_hash)
         if inserted:
+            recipe = _recipe_of(row) or {}
+            dor.audit.record(
+                "object.added",
+                actor=actor,
+                owner=row.owner_iid,
+                obj_id=row.obj_id,
+                job_id=recipe.get("job_id"),
+                data_type=row.data_type,
+                data_format=row.data_format,
+                size=row.size,
+                access_restricted=row.access_restricted,
+                content_encrypted=row.content_encrypted,
+            )
             return row
         existing = await dor.db.run(catalog.get, row.obj_id)
         assert existing is not None
@@ -192,7 +205,7 @@ class LocalAdds:
         dor = self._dor
         dor.check_add(params)
         row = dor._content_row(params, creator_iid, c_hash, size, created)
-        stored = await self.insert(row, dor._envelopes(params))
+        stored = await self.insert(row, dor._envelopes(params), creator_iid)
         model = dor._model(stored, params.recipe if stored is row else None)
         assert isinstance(model, CDataObject)
         return model
@@ -208,6 +221,7 @@ class DORService:
         self._guard = ContentGuard()
         self.max_object_size = node.config.max_object_size
         self.quotas = quota.Quotas(node.config.storage_quota, node.config.storage_quota_for, node.iid)
+        self.audit = node.audit
 
     async def start(self) -> None:
         def open_all() -> tuple[int, int]:
@@ -244,6 +258,9 @@ class DORService:
             row = await self.db.run(catalog.get_touched, obj_id, reader_iid, _now())
         else:
             row = await self.db.run(catalog.get, obj_id)
+        if row is not None and not row.may_read(reader_iid):
+            audit_key = f"{reader_iid} {obj_id}"  # a refusal: throttled (anyone may ask, anonymously too)
+            self.audit.refusal(audit_key, "object.access_refused", actor=reader_iid, owner=row.owner_iid, obj_id=obj_id)
         if row is None or not row.may_read(reader_iid):
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
         return row
@@ -251,6 +268,8 @@ class DORService:
     async def _owned(self, obj_id: str, caller: Identity) -> ObjectRow:
         row = await self._readable(obj_id, caller)
         if row.owner_iid != caller.id:
+            audit_key = f"{caller.id} {obj_id} change"
+            self.audit.refusal(audit_key, "object.change_refused", actor=caller.id, owner=row.owner_iid, obj_id=obj_id)
             raise AuthorisationError(f"Only the owner of data object {obj_id} may do this", {"obj_id": obj_id})
         return row
 
@@ -262,11 +281,11 @@ class DORService:
             )
         return identity
 
-    async def _commit(self, place: Callable[[], ObjectRow], envelopes: dict[str, str]) -> ObjectRow:
+    async def _commit(self, place: Callable[[], ObjectRow], envelopes: dict[str, str], actor: str) -> ObjectRow:
         """`place` (blocking, run in a thread) puts the content in place and returns the record, which is then
         inserted (`LocalAdds`: the content guard is held, and content left unrecorded is removed)."""
         async with self.local_adds() as adds:
-            return await adds.insert(await in_thread_to_the_end(adds.place, place), envelopes)
+            return await adds.insert(await in_thread_to_the_end(adds.place, place), envelopes, actor)
 
     async def _remove_unused(self, c_hash: str) -> None:
         async with self._guard.exclusive():
@@ -407,7 +426,7 @@ class DORService:
             self.store.commit(temp, row.c_hash)
             return row
 
-        row = await self._commit(place, self._envelopes(params))
+        row = await self._commit(place, self._envelopes(params), signer.id)
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)
@@ -485,7 +504,7 @@ class DORService:
             self.store.write_bytes(content, c_hash)
             return row
 
-        model = self._model(await self._commit(place, {}))
+        model = self._model(await self._commit(place, {}, signer.id))
         assert isinstance(model, GPPDataObject)
         return model
 
@@ -495,9 +514,11 @@ class DORService:
         """The metadata `reader` may see; `touch` records an access (the caller is about to read the content)."""
         return self._model(await self._readable(obj_id, reader, touch))
 
-    async def open_content(self, obj_id: str, reader: Identity) -> tuple[BinaryIO, int, ObjectRow]:
+    async def open_content(
+        self, obj_id: str, reader: Identity, via: str | None = None
+    ) -> tuple[BinaryIO, int, ObjectRow]:
         """The content opened for reading (the caller closes it), its size and record. Once open, a concurrent
-        delete of the object cannot cut the download short."""
+        delete of the object cannot cut the download short. `via`: the node that fetches it for `reader`."""
         row = await self._readable(obj_id, reader, touch=True)
 
         def open_file() -> tuple[BinaryIO, int]:
@@ -508,6 +529,7 @@ class DORService:
             f, size = await asyncio.to_thread(open_file)
         except FileNotFoundError:  # deleted since the record was read
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id}) from None
+        self.audit.record("object.read", actor=reader.id, owner=row.owner_iid, obj_id=obj_id, via=via)
         return f, size, row
 
     def touch_later(self, obj_id: str) -> None:
@@ -684,6 +706,7 @@ class DORService:
     async def delete(self, obj_id: str, caller: Identity) -> CDataObject | GPPDataObject:
         row = await self._owned(obj_id, caller)
         await self.db.run(catalog.delete, obj_id)
+        self.audit.record("object.deleted", actor=caller.id, owner=row.owner_iid, obj_id=obj_id)
         await self._remove_unused(row.c_hash)
         return self._model(row)
 
@@ -693,6 +716,7 @@ class DORService:
         if envelope is not None:
             _check_envelope(envelope)
         await self.db.run(catalog.grant, obj_id, iid, envelope)
+        self.audit.record("object.granted", actor=caller.id, owner=caller.id, obj_id=obj_id, grantee=iid)
         return await self.get_meta(obj_id, caller)
 
     async def revoke_access(self, obj_id: str, caller: Identity, iid: str) -> DataObject:
@@ -700,12 +724,14 @@ class DORService:
         if iid == row.owner_iid:
             raise InvalidInputError("The owner's access cannot be revoked; transfer ownership instead")
         await self.db.run(catalog.revoke, obj_id, iid)
+        self.audit.record("object.revoked", actor=caller.id, owner=row.owner_iid, obj_id=obj_id, grantee=iid)
         return await self.get_meta(obj_id, caller)
 
     async def transfer_ownership(self, obj_id: str, caller: Identity, new_owner: str) -> DataObject:
         row = await self._owned(obj_id, caller)
         self._require_known(new_owner)
         await self.db.run(quota.set_owner_within, obj_id, new_owner, row.size, self.quotas)
+        self.audit.record("object.transferred", actor=caller.id, owner=new_owner, obj_id=obj_id, previous=caller.id)
         row = await self.db.run(catalog.get, obj_id)
         assert row is not None
         return self._model(row)

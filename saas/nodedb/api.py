@@ -46,7 +46,13 @@ async def get_identity(iid: str, request: Request) -> Identity:
 async def update_identity(identity: Identity, request: Request) -> Identity:
     """Publish a self-signed identity record (new, or an update with a higher nonce). Rate limited per client
     address and bounded by NodeDB's size (429 with the reason)."""
-    return await _nodedb(request).publish_identity(identity, client=_client(request))
+    nodedb = _nodedb(request)
+    known = nodedb.get_identity(identity.id)
+    published = await nodedb.publish_identity(identity, client=_client(request))
+    if published != known:  # new or updated (a record sent again is free and unlimited: not logged)
+        audit = request.app.state.node.audit
+        audit.record("identity.published", actor=published.id, owner=published.id, nonce=published.nonce)
+    return published
 
 
 def _client(request: Request) -> str:

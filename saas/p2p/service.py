@@ -240,6 +240,7 @@ class P2PService:
             info = await identity_protocol.check_hello(message, peer_id, self._node.iid, self._network)
         except IdentityError as e:
             logger.warning("refused peer %s: %s", peer_id, e.reason)
+            self._node.audit.refusal(f"peer {peer_id}", "peer.refused", peer_id=peer_id, reason=e.reason)
             self._spawn(self.host.disconnect(peer_id))
             return {"error": e.reason}
         await self._accept(peer_id, info)

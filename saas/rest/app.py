@@ -68,10 +68,26 @@ async def _saas_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
     elif status >= 500:
         logger.error("error %s on %s %s: %s", exc.id, request.method, request.url.path, exc.reason)
+    if status in (401, 403):
+        _audit_refusal(request, exc, status)
     headers = {"content-range": f"bytes */{exc.details['size']}"} if status == 416 else None
     if status == 429 and "retry_after" in exc.details:
         headers = {"retry-after": str(math.ceil(exc.details["retry_after"]))}
     return JSONResponse(exc.to_envelope(), status_code=status, headers=headers)
+
+
+def _audit_refusal(request: Request, exc: errors.SaaSError, status: int) -> None:
+    """A refused request goes into the audit log: who claimed to ask (unverified on a 401), for what, and why —
+    never its signature or other headers."""
+    audit = request.app.state.node.audit
+    audit.refused(
+        request.client.host if request.client is not None else "unknown",
+        request.headers.get("saas-iid", "")[:64] or None,
+        method=request.method,
+        path=request.url.path,
+        status=status,
+        reason=exc.reason,
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -185,6 +201,9 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(dashboard_pages)
     app.include_router(ops_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
+    from saas.audit.api import router as audit_router
+
+    app.include_router(audit_router, prefix=API_PREFIX)
     if node.dor is not None:
         from saas.dor.api import router as dor_router
 

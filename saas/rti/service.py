@@ -268,6 +268,8 @@ class RTIService:
             active.errors.append("node restarted")
         if state is not before:
             await self._save(active)
+            if state in FINAL_STATES:
+                self._audit_job(active, state.value, reason="node restarted")
         logger.info("job %s found %s after restart: now %s", job.id, before.value, state.value)
         if state in FINAL_STATES:
             await self._finish(active)
@@ -376,6 +378,7 @@ class RTIService:
         self._processors[proc_id] = processor
         await self.db.run(board.put_processor, processor)
         processor.task = asyncio.create_task(self._install(processor, credentials))
+        self._node.audit.record("processor.deploy", actor=caller.id, proc_id=proc_id, backend=spec["name"])
         return processor.model(self._is_owner(caller))
 
     @staticmethod
@@ -430,6 +433,7 @@ class RTIService:
             processor.state, processor.error = "failed", f"Deployment failed: {type(e).__name__}"
         processor.task = None
         if self._processors.get(processor.proc_id) is processor:
+            self._node.audit.record(f"processor.{processor.state}", proc_id=processor.proc_id)  # ready / failed
             await self.db.run(board.put_processor, processor)
         logger.info("processor %s %s in %.2f s", processor.proc_id, processor.state, time.monotonic() - started)
 
@@ -455,6 +459,7 @@ class RTIService:
         await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
         await processor.backend.remove(self._proc_root(proc_id))
         await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
+        self._node.audit.record("processor.undeployed", actor=caller.id, proc_id=proc_id, jobs_cancelled=len(jobs))
         return processor.model(self._is_owner(caller))
 
     # -- submitting ---------------------------------------------------------------------------------------------
@@ -567,6 +572,15 @@ class RTIService:
         except BaseException:
             self.scheduler.not_pending(job.id)
             raise
+        self._node.audit.record(
+            "job.submitted",
+            actor=caller.id,
+            owner=task.user_iid,
+            job_id=job.id,
+            proc_id=proc_id,
+            inputs={i.name: i.obj_id for i in task.input if isinstance(i, Task.InputReference)},  # never values
+            outputs={o.name: o.owner_iid for o in task.output},
+        )
         self._active[job.id] = active
         self._enqueue(active)
         return job
@@ -654,6 +668,8 @@ class RTIService:
         """Record a transition; with `wait=False` it is queued (`_save_later`): for a transition a restart may lose
         because the job's next awaited write follows (initialising, postprocessing)."""
         active.machine.transition(state, reason)
+        if active.machine.final:
+            self._audit_job(active, state.value, reason=reason)
         if state is not JobState.PENDING:
             self.scheduler.not_pending(active.job.id)
         if wait:
@@ -661,6 +677,10 @@ class RTIService:
         else:
             self._save_later(active)
         active.notify()
+
+    def _audit_job(self, active: ActiveJob, event: str, **details: Any) -> None:
+        job = active.job
+        self._node.audit.record(f"job.{event}", owner=job.task.user_iid, job_id=job.id, proc_id=job.proc_id, **details)
 
     async def _run(self, active: ActiveJob, resume: bool, reattach: bool = False) -> None:
         job = active.job
@@ -797,6 +817,11 @@ class RTIService:
             return None
 
         active.agent_logs = await asyncio.to_thread(make_folder)
+        for name in local:
+            meta = located[name].meta
+            self._node.audit.record(
+                "object.read", actor=job.task.user_iid, owner=meta.owner_iid, obj_id=meta.obj_id, job_id=job.id
+            )
         for item in fetched:
             await runner.fetch_input(self._node, item, located[item.name], wd, job.task.user_iid)
         if fetched and sandbox.uid is not None:
@@ -810,6 +835,7 @@ class RTIService:
             return
         if not reattach:
             active.machine.transition(JobState.RUNNING, "execute.sh started")  # stored with the handle once started
+            self._audit_job(active, "running")
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
 
         async def on_start(handle: dict[str, Any]) -> None:
@@ -853,6 +879,7 @@ class RTIService:
         def on_start(index: int) -> asyncio.Future[None]:
             """Recorded before the instance gets the job (which it does in the callback of this future)."""
             active.machine.transition(JobState.RUNNING, f"sent to agent instance {index}")
+            self._audit_job(active, "running", instance=index)
             active.notify()
             return self.db.submit(board.update_job, *self._row(active))
 
@@ -1120,6 +1147,7 @@ class RTIService:
         _, active, _ = await self._job(job_id, caller)
         if active is None:
             raise ProcessorBusyError(f"Job {job_id} has already finished", {"job_id": job_id})
+        self._node.audit.record("job.cancel", actor=caller.id, owner=active.job.task.user_iid, job_id=job_id)
         await self._cancel(active, "cancelled by the user")
         return await self.get_status(job_id, caller)
 

@@ -125,6 +125,8 @@ def test_forged_object_records_are_skipped_logged_and_counted(net: Net, caplog: 
     assert net.lies(net.b) == 0
     lines = [r.getMessage() for r in caplog.records if "lied" in r.getMessage()]
     assert len(lines) == 1 and net.m.node.iid[:8] in lines[0] and "\n" not in lines[0]  # one line per answer
+    lied = net.a.call(net.a.node.audit.query(None, event="peer.lied"))  # and in the audit log, signed
+    assert lied[-1].details["peer"] == net.m.node.iid and lied[-1].details["records"] == 3
 
     unknown = "0" * 64  # only the liar "holds" it: nothing verifies, so nothing is found
     assert net.a.call(remote.lookup(net.a.node, [unknown])) == {}

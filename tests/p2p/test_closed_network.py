@@ -27,6 +27,8 @@ def test_nodes_of_different_networks_do_not_join(node_factory: Callable[..., Any
     assert set(network(b)) == {b.node.iid}
     assert b.node.iid not in network(a) and b.node.iid not in network(c)
     assert b.node.p2p.peers() == {}
+    refused = a.call(a.node.audit.query(None, event="peer.refused"))  # in alice's audit log, signed
+    assert refused and all(e.details["reason"] for e in refused)
 
 
 def test_network_key_keeps_out_nodes_without_it(node_factory: Callable[..., Any]) -> None:

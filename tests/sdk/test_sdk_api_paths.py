@@ -21,6 +21,7 @@ PROXIES = [
     "saas/rti/proxy.py",
     "saas/sdk/base.py",
     "saas/ops/proxy.py",
+    "saas/audit/proxy.py",
 ]
 
 
