@@ -142,6 +142,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **_quota_settings(args),
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
+        # Faults (issue 15): liveness and the deadline of network-wide lookups
+        **{name: getattr(args, name) for name in ("p2p_offline_after", "network_deadline") if getattr(args, name)},
     )
     _serve(ctx, config)
 
@@ -381,6 +383,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also fetch adapters from local paths, file://, plain http and loopback/private/link-local addresses "
         "(development; default: https and ssh to public hosts only)",
+    )
+    # Faults (issue 15): liveness and the deadline of network-wide lookups
+    p.add_argument(
+        "--p2p-offline-after",
+        type=_positive_float,
+        help="seconds a peer may stay silent before it is shown offline (default 15; pings after a third of it)",
+    )
+    p.add_argument(
+        "--network-deadline",
+        type=_positive_float,
+        help="seconds a lookup on the other nodes' DORs may take in all (default 3; late nodes are left out)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)
