@@ -32,6 +32,7 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("InvalidInputError", 2),
     ("ConfigError", 2),
     ("InsufficientStorageError", 8),
+    ("UnavailableError", 6),
     ("UnreachableError", 6),
     ("RemoteError", 6),
     ("SaaSError", 1),

@@ -143,7 +143,11 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
         # Faults (issue 15): liveness and the deadline of network-wide lookups
-        **{name: getattr(args, name) for name in ("p2p_offline_after", "network_deadline") if getattr(args, name)},
+        **{
+            name: getattr(args, name)
+            for name in ("p2p_offline_after", "network_deadline", "stop_grace")
+            if getattr(args, name) is not None
+        },
     )
     _serve(ctx, config)
 
@@ -394,6 +398,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--network-deadline",
         type=_positive_float,
         help="seconds a lookup on the other nodes' DORs may take in all (default 3; late nodes are left out)",
+    )
+    p.add_argument(
+        "--stop-grace",
+        type=_positive_float,
+        help="seconds requests in flight may still take when the node stops (default 2; then 503 'Node is stopping')",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)
