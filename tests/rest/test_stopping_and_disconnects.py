@@ -65,6 +65,13 @@ def raw_upload(node: RunningNode, owner: Keystore, blocks: int) -> socket.socket
     return sock
 
 
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def temp_files(node: RunningNode) -> list[str]:
     folder = node.node.config.datastore / "dor" / "tmp"
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -84,15 +91,11 @@ def test_a_client_that_goes_away_mid_upload_is_one_info_line(
         dor.request("POST", "/db/identity", json_body=owner.identity.model_dump(mode="json"))
     caplog.set_level(logging.INFO)
     sock = raw_upload(node, owner, 16)
-    time.sleep(0.5)  # the node is streaming the body to a temp file
-    assert len(temp_files(node)) == 1
+    wait_for(lambda: len(temp_files(node)) == 1, "the node streaming the body to a temp file")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, at once
     sock.close()
-    deadline = time.monotonic() + 5
-    while temp_files(node) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    assert temp_files(node) == []
+    wait_for(lambda: temp_files(node) == [], "the temp file removed")
+    time.sleep(0.3)  # anything logged after the cleanup
     assert problems(caplog.records) == []
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno == logging.INFO, [r.getMessage() for r in caplog.records]
@@ -142,10 +145,7 @@ def test_requests_in_flight_when_the_node_stops_get_503(
 
     thread = threading.Thread(target=streamed_upload)
     thread.start()
-    deadline = time.monotonic() + 5
-    while len(temp_files(node)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(temp_files(node)) == 2
+    wait_for(lambda: len(temp_files(node)) == 2, "both uploads streaming to temp files")
     began = time.monotonic()
     stopper = threading.Thread(target=node.stop)
     stopper.start()
