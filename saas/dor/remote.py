@@ -7,8 +7,8 @@
   provenance request) may read. Unknown or invisible IDs are simply absent. The custodian is not sent: the asker
   fills in the record of the peer it asked, which it has verified already.
 - **Asking** (`lookup`, `find_c_hashes`): every accepted peer with a DOR is asked concurrently under one overall
-  deadline (`NodeConfig.network_deadline`, `saas.nodedb.fanout.ask_peers`); what arrived by then is used, and the
-  call ends early once every id has a record from a node never caught lying. A peer that fails or does not answer
+  deadline (`NodeConfig.network_deadline`, `saas.nodedb.fanout.ask_peers`): what arrived by then is used (every
+  answer is checked, so a liar is caught whoever answered first). A peer that fails or does not answer
   in time counts as holding nothing, is named in one INFO line and pinged (liveness). A delegation goes only to the
   peers it names as servers.
 - **Fetching** (`fetch_remote`): bulk content moves over HTTP, never libp2p. The node signs the request as itself
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ __all__ = ["fetch_remote", "find_c_hashes", "lookup", "serve"]
 
 logger = logging.getLogger(__name__)
 
+LATE_BY = 1.0  # seconds a request's own timeout exceeds the overall deadline
 _ANY = TypeAdapter(AnyDataObject)
 DataObjectModel = CDataObject | GPPDataObject
 
@@ -131,14 +132,13 @@ async def _ask_all(
     wanted: set[str],
     only: str | None = None,
     skip: str | None = None,
-    enough: Callable[[list[DataObjectModel]], bool] | None = None,
 ) -> list[DataObjectModel]:
     """Ask every accepted DOR peer (or only node `only`; never node `skip`) at once, under one deadline
     (`network_deadline`), and keep the records that verify, custodian filled in; a record that does not verify is
-    logged, counted against its node (`NodeDBService.lies`) and skipped. Returns what arrived by the deadline, or
-    as soon as `enough(records so far)` holds; a peer that did not answer in time is logged (one INFO line per call)
-    and pinged (`P2PService.suspect`). The records come ordered by their node's count of lies (fewest first), so
-    the first one for an id is the one to use."""
+    logged, counted against its node (`NodeDBService.lies`) and skipped. Returns what arrived by the deadline; the
+    peers that did not answer in time are logged (one INFO line per call) and pinged (`P2PService.suspect`). The
+    records come ordered by their node's count of lies (fewest first), so the first one for an id is the one to
+    use."""
     p2p = node.p2p
     if p2p is None:
         return []
@@ -154,7 +154,10 @@ async def _ask_all(
     async def ask(info: NodeInfo) -> list[DataObjectModel]:
         peer_id = peers[info.identity.id][0]
         try:
-            answer = await p2p.request_dor(peer_id, dor_protocol.for_peer(message, info.identity.id), timeout=deadline)
+            # the overall deadline ends it first (a peer late for it is one that did not answer)
+            answer = await p2p.request_dor(
+                peer_id, dor_protocol.for_peer(message, info.identity.id), timeout=deadline + LATE_BY
+            )
         except SaaSError as e:
             logger.info("DOR %s on node %s failed: %s", message.get("type"), info.identity.id[:8], e.reason)
             return []
@@ -168,10 +171,7 @@ async def _ask_all(
             obj.custodian = info
         return objects
 
-    def sufficed(answers: list[tuple[NodeInfo, list[DataObjectModel]]]) -> bool:
-        return enough is not None and enough([obj for _, objects in answers for obj in objects])
-
-    outcome = await ask_peers(ask, [info for _, info in peers.values()], deadline, sufficed)
+    outcome = await ask_peers(ask, [info for _, info in peers.values()], deadline)
     if outcome.unanswered:
         logger.info(
             "DOR %s: %d node(s) did not answer within %g s: %s",
@@ -184,23 +184,6 @@ async def _ask_all(
             p2p.suspect(peers[missing.node.identity.id][0])
     found = [obj for _, objects in outcome.answers for obj in objects]
     return sorted(found, key=lambda o: node.nodedb.lies(o.custodian.identity.id) if o.custodian else 0)
-
-
-def _trusted_for_all(node: Node, key: str, wanted: set[str], recipe: bool = False) -> Callable[..., bool]:
-    """Whether the records so far hold, for every id in `wanted` (by `key`), one from a node never caught lying
-    (with `recipe`: one that has a recipe): no later answer would be preferred, so the lookup need not wait."""
-
-    def check(objects: list[DataObjectModel]) -> bool:
-        covered = {
-            getattr(o, key)
-            for o in objects
-            if o.custodian is not None
-            and node.nodedb.lies(o.custodian.identity.id) == 0
-            and (not recipe or getattr(o, "recipe", None) is not None)
-        }
-        return wanted <= covered
-
-    return check
 
 
 async def lookup(
@@ -218,7 +201,7 @@ async def lookup(
         return {}
     result: dict[str, DataObjectModel] = {}
     message = dor_protocol.lookup(sorted(wanted), delegation)
-    for obj in await _ask_all(node, message, "obj_id", wanted, only, skip, _trusted_for_all(node, "obj_id", wanted)):
+    for obj in await _ask_all(node, message, "obj_id", wanted, only, skip):
         result.setdefault(obj.obj_id, obj)
     return result
 
@@ -232,9 +215,7 @@ async def find_c_hashes(
     if not wanted:
         return {}
     result: dict[str, DataObjectModel] = {}
-    message = dor_protocol.provenance(sorted(wanted), delegation)
-    enough = _trusted_for_all(node, "c_hash", wanted, recipe=True)
-    for obj in await _ask_all(node, message, "c_hash", wanted, enough=enough):
+    for obj in await _ask_all(node, dor_protocol.provenance(sorted(wanted), delegation), "c_hash", wanted):
         known = result.get(obj.c_hash)
         if known is None or (getattr(known, "recipe", None) is None and getattr(obj, "recipe", None) is not None):
             result[obj.c_hash] = obj

@@ -4,7 +4,7 @@ most `deadline` seconds with what arrived, and says which nodes did not answer.
 - `ask_nodes` (clients: CLI, SDK) asks in threads; each request also carries the deadline as its own timeout, so
   the threads asking a stalled node end with it and do not keep a program from exiting.
 - `ask_peers` (the node: lookups on other DORs) asks in asyncio tasks; what has not answered at the deadline is
-  cancelled. With `enough`, it returns as soon as the answers so far suffice (say, every id asked for was found).
+  cancelled.
 
 A stalled node (stopped, overloaded, behind a dead link) costs the deadline, never a per-node timeout in a row or
 the longest timeout of all."""
@@ -112,15 +112,11 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
 
 
 async def ask_peers(
-    function: Callable[[NodeInfo], Awaitable[T]],
-    nodes: Sequence[NodeInfo],
-    deadline: float,
-    enough: Callable[[list[tuple[NodeInfo, T]]], bool] | None = None,
+    function: Callable[[NodeInfo], Awaitable[T]], nodes: Sequence[NodeInfo], deadline: float
 ) -> Fanout[T]:
     """`await function(node)` for every node at once (at most `MAX_CONCURRENT` at a time); returns when all
-    answered, `deadline` seconds passed or `enough(answers so far)` holds; what is still running then is cancelled.
-    A node whose call raised a `SaaSError`, or did not answer in time, is listed in `unanswered` (other exceptions
-    are bugs and propagate); nodes not waited for because the answers sufficed are not."""
+    answered or `deadline` seconds passed, and cancels what is still running then. A node whose call raised a
+    `SaaSError`, or did not answer in time, is listed in `unanswered` (other exceptions are bugs and propagate)."""
     if not nodes:
         return Fanout([], [])
     limit = asyncio.Semaphore(MAX_CONCURRENT)
@@ -130,40 +126,24 @@ async def ask_peers(
             return await function(node)
 
     tasks = [asyncio.create_task(one(node)) for node in nodes]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    pending: set[asyncio.Task[T]] = set(tasks)
-    satisfied = False
     try:
-        while pending and (left := end - loop.time()) > 0:
-            _, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            if enough is not None and pending and enough(_answers(nodes, tasks)):
-                satisfied = True
-                break
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
     finally:
-        for task in pending:
+        for task in tasks:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
     unanswered = []
     bugs = []
+    answers = []
     for node, task in zip(nodes, tasks, strict=True):
         if task in pending or task.cancelled():
-            if not satisfied:
-                unanswered.append(Unanswered(node, f"no answer within {deadline:g} s"))
+            unanswered.append(Unanswered(node, f"no answer within {deadline:g} s"))
         elif isinstance(error := task.exception(), SaaSError):
             unanswered.append(Unanswered(node, error.reason))
         elif error is not None:
             bugs.append(error)
+        else:
+            answers.append((node, task.result()))
     if bugs:
         raise bugs[0]
-    return Fanout(_answers(nodes, tasks), unanswered)
-
-
-def _answers(nodes: Sequence[NodeInfo], tasks: Sequence[asyncio.Task[T]]) -> list[tuple[NodeInfo, T]]:
-    """(node, result) of the tasks that returned, in the nodes' order."""
-    return [
-        (node, task.result())
-        for node, task in zip(nodes, tasks, strict=True)
-        if task.done() and not task.cancelled() and task.exception() is None
-    ]
+    return Fanout(answers, unanswered)

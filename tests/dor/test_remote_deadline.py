@@ -1,5 +1,6 @@
 """Node-side lookups on other DORs run under one deadline (issue 15, item 2): a stalled peer costs at most
-`network_deadline`, never a timeout per peer, and a lookup whose answers suffice does not wait for it at all.
+`network_deadline`, never a timeout per peer; what arrived by then is used; a lookup this node answers itself does
+not ask the network.
 
 Three real nodes: A asks (deadline 1.5 s), B is honest, S is a real node whose `/saas/dor/1.0.0` handler never
 answers (its P2P host, NodeDB protocol and pings still work: a stalled DOR, not a dead node). `ask_peers` itself is
@@ -119,13 +120,13 @@ def timed(net: Net, coroutine: Any) -> tuple[Any, float]:
     return result, time.monotonic() - start
 
 
-def test_a_found_object_does_not_wait_for_the_stalled_peer(net: Net) -> None:
+def test_a_found_object_costs_at_most_the_deadline(net: Net) -> None:
     obj_id = net.add(net.b, {"v": 1})
     before = len(net.asked_s)
     found, took = timed(net, remote.lookup(net.a.node, [obj_id]))
-    assert found[obj_id].custodian.identity.id == net.b.node.iid
-    assert took < DEADLINE, took  # B's answer sufficed
-    assert len(net.asked_s) == before + 1  # S was asked too (it just did not matter)
+    assert found[obj_id].custodian.identity.id == net.b.node.iid  # what arrived is used
+    assert took < DEADLINE + SLACK, took  # was 5 s per peer
+    assert len(net.asked_s) == before + 1  # S was asked too
 
 
 def test_a_lookup_nobody_answers_costs_the_deadline_and_names_the_stalled_node(
@@ -161,12 +162,12 @@ def test_local_first_input_does_not_ask_the_network(net: Net) -> None:
     assert len(net.asked_s) == before
 
 
-def test_an_input_held_elsewhere_is_found_without_waiting_for_the_stalled_peer(net: Net) -> None:
+def test_an_input_held_elsewhere_is_found_within_the_deadline(net: Net) -> None:
     obj_id = net.add(net.b, {"v": 3})
     item = Task.InputReference(name="a", obj_id=obj_id)
     location, took = timed(net, placement.find_input(net.a.node, item, net.user.iid))
     assert location.custodian.identity.id == net.b.node.iid
-    assert took < DEADLINE, took
+    assert took < DEADLINE + SLACK, took
 
 
 # -- ask_peers on its own ---------------------------------------------------------------------------------------
@@ -204,18 +205,3 @@ def test_ask_peers_takes_what_arrived_by_the_deadline(net: Net) -> None:
         (stalled, "no answer within 0.3 s"),
     ]
     assert cancelled == ["stalled"]  # nothing is left running
-
-
-def test_ask_peers_stops_when_the_answers_suffice(net: Net) -> None:
-    fast, _, stalled = _records(net)
-
-    async def ask(node: NodeInfo) -> int:
-        if node is stalled:
-            await asyncio.sleep(60)
-        return 1
-
-    start = time.monotonic()
-    outcome = asyncio.run(ask_peers(ask, [stalled, fast], 5.0, enough=lambda answers: len(answers) == 1))
-    assert time.monotonic() - start < 1.0
-    assert outcome.answers == [(fast, 1)]
-    assert outcome.unanswered == []  # not waited for: not "did not answer"
