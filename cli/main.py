@@ -36,6 +36,7 @@ EXIT_CODES: list[tuple[str, int]] = [
     ("InsufficientStorageError", 8),
     ("LimitReachedError", 9),
     ("ConflictError", 10),
+    ("UnavailableError", 6),
     ("UnreachableError", 6),
     ("RemoteError", 6),
     ("SaaSError", 1),

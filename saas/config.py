@@ -71,6 +71,11 @@ class NodeConfig(BaseModel):
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0
     p2p_forget_after: float = 24 * 3600.0
+    # Faults (issue 15): seconds a network-wide lookup on other DORs may take in all (peers are asked at once; what
+    # arrived by then is used, the others are named in the log and pinged)
+    network_deadline: float = Field(default=3.0, gt=0)
+    # ... and seconds requests in flight may still take when the node stops (then 503 "Node is stopping")
+    stop_grace: float = Field(default=2.0, ge=0)
     # HTTP limits of the REST service: request line + headers (431), seconds to send them (408), idle keep-alive,
     # open connections in total (503) and per client address (429)
     http_max_header_size: int = Field(default=32 * 1024, ge=1024)

@@ -150,6 +150,12 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         # Audit log (issue 19 item 3): retention
         **({"audit_max_entries": args.audit_max_entries} if args.audit_max_entries else {}),
         **({"audit_max_age_days": args.audit_max_age or None} if args.audit_max_age is not None else {}),
+        # Faults (issue 15): liveness and the deadline of network-wide lookups
+        **{
+            name: getattr(args, name)
+            for name in ("p2p_offline_after", "network_deadline", "stop_grace")
+            if getattr(args, name) is not None
+        },
     )
     _serve(ctx, config)
 
@@ -441,6 +447,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=_non_negative_float,
         metavar="DAYS",
         help="days an audit log entry is kept (default 365; 0: no age limit)",
+    )
+    # Faults (issue 15): liveness and the deadline of network-wide lookups
+    p.add_argument(
+        "--p2p-offline-after",
+        type=_positive_float,
+        help="seconds a peer may stay silent before it is shown offline (default 15; pings after a third of it)",
+    )
+    p.add_argument(
+        "--network-deadline",
+        type=_positive_float,
+        help="seconds a lookup on the other nodes' DORs may take in all (default 3; late nodes are left out)",
+    )
+    p.add_argument(
+        "--stop-grace",
+        type=_positive_float,
+        help="seconds requests in flight may still take when the node stops (default 2; then 503 'Node is stopping')",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -38,6 +38,7 @@ __all__ = [
     "SaaSError",
     "StorageFullError",
     "TooLargeError",
+    "UnavailableError",
     "UnreachableError",
     "WrongPasswordError",
 ]
@@ -132,6 +133,10 @@ _SQLITE_FULL = 13  # the primary result code of SQLite for "database or disk is 
 
 class ConfigError(SaaSError):
     """A configuration value is missing or inconsistent."""
+
+
+class UnavailableError(SaaSError):
+    """The node cannot serve the request now (it is stopping); the same request may work later or on another node."""
 
 
 class UnreachableError(SaaSError):

@@ -6,9 +6,11 @@
   peer as delegate, this node as a server and the request's scope: `metadata` for a lookup, `provenance` for a
   provenance request) may read. Unknown or invisible IDs are simply absent. The custodian is not sent: the asker
   fills in the record of the peer it asked, which it has verified already.
-- **Asking** (`lookup`, `find_c_hashes`): every accepted peer with a DOR is asked concurrently (at most
-  `MAX_CONCURRENT` at once), each with a timeout; a peer that fails or times out counts as holding nothing. A
-  delegation goes only to the peers it names as servers.
+- **Asking** (`lookup`, `find_c_hashes`): every accepted peer with a DOR is asked concurrently under one overall
+  deadline (`NodeConfig.network_deadline`, `saas.nodedb.fanout.ask_peers`): what arrived by then is used (every
+  answer is checked, so a liar is caught whoever answered first). A peer that fails or does not answer
+  in time counts as holding nothing, is named in one INFO line and pinged (liveness). A delegation goes only to the
+  peers it names as servers.
 - **Fetching** (`fetch_remote`): bulk content moves over HTTP, never libp2p. The node signs the request as itself
   and, for a restricted object, sends the user's `Delegation`; the content streams to a temp file beside the
   destination, is checked against the verified c_hash (a mismatch deletes it and raises `DORError`), and only then
@@ -34,6 +36,7 @@ from saas.core.errors import DORError, SaaSError
 from saas.core.identity import Identity
 from saas.dor.schemas import AnyDataObject, CDataObject, GPPDataObject
 from saas.dor.verify import record_problem
+from saas.nodedb.fanout import ask_peers
 from saas.nodedb.schemas import NodeInfo
 from saas.p2p.protocols import dor as dor_protocol
 
@@ -44,8 +47,7 @@ __all__ = ["fetch_remote", "find_c_hashes", "lookup", "serve"]
 
 logger = logging.getLogger(__name__)
 
-MAX_CONCURRENT = 16  # peers asked at once
-REQUEST_TIMEOUT = 5.0  # seconds per peer
+LATE_BY = 1.0  # seconds a request's own timeout exceeds the overall deadline
 _ANY = TypeAdapter(AnyDataObject)
 DataObjectModel = CDataObject | GPPDataObject
 
@@ -128,31 +130,41 @@ def _verified(raws: list[Any], key: str, wanted: set[str]) -> tuple[list[DataObj
 
 
 async def _ask_all(
-    node: Node, message: dict[str, Any], key: str, wanted: set[str], only: str | None = None, skip: str | None = None
+    node: Node,
+    message: dict[str, Any],
+    key: str,
+    wanted: set[str],
+    only: str | None = None,
+    skip: str | None = None,
 ) -> list[DataObjectModel]:
-    """Ask every accepted DOR peer (or only node `only`; never node `skip`) and keep the records that verify,
-    custodian filled in; a record that does not verify is logged, counted against its node (`NodeDBService.lies`)
-    and skipped. The records come ordered by their node's count of lies (fewest first), so the first one for an id
-    is the one to use."""
+    """Ask every accepted DOR peer (or only node `only`; never node `skip`) at once, under one deadline
+    (`network_deadline`), and keep the records that verify, custodian filled in; a record that does not verify is
+    logged, counted against its node (`NodeDBService.lies`) and skipped. Returns what arrived by the deadline; the
+    peers that did not answer in time are logged (one INFO line per call) and pinged (`P2PService.suspect`). The
+    records come ordered by their node's count of lies (fewest first), so the first one for an id is the one to
+    use."""
     p2p = node.p2p
     if p2p is None:
         return []
-    targets = [
-        (pid, info) for pid, info in p2p.dor_peers() if info.identity.id != skip and only in (None, info.identity.id)
-    ]
-    if not targets:
+    peers = {
+        info.identity.id: (pid, info)
+        for pid, info in p2p.dor_peers()
+        if info.identity.id != skip and only in (None, info.identity.id)
+    }
+    if not peers:
         return []
-    limit = asyncio.Semaphore(MAX_CONCURRENT)
+    deadline = node.config.network_deadline
 
-    async def ask(peer_id: str, info: NodeInfo) -> list[DataObjectModel]:
-        async with limit:
-            try:
-                answer = await p2p.request_dor(
-                    peer_id, dor_protocol.for_peer(message, info.identity.id), timeout=REQUEST_TIMEOUT
-                )
-            except SaaSError as e:
-                logger.info("DOR %s on node %s failed: %s", message.get("type"), info.identity.id[:8], e.reason)
-                return []
+    async def ask(info: NodeInfo) -> list[DataObjectModel]:
+        peer_id = peers[info.identity.id][0]
+        try:
+            # the overall deadline ends it first (a peer late for it is one that did not answer)
+            answer = await p2p.request_dor(
+                peer_id, dor_protocol.for_peer(message, info.identity.id), timeout=deadline + LATE_BY
+            )
+        except SaaSError as e:
+            logger.info("DOR %s on node %s failed: %s", message.get("type"), info.identity.id[:8], e.reason)
+            return []
         raws = answer.get("objects")
         if not isinstance(raws, list) or not raws:
             return []
@@ -163,8 +175,18 @@ async def _ask_all(
             obj.custodian = info
         return objects
 
-    results = await asyncio.gather(*(ask(pid, info) for pid, info in targets))
-    found = [obj for objects in results for obj in objects]
+    outcome = await ask_peers(ask, [info for _, info in peers.values()], deadline)
+    if outcome.unanswered:
+        logger.info(
+            "DOR %s: %d node(s) did not answer within %g s: %s",
+            message.get("type"),
+            len(outcome.unanswered),
+            deadline,
+            ", ".join(u.node.identity.id[:8] for u in outcome.unanswered),
+        )
+        for missing in outcome.unanswered:
+            p2p.suspect(peers[missing.node.identity.id][0])
+    found = [obj for _, objects in outcome.answers for obj in objects]
     return sorted(found, key=lambda o: node.nodedb.lies(o.custodian.identity.id) if o.custodian else 0)
 
 

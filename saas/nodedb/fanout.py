@@ -1,25 +1,31 @@
-"""Network-wide calls from a client under one deadline (DESIGN §12): every node is asked at once (threads), the
-whole call returns after at most `deadline` seconds with what arrived, and says which nodes did not answer.
+"""Network-wide calls under one deadline (DESIGN §12): every node is asked at once, the whole call returns after at
+most `deadline` seconds with what arrived, and says which nodes did not answer.
+
+- `ask_nodes` (clients: CLI, SDK) asks in threads; each request also carries the deadline as its own timeout, so
+  the threads asking a stalled node end with it and do not keep a program from exiting.
+- `ask_peers` (the node: lookups on other DORs) asks in asyncio tasks; what has not answered at the deadline is
+  cancelled.
 
 A stalled node (stopped, overloaded, behind a dead link) costs the deadline, never a per-node timeout in a row or
-the longest timeout of all: each request also carries the deadline as its own timeout, so the threads asking a
-stalled node end with it and do not keep a program from exiting."""
+the longest timeout of all."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from saas.core.errors import SaaSError
 from saas.nodedb.schemas import NodeInfo
 
-__all__ = ["DEFAULT_DEADLINE", "Fanout", "NetworkList", "Unanswered", "ask_nodes"]
+__all__ = ["DEFAULT_DEADLINE", "Fanout", "NetworkList", "Unanswered", "ask_nodes", "ask_peers"]
 
 DEFAULT_DEADLINE = 3.0  # seconds a network-wide call may take
 MAX_THREADS = 16
+MAX_CONCURRENT = 16  # peers `ask_peers` asks at once
 
 T = TypeVar("T")
 
@@ -102,4 +108,42 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
             raise error
         reason = error.reason if isinstance(error, SaaSError) else f"no answer within {deadline:g} s"
         unanswered.append(Unanswered(node, reason))
+    return Fanout(answers, unanswered)
+
+
+async def ask_peers(
+    function: Callable[[NodeInfo], Awaitable[T]], nodes: Sequence[NodeInfo], deadline: float
+) -> Fanout[T]:
+    """`await function(node)` for every node at once (at most `MAX_CONCURRENT` at a time); returns when all
+    answered or `deadline` seconds passed, and cancels what is still running then. A node whose call raised a
+    `SaaSError`, or did not answer in time, is listed in `unanswered` (other exceptions are bugs and propagate)."""
+    if not nodes:
+        return Fanout([], [])
+    limit = asyncio.Semaphore(MAX_CONCURRENT)
+
+    async def one(node: NodeInfo) -> T:
+        async with limit:
+            return await function(node)
+
+    tasks = [asyncio.create_task(one(node)) for node in nodes]
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    unanswered = []
+    bugs = []
+    answers = []
+    for node, task in zip(nodes, tasks, strict=True):
+        if task in pending or task.cancelled():
+            unanswered.append(Unanswered(node, f"no answer within {deadline:g} s"))
+        elif isinstance(error := task.exception(), SaaSError):
+            unanswered.append(Unanswered(node, error.reason))
+        elif error is not None:
+            bugs.append(error)
+        else:
+            answers.append((node, task.result()))
+    if bugs:
+        raise bugs[0]
     return Fanout(answers, unanswered)

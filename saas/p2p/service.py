@@ -14,7 +14,8 @@ NodeDB in sync, and watching liveness (DESIGN §7).
   lately, re-dials known nodes that are not connected, and forgets nodes unseen for `p2p_forget_after`.
 - **Liveness.** A peer that does not answer a ping within `ping_timeout` (a third of `p2p_offline_after`, at most
   `REQUEST_TIMEOUT`) is dropped: shown offline and its connection closed, so network-wide work stops asking it. A
-  request to a peer that times out makes the peer be pinged at once. A dropped peer is accepted again as soon as a
+  request to a peer that times out (or a network-wide call it did not answer in time: `suspect`) makes the peer be
+  pinged at once. A dropped peer is accepted again as soon as a
   connection to it works (re-dialled every round, or it dials us).
 - **Leaving.** `leave` tells every peer we go; they show us offline at once.
 
@@ -207,6 +208,11 @@ class P2PService:
             return False
         finally:
             self._pinging.discard(peer_id)
+
+    def suspect(self, peer_id: str) -> None:
+        """A peer did not answer a network-wide call in time: ping it now (dropped if it does not answer either)."""
+        if peer_id in self._peers and self.status is P2PStatus.RUNNING:
+            self._spawn(self._ping(peer_id))
 
     async def _drop(self, peer_id: str, reason: str) -> None:
         """Show a peer offline and close its connection (it is accepted again when a connection works)."""

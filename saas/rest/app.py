@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from saas import __version__
 from saas.core import errors
@@ -40,6 +42,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.SaaSError], int]] = [
     (errors.LimitReachedError, 429),
     (errors.InvalidInputError, 400),
     (errors.InsufficientStorageError, 507),
+    (errors.UnavailableError, 503),
     (errors.UnreachableError, 502),
     (errors.RemoteError, 502),
     (errors.SaaSError, 500),
@@ -105,6 +108,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return _envelope(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that went away mid-request (say, mid-upload) is ordinary: one INFO line; nobody reads the answer."""
+    logger.info("client %s went away during %s %s", _client(request), request.method, request.url.path)
+    return Response(status_code=400)
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "?"
 
 
 async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
@@ -191,6 +204,7 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(errors.SaaSError, _saas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(OSError, _storage_full)
     app.add_exception_handler(sqlite3.Error, _storage_full)
     app.add_exception_handler(Exception, _unexpected)

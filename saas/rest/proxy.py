@@ -31,6 +31,7 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     422: errors.InvalidInputError,
     429: errors.LimitReachedError,
     502: errors.UnreachableError,
+    503: errors.UnavailableError,
     507: errors.InsufficientStorageError,
 }
 _REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}

@@ -1,6 +1,7 @@
 """The node's HTTP server: uvicorn on a socket we bind ourselves (so a busy port is a clear error, not an exit),
 without uvicorn's own signal handling (only the outermost runner handles signals). The HTTP implementation is
-pinned to httptools, with the connection bounds of `saas.rest.connections`."""
+pinned to httptools, with the connection bounds of `saas.rest.connections`. Requests in flight when it stops get
+`stop_grace` seconds, then 503 "Node is stopping" (`saas.rest.stopping`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import uvicorn
 
 from saas.core.errors import ConfigError
 from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol, fit_open_files
+from saas.rest.stopping import InFlight
 
 __all__ = ["RESTServer"]
 
@@ -29,8 +31,17 @@ class _Server(uvicorn.Server):
 
 
 class RESTServer:
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", limits: HTTPLimits | None = None):
-        self._app = app
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        log_level: str = "warning",
+        limits: HTTPLimits | None = None,
+        stop_grace: float = 2.0,
+    ):
+        self._app = InFlight(app)
+        self._stop_grace = stop_grace
         self._limits = fit_open_files(limits or HTTPLimits())
         self._host = host
         self._port = port
@@ -60,7 +71,7 @@ class RESTServer:
             log_level=self._log_level,
             lifespan="off",
             access_log=False,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=self._stop_grace + 5,  # a backstop: `InFlight.stop` ends requests first
             http=functools.partial(LimitedHttpToolsProtocol, table=ConnectionTable(self._limits)),  # type: ignore[arg-type]
             timeout_keep_alive=self._limits.keepalive_timeout,  # type: ignore[arg-type]
             loop="none",
@@ -79,10 +90,13 @@ class RESTServer:
             return
         self._server.should_exit = True
         try:
+            await self._app.stop(self._stop_grace)
             await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        finally:
+            self._app.close()
         self._server = self._task = None
