@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError
-from saas_cli.context import Context
+from saas_cli.context import Context, spread_group_option
 from saas_cli.output import Progress
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 ARCHIVE_FORMAT = "archive(tar.gz)"
+NAME_TAG_LENGTH = 256
 
 
 def _proxy(ctx: Context, args: argparse.Namespace, keystore: Keystore | None = None) -> DORProxy:
@@ -158,6 +160,7 @@ def _archive(ctx: Context, files: list[Path]) -> Path:
 
 def add(ctx: Context, args: argparse.Namespace) -> None:
     from saas.dor.encryption import add_content
+    from saas.dor.quota import human_size
 
     files = [Path(f).expanduser() for f in args.files]
     if not files:
@@ -213,13 +216,41 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
                 creators=creators,
                 progress=Progress("Uploading", not ctx.out.as_json),
             )
+            size = content.stat().st_size
         finally:
             if content != files[0]:
                 content.unlink(missing_ok=True)
                 content.parent.rmdir()
+        obj = _tag_with_name(proxy, keystore, obj, files)
     if args.encrypt_content:
         ctx.out.line(f"Content key for object {obj.obj_id} added to keystore.")
-    ctx.out.result(_meta_document(obj), "Data object added: " + json.dumps(_meta_document(obj), indent=4))
+    access = "restricted" if obj.access_restricted else "open"
+    encrypted = ", encrypted" if obj.content_encrypted else ""
+    ctx.out.created(
+        "Object ID",
+        obj.obj_id,
+        [f"Added {obj.data_type}/{obj.data_format}: {human_size(size)}, access {access}{encrypted}, {_tags_text(obj)}"],
+        _meta_document(obj),
+        "Data object added: " + json.dumps(_meta_document(obj), indent=4),
+    )
+
+
+def _tag_with_name(proxy: DORProxy, keystore: Keystore, obj: DataObject, files: list[Path]) -> DataObject:
+    """Tag a new object `name=<file name>` (several files: their names, comma-separated) as the original CLI did;
+    an object that already has a name keeps it."""
+    from saas.dor.schemas import DataObject
+
+    if "name" in obj.tags:
+        return obj
+    name = ", ".join(f.name for f in files)
+    name = name if len(name) <= NAME_TAG_LENGTH else name[: NAME_TAG_LENGTH - 1] + "…"
+    return proxy.update_tags(obj.obj_id, keystore, [DataObject.Tag(key="name", value=name)])
+
+
+def _tags_text(obj: DataObject) -> str:
+    if not obj.tags:
+        return "no tags"
+    return "tags " + ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in obj.tags.items())
 
 
 def _analyse(ctx: Context, url: str, commit_id: str | None) -> tuple[Path, str]:
@@ -239,6 +270,8 @@ def _analyse(ctx: Context, url: str, commit_id: str | None) -> tuple[Path, str]:
 
 def add_gpp(ctx: Context, args: argparse.Namespace) -> None:
     import shutil
+
+    from saas.dor.schemas import GPPDataObject
 
     keystore = ctx.load_keystore()
     p = ctx.prompt
@@ -289,28 +322,48 @@ def add_gpp(ctx: Context, args: argparse.Namespace) -> None:
         obj = proxy.add_gpp_data_object(
             url, commit_id, proc_path, config, keystore.identity, github_credentials=credentials
         )
-    ctx.out.result(_meta_document(obj), "GPP Data object added: " + json.dumps(_meta_document(obj), indent=4))
+    gpp = obj.gpp if isinstance(obj, GPPDataObject) else None
+    what = f"{gpp.proc_descriptor.name} ({gpp.proc_config}:{gpp.commit_id[:7]})" if gpp else "a processor"
+    ctx.out.created(
+        "Object ID",
+        obj.obj_id,
+        [f"Added a GPP for {what}; deploy it with: saas-cli rti proc deploy {obj.obj_id}"],
+        _meta_document(obj),
+        "GPP Data object added: " + json.dumps(_meta_document(obj), indent=4),
+    )
 
 
 def meta(ctx: Context, args: argparse.Namespace) -> None:
-    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password or not args.obj_id else None
+    if args.obj_id and args.obj_id_option:
+        raise InvalidInputError("Give the data object once: as OBJ_ID or --obj-id")
+    given = args.obj_id or args.obj_id_option
+    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password or not given else None
     with _proxy(ctx, args, keystore) as proxy:
-        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "OBJ_ID")[0]  # type: ignore[arg-type]
+        obj_id = given or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "OBJ_ID")[0]  # type: ignore[arg-type]
         obj = proxy.get_meta(obj_id)
     if obj is None:
         raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
     ctx.out.result(_meta_document(obj), json.dumps(_meta_document(obj), indent=4))
 
 
+def _ids_and_destination(arguments: list[str], option: str | None) -> tuple[list[str], str]:
+    """`download OBJ_IDS... --destination D`, or the original's `download OBJ_IDS... DESTINATION`: without the
+    option, a last argument that is not an object ID (64 hex characters) is the destination folder."""
+    if option is None and arguments and not re.fullmatch(r"[0-9a-f]{64}", arguments[-1]):
+        return arguments[:-1], arguments[-1]
+    return arguments, option or "."
+
+
 def download(ctx: Context, args: argparse.Namespace) -> None:
     from saas.dor.encryption import download_content
 
+    obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
     keystore = ctx.load_keystore()
-    destination = Path(args.destination).expanduser()
+    destination = Path(folder).expanduser()
     destination.mkdir(parents=True, exist_ok=True)
     results = []
     with _proxy(ctx, args, keystore) as proxy:
-        obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
+        obj_ids = _pick_objects(ctx, obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
         for obj_id in obj_ids:
             obj = proxy.get_meta(obj_id)
             if obj is None:
@@ -354,14 +407,13 @@ def usage(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def tag(ctx: Context, args: argparse.Namespace) -> None:
+def _parse_tags(items: list[str]) -> list[Any]:
     from pydantic import ValidationError
 
     from saas.dor.schemas import DataObject
 
-    keystore = ctx.load_keystore()
     tags = []
-    for item in args.tags:
+    for item in items:
         key, sep, value = item.partition("=")
         if not key:
             raise InvalidInputError(f"Invalid tag '{item}': use key=value")
@@ -370,21 +422,67 @@ def tag(ctx: Context, args: argparse.Namespace) -> None:
         except ValidationError as e:  # the key's form, or the value's depth and size bounds
             problems = "; ".join(f"{p['loc'][0]}: {p['msg']}" for p in e.errors(include_input=False))
             raise InvalidInputError(f"Invalid tag '{key[:64]}': {problems}") from None
-    if not tags:
+    return tags
+
+
+def _ask_tags(ctx: Context) -> list[str]:
+    """Tags typed one per prompt (as the original's interactive `dor tag`), each checked at once; empty ends."""
+
+    def check(text: str) -> bool | str:
+        if not text.strip():
+            return True
+        try:
+            _parse_tags([text.strip()])
+        except InvalidInputError as e:
+            return e.reason
+        return True
+
+    items: list[str] = []
+    while True:
+        text = ctx.prompt.text(
+            "Enter a tag (key=value; empty to finish):", name="tags", flag="KEY=VALUE", validate=check
+        ).strip()
+        if not text:
+            return items
+        items.append(text)
+
+
+def tag(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    tags = _parse_tags(args.tags)
+    if not tags and not ctx.prompt.interactive:
         raise InvalidInputError("Give one or more tags as key=value")
     with _proxy(ctx, args, keystore) as proxy:
         obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        tags = tags or _parse_tags(_ask_tags(ctx))
+        if not tags:
+            raise InvalidInputError("No tags given")
         obj = proxy.update_tags(obj_id, keystore, tags)
     ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
 
 
 def untag(ctx: Context, args: argparse.Namespace) -> None:
     keystore = ctx.load_keystore()
-    if not args.keys:
+    if not args.keys and not ctx.prompt.interactive:
         raise InvalidInputError("Give one or more tag keys to remove")
     with _proxy(ctx, args, keystore) as proxy:
         obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
-        obj = proxy.remove_tags(obj_id, keystore, args.keys)
+        keys = list(args.keys)
+        if not keys:  # the original's pick list of the object's tags
+            obj = proxy.get_meta(obj_id)
+            if obj is None:
+                raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+            if not obj.tags:
+                raise NotFoundError(f"Data object {obj_id} has no tags")
+            keys = ctx.prompt.checkbox(
+                "Select the tags to remove:",
+                [(f"{k}={v if isinstance(v, str) else json.dumps(v)}", k) for k, v in obj.tags.items()],
+                name="tags",
+                flag="KEY",
+            )
+            if not keys:
+                raise InvalidInputError("No tags selected")
+        obj = proxy.remove_tags(obj_id, keystore, keys)
     ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
 
 
@@ -469,7 +567,10 @@ def access_revoke(ctx: Context, args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("dor", help="data objects on a node's Data Object Repository")
-    group.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    group.add_argument(
+        "--address",
+        help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001; also after the sub-command)",
+    )
     group.set_defaults(handler=None, _parser=group)
     sub = group.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -510,11 +611,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("meta", help="show the metadata of a data object")
     p.add_argument("obj_id", nargs="?", metavar="OBJ_ID")
+    p.add_argument("--obj-id", dest="obj_id_option", metavar="OBJ_ID", help="the data object (as in the original)")
     p.set_defaults(handler=meta)
 
-    p = sub.add_parser("download", help="download data objects (decrypting encrypted content)")
-    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
-    p.add_argument("--destination", default=".", help="folder to download into (default: current folder)")
+    p = sub.add_parser(
+        "download", help="download data objects (decrypting encrypted content): OBJ_IDS... [DESTINATION]"
+    )
+    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS", help="object IDs, then optionally the destination folder")
+    p.add_argument("--destination", help="folder to download into (default: current folder)")
     p.set_defaults(handler=download)
 
     p = sub.add_parser("remove", help="delete data objects you own")
@@ -524,12 +628,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("usage", help="how much storage your data objects take on the node, and your quota")
     p.set_defaults(handler=usage)
 
-    p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse)")
+    p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse; asked for if none)")
     p.add_argument("tags", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=tag)
 
-    p = sub.add_parser("untag", help="remove tags by key")
+    p = sub.add_parser("untag", help="remove tags by key (without KEY: pick from the object's tags)")
     p.add_argument("keys", nargs="*", metavar="KEY")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=untag)
@@ -548,3 +652,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("iids", nargs="*", metavar="IIDS")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=access_revoke)
+    spread_group_option(group, "--address", "address")
