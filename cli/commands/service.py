@@ -209,6 +209,7 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
                 "iid": node.iid,
                 "datastore": str(config.datastore),
                 "retain_job_history": config.retain_job_history,
+                "max_jobs": config.max_jobs,
                 "isolation": isolation,
             },
             f"Created '{config.node_type}' node instance at {rest}/{p2p} "
