@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from saas.core.delegation import HEADER_DELEGATION, Delegation, Scope
 from saas.core.errors import AuthenticationError, InvalidInputError
@@ -110,7 +111,16 @@ async def _signed_headers(request: Request) -> tuple[Identity, str]:
     return await _verifier(request).verify(request.method, path_and_query(request), headers)
 
 
-async def signed(request: Request) -> Identity:
+# Markers for /openapi.json (saas/rest/docs.py turns them into the six signature headers): they read a header
+# FastAPI declares as a security scheme, never refuse anything themselves.
+SIGNED_SCHEME = "saas-signed"
+OPTIONALLY_SIGNED_SCHEME = "saas-optionally-signed"
+_signed_mark = APIKeyHeader(name=HEADER_SIGNATURE, scheme_name=SIGNED_SCHEME, auto_error=False)
+_optional_mark = APIKeyHeader(name=HEADER_SIGNATURE, scheme_name=OPTIONALLY_SIGNED_SCHEME, auto_error=False)
+SignedMark = Annotated[str | None, Security(_signed_mark)]
+
+
+async def signed(request: Request, _: SignedMark = None) -> Identity:
     identity, claimed = await _signed_headers(request)
     body = await request.body()
     actual = await asyncio.to_thread(hashlib.sha256, body) if len(body) > 65536 else hashlib.sha256(body)
@@ -119,11 +129,13 @@ async def signed(request: Request) -> Identity:
     return identity
 
 
-async def signed_stream(request: Request) -> Identity:
+async def signed_stream(request: Request, _: SignedMark = None) -> Identity:
     return (await _signed_headers(request))[0]
 
 
-async def optionally_signed(request: Request) -> Identity | None:
+async def optionally_signed(
+    request: Request, _: Annotated[str | None, Security(_optional_mark)] = None
+) -> Identity | None:
     if not request.headers.get(HEADER_SIGNATURE) and not request.headers.get(HEADER_IID):
         return None
     return await signed(request)
