@@ -173,10 +173,10 @@ def download(ctx: Context, args: argparse.Namespace) -> None:
     obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
     keystore = ctx.load_keystore()
     destination = Path(folder).expanduser()
-    destination.mkdir(parents=True, exist_ok=True)
     results = []
     with _proxy(ctx, args, keystore) as proxy:
         obj_ids = _pick_objects(ctx, obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
+        destination.mkdir(parents=True, exist_ok=True)  # after the objects are known: a mistyped ID makes no folder
         for obj_id in obj_ids:
             obj = proxy.get_meta(obj_id)
             if obj is None:

@@ -137,6 +137,14 @@ def test_dor_download_ids_then_destination(cli, world: World, tmp_path: Path) ->
     assert f"downloaded to '{target}'" in out
 
 
+def test_dor_download_destination_only_asks_for_the_objects(cli, world: World, tmp_path: Path) -> None:
+    """A single argument that is not an object ID is the destination: the objects are asked for (here: no
+    terminal, so the error names them), and no folder is made for a mistyped ID."""
+    result = cli(*world.args, "dor", "--address", world.address, "download", tmp_path / "abc123")
+    assert result.returncode == 2 and "OBJ_IDS" in result.stderr, result.stderr
+    assert not (tmp_path / "abc123").exists()
+
+
 def test_dor_meta_obj_id_option(cli, world: World) -> None:
     document = json.loads(ok(cli("dor", "--address", world.address, "meta", "--obj-id", world.a_id)))
     assert (document["obj_id"], document["data_type"]) == (world.a_id, "ShapesInput")
