@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import Keystore
 
-__all__ = ["DEFAULT_ADDRESS", "Context"]
+__all__ = ["DEFAULT_ADDRESS", "Context", "spread_group_option"]
 
 DEFAULT_ADDRESS = "127.0.0.1:5001"
+PASSWORD_TRIES = 3
 
 
 @dataclass
@@ -98,10 +99,29 @@ class Context:
         return self.password
 
     def load_keystore(self) -> Keystore:
+        path, _ = self.select_keystore()
+        return self.open_keystore(path)
+
+    def open_keystore(self, path: Path) -> Keystore:
+        """The keystore at `path`, opened with the given password, or one asked for: a wrong password typed at the
+        prompt is asked again (up to PASSWORD_TRIES times); a given one fails at once."""
+        from saas.core.errors import WrongPasswordError
         from saas.core.keystore import Keystore
 
-        path, _ = self.select_keystore()
-        return Keystore.load(path, self.ask_password())
+        if self.password is not None:
+            return Keystore.load(path, self.password)
+        for attempt in range(1, PASSWORD_TRIES + 1):
+            password = self.prompt.password("Enter password:")
+            try:
+                keystore = Keystore.load(path, password)
+            except WrongPasswordError:
+                if attempt == PASSWORD_TRIES:
+                    raise
+                self.out.line("Wrong password, try again.")
+                continue
+            self.password = password
+            return keystore
+        raise AssertionError("unreachable")
 
     def node_address(self, given: str | None) -> tuple[str, int]:
         """The REST address of the node to talk to: the flag, else $SAAS_ADDRESS, else 127.0.0.1:5001."""
@@ -120,3 +140,24 @@ class Context:
 def env_default(name: str, fallback: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value else fallback
+
+
+def spread_group_option(group: argparse.ArgumentParser, flag: str, dest: str) -> None:
+    """Let a group option (e.g. `dor --address`) also be given after the sub-command, as the original CLI allowed:
+    every parser under `group` accepts it too. Default SUPPRESS, so an absent flag there does not overwrite the
+    value given before the sub-command; hidden from those parsers' help (the group's help names it)."""
+    seen: set[int] = set()
+
+    def visit(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for sub in action.choices.values():
+                if id(sub) in seen:
+                    continue
+                seen.add(id(sub))
+                if flag not in sub._option_string_actions:
+                    sub.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                visit(sub)
+
+    visit(group)

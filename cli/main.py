@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON results")
     parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print full records (e.g. the metadata of an added object)"
+    )
+    parser.add_argument(
         "--non-interactive",
         action="store_true",
         help="never prompt: a missing value is an error naming its flag",
@@ -102,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args._parser.print_help(sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    out = Output(args.json)
+    out = Output(args.json, args.verbose)
     try:
         ctx = Context.from_args(args, out, list(sys.argv[1:]) if argv is None else None)
         args.handler(ctx, args)

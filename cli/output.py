@@ -51,8 +51,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 class Output:
     """Writes results in the form the user asked for."""
 
-    def __init__(self, as_json: bool = False):
+    def __init__(self, as_json: bool = False, verbose: bool = False):
         self.as_json = as_json
+        self.verbose = verbose
 
     def line(self, text: str = "") -> None:
         """Human text: stdout normally, stderr under --json."""
@@ -76,6 +77,17 @@ class Output:
             print(json.dumps(document, indent=2, default=str), flush=True)
         elif text is not None:
             print(clean(text), flush=True)
+
+    def created(self, label: str, ident: str, summary: Sequence[str], document: Any, record: str | None = None) -> None:
+        """What a command that creates something prints: `<label>: <id>` on the first line, then a short summary,
+        then (with -v) the full `record`; under --json only `document`."""
+        if self.as_json:
+            self.result(document)
+            return
+        lines = [f"{label}: {ident}", *summary]
+        if self.verbose and record is not None:
+            lines.append(record)
+        print(clean("\n".join(lines)), flush=True)
 
     def error(self, reason: str, envelope: dict[str, Any] | None = None) -> None:
         """One line on stderr (cleaned: a reason can come from a server); under --json also the exact envelope."""

@@ -67,6 +67,8 @@ class NodeConfig(BaseModel):
     # Git sources (add-gpp, deploy): https and ssh to public addresses; with allow_local_git also local paths,
     # file://, plain http and loopback / private / link-local addresses (development nodes and tests).
     allow_local_git: bool = False
+    # The original CLI's service flags (issue 16): forget finished jobs (records, logs, working folders) at start
+    purge_inactive_jobs: bool = False
     # P2P liveness (seconds): anti-entropy/ping round, shown offline when unheard for, forgotten when unseen for
     p2p_sync_interval: float = 2.0
     p2p_offline_after: float = 15.0

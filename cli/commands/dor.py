@@ -1,4 +1,5 @@
-"""`saas-cli dor`: add, find, download, tag, share and remove data objects on a node's DOR.
+"""`saas-cli dor`: find, download, tag, share and remove data objects on a node's DOR (`add` and `add-gpp` live
+in `dor_add`).
 
 Group flag `--address` (before the sub-command) picks the node; every value that is asked for has a flag.
 Encrypted content is encrypted here before upload; its key goes into the keystore (and an envelope of it for the
@@ -8,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tarfile
-import tempfile
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError
-from saas_cli.context import Context
+from saas_cli.context import Context, spread_group_option
 from saas_cli.output import Progress
 
 if TYPE_CHECKING:
-    from saas.core.identity import Identity
     from saas.core.keystore import Keystore
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import DataObject
@@ -147,170 +146,37 @@ def search(ctx: Context, args: argparse.Namespace) -> None:
         )
 
 
-def _archive(ctx: Context, files: list[Path]) -> Path:
-    fd_dir = Path(tempfile.mkdtemp(prefix="saas-add-", dir=ctx.temp_directory()))
-    archive = fd_dir / "content.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in files:
-            tar.add(path, arcname=path.name)
-    return archive
-
-
-def add(ctx: Context, args: argparse.Namespace) -> None:
-    from saas.dor.encryption import add_content
-
-    files = [Path(f).expanduser() for f in args.files]
-    if not files:
-        raise InvalidInputError("Give one or more files to add")
-    for path in files:
-        if not path.is_file():
-            raise InvalidInputError(f"'{path}' is not a file")
-    keystore = ctx.load_keystore()
-    data_type = args.data_type or ctx.prompt.text(
-        "Enter data type:",
-        name="data type",
-        flag="--data-type",
-        validate=lambda v: bool(v.strip()) or "Enter a data type",
-    )
-    if len(files) > 1:
-        data_format = args.data_format or ARCHIVE_FORMAT
-    else:
-        data_format = args.data_format or ctx.prompt.text(
-            "Enter data format:",
-            name="data format",
-            flag="--data-format",
-            default=files[0].suffix.lstrip("."),
-            validate=lambda v: bool(v.strip()) or "Enter a data format",
-        )
-    ensure_published(ctx, args, keystore)
-    with _proxy(ctx, args, keystore) as proxy:
-        creators: list[Identity] = [keystore.identity]
-        if not args.assume_creator and ctx.prompt.interactive:
-            from saas.nodedb.proxy import NodeDBProxy
-
-            with NodeDBProxy(proxy.address) as nodedb:
-                known = [i for i in nodedb.get_identities().values() if i.id != keystore.iid]
-            if known:
-                choices = [(keystore.identity.label(), keystore.identity)] + [(i.label(), i) for i in known]
-                chosen = ctx.prompt.checkbox(
-                    "Select all identities that are co-creators of this data object:",
-                    choices,
-                    name="creators",
-                    flag="--assume-creator",
-                )
-                # The uploader is always a creator (the DOR refuses an upload whose signer is not one).
-                creators += [i for i in chosen or [] if i.id != keystore.iid]
-        content = files[0] if len(files) == 1 else _archive(ctx, files)
-        try:
-            obj = add_content(
-                proxy,
-                keystore,
-                content,
-                data_type,
-                data_format,
-                args.restrict_access,
-                args.encrypt_content,
-                creators=creators,
-                progress=Progress("Uploading", not ctx.out.as_json),
-            )
-        finally:
-            if content != files[0]:
-                content.unlink(missing_ok=True)
-                content.parent.rmdir()
-    if args.encrypt_content:
-        ctx.out.line(f"Content key for object {obj.obj_id} added to keystore.")
-    ctx.out.result(_meta_document(obj), "Data object added: " + json.dumps(_meta_document(obj), indent=4))
-
-
-def _analyse(ctx: Context, url: str, commit_id: str | None) -> tuple[Path, str]:
-    """Clone the repository locally to offer commits, folders and configurations."""
-    import git
-
-    work = Path(tempfile.mkdtemp(prefix="saas-gpp-", dir=ctx.temp_directory()))
-    ctx.out.line(f"Cloning repository '{url}' to '{work}'...")
-    try:
-        repo = git.Repo.clone_from(url, work / "repo", env={"GIT_TERMINAL_PROMPT": "0"})
-    except git.GitCommandError as e:
-        raise InvalidInputError(f"Could not clone '{url}': {(e.stderr or '').strip()[-200:]}") from None
-    commit = repo.commit(commit_id or "HEAD").hexsha
-    repo.git.checkout("--quiet", commit)
-    return work, commit
-
-
-def add_gpp(ctx: Context, args: argparse.Namespace) -> None:
-    import shutil
-
-    keystore = ctx.load_keystore()
-    p = ctx.prompt
-    url = args.url or p.text(
-        "Enter the URL (or path) of the repository:",
-        name="url",
-        flag="--url",
-        validate=lambda v: bool(v.strip()) or "Enter a URL",
-    )
-    commit_id, proc_path, config = args.commit_id, args.path, args.config
-    work = None
-    try:
-        if (
-            None in (commit_id, proc_path, config)
-            and p.interactive
-            and p.confirm(
-                f"Analyse repository at {url} to help with missing arguments?", name="analyse", flag=None, default=True
-            )
-        ):
-            work, head = _analyse(ctx, url, commit_id)
-            commit_id = commit_id or p.text("Enter commit id:", name="commit id", flag="--commit-id", default=head)
-            if proc_path is None:
-                folders = sorted(
-                    str(d.parent.relative_to(work / "repo"))
-                    for d in (work / "repo").rglob("descriptor.json")
-                    if ".git" not in d.parts
-                )
-                if not folders:
-                    raise InvalidInputError(f"No descriptor.json found in '{url}' at {commit_id}")
-                proc_path = p.select(
-                    "Select the processor path:", [(f, f) for f in folders], name="path", flag="--path"
-                )
-            if config is None:
-                descriptor = json.loads((work / "repo" / proc_path / "descriptor.json").read_text())
-                configs = [str(c) for c in descriptor.get("configurations", [])]
-                config = p.select(
-                    "Select the configuration profile:", [(c, c) for c in configs], name="config", flag="--config"
-                )
-        commit_id = commit_id or p.text("Enter commit id:", name="commit id", flag="--commit-id")
-        proc_path = proc_path or p.text("Enter path to the processor folder:", name="path", flag="--path")
-        config = config or p.text("Enter the configuration profile:", name="config", flag="--config")
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-    credentials = keystore.github_credentials.get(url.rstrip("/"))
-    ensure_published(ctx, args, keystore)
-    with _proxy(ctx, args, keystore) as proxy:
-        obj = proxy.add_gpp_data_object(
-            url, commit_id, proc_path, config, keystore.identity, github_credentials=credentials
-        )
-    ctx.out.result(_meta_document(obj), "GPP Data object added: " + json.dumps(_meta_document(obj), indent=4))
-
-
 def meta(ctx: Context, args: argparse.Namespace) -> None:
-    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password or not args.obj_id else None
+    if args.obj_id and args.obj_id_option:
+        raise InvalidInputError("Give the data object once: as OBJ_ID or --obj-id")
+    given = args.obj_id or args.obj_id_option
+    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password or not given else None
     with _proxy(ctx, args, keystore) as proxy:
-        obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "OBJ_ID")[0]  # type: ignore[arg-type]
+        obj_id = given or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "OBJ_ID")[0]  # type: ignore[arg-type]
         obj = proxy.get_meta(obj_id)
     if obj is None:
         raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
     ctx.out.result(_meta_document(obj), json.dumps(_meta_document(obj), indent=4))
 
 
+def _ids_and_destination(arguments: list[str], option: str | None) -> tuple[list[str], str]:
+    """`download OBJ_IDS... --destination D`, or the original's `download OBJ_IDS... DESTINATION`: without the
+    option, a last argument that is not an object ID (64 hex characters) is the destination folder."""
+    if option is None and arguments and not re.fullmatch(r"[0-9a-f]{64}", arguments[-1]):
+        return arguments[:-1], arguments[-1]
+    return arguments, option or "."
+
+
 def download(ctx: Context, args: argparse.Namespace) -> None:
     from saas.dor.encryption import download_content
 
+    obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
     keystore = ctx.load_keystore()
-    destination = Path(args.destination).expanduser()
-    destination.mkdir(parents=True, exist_ok=True)
+    destination = Path(folder).expanduser()
     results = []
     with _proxy(ctx, args, keystore) as proxy:
-        obj_ids = _pick_objects(ctx, args.obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
+        obj_ids = _pick_objects(ctx, obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
+        destination.mkdir(parents=True, exist_ok=True)  # after the objects are known: a mistyped ID makes no folder
         for obj_id in obj_ids:
             obj = proxy.get_meta(obj_id)
             if obj is None:
@@ -354,14 +220,13 @@ def usage(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def tag(ctx: Context, args: argparse.Namespace) -> None:
+def _parse_tags(items: list[str]) -> list[Any]:
     from pydantic import ValidationError
 
     from saas.dor.schemas import DataObject
 
-    keystore = ctx.load_keystore()
     tags = []
-    for item in args.tags:
+    for item in items:
         key, sep, value = item.partition("=")
         if not key:
             raise InvalidInputError(f"Invalid tag '{item}': use key=value")
@@ -370,21 +235,67 @@ def tag(ctx: Context, args: argparse.Namespace) -> None:
         except ValidationError as e:  # the key's form, or the value's depth and size bounds
             problems = "; ".join(f"{p['loc'][0]}: {p['msg']}" for p in e.errors(include_input=False))
             raise InvalidInputError(f"Invalid tag '{key[:64]}': {problems}") from None
-    if not tags:
+    return tags
+
+
+def _ask_tags(ctx: Context) -> list[str]:
+    """Tags typed one per prompt (as the original's interactive `dor tag`), each checked at once; empty ends."""
+
+    def check(text: str) -> bool | str:
+        if not text.strip():
+            return True
+        try:
+            _parse_tags([text.strip()])
+        except InvalidInputError as e:
+            return e.reason
+        return True
+
+    items: list[str] = []
+    while True:
+        text = ctx.prompt.text(
+            "Enter a tag (key=value; empty to finish):", name="tags", flag="KEY=VALUE", validate=check
+        ).strip()
+        if not text:
+            return items
+        items.append(text)
+
+
+def tag(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    tags = _parse_tags(args.tags)
+    if not tags and not ctx.prompt.interactive:
         raise InvalidInputError("Give one or more tags as key=value")
     with _proxy(ctx, args, keystore) as proxy:
         obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
+        tags = tags or _parse_tags(_ask_tags(ctx))
+        if not tags:
+            raise InvalidInputError("No tags given")
         obj = proxy.update_tags(obj_id, keystore, tags)
     ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
 
 
 def untag(ctx: Context, args: argparse.Namespace) -> None:
     keystore = ctx.load_keystore()
-    if not args.keys:
+    if not args.keys and not ctx.prompt.interactive:
         raise InvalidInputError("Give one or more tag keys to remove")
     with _proxy(ctx, args, keystore) as proxy:
         obj_id = args.obj_id or _pick_objects(ctx, [], proxy, keystore, "Select data object:", "--obj-id")[0]
-        obj = proxy.remove_tags(obj_id, keystore, args.keys)
+        keys = list(args.keys)
+        if not keys:  # the original's pick list of the object's tags
+            obj = proxy.get_meta(obj_id)
+            if obj is None:
+                raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+            if not obj.tags:
+                raise NotFoundError(f"Data object {obj_id} has no tags")
+            keys = ctx.prompt.checkbox(
+                "Select the tags to remove:",
+                [(f"{k}={v if isinstance(v, str) else json.dumps(v)}", k) for k, v in obj.tags.items()],
+                name="tags",
+                flag="KEY",
+            )
+            if not keys:
+                raise InvalidInputError("No tags selected")
+        obj = proxy.remove_tags(obj_id, keystore, keys)
     ctx.out.result(_meta_document(obj), f"Tags of {obj_id}: {json.dumps(obj.tags)}")
 
 
@@ -468,8 +379,13 @@ def access_revoke(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from saas_cli.commands.dor_add import add, add_gpp
+
     group = commands.add_parser("dor", help="data objects on a node's Data Object Repository")
-    group.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    group.add_argument(
+        "--address",
+        help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001; also after the sub-command)",
+    )
     group.set_defaults(handler=None, _parser=group)
     sub = group.add_subparsers(title="commands", metavar="COMMAND")
 
@@ -510,11 +426,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("meta", help="show the metadata of a data object")
     p.add_argument("obj_id", nargs="?", metavar="OBJ_ID")
+    p.add_argument("--obj-id", dest="obj_id_option", metavar="OBJ_ID", help="the data object (as in the original)")
     p.set_defaults(handler=meta)
 
-    p = sub.add_parser("download", help="download data objects (decrypting encrypted content)")
-    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS")
-    p.add_argument("--destination", default=".", help="folder to download into (default: current folder)")
+    p = sub.add_parser(
+        "download", help="download data objects (decrypting encrypted content): OBJ_IDS... [DESTINATION]"
+    )
+    p.add_argument("obj_ids", nargs="*", metavar="OBJ_IDS", help="object IDs, then optionally the destination folder")
+    p.add_argument("--destination", help="folder to download into (default: current folder)")
     p.set_defaults(handler=download)
 
     p = sub.add_parser("remove", help="delete data objects you own")
@@ -524,12 +443,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = sub.add_parser("usage", help="how much storage your data objects take on the node, and your quota")
     p.set_defaults(handler=usage)
 
-    p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse)")
+    p = sub.add_parser("tag", help="set tags (key=value; values are JSON when they parse; asked for if none)")
     p.add_argument("tags", nargs="*", metavar="KEY=VALUE")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=tag)
 
-    p = sub.add_parser("untag", help="remove tags by key")
+    p = sub.add_parser("untag", help="remove tags by key (without KEY: pick from the object's tags)")
     p.add_argument("keys", nargs="*", metavar="KEY")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=untag)
@@ -548,3 +467,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("iids", nargs="*", metavar="IIDS")
     p.add_argument("--obj-id", help="the data object")
     p.set_defaults(handler=access_revoke)
+    spread_group_option(group, "--address", "address")

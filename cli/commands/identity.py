@@ -64,9 +64,11 @@ def create(ctx: Context, args: argparse.Namespace) -> None:
     validate_profile(name, email)  # fail before asking for a password
     password = ctx.password if ctx.password is not None else ctx.prompt.new_password()
     keystore = Keystore.create(ctx.keystore_dir, name, email, password)
-    ctx.out.result(
+    ctx.out.created(
+        "Identity ID",
+        keystore.iid,
+        ["New keystore created!", _identity_lines(keystore.identity), f"- Keystore: {keystore.path}"],
         _identity_document(keystore.identity, keystore.path),
-        f"New keystore created!\n{_identity_lines(keystore.identity)}",
     )
 
 
@@ -96,6 +98,7 @@ def show(ctx: Context, args: argparse.Namespace) -> None:
         _identity_document(identity, path),
         "\n".join(
             [
+                f"Identity ID: {identity.id}",
                 _identity_lines(identity),
                 f"- Nonce: {identity.nonce}",
                 f"- Keystore: {path}",
@@ -114,9 +117,7 @@ def update(ctx: Context, args: argparse.Namespace) -> None:
             raise MissingValueError("name or email", "--name and/or --email")
         name = ctx.prompt.text("Enter name:", name="name", flag="--name", default=identity.name)
         email = ctx.prompt.text("Enter email:", name="email", flag="--email", default=identity.email)
-    from saas.core.keystore import Keystore
-
-    keystore = Keystore.load(path, ctx.ask_password())
+    keystore = ctx.open_keystore(path)
     updated = keystore.update_profile(name=name, email=email)
     ctx.out.result(
         _identity_document(updated, path),
@@ -140,11 +141,10 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def publish(ctx: Context, args: argparse.Namespace) -> None:
-    from saas.core.keystore import Keystore
     from saas.nodedb.proxy import NodeDBProxy
 
     path, _ = ctx.select_keystore()
-    keystore = Keystore.load(path, ctx.ask_password())  # only the owner publishes (and the record is verified)
+    keystore = ctx.open_keystore(path)  # only the owner publishes (and the record is verified)
     address = ctx.node_address(args.address)
     with NodeDBProxy(address) as proxy:
         published = proxy.update_identity(keystore.identity)

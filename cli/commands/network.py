@@ -9,7 +9,7 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from saas_cli.commands import health
-from saas_cli.context import Context
+from saas_cli.context import Context, spread_group_option
 
 if TYPE_CHECKING:
     from saas.nodedb.schemas import NodeInfo
@@ -70,9 +70,13 @@ def show(ctx: Context, args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("network", help="the nodes of the network, as one node sees them")
-    group.add_argument("--address", help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001)")
+    group.add_argument(
+        "--address",
+        help="REST address of the node (default $SAAS_ADDRESS or 127.0.0.1:5001; also after the sub-command)",
+    )
     group.set_defaults(handler=None, _parser=group)
     sub = group.add_subparsers(title="commands", metavar="COMMAND")
     p = sub.add_parser("show", help="list every known node with its services, addresses and online state")
     p.set_defaults(handler=show)
     health.register(sub)
+    spread_group_option(group, "--address", "address")

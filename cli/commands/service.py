@@ -104,9 +104,19 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         True,
         "--disable-strict-deployment",
     )
+    if args.disable_concurrency is None and ask and node_type != "storage":
+        args.disable_concurrency = not ctx.prompt.confirm(
+            "Concurrent job processing?", name="disable-concurrency", flag="--disable-concurrency", default=True
+        )
+    if args.disable_concurrency:  # the original's flag: one job at a time
+        if args.max_jobs not in (None, 1):
+            raise InvalidInputError("--disable-concurrency runs one job at a time: leave out --max-jobs")
+        args.max_jobs = 1
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.network_name):
         raise InvalidInputError("--network-name must be 1-64 letters, digits, '_', '.' or '-'")
     keystore_path, _ = ctx.select_keystore()
+    if ctx.password is None:  # asked: a wrong one is asked again before the node starts
+        ctx.open_keystore(keystore_path)
     password = ctx.ask_password()
 
     from saas.config import NodeConfig
@@ -156,6 +166,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
             for name in ("p2p_offline_after", "network_deadline", "stop_grace")
             if getattr(args, name) is not None
         },
+        # the original CLI's service flags (issue 16)
+        purge_inactive_jobs=args.purge_inactive_jobs,
     )
     _serve(ctx, config)
 
@@ -211,6 +223,7 @@ def _serve(ctx: Context, config: NodeConfig) -> None:
                 "iid": node.iid,
                 "datastore": str(config.datastore),
                 "retain_job_history": config.retain_job_history,
+                "max_jobs": config.max_jobs,
                 "isolation": isolation,
             },
             f"Created '{config.node_type}' node instance at {rest}/{p2p} "
@@ -463,6 +476,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--stop-grace",
         type=_positive_float,
         help="seconds requests in flight may still take when the node stops (default 2; then 503 'Node is stopping')",
+    )
+    # the original CLI's service flags (issue 16)
+    p.add_argument(
+        "--disable-concurrency",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run one RTI job at a time (the original's flag; the same as --max-jobs 1)",
+    )
+    p.add_argument(
+        "--purge-inactive-jobs",
+        action="store_true",
+        help="forget finished jobs (records, logs, working folders) when the node starts",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

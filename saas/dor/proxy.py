@@ -34,7 +34,7 @@ from saas.dor.schemas import (
 )
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
-from saas.rest.proxy import RESTProxy, iter_file
+from saas.rest.proxy import RESTProxy, iter_file, transport_error_text
 
 __all__ = ["ContentMismatchError", "DORProxy", "locate", "search_network"]
 
@@ -173,8 +173,9 @@ class DORProxy(RESTProxy):
                                 progress(done, total)
                     except httpx.TransportError as e:  # cut off mid-body: as `request` maps transport errors
                         address = "{}:{}".format(*self.address)
+                        words = transport_error_text(e, address).partition(": ")[2]
                         raise UnreachableError(
-                            f"Download of {obj_id} from node at {address} was cut off: {type(e).__name__}",
+                            f"Download of {obj_id} from node at {address} was cut off: {words}",
                             {"address": address, "obj_id": obj_id},
                         ) from e
                 finally:

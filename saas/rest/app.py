@@ -190,9 +190,10 @@ def create_app(node: Node) -> FastAPI:
     from saas.ops.api import metrics_router
     from saas.ops.api import router as ops_router
     from saas.ops.metrics import MetricsMiddleware
+    from saas.rest.docs import add_docs
 
     app = FastAPI(
-        title="saas-middleware node", version=__version__, openapi_url="/openapi.json", docs_url="/docs", redoc_url=None
+        title="saas-middleware node", version=__version__, openapi_url="/openapi.json", docs_url=None, redoc_url=None
     )
     app.state.node = node
     app.state.verifier = RequestVerifier(
@@ -226,4 +227,5 @@ def create_app(node: Node) -> FastAPI:
         from saas.rti.api import router as rti_router
 
         app.include_router(rti_router, prefix=API_PREFIX)
+    add_docs(app)  # /docs from the node's own assets; the signature headers in /openapi.json
     return app

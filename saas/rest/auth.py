@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
 
 from saas.core.delegation import HEADER_DELEGATION, Delegation, Scope
 from saas.core.errors import AuthenticationError, InvalidInputError
@@ -120,6 +121,15 @@ async def _signed_headers(request: Request) -> tuple[Identity, str]:
     return await _verifier(request).verify(request.method, path_and_query(request), headers)
 
 
+# Markers for /openapi.json (saas/rest/docs.py turns them into the six signature headers): they read a header
+# FastAPI declares as a security scheme, never refuse anything themselves.
+SIGNED_SCHEME = "saas-signed"
+OPTIONALLY_SIGNED_SCHEME = "saas-optionally-signed"
+_signed_mark = APIKeyHeader(name=HEADER_SIGNATURE, scheme_name=SIGNED_SCHEME, auto_error=False)
+_optional_mark = APIKeyHeader(name=HEADER_SIGNATURE, scheme_name=OPTIONALLY_SIGNED_SCHEME, auto_error=False)
+SignedMark = Annotated[str | None, Security(_signed_mark)]
+
+
 def is_signed(request: Request) -> bool:
     """Whether the request carries (some of) the signature headers: then it is judged as a signed request only."""
     return bool(request.headers.get(HEADER_SIGNATURE) or request.headers.get(HEADER_IID))
@@ -151,7 +161,7 @@ def _session_identity(request: Request, required: bool) -> Identity | None:
     return identity
 
 
-async def signed(request: Request) -> Identity:
+async def signed(request: Request, _: SignedMark = None) -> Identity:
     if not is_signed(request) and (identity := _session_identity(request, required=True)) is not None:
         return identity
     identity, claimed = await _signed_headers(request)
@@ -162,13 +172,15 @@ async def signed(request: Request) -> Identity:
     return identity
 
 
-async def signed_stream(request: Request) -> Identity:
+async def signed_stream(request: Request, _: SignedMark = None) -> Identity:
     if not is_signed(request) and (identity := _session_identity(request, required=True)) is not None:
         return identity
     return (await _signed_headers(request))[0]
 
 
-async def optionally_signed(request: Request) -> Identity | None:
+async def optionally_signed(
+    request: Request, _: Annotated[str | None, Security(_optional_mark)] = None
+) -> Identity | None:
     if not is_signed(request):
         return _session_identity(request, required=False)
     return await signed(request)

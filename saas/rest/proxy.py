@@ -7,6 +7,8 @@ identity ID is fetched once from `GET /db/node`). Error envelopes come back as t
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ from saas.core import errors
 from saas.core.helpers import parse_address
 from saas.core.signing import EMPTY_BODY_SHA256, Signer, sha256_hex, sign_request
 
-__all__ = ["API_PREFIX", "RESTProxy", "error_from_response"]
+__all__ = ["API_PREFIX", "RESTProxy", "error_from_response", "transport_error_text"]
 
 API_PREFIX = "/api/v1"
 
@@ -35,6 +37,22 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     507: errors.InsufficientStorageError,
 }
 _REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}
+
+
+def transport_error_text(error: httpx.TransportError, address: str) -> str:
+    """A failed connection in words: "Could not connect to 127.0.0.1:5999: connection refused" (no class names)."""
+    cause: BaseException | None = error
+    words = ""
+    while cause is not None and not words:  # the OS error under httpx's and httpcore's wrappers says it best
+        if isinstance(cause, OSError) and cause.errno is not None:
+            words = os.strerror(cause.errno) if cause.errno > 0 else (cause.strerror or "")
+        cause = cause.__cause__ or cause.__context__
+    if not words:
+        words = re.sub(r"^\[Errno -?\d+\]\s*", "", str(error).strip()).rstrip(".")
+    words = (words[:1].lower() + words[1:]) if words else "the connection failed"
+    if isinstance(error, httpx.ConnectError):
+        return f"Could not connect to {address}: {words}"
+    return f"Lost the connection to {address}: {words}"
 
 
 def _remote_class(category: type[errors.SaaSError] | None) -> type[errors.RemoteError]:
@@ -161,10 +179,8 @@ class RESTProxy:
                 {"address": f"{self.address[0]}:{self.address[1]}"},
             ) from e
         except httpx.TransportError as e:
-            raise errors.UnreachableError(
-                f"Could not reach node at {self.address[0]}:{self.address[1]}: {type(e).__name__}",
-                {"address": f"{self.address[0]}:{self.address[1]}"},
-            ) from e
+            address = f"{self.address[0]}:{self.address[1]}"
+            raise errors.UnreachableError(transport_error_text(e, address), {"address": address}) from e
         if response.status_code >= 400:
             if stream:
                 response.read()

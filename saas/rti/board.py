@@ -233,6 +233,17 @@ def unfinished(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
+def purge_finished(conn: sqlite3.Connection) -> list[str]:
+    """Forget every finished job (`--purge-inactive-jobs`); returns their IDs."""
+    final = tuple(s.value for s in FINAL_STATES)
+    marks = ",".join("?" * len(final))
+    ids = [r["id"] for r in conn.execute(f"SELECT id FROM jobs WHERE state IN ({marks})", final).fetchall()]
+    conn.executemany("DELETE FROM outputs WHERE job_id = ?", [(i,) for i in ids])
+    conn.executemany("DELETE FROM proofs WHERE job_id = ?", [(i,) for i in ids])
+    conn.execute(f"DELETE FROM jobs WHERE state IN ({marks})", final)
+    return ids
+
+
 def outputs_created(
     conn: sqlite3.Connection, job_id: str, names: list[str], created: int
 ) -> dict[str, tuple[int, str | None]]:

@@ -180,6 +180,10 @@ class RTIService:
             self.db.open()
             self.db.call(board.migrate)
             self.db.call(board.forget_proof)
+            if self._node.config.purge_inactive_jobs:  # the original's --purge-inactive-jobs
+                purged = self.db.call(board.purge_finished)
+                _remove_folders([f for i in purged for f in (self._wd(i), self._logs(i))])
+                logger.info("purged %d finished jobs (--purge-inactive-jobs)", len(purged))
             procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
             return procs, self.db.call(board.unfinished)
 

@@ -73,14 +73,15 @@ def table_rows(stdout: str) -> tuple[list[str], list[list[str]]]:
 
 
 class Dor:
-    """`saas-cli <keystore flags> [--json] dor --address A <args>` for one user and one node."""
+    """`saas-cli <keystore flags> --json|-v dor --address A <args>` for one user and one node."""
 
     def __init__(self, cli, keystore, address: str):
         self.cli, self.keystore, self.address = cli, keystore, address
 
     def __call__(self, *args, json_output: bool = False, **kwargs) -> subprocess.CompletedProcess:
         flags = self.keystore.args() if self.keystore is not None else []
-        return self.cli(*flags, *(["--json"] if json_output else []), "dor", "--address", self.address, *args, **kwargs)
+        output = ["--json"] if json_output else ["-v"]  # -v: `add` prints the full record too
+        return self.cli(*flags, *output, "dor", "--address", self.address, *args, **kwargs)
 
     def json(self, *args) -> object:
         result = self(*args, json_output=True)
@@ -145,7 +146,8 @@ def test_add_publishes_an_unknown_identity(cli, shared_keystore, node_factory, t
     assert result.stderr == ""
     assert (obj["data_type"], obj["data_format"]) == ("JSONObject", "json")
     assert (obj["owner_iid"], obj["created"]["creators_iid"], obj["access"]) == (iid, [iid], [iid])
-    assert (obj["access_restricted"], obj["content_encrypted"], obj["tags"]) == (False, False, {})
+    assert (obj["access_restricted"], obj["content_encrypted"]) == (False, False)
+    assert obj["tags"] == {"name": "a.json"}  # as the original CLI tagged it
     assert obj["c_hash"] == hashlib.sha256(content.read_bytes()).hexdigest()
     assert obj["custodian"]["identity"]["id"] == fresh.keystore.iid
 
@@ -161,7 +163,7 @@ def test_add_two_files_as_archive_and_download(foo, tmp_path: Path) -> None:
     second = write(tmp_path / "b.txt", "second file\n")
     temp = tmp_path / "temp"
     result = foo.cli(
-        *foo.keystore.args(), "--temp-dir", temp, "dor", "--address", foo.address,
+        *foo.keystore.args(), "-v", "--temp-dir", temp, "dor", "--address", foo.address,
         "add", "--data-type", "Bundle", first, second,
     )  # fmt: skip
     obj = added(result)
@@ -434,7 +436,7 @@ def test_add_asks_for_missing_values_and_to_publish(spawn_cli, shared_keystore, 
     address = "{}:{}".format(*fresh.address)
     iid = shared_keystore.iid
     content = write(tmp_path / "data.json", '{"d": 1}')
-    child = spawn_cli(*shared_keystore.args(), "dor", "--address", address, "add", content)
+    child = spawn_cli(*shared_keystore.args(), "-v", "dor", "--address", address, "add", content)
     answer(child, "Enter data type:", "JSONObject")
     child.expect_exact("Enter data format:")
     child.expect_exact("json")  # the file's suffix is the default ...
@@ -470,7 +472,7 @@ def test_add_keeps_the_uploader_among_the_creators(spawn_cli, shared_keystore, n
     address = "{}:{}".format(*fresh.address)
     content = write(tmp_path / "data.json", '{"d": 2}')
     child = spawn_cli(
-        *shared_keystore.args(), "dor", "--address", address, "add", "--data-type", "JSONObject",
+        *shared_keystore.args(), "-v", "dor", "--address", address, "add", "--data-type", "JSONObject",
         "--data-format", "json", content,
     )  # fmt: skip
     child.expect_exact("Publish identity?")
@@ -490,7 +492,7 @@ def test_add_keeps_the_uploader_among_the_creators(spawn_cli, shared_keystore, n
 def test_add_with_every_flag_does_not_prompt(spawn_cli, shared_keystore, node, tmp_path: Path) -> None:
     content = write(tmp_path / "data.json", "{}")
     child = spawn_cli(
-        *shared_keystore.args(), "dor", "--address", node.address,
+        *shared_keystore.args(), "-v", "dor", "--address", node.address,
         "add", "--assume-creator", "--data-type", "Quiet", "--data-format", "json", content,
     )  # fmt: skip
     status, text = finish(child)

@@ -40,15 +40,15 @@ def test_create_prints_identity_and_writes_private_keystore_file(cli, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == "New keystore created!"
-    identity = re.fullmatch(rf"- Identity: foo bar/foo@bar\.com/({ID})", lines[1])
-    assert identity, lines[1]
-    assert re.fullmatch(rf"- Signing Key: EC/secp384r1/384/{HEX64}", lines[2]), lines[2]
-    assert re.fullmatch(rf"- Encryption Key: RSA/4096/{HEX64}", lines[3]), lines[3]
-    assert len(lines) == 4
-
-    iid = identity.group(1)
+    iid = re.fullmatch(rf"Identity ID: ({ID})", lines[0]).group(1)  # the ID first, on its own line
+    assert lines[1] == "New keystore created!"
+    assert lines[2] == f"- Identity: foo bar/foo@bar.com/{iid}"
+    assert re.fullmatch(rf"- Signing Key: EC/secp384r1/384/{HEX64}", lines[3]), lines[3]
+    assert re.fullmatch(rf"- Encryption Key: RSA/4096/{HEX64}", lines[4]), lines[4]
     path = directory / f"{iid}.json"
+    assert lines[5] == f"- Keystore: {path}"
+    assert len(lines) == 6
+
     assert keystores_in(directory) == [path]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text())["identity"]["id"] == iid
@@ -146,11 +146,12 @@ def test_show(cli, shared_keystore) -> None:
     result = cli("--keystore", shared_keystore.directory, "identity", "show")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"- Identity: {shared_keystore.name}/{shared_keystore.email}/{shared_keystore.iid}"
-    assert SIGNING_KEY.match(lines[1].removeprefix("- Signing Key: "))
-    assert ENCRYPTION_KEY.match(lines[2].removeprefix("- Encryption Key: "))
-    assert lines[3] == "- Nonce: 0"
-    assert lines[4] == f"- Keystore: {shared_keystore.path}"
+    assert lines[0] == f"Identity ID: {shared_keystore.iid}"  # your own ID first
+    assert lines[1] == f"- Identity: {shared_keystore.name}/{shared_keystore.email}/{shared_keystore.iid}"
+    assert SIGNING_KEY.match(lines[2].removeprefix("- Signing Key: "))
+    assert ENCRYPTION_KEY.match(lines[3].removeprefix("- Encryption Key: "))
+    assert lines[4] == "- Nonce: 0"
+    assert lines[5] == f"- Keystore: {shared_keystore.path}"
 
 
 def test_show_json_needs_no_password(cli, shared_two_keystores) -> None:

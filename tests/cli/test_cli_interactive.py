@@ -87,14 +87,29 @@ def test_update_prompts_with_current_values(spawn, cli, keystore) -> None:
 
 
 def test_wrong_password_at_the_prompt(spawn, keystore) -> None:
+    """A wrong password typed at the prompt is asked again, three times in all, then it is the error."""
     before = keystore.path.read_bytes()
     child = spawn("--keystore", keystore.directory, "identity", "update", "--name", "x")
-    answer(child, "Enter password:", "wrong")
+    for attempt in range(3):
+        answer(child, "Enter password:", f"wrong {attempt}")
+        if attempt < 2:
+            child.expect_exact("Wrong password, try again.")
     status, text = finish(child)
     assert status == 3, text
+    assert text.count("Wrong password, try again.") == 2
     assert "Error: Wrong password" in text
     assert "Traceback" not in text
     assert keystore.path.read_bytes() == before
+
+
+def test_wrong_password_then_the_right_one(spawn, cli, keystore) -> None:
+    child = spawn("--keystore", keystore.directory, "identity", "update", "--name", "Second Try")
+    answer(child, "Enter password:", "wrong")
+    child.expect_exact("Wrong password, try again.")
+    answer(child, "Enter password:", keystore.password)
+    status, text = finish(child)
+    assert status == 0, text
+    assert "Identity updated (nonce 1)." in text
 
 
 @pytest.mark.parametrize(("key", "removed"), [("n", False), ("y", True)])

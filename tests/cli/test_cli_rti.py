@@ -95,7 +95,7 @@ def test_seed_flow(cli, shared_keystore, node_factory, publish, repository, tmp_
     proc_id = gpp["obj_id"]
 
     deployed = ok(run("rti", "--address", address, "proc", "deploy", proc_id))
-    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    assert deployed.stdout.startswith(f"Processor ID: {proc_id}\n")
     listed = ok(run("rti", "--address", address, "proc", "list"))
     assert proc_id in listed.stdout and "test-proc" in listed.stdout and "ready" in listed.stdout
     shown = json.loads(ok(run("rti", "--address", address, "proc", "show", proc_id)).stdout)
@@ -115,8 +115,9 @@ def test_seed_flow(cli, shared_keystore, node_factory, publish, repository, tmp_
     job_file = tmp_path / "job_descriptor.json"
     job_file.write_text(json.dumps(task))
     submitted = ok(run("rti", "--address", address, "job", "submit", "--job", str(job_file)))
-    assert submitted.stdout.startswith("Job submitted: job-id=")
-    job_id = submitted.stdout.strip().rsplit("=", 1)[1]
+    first = submitted.stdout.splitlines()[0]
+    assert first.startswith("Job ID: ")  # the ID first, on a short line
+    job_id = first.removeprefix("Job ID: ")
 
     waited = ok(run("rti", "--address", address, "job", "wait", job_id))
     assert "State: successful  Progress: 100%" in waited.stdout
@@ -165,13 +166,12 @@ def test_seed_flow(cli, shared_keystore, node_factory, publish, repository, tmp_
     task["input"][1]["value"] = {"v": 30}
     task["input"][0] = {"name": "a", "type": "value", "value": {"v": 30}}
     job_file.write_text(json.dumps(task))
-    slow_job = (
-        ok(run("rti", "--address", address, "job", "submit", "--job", str(job_file))).stdout.split("=")[1].strip()
-    )
+    slow_job = json_of("rti", "--address", address, "job", "submit", "--job", str(job_file))["id"]
     cancelled = ok(run("rti", "--address", address, "job", "cancel", slow_job))
     assert f"Job {slow_job}: cancelled" in cancelled.stdout
     failed_wait = run("rti", "--address", address, "job", "wait", slow_job)
     assert failed_wait.returncode == 1 and "cancelled" in failed_wait.stderr
+    assert "State: cancelled" in failed_wait.stdout and "cancelled by the user" in failed_wait.stdout  # timeline
 
     missing = cli(*user, "--non-interactive", "rti", "--address", address, "job", "submit")
     assert missing.returncode == 2 and "--job" in missing.stderr
@@ -250,8 +250,9 @@ def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, r
     child = spawn_cli(*shared_keystore.args(), "rti", "--address", address, "job", "submit", "--proc-id", proc_id)
     child.expect_exact("How to provide input 'a'")
     child.send("\x1b[B\r")  # by-reference
-    child.expect_exact("Object ID for 'a':")
-    child.send(a_id + "\r")
+    child.expect_exact("Select the data object for input 'a' (JSONObject/json):")
+    child.expect_exact(a_id)  # the object of the input's type and format is offered ...
+    child.send("\r")  # ... and picked
     child.expect_exact("How to provide input 'b'")
     child.send("\r")  # by-value
     child.expect_exact("Value for 'b' (JSON):")
@@ -263,7 +264,7 @@ def test_interactive_submit(spawn_cli, shared_keystore, node_factory, publish, r
     child.send("n")
     child.expect_exact("Encrypt output 'c'?")
     child.send("n")
-    child.expect(r"Job submitted: job-id=([A-Za-z0-9]+)")
+    child.expect(r"Job ID: ([A-Za-z0-9]+)")
     job_id = child.match.group(1)
     child.expect(pexpect.EOF)
     child.close()
@@ -347,7 +348,7 @@ def test_deploy_with_ssh_profile(cli, ssh_deploy) -> None:
     missing = cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--ssh-profile", "nope")
     assert missing.returncode != 0 and "No SSH profile 'nope'" in missing.stderr
     deployed = ok(cli(*keystore.args(), "rti", "--address", address, "proc", "deploy", proc_id, "--ssh-profile", "lab"))
-    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    assert deployed.stdout.startswith(f"Processor ID: {proc_id}\n")
     shown = json.loads(ok(cli("rti", "--address", address, "proc", "show", proc_id)).stdout)
     assert shown["backend"] == {"name": "ssh"}
     assert list(remote_home.glob(f".saas-rti/*/procs/{proc_id}/repo/processor_test/install.sh"))
@@ -363,7 +364,7 @@ def test_deploy_asks_for_ssh_profile(spawn_cli, ssh_deploy) -> None:
     child.sendline("y")
     child.expect_exact("Select the SSH profile:")
     child.sendline("")  # the first (only) profile: lab
-    child.expect_exact(f"Deploying processor {proc_id}...Done")
+    child.expect_exact(f"Processor ID: {proc_id}")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.logfile_read.getvalue()
@@ -380,6 +381,6 @@ def test_deploy_on_slurm(cli, ssh_deploy, slurm) -> None:
             *("rti", "--address", address, "proc", "deploy", proc_id, "--backend", "slurm", "--partition", "debug"),
         )
     )
-    assert f"Deploying processor {proc_id}...Done" in deployed.stdout
+    assert deployed.stdout.startswith(f"Processor ID: {proc_id}\n")
     shown = json.loads(ok(cli("rti", "--address", address, "proc", "show", proc_id)).stdout)
     assert shown["backend"] == {"name": "slurm", "partition": "debug", "remote": False}

@@ -121,3 +121,30 @@ def test_saas_password_from_the_environment_is_not_written(run_node, home: Path)
     assert_password_out_of_reach(process.process.pid, "env password")
     assert json.loads((keystore / f"{iid}.json").read_text())["identity"]["name"] == "dev node"
     assert process.stop(signal.SIGTERM) == 0
+
+
+def test_busy_port_is_named_with_free_ones_suggested(base_env, home: Path, venv: Path) -> None:
+    """--rest-address/--p2p-address are the script's own options: a busy port is named and free ones suggested
+    before anything is created."""
+    import subprocess
+
+    p2p = f"127.0.0.1:{free_port()}"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        rest = f"127.0.0.1:{busy.getsockname()[1]}"
+        env = {**base_env, "HOME": str(home), "SAAS_VENV": str(venv)}
+        result = subprocess.run(
+            ["bash", RUN_NODE, "--rest-address", rest, f"--p2p-address={p2p}"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2] == f"Cannot start the node: the REST port {rest} is busy (another node running?)."
+    suggested = lines[-1].removeprefix("Try: scripts/run-node --rest-address ").split(" --p2p-address ")
+    assert suggested[1] == p2p and suggested[0] != rest and suggested[0].startswith("127.0.0.1:")
+    assert not (home / ".keystore" / "dev-node.id").exists()  # nothing was created

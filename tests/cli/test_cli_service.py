@@ -162,12 +162,20 @@ def test_prompts_in_order_then_ctrl_c(spawn_cli, shared_two_keystores, tmp_path:
     child.expect_exact("Select the type of service:")
     child.expect_exact("\u00bb Full node (i.e., DOR + RTI services)")
     child.send("\r")
-    for prompt in ("Retain RTI job history?", "Bind service to all network addresses?", "Strict processor deployment?"):
+    for prompt in (
+        "Retain RTI job history?",
+        "Bind service to all network addresses?",
+        "Strict processor deployment?",
+        "Concurrent job processing?",
+    ):
         child.expect_exact(prompt)
-        child.send("\r")  # the default: No, No, Yes
+        child.send("\r")  # the default: No, No, Yes, Yes
     child.expect_exact("Select the keystore:")
     child.expect_exact(f"\u00bb {alice.name}/{alice.email}/{alice.iid}")
     child.send("\r")
+    child.expect_exact("Enter password:")
+    child.send("not the password\r")  # a wrong password is asked again
+    child.expect_exact("Wrong password, try again.", timeout=30)
     child.expect_exact("Enter password:")
     child.send(alice.password + "\r")
     child.expect_exact(f"Created 'full' node instance at {rest}/{p2p} (keep RTI job history: No)", timeout=30)
@@ -193,8 +201,10 @@ def test_prompts_in_order_then_ctrl_c(spawn_cli, shared_two_keystores, tmp_path:
         "Retain RTI job history?",
         "Bind service to all network addresses?",
         "Strict processor deployment?",
+        "Concurrent job processing?",
         "Select the keystore:",
         "Enter password:",
+        "Wrong password, try again.",
         "Created 'full' node instance",
         "Node stopped.",
     ]
