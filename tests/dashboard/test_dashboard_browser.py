@@ -1,7 +1,9 @@
 """The dashboard in a real headless browser (issue 20): sign in with a token from `saas-cli dashboard`, see the
 network, upload a file, submit the a + b job from the form built from its descriptor, watch its progress reach
 100 % (server-sent events), download the output, open its provenance graph; an anonymous visitor cannot see a
-restricted object; a reused or expired token is refused. Screenshots of each page go to the test's temp folder."""
+restricted object; a reused or expired token is refused; the Health page shows every node (and a stopped one's last
+known health) and this node's diagnostics, with the owner's parts for the node owner only. Screenshots of each page
+go to the test's temp folder."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from browser_support import start_chromium
 
+from saas import __version__
 from saas.core.keystore import Keystore
 from saas.nodedb.proxy import NodeDBProxy
 from tests.rti.rti_support import RTIEnv, adapter_repo
@@ -27,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def env(node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path) -> RTIEnv:
-    repo, commit = adapter_repo(tmp_path / "repos" / "adapters", "abc")
+    repo, commit = adapter_repo(tmp_path / "repos" / "adapters", "abc", "fail")
     node = node_factory("node")
     alice, bob = keystores("alice"), keystores("bob")
     with NodeDBProxy(node.address) as db:
@@ -276,3 +280,85 @@ def test_an_expired_token_is_refused(env: RTIEnv, browsers: Callable[[str], Any]
     browser.save_screenshot(str(tmp_path / "expired-token.png"))
     page(browser, "#jobs", "jobs")
     wait_for(browser, "main", "Sign in to see your jobs")
+
+
+def health_requests(env: RTIEnv) -> float:
+    """How many `GET /db/health` requests the node has answered (its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(env.node.url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "saas_http_request_duration_seconds_count" and sample.labels["route"].endswith("/db/health")
+    )
+
+
+def test_health_page_and_diagnostics(
+    env: RTIEnv, browsers: Callable[[str], Any], node_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    import logging
+
+    ok, bad = env.deploy("abc"), env.deploy("fail")
+    markup = "<img src=x onerror=alert(1)>"  # the last error, shown as text: never an element
+    logging.getLogger("saas.test").error(f"dashboard marker {markup}")
+    for job in [env.submit_abc(ok), env.submit_abc(ok), env.submit_abc(bad)]:
+        env.wait(job)
+    node = env.node.node
+    carol = node_factory("carol", boot_node="{}:{}".format(*node.p2p.address), node_type="storage")
+    deadline = time.monotonic() + 20
+    while not any(n.identity.id == carol.node.iid and n.online for n in node.nodedb.network()):
+        assert time.monotonic() < deadline, "carol did not join"
+        time.sleep(0.1)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    # anyone: one card per node, this one with its jobs, processors and job times
+    anonymous = browsers("anonymous")
+    anonymous.get(env.node.url + "/#health")
+    mine = f"section.card[data-iid='{node.iid}']"
+    card = wait_for(anonymous, mine, "reachable").text
+    for expected in (__version__, "successful: 2", "failed: 1", "dor, rti", "test-proc-fail", ok[:10], "(2 jobs)"):
+        assert expected in card, (expected, card)
+    assert f"saas.test: dashboard marker {markup}" in card and "free of" in card and "cores, load" in card
+    assert not anonymous.find_elements("css selector", "main img")
+    wait_for(anonymous, f"section.card[data-iid='{carol.node.iid}']", "reachable")
+    assert "2 of 2 nodes answered" in text_of(anonymous, "#health-status")
+    anonymous.save_screenshot(str(shots / "health.png"))
+
+    # carol stops: after a refresh her card shows since when she does not answer and her last known health
+    carol.stop()
+    click(anonymous, "#health-refresh")
+    theirs = f"section.card[data-iid='{carol.node.iid}']"
+    card = wait_for(anonymous, theirs, "unreachable since").text
+    assert "Last known health" in card and __version__ in card and "Services dor" in card and "dor, rti" not in card
+    wait_for(anonymous, "#health-status", "1 of 2 nodes answered")
+    anonymous.save_screenshot(str(shots / "health-unreachable.png"))
+
+    # the public diagnostics: failures by processor, no reasons, no job IDs, no log lines
+    click(anonymous, f"{mine} a.diag-link")
+    wait_for(anonymous, "main[data-page='diagnostics']")
+    left_health = time.monotonic()
+    asked = health_requests(env)
+    wait_for(anonymous, "#diag-scope", "public part")
+    assert "owner only" in text_of(anonymous, "#diag-failures")
+    assert bad[:10] in text_of(anonymous, "#diag-failures")
+    assert not anonymous.find_elements("css selector", "#diag-logs, #diag-slowest a[href^='#job/']")
+    anonymous.save_screenshot(str(shots / "diagnostics-public.png"))
+
+    # the node owner, signed in: the reasons, job IDs and the node's last log lines
+    owner = browsers("owner")
+    owner.get(login_url(env, env.owner, tmp_path))
+    wait_for(owner, "#health-summary", "successful: 2")  # this node's line on the network page
+    page(owner, "#diagnostics", "diagnostics")
+    wait_for(owner, "#diag-scope", "node owner")
+    assert "owner only" not in text_of(owner, "#diag-failures")
+    wait_for(owner, "#diag-slowest a[href^='#job/']")
+    assert f"ERROR saas.test: dashboard marker {markup}" in text_of(owner, "#diag-logs")
+    assert not owner.find_elements("css selector", "main img")
+    owner.save_screenshot(str(shots / "diagnostics-owner.png"))
+
+    # left, the Health page asks no more (its auto-refresh is every 15 s)
+    time.sleep(max(0.0, 16 - (time.monotonic() - left_health)))
+    assert health_requests(env) == asked

@@ -4,19 +4,22 @@
 import { loadSession, session, signIn, signOut } from "./api.js";
 import { h, note } from "./dom.js";
 import { networkPage, objectPage, objectsPage, provenancePage, uploadPage } from "./data.js";
+import { diagnosticsPage, healthPage } from "./health.js";
 import { jobPage, jobsPage, processorPage, processorsPage } from "./rti.js";
 
-// route name -> [nav label or null, page(main, ...args)]. Issues 18/19: "calendar" and "health" join here.
+// route name -> [nav label or null, page(main, ...args)]. Issue 18: "calendar" joins here.
 const ROUTES = {
   network: ["Network", networkPage],
   objects: ["Data objects", objectsPage],
   upload: ["Upload", uploadPage],
   processors: ["Processors", processorsPage],
   jobs: ["Jobs", jobsPage],
+  health: ["Health", healthPage],
   object: [null, objectPage],
   provenance: [null, provenancePage],
   processor: [null, processorPage],
   job: [null, jobPage],
+  diagnostics: [null, diagnosticsPage],
 };
 
 let cleanup = null;

@@ -5,8 +5,8 @@ import { ApiError, call, get, session } from "./api.js";
 import { append, h, link, note, short, table, when } from "./dom.js";
 import { drawProvenance } from "./graph.js";
 
-// Panels other pages add to the network page (issues 18/19: the availability calendar and node health go here
-// once the offers/booking and health routes exist): each is `async () => Element | null`.
+// Panels other pages add to the network page (health.js: this node's health; issue 18: the availability calendar
+// once the offers/booking routes exist): each is `async () => Element | null`.
 export const networkPanels = [];
 
 const yesNo = (v) => (v ? "yes" : "no");
