@@ -127,10 +127,23 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _write(f: BinaryIO, data: bytearray, *hashes: Any) -> None:
-    for h in hashes:
-        h.update(data)
-    f.write(data)
+def _hash(digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+
+
+def _write(f: BinaryIO, chunks: list[bytes], digest: Any) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+        f.write(chunk)
+
+
+async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any) -> None:
+    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
+    of them also writing it."""
+    await asyncio.gather(
+        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash)
+    )
 
 
 def _finish(f: BinaryIO) -> None:
@@ -363,8 +376,9 @@ class DORService:
                 used, _ = await usage
                 self.quotas.check(params.owner_iid, used, size_hint or 0)
                 room = limit - used
-            # One batch is hashed and written in a worker thread while the next one is received.
-            buffer = bytearray(first)
+            # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
+            # they came: joining them would copy every byte once more).
+            batch, batched = [first], len(first)
             size = len(first)
             async for chunk in chunks:
                 size += len(chunk)
@@ -375,15 +389,16 @@ class DORService:
                     )
                 if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
                     room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
-                buffer += chunk
-                if len(buffer) >= WRITE_BATCH:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(_write, f, buffer, body_hash, content_hash))
-                    buffer = bytearray()
+                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash))
+                    batch, batched = [], 0
             if writing is not None:
                 await writing
-            await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
+            await _store(f, batch, body_hash, content_hash)
             if body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             claims.check_product(params, content_hash.hexdigest())

@@ -7,7 +7,7 @@ identity ID is fetched once from `GET /db/node`). Error envelopes come back as t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -65,6 +65,7 @@ class RESTProxy:
         self.keystore = keystore
         host, port = self.address
         host = f"[{host}]" if ":" in host else host
+        self.timeout = timeout
         self._client = httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, trust_env=False)
         self._node_iid = node_iid  # known already (e.g. from a verified node record), or asked for once
 
@@ -124,6 +125,12 @@ class RESTProxy:
             raise errors.ConfigError("This request must be signed: give the proxy a keystore")
         return signer
 
+    def signed_headers(
+        self, method: str, path: str, signer: Signer | None = None, body_sha256: str = EMPTY_BODY_SHA256
+    ) -> dict[str, str]:
+        """The headers that sign a request to `path` (under `API_PREFIX`, no query) as `signer`, else the keystore."""
+        return sign_request(self._signer(signer), method, API_PREFIX + path, self.node_iid, body_sha256)
+
     def request(
         self,
         method: str,
@@ -172,12 +179,3 @@ class RESTProxy:
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
-
-
-def iter_file(path: Any, prefix: bytes = b"", chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """A request body: `prefix`, then the file in chunks."""
-    if prefix:
-        yield prefix
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            yield chunk

@@ -1,6 +1,7 @@
 """The node's HTTP server: uvicorn on a socket we bind ourselves (so a busy port is a clear error, not an exit),
 without uvicorn's own signal handling (only the outermost runner handles signals). The HTTP implementation is
-pinned to httptools, with the connection bounds of `saas.rest.connections`."""
+pinned to httptools, with the connection bounds of `saas.rest.connections` and the zero-copy sends of
+`saas.rest.sendfile`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 import uvicorn
 
 from saas.core.errors import ConfigError
-from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol, fit_open_files
+from saas.rest.connections import ConnectionTable, HTTPLimits, fit_open_files
+from saas.rest.sendfile import Senders, SendfileHttpToolsProtocol
 
 __all__ = ["RESTServer"]
 
@@ -38,6 +40,7 @@ class RESTServer:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
+        self._senders = Senders()
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -61,7 +64,9 @@ class RESTServer:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=5,
-            http=functools.partial(LimitedHttpToolsProtocol, table=ConnectionTable(self._limits)),  # type: ignore[arg-type]
+            http=functools.partial(  # type: ignore[arg-type]
+                SendfileHttpToolsProtocol, table=ConnectionTable(self._limits), senders=self._senders
+            ),
             timeout_keep_alive=self._limits.keepalive_timeout,  # type: ignore[arg-type]
             loop="none",
             proxy_headers=False,  # the node is addressed directly: forwarded-for headers are not trusted
@@ -86,3 +91,4 @@ class RESTServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._server = self._task = None
+        self._senders.close()
