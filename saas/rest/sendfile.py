@@ -146,7 +146,7 @@ async def _send_zerocopy(cycle: Any, plain_send: Any, senders: Senders, message:
                 cycle.disconnected = True
                 transport.close()
                 return
-    cycle.expected_content_length -= count
+            cycle.expected_content_length -= count  # (the loop's sends counted theirs)
     if not message.get("more_body", False):
         await plain_send({"type": "http.response.body", "body": b"", "more_body": False})
 

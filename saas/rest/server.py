@@ -42,6 +42,11 @@ class RESTServer:
         self._socket: socket.socket | None = None
         self._senders = Senders()
 
+    @property
+    def senders(self) -> Senders:
+        """The zero-copy senders of this server (how many are busy)."""
+        return self._senders
+
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted connections only for such sockets;
