@@ -131,6 +131,7 @@ class Figures:
         self.rates: dict[str, list[float]] = {}
         self.ratios: dict[str, list[float]] = {}
         self.growth: dict[str, list[float]] = {}
+        self.fixed: list[float] = []  # seconds of a CLI command that moves no content
 
     def add(self, label: str, size: int, seconds: float, reference: float | None) -> None:
         rate = size / seconds / MB
@@ -147,6 +148,9 @@ class Figures:
             print(f"  {label:<34} {figure:>32}   goal {goal}", flush=True)
             if label in self.growth:
                 print(f"  {'  node RSS growth':<34} {max(self.growth[label]):25.1f} MB (max)   goal <= 30 MB")
+        if self.fixed:
+            figure = f"{statistics.median(self.fixed):.2f} s"
+            print(f"  {'CLI start-up (saas-cli dor usage)':<34} {figure:>32}   goal -")
 
 
 GOALS = {
@@ -218,13 +222,18 @@ def one_round(setup: Setup, dor: DORProxy, reference: Reference, source: Path, f
     if setup.use_cli:
         port = setup.node.port
         add = ("add", "--data-type", "C", "--data-format", "bin", "--assume-creator", str(source))
+        fixed, _ = timed(cli, user, port, "usage")  # start-up, keystore unlock (scrypt), one signed request
+        if counted:
+            figures.fixed.append(fixed)
         seconds, out = timed(cli, user, port, *add)
         record("CLI upload {}", seconds)
+        record("CLI upload {} less start-up", seconds - fixed)
         found = re.search(r'"obj_id": "([0-9a-f]{64})"', out)
         assert found, out
         folder = setup.work / "cli-download"
         seconds, _ = timed(cli, user, port, "download", found.group(1), "--destination", str(folder))
         record("CLI download {}", seconds)
+        record("CLI download {} less start-up", seconds - fixed)
         shutil.rmtree(folder)
         dor.delete_data_object(found.group(1), user)
     if setup.loop is not None and setup.fetcher is not None and setup.fetcher.dor is not None:
