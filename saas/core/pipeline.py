@@ -9,13 +9,15 @@ calling thread (no thread is started)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-__all__ = ["BUFFER_SIZE", "copy_hashed", "hash_file", "pump", "read_full", "write_all"]
+__all__ = ["BUFFER_SIZE", "WriteBehind", "copy_hashed", "hash_file", "pump", "read_full", "write_all"]
 
 BUFFER_SIZE = 2 * 1024 * 1024
 DEPTH = 2  # filled buffers waiting for the consumer
@@ -92,12 +94,44 @@ def hash_file(f: BinaryIO | int, prefix: bytes = b"") -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def copy_hashed(source: BinaryIO | int, target_fd: int, *digests: Any) -> int:
-    """Copy the rest of `source` to `target_fd`, each buffer hashed by `digests` first; returns the bytes copied."""
+def copy_hashed(source: BinaryIO | int, target_fd: int, *digests: Any, behind: WriteBehind | None = None) -> int:
+    """Copy the rest of `source` to `target_fd`, each buffer hashed by `digests` first; returns the bytes copied.
+    With `behind`, the copy starts going to disk while it is made (the caller waits for it and fsyncs)."""
 
     def consume(view: memoryview) -> None:
         for digest in digests:
             digest.update(view)
         write_all(target_fd, view)
+        if behind is not None:
+            behind.wrote(len(view))
 
     return pump(read_full(source), consume)
+
+
+class WriteBehind:
+    """Starts writing a file's data to disk while more is still being written (a thread calls `fdatasync` once
+    `every` new bytes were written and no earlier call is still running), so the `fsync` that makes the file durable
+    at the end has little left to do: the disk works while the bytes still arrive. Call `wrote` after each write
+    and `wait` before the final `fsync` (or before closing the file)."""
+
+    def __init__(self, fd: int, every: int = 64 * 1024 * 1024):
+        self._fd = fd
+        self._every = every
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def wrote(self, size: int) -> None:
+        self._pending += size
+        if self._pending >= self._every and (self._thread is None or not self._thread.is_alive()):
+            self._pending = 0
+            self._thread = threading.Thread(target=self._sync, name="saas-write-behind", daemon=True)
+            self._thread.start()
+
+    def _sync(self) -> None:
+        with contextlib.suppress(OSError):  # the final fsync reports what matters
+            os.fdatasync(self._fd)
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

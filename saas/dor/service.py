@@ -37,6 +37,7 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
+from saas.core.pipeline import WriteBehind
 from saas.core.signing import canonical_json
 from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
@@ -132,22 +133,25 @@ def _hash(digest: Any, chunks: list[bytes]) -> None:
         digest.update(chunk)
 
 
-def _write(f: BinaryIO, chunks: list[bytes], digest: Any) -> None:
+def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -> None:
     for chunk in chunks:
         digest.update(chunk)
         f.write(chunk)
+    f.flush()
+    behind.wrote(sum(len(c) for c in chunks))
 
 
-async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any) -> None:
+async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
     """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
-    of them also writing it."""
+    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
     await asyncio.gather(
-        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash)
+        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
     )
 
 
-def _finish(f: BinaryIO) -> None:
+def _finish(f: BinaryIO, behind: WriteBehind) -> None:
     f.flush()
+    behind.wait()
     os.fsync(f.fileno())
     f.close()
 
@@ -370,6 +374,7 @@ class DORService:
             temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
         size = 0
         writing: asyncio.Future[None] | None = None
+        behind = WriteBehind(f.fileno())
         try:
             room = None
             if usage is not None and limit is not None:  # refused before any content is read
@@ -394,21 +399,22 @@ class DORService:
                 if batched >= WRITE_BATCH:
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash))
+                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash, behind))
                     batch, batched = [], 0
             if writing is not None:
                 await writing
-            await _store(f, batch, body_hash, content_hash)
+            await _store(f, batch, body_hash, content_hash, behind)
             if body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             claims.check_product(params, content_hash.hexdigest())
-            await asyncio.to_thread(_finish, f)
+            await asyncio.to_thread(_finish, f, behind)
             row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
             if task is not None and params.recipe is not None:
                 await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
         except BaseException as e:
             if writing is not None:  # a worker thread may still be writing to f: let it finish first
                 await asyncio.gather(writing, return_exceptions=True)
+            await asyncio.to_thread(behind.wait)
             with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
                 f.close()
             await asyncio.to_thread(temp.unlink, True)

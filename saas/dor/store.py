@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from saas.core.pipeline import copy_hashed, read_full, write_all
+from saas.core.pipeline import WriteBehind, copy_hashed, read_full, write_all
 
 __all__ = ["ContentStore", "open_regular"]
 
@@ -98,7 +98,11 @@ class ContentStore:
             try:
                 with f:
                     write_all(f.fileno(), memoryview(data))
-                    size = len(data) + copy_hashed(fd, f.fileno(), digest)  # read, hashed and written overlapped
+                    behind = WriteBehind(f.fileno())
+                    try:  # read, hashed and written overlapped, and going to disk meanwhile
+                        size = len(data) + copy_hashed(fd, f.fileno(), digest, behind=behind)
+                    finally:
+                        behind.wait()
                     os.fsync(f.fileno())
             except BaseException:
                 temp.unlink(missing_ok=True)

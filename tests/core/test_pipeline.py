@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from saas.core.pipeline import BUFFER_SIZE, copy_hashed, hash_file, pump, read_full
+from saas.core.pipeline import BUFFER_SIZE, WriteBehind, copy_hashed, hash_file, pump, read_full
 
 SIZES = [0, 1, 1000, BUFFER_SIZE - 1, BUFFER_SIZE, BUFFER_SIZE + 1, 3 * BUFFER_SIZE + 12345]
 
@@ -85,3 +85,24 @@ def test_an_error_of_the_producer_is_raised() -> None:
         pump(fill, lambda view: consumed.append(len(view)))
     assert len(consumed) <= 2
     assert all(n == BUFFER_SIZE for n in consumed)
+
+
+def test_write_behind_syncs_while_copying_and_waits(tmp_path: Path) -> None:
+    synced: list[int] = []
+
+    class Counting(WriteBehind):
+        def _sync(self) -> None:
+            super()._sync()
+            synced.append(1)
+
+    data = os.urandom(5 * BUFFER_SIZE)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    target = tmp_path / "target"
+    with open(source, "rb") as f, open(target, "wb") as out:
+        behind = Counting(out.fileno(), every=BUFFER_SIZE)
+        copy_hashed(f, out.fileno(), hashlib.sha256(), behind=behind)
+        behind.wait()
+        assert synced  # some of it went to disk while the copy ran
+        assert not any(t.name == "saas-write-behind" and t.is_alive() for t in threading.enumerate())
+    assert target.read_bytes() == data
