@@ -232,3 +232,11 @@ def test_an_upload_whose_file_changed_size_is_refused_and_nothing_is_stored(
             bulk.send(exchange, head, f, size)
     assert _wait(lambda: not files(node)["tmp"])
     assert catalog(node) == before
+
+
+def test_an_empty_object_round_trips(dor_as: Callable, users: Any, write_file: Callable, tmp_path: Path) -> None:
+    proxy = dor_as(users.alice)
+    obj = proxy.add_data_object(write_file(b""), users.alice.identity, True, False, "Empty", "bin")
+    assert obj.c_hash == hashlib.sha256(b"").hexdigest()
+    target = proxy.get_content(obj.obj_id, users.alice, tmp_path / "downloads" / "empty.bin")
+    assert target.read_bytes() == b""
