@@ -78,6 +78,9 @@ class NodeConfig(BaseModel):
     http_keepalive_timeout: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=1024, ge=1)
     http_max_connections_per_client: int = Field(default=128, ge=1)
+    # Bulk transfers (issue 21): downloads sent by the kernel (sendfile) from at most this many threads at once;
+    # beyond that (and with 0) content goes through the event loop in chunks.
+    http_sendfile_threads: int = Field(default=16, ge=0)
 
     @field_validator("datastore", "keystore")
     @classmethod

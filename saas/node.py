@@ -133,7 +133,14 @@ class Node:
         await self.p2p.start()
         self.nodedb.set_own(await asyncio.to_thread(self._record))  # now with peer ID and multiaddrs
         host, port = self.config.rest_bind
-        self.rest = RESTServer(create_app(self), host, port, self.config.log_level, self._http_limits())
+        self.rest = RESTServer(
+            create_app(self),
+            host,
+            port,
+            self.config.log_level,
+            self._http_limits(),
+            sendfile_threads=self.config.http_sendfile_threads,
+        )
         await self.rest.start()
         self.p2p.join()
         logger.info("node %s running: REST %s:%d, P2P %s", self.iid, *self.config.rest_address, self.p2p.multiaddrs[0])

@@ -3,7 +3,7 @@
 
 - the ASGI zero-copy send extension (`http.response.zerocopy`: `file`, `offset`, `count`, `more_body`): the
   kernel moves the file's bytes to the socket (`os.sendfile`), in a worker thread of this module's own, so the
-  event loop neither copies them nor waits for the disk. At most `SENDERS` transfers run so at once; beyond that
+  event loop neither copies them nor waits for the disk. At most `Senders.limit` transfers run so at once; beyond that
   (and where sendfile does not apply) the bytes go through the loop in chunks read by a worker thread, as before.
 - request bodies handed to the app in batches of up to `BODY_BATCH` bytes (uvicorn's own limit is 64 KiB), so a
   large upload costs the loop far fewer wake-ups.
@@ -28,7 +28,7 @@ from saas.rest.connections import LimitedHttpToolsProtocol
 __all__ = ["BODY_BATCH", "SENDERS", "ZEROCOPY", "Senders", "SendfileHttpToolsProtocol"]
 
 ZEROCOPY = "http.response.zerocopy"
-SENDERS = 16  # zero-copy transfers at once (each holds a thread while its client reads)
+SENDERS = 16  # zero-copy transfers at once by default (each holds a thread while its client reads)
 SENDFILE_CHUNK = 64 * 1024 * 1024  # bytes per sendfile call (the socket takes what fits)
 FALLBACK_CHUNK = 1024 * 1024  # bytes per chunk when the loop sends
 BODY_BATCH = 1024 * 1024  # request body bytes buffered per connection before reading pauses
@@ -36,15 +36,16 @@ POLL_MS = 200  # how often a waiting sender looks whether it should stop
 
 
 class Senders:
-    """The worker threads of one server's zero-copy sends, at most `SENDERS` busy at once."""
+    """The worker threads of one server's zero-copy sends, at most `limit` busy at once (0: none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = SENDERS) -> None:
         self._pool: ThreadPoolExecutor | None = None
+        self.limit = limit
         self.busy = 0
 
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="saas-sendfile")
+            self._pool = ThreadPoolExecutor(self.limit, thread_name_prefix="saas-sendfile")
         return self._pool
 
     def close(self) -> None:
@@ -122,7 +123,7 @@ async def _send_zerocopy(cycle: Any, plain_send: Any, senders: Senders, message:
     transport = cycle.transport
     sock = transport.get_extra_info("socket")
     if count and not cycle.disconnected:
-        if sock is None or senders.busy >= SENDERS or transport.get_extra_info("sslcontext") is not None:
+        if sock is None or senders.busy >= senders.limit or transport.get_extra_info("sslcontext") is not None:
             await _through_loop(cycle, plain_send, file, offset, count)
         else:
             await _wait_written(cycle)

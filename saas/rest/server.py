@@ -17,7 +17,7 @@ import uvicorn
 
 from saas.core.errors import ConfigError
 from saas.rest.connections import ConnectionTable, HTTPLimits, fit_open_files
-from saas.rest.sendfile import Senders, SendfileHttpToolsProtocol
+from saas.rest.sendfile import SENDERS, Senders, SendfileHttpToolsProtocol
 
 __all__ = ["RESTServer"]
 
@@ -31,7 +31,15 @@ class _Server(uvicorn.Server):
 
 
 class RESTServer:
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning", limits: HTTPLimits | None = None):
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        log_level: str = "warning",
+        limits: HTTPLimits | None = None,
+        sendfile_threads: int = SENDERS,
+    ):
         self._app = app
         self._limits = fit_open_files(limits or HTTPLimits())
         self._host = host
@@ -40,7 +48,7 @@ class RESTServer:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
-        self._senders = Senders()
+        self._senders = Senders(sendfile_threads)
 
     @property
     def senders(self) -> Senders:

@@ -21,7 +21,6 @@ from saas.core.signing import sign_request
 from saas.dor.proxy import ContentMismatchError, DORProxy
 from saas.rest import bulk
 from saas.rest.proxy import API_PREFIX
-from saas.rest.sendfile import SENDERS
 
 SIZE = 5 * 1024 * 1024 + 123  # more than two of the pipeline's buffers
 NODE_IID = "0" * 64
@@ -92,12 +91,12 @@ def test_when_every_sender_is_busy_downloads_go_through_the_loop(
     node: Any, users: Any, send: Callable, big: Any, content: bytes
 ) -> None:
     senders = node.node.rest.senders
-    senders.busy += SENDERS  # as if SENDERS slow clients held them
+    senders.busy += senders.limit  # as if that many slow clients held them
     try:
         full = send(users.alice, "GET", f"/dor/{big.obj_id}/content")
         part = send(users.alice, "GET", f"/dor/{big.obj_id}/content", headers={"range": "bytes=100-2999999"})
     finally:
-        senders.busy -= SENDERS
+        senders.busy -= senders.limit
     assert full.content == content
     assert part.status_code == 206
     assert part.content == content[100:3000000]
@@ -240,3 +239,37 @@ def test_an_empty_object_round_trips(dor_as: Callable, users: Any, write_file: C
     assert obj.c_hash == hashlib.sha256(b"").hexdigest()
     target = proxy.get_content(obj.obj_id, users.alice, tmp_path / "downloads" / "empty.bin")
     assert target.read_bytes() == b""
+
+
+def test_without_sendfile_threads_downloads_go_through_the_loop(
+    node_factory: Callable, users: Any, write_file: Callable, content: bytes, tmp_path: Path
+) -> None:
+    from saas.nodedb.proxy import NodeDBProxy
+
+    plain = node_factory("plain", http_sendfile_threads=0)
+    with NodeDBProxy(plain.address) as db:
+        db.update_identity(users.alice.identity)
+    with DORProxy(plain.address, users.alice) as proxy:
+        obj = proxy.add_data_object(write_file(content), users.alice.identity, True, False, "Blob", "bin")
+        target = proxy.get_content(obj.obj_id, users.alice, tmp_path / "downloads" / "x.bin")
+    assert target.read_bytes() == content
+    assert plain.node.rest.senders.busy == 0
+    assert plain.node.rest.senders._pool is None  # no zero-copy thread was ever started
+
+
+def test_the_service_flag_sets_the_sendfile_threads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import argparse\n"
+        "from saas_cli.commands import service\n"
+        "parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest='command'); service.register(sub)\n"
+        "print(parser.parse_args(['service', '--http-sendfile-threads', '0']).http_sendfile_threads)\n"
+        "try:\n"
+        "    parser.parse_args(['service', '--http-sendfile-threads', '-1'])\n"
+        "except SystemExit as e:\n"
+        "    print('refused', e.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["0", "refused", "2"], done.stderr
