@@ -99,6 +99,9 @@ class NodeConfig(BaseModel):
     # age limit). An entry takes about 1.2 KB on disk (with its indexes).
     audit_max_entries: int = Field(default=500_000, ge=100)
     audit_max_age_days: float | None = Field(default=365.0, gt=0)
+    # Bulk transfers (issue 21): downloads sent by the kernel (sendfile) from at most this many threads at once;
+    # beyond that (and with 0) content goes through the event loop in chunks.
+    http_sendfile_threads: int = Field(default=16, ge=0)
 
     @field_validator("datastore", "keystore")
     @classmethod

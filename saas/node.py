@@ -148,7 +148,13 @@ class Node:
         self.nodedb.set_own(await asyncio.to_thread(self._record))  # now with peer ID and multiaddrs
         host, port = self.config.rest_bind
         self.rest = RESTServer(
-            create_app(self), host, port, self.config.log_level, self._http_limits(), self.config.stop_grace
+            create_app(self),
+            host,
+            port,
+            self.config.log_level,
+            self._http_limits(),
+            self.config.stop_grace,
+            sendfile_threads=self.config.http_sendfile_threads,
         )
         await self.rest.start()
         self.p2p.join()

@@ -150,6 +150,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
         # HTTP limits of the REST service
         **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
+        # Bulk transfers
+        **({} if args.http_sendfile_threads is None else {"http_sendfile_threads": args.http_sendfile_threads}),
         **_quota_settings(args),
         # Git sources (add-gpp, deploy)
         allow_local_git=args.allow_local_git,
@@ -246,6 +248,12 @@ def _quota_for(text: str) -> tuple[str, int | None]:
     if not sep or not re.fullmatch(r"[0-9a-z]{64}", iid.strip()):
         raise argparse.ArgumentTypeError(f"expected IID=SIZE (e.g. <iid>=50G), not '{text}'")
     return iid.strip(), _quota(size)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not '{text}'")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -392,6 +400,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--http-max-connections-per-client",
         type=_positive_int,
         help="open HTTP connections from one address (default 128; 429)",
+    )
+    # Bulk transfers (issue 21)
+    p.add_argument(
+        "--http-sendfile-threads",
+        type=_count,
+        help="downloads the kernel sends at once, each from a thread of its own (default 16; 0: none, all go "
+        "through the event loop)",
     )
     # Quotas and fairness of the RTI and NodeDB (issue 14, item 7); the node owner is exempt from the job bounds.
     p.add_argument(

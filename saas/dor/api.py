@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from saas.core.errors import AuthorisationError, InvalidInputError, TooLargeError
 from saas.core.signing import HEADER_BODY_SHA256
@@ -183,7 +183,7 @@ async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) ->
         416: {"description": "range not satisfiable"},
     },
 )
-async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> StreamingResponse:
+async def get_content(obj_id: ObjId, request: Request, reader: SignedIdentity) -> Response:
     """The content; a single `Range` (with `If-Range` on the ETag, which is the c_hash) resumes a download. A node
     fetching for a user signs as itself and sends the user's delegation in `saas-delegation`."""
     signer = reader

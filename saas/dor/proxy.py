@@ -7,16 +7,15 @@ AES-256-GCM) and stores an envelope of the key for the owner; `get_content` with
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import TypeAdapter
 
+from saas.core import pipeline
 from saas.core.delegation import HEADER_DELEGATION, Delegation
 from saas.core.errors import DORError, InvalidInputError, NotFoundError, SaaSError, UnreachableError
 from saas.core.identity import Identity
@@ -34,7 +33,8 @@ from saas.dor.schemas import (
 )
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
-from saas.rest.proxy import RESTProxy, iter_file, transport_error_text
+from saas.rest import bulk
+from saas.rest.proxy import API_PREFIX, RESTProxy
 
 __all__ = ["ContentMismatchError", "DORProxy", "locate", "search_network"]
 
@@ -154,33 +154,19 @@ class DORProxy(RESTProxy):
         fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         temp = Path(temp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                headers = {HEADER_DELEGATION: delegation.to_header()} if delegation is not None else None
-                response = self.request(
-                    "GET", f"/dor/{obj_id}/content", signer=with_authorisation_by, stream=True, headers=headers
-                )
-                try:
-                    expected = expected_c_hash or response.headers.get("saas-c-hash")
-                    total = int(response.headers.get("content-length", 0))
-                    digest = hashlib.sha256()
-                    done = 0
-                    try:
-                        for chunk in response.iter_bytes(1024 * 1024):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(done, total)
-                    except httpx.TransportError as e:  # cut off mid-body: as `request` maps transport errors
-                        address = "{}:{}".format(*self.address)
-                        words = transport_error_text(e, address).partition(": ")[2]
-                        raise UnreachableError(
-                            f"Download of {obj_id} from node at {address} was cut off: {words}",
-                            {"address": address, "obj_id": obj_id},
-                        ) from e
-                finally:
-                    response.close()
-            if not expected or digest.hexdigest() != expected:
+            try:
+                path = f"/dor/{obj_id}/content"
+                headers = self.signed_headers("GET", path, with_authorisation_by)
+                if delegation is not None:
+                    headers[HEADER_DELEGATION] = delegation.to_header()
+                with bulk.Exchange(self.address, self.timeout) as exchange:
+                    exchange.start("GET", API_PREFIX + path, headers)
+                    response = exchange.response()
+                    expected = expected_c_hash or response.getheader("saas-c-hash")
+                    actual, _ = bulk.receive(exchange, response, fd, progress)
+            finally:
+                os.close(fd)
+            if not expected or actual != expected:
                 raise ContentMismatchError(
                     f"Downloaded content of {obj_id} does not match its c_hash", {"obj_id": obj_id}
                 )
@@ -270,30 +256,18 @@ class DORProxy(RESTProxy):
             if task_proof is not None:
                 params["task_proof"] = task_proof.model_dump(mode="json")
             head = canonical_json(params) + b"\n"
-            digest = hashlib.sha256(head)
-            size = source.stat().st_size
             with open(source, "rb") as f:
-                while chunk := f.read(1024 * 1024):
-                    digest.update(chunk)
-
-            def body() -> Any:
-                sent = 0
-                for chunk in iter_file(source, head):
-                    yield chunk
-                    sent += len(chunk)
-                    if progress:
-                        progress(min(sent, size), size)
-
-            response = self.request(
-                "POST",
-                "/dor/add-c",
-                content=body(),
-                body_sha256=digest.hexdigest(),
-                signed=True,
-                signer=None if self.keystore is not None else signer,
-                headers={"content-type": "application/octet-stream", "content-length": str(len(head) + size)},
-            )
-            return CDataObject.model_validate(response.json())
+                size = os.fstat(f.fileno()).st_size
+                body_sha256, hashed = pipeline.hash_file(f, head)
+                if hashed != size:
+                    raise InvalidInputError(f"'{source}' changed while it was being read", {"path": str(source)})
+                signer = None if self.keystore is not None else signer  # a proxy without one: signed by `owner`
+                headers = self.signed_headers("POST", "/dor/add-c", signer, body_sha256=body_sha256)
+                headers |= {"content-type": "application/octet-stream", "content-length": str(len(head) + size)}
+                with bulk.Exchange(self.address, self.timeout) as exchange:
+                    exchange.start("POST", API_PREFIX + "/dor/add-c", headers)
+                    answer = bulk.send(exchange, head, f, size, progress)
+            return CDataObject.model_validate_json(answer)
         finally:
             if encrypted_temp is not None:
                 encrypted_temp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
+from saas.core.pipeline import WriteBehind
 from saas.core.signing import canonical_json
 from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
@@ -127,14 +128,30 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _write(f: BinaryIO, data: bytearray, *hashes: Any) -> None:
-    for h in hashes:
-        h.update(data)
-    f.write(data)
+def _hash(digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
 
 
-def _finish(f: BinaryIO) -> None:
+def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+        f.write(chunk)
     f.flush()
+    behind.wrote(sum(len(c) for c in chunks))
+
+
+async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
+    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
+    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
+    await asyncio.gather(
+        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
+    )
+
+
+def _finish(f: BinaryIO, behind: WriteBehind) -> None:
+    f.flush()
+    behind.wait()
     os.fsync(f.fileno())
     f.close()
 
@@ -377,14 +394,16 @@ class DORService:
             temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
         size = 0
         writing: asyncio.Future[None] | None = None
+        behind = WriteBehind(f.fileno())
         try:
             room = None
             if usage is not None and limit is not None:  # refused before any content is read
                 used, _ = await usage
                 self.quotas.check(params.owner_iid, used, size_hint or 0)
                 room = limit - used
-            # One batch is hashed and written in a worker thread while the next one is received.
-            buffer = bytearray(first)
+            # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
+            # they came: joining them would copy every byte once more).
+            batch, batched = [first], len(first)
             size = len(first)
             async for chunk in chunks:
                 size += len(chunk)
@@ -395,25 +414,27 @@ class DORService:
                     )
                 if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
                     room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
-                buffer += chunk
-                if len(buffer) >= WRITE_BATCH:
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
                     if writing is not None:
                         await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(_write, f, buffer, body_hash, content_hash))
-                    buffer = bytearray()
+                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash, behind))
+                    batch, batched = [], 0
             if writing is not None:
                 await writing
-            await asyncio.to_thread(_write, f, buffer, body_hash, content_hash)
+            await _store(f, batch, body_hash, content_hash, behind)
             if claimed_body_sha256 is not None and body_hash.hexdigest() != claimed_body_sha256:
                 raise body_mismatch()
             claims.check_product(params, content_hash.hexdigest())
-            await asyncio.to_thread(_finish, f)
+            await asyncio.to_thread(_finish, f, behind)
             row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
             if task is not None and params.recipe is not None:
                 await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
         except BaseException as e:
             if writing is not None:  # a worker thread may still be writing to f: let it finish first
                 await asyncio.gather(writing, return_exceptions=True)
+            await asyncio.to_thread(behind.wait)
             with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
                 f.close()
             await asyncio.to_thread(temp.unlink, True)

@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from saas.core.pipeline import WriteBehind, copy_hashed, read_full, write_all
+
 __all__ = ["ContentStore", "open_regular"]
 
 SMALL_FILE = 1024 * 1024  # read whole (and not written again when the content is already stored)
-COPY_CHUNK = 4 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -84,25 +85,26 @@ class ContentStore:
         small file whose content is already stored is not written again. A symbolic link or anything but a regular
         file is refused (`OSError`), checked on the opened file itself, so it cannot be swapped in meanwhile."""
         with open_regular(source) as src:
-            data = src.read(SMALL_FILE)
+            fd = src.fileno()
+            first = bytearray(SMALL_FILE)
+            data = bytes(memoryview(first)[: read_full(fd)(first)])
             if len(data) < SMALL_FILE:
                 c_hash = hashlib.sha256(data).hexdigest()
                 if not self.exists(c_hash):
                     self.write_bytes(data, c_hash)
                 return c_hash, len(data)
             temp, f = self.new_temp()
-            digest, size = hashlib.sha256(), 0
+            digest = hashlib.sha256(data)
             try:
-                while data:
-                    digest.update(data)
-                    f.write(data)
-                    size += len(data)
-                    data = src.read(COPY_CHUNK)
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+                with f:
+                    write_all(f.fileno(), memoryview(data))
+                    behind = WriteBehind(f.fileno())
+                    try:  # read, hashed and written overlapped, and going to disk meanwhile
+                        size = len(data) + copy_hashed(fd, f.fileno(), digest, behind=behind)
+                    finally:
+                        behind.wait()
+                    os.fsync(f.fileno())
             except BaseException:
-                f.close()
                 temp.unlink(missing_ok=True)
                 raise
         c_hash = digest.hexdigest()

@@ -1,9 +1,11 @@
-"""Streaming a stored file as an HTTP response, with single-range requests (RFC 9110 §14).
+"""Sending a stored file as an HTTP response, with single-range requests (RFC 9110 §14).
 
 The caller hands over a file it already opened, so a concurrent delete of the path cannot break a download that
-has begun. `ETag` is the content hash, so `If-Range` works for resuming. Several ranges, or another unit than
-bytes, get the whole content (a server may ignore `Range`); a malformed byte range, or one that starts past the end,
-is a 416 envelope with the reason. Numbers are never parsed beyond 18 digits (more than any size)."""
+has begun. Where the server offers the ASGI zero-copy extension (`saas.rest.sendfile`) the kernel moves the
+bytes; elsewhere they stream in chunks read by a worker thread. `ETag` is the content hash, so `If-Range` works for
+resuming. Several ranges, or another unit than bytes, get the whole content (a server may ignore `Range`); a
+malformed byte range, or one that starts past the end, is a 416 envelope with the reason. Numbers are never parsed
+beyond 18 digits (more than any size)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import re
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from saas.core.errors import InvalidInputError
+from saas.rest.sendfile import ZEROCOPY
 
-__all__ = ["CHUNK_SIZE", "RangeNotSatisfiableError", "content_response", "parse_range"]
+__all__ = ["CHUNK_SIZE", "ContentResponse", "RangeNotSatisfiableError", "content_response", "parse_range"]
 
 CHUNK_SIZE = 1024 * 1024
 _SPEC = re.compile(r"^\s*(\d*)-(\d*)\s*$")
@@ -74,9 +78,34 @@ async def _stream(f: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
         f.close()
 
 
+class ContentResponse(Response):
+    """`length` bytes from `start` of an open file (closed once sent, or when sending fails)."""
+
+    def __init__(self, f: BinaryIO, start: int, length: int, status_code: int, headers: dict[str, str]):
+        super().__init__(None, status_code, {**headers, "content-length": str(length)}, "application/octet-stream")
+        self._file = f
+        self._start = start
+        self._length = length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if ZEROCOPY not in scope.get("extensions", {}):
+            streaming = StreamingResponse(
+                _stream(self._file, self._start, self._length), self.status_code, media_type=self.media_type
+            )
+            streaming.raw_headers = self.raw_headers
+            await streaming(scope, receive, send)
+            return
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            message = {"type": ZEROCOPY, "file": self._file, "offset": self._start, "count": self._length}
+            await send({**message, "more_body": False})
+        finally:
+            self._file.close()
+
+
 def content_response(
     f: BinaryIO, size: int, etag: str, range_header: str | None, if_range: str | None, headers: dict[str, str]
-) -> StreamingResponse:
+) -> ContentResponse:
     """A 200 with the whole file or a 206 with one range; takes ownership of `f` (closes it)."""
     quoted = f'"{etag}"'
     try:
@@ -86,13 +115,6 @@ def content_response(
         raise
     common = {**headers, "accept-ranges": "bytes", "etag": quoted}
     if wanted is None:
-        return StreamingResponse(
-            _stream(f, 0, size), media_type="application/octet-stream", headers={**common, "content-length": str(size)}
-        )
+        return ContentResponse(f, 0, size, 200, common)
     start, end = wanted
-    return StreamingResponse(
-        _stream(f, start, end - start + 1),
-        status_code=206,
-        media_type="application/octet-stream",
-        headers={**common, "content-length": str(end - start + 1), "content-range": f"bytes {start}-{end}/{size}"},
-    )
+    return ContentResponse(f, start, end - start + 1, 206, {**common, "content-range": f"bytes {start}-{end}/{size}"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -39,17 +39,23 @@ _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
 _REMOTE_CLASSES: dict[type[errors.SaaSError], type[errors.RemoteError]] = {}
 
 
-def transport_error_text(error: httpx.TransportError, address: str) -> str:
-    """A failed connection in words: "Could not connect to 127.0.0.1:5999: connection refused" (no class names)."""
+def error_words(error: BaseException) -> str:
+    """What went wrong with a connection, in words ("connection refused"): the OS error under httpx's and
+    httpcore's wrappers says it best; never a class name."""
     cause: BaseException | None = error
     words = ""
-    while cause is not None and not words:  # the OS error under httpx's and httpcore's wrappers says it best
+    while cause is not None and not words:
         if isinstance(cause, OSError) and cause.errno is not None:
             words = os.strerror(cause.errno) if cause.errno > 0 else (cause.strerror or "")
         cause = cause.__cause__ or cause.__context__
     if not words:
         words = re.sub(r"^\[Errno -?\d+\]\s*", "", str(error).strip()).rstrip(".")
-    words = (words[:1].lower() + words[1:]) if words else "the connection failed"
+    return (words[:1].lower() + words[1:]) if words else "the connection failed"
+
+
+def transport_error_text(error: httpx.TransportError, address: str) -> str:
+    """A failed connection in words: "Could not connect to 127.0.0.1:5999: connection refused" (no class names)."""
+    words = error_words(error)
     if isinstance(error, httpx.ConnectError):
         return f"Could not connect to {address}: {words}"
     return f"Lost the connection to {address}: {words}"
@@ -85,6 +91,7 @@ class RESTProxy:
         self.keystore = keystore
         host, port = self.address
         host = f"[{host}]" if ":" in host else host
+        self.timeout = timeout
         self._client = httpx.Client(base_url=f"http://{host}:{port}", timeout=timeout, trust_env=False)
         self._node_iid = node_iid  # known already (e.g. from a verified node record), or asked for once
 
@@ -144,6 +151,12 @@ class RESTProxy:
             raise errors.ConfigError("This request must be signed: give the proxy a keystore")
         return signer
 
+    def signed_headers(
+        self, method: str, path: str, signer: Signer | None = None, body_sha256: str = EMPTY_BODY_SHA256
+    ) -> dict[str, str]:
+        """The headers that sign a request to `path` (under `API_PREFIX`, no query) as `signer`, else the keystore."""
+        return sign_request(self._signer(signer), method, API_PREFIX + path, self.node_iid, body_sha256)
+
     def request(
         self,
         method: str,
@@ -190,12 +203,3 @@ class RESTProxy:
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
-
-
-def iter_file(path: Any, prefix: bytes = b"", chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
-    """A request body: `prefix`, then the file in chunks."""
-    if prefix:
-        yield prefix
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            yield chunk

@@ -1,7 +1,8 @@
 """The node's HTTP server: uvicorn on a socket we bind ourselves (so a busy port is a clear error, not an exit),
 without uvicorn's own signal handling (only the outermost runner handles signals). The HTTP implementation is
-pinned to httptools, with the connection bounds of `saas.rest.connections`. Requests in flight when it stops get
-`stop_grace` seconds, then 503 "Node is stopping" (`saas.rest.stopping`)."""
+pinned to httptools, with the connection bounds of `saas.rest.connections` and the zero-copy sends of
+`saas.rest.sendfile`. Requests in flight when it stops get `stop_grace` seconds, then 503 "Node is stopping"
+(`saas.rest.stopping`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import uvicorn
 
 from saas.core.errors import ConfigError
-from saas.rest.connections import ConnectionTable, HTTPLimits, LimitedHttpToolsProtocol, fit_open_files
+from saas.rest.connections import ConnectionTable, HTTPLimits, fit_open_files
+from saas.rest.sendfile import SENDERS, Senders, SendfileHttpToolsProtocol
 from saas.rest.stopping import InFlight
 
 __all__ = ["RESTServer"]
@@ -39,6 +41,7 @@ class RESTServer:
         log_level: str = "warning",
         limits: HTTPLimits | None = None,
         stop_grace: float = 2.0,
+        sendfile_threads: int = SENDERS,
     ):
         self._app = InFlight(app)
         self._stop_grace = stop_grace
@@ -49,6 +52,12 @@ class RESTServer:
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._socket: socket.socket | None = None
+        self._senders = Senders(sendfile_threads)
+
+    @property
+    def senders(self) -> Senders:
+        """The zero-copy senders of this server (how many are busy)."""
+        return self._senders
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -72,7 +81,9 @@ class RESTServer:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=self._stop_grace + 5,  # a backstop: `InFlight.stop` ends requests first
-            http=functools.partial(LimitedHttpToolsProtocol, table=ConnectionTable(self._limits)),  # type: ignore[arg-type]
+            http=functools.partial(  # type: ignore[arg-type]
+                SendfileHttpToolsProtocol, table=ConnectionTable(self._limits), senders=self._senders
+            ),
             timeout_keep_alive=self._limits.keepalive_timeout,  # type: ignore[arg-type]
             loop="none",
             proxy_headers=False,  # the node is addressed directly: forwarded-for headers are not trusted
@@ -100,3 +111,4 @@ class RESTServer:
         finally:
             self._app.close()
         self._server = self._task = None
+        self._senders.close()

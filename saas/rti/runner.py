@@ -205,15 +205,16 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
 
 
 def _copy_hashed(source: Path, target: Path) -> str:
-    """Copy a file, returning the SHA-256 of what was copied (plain system calls, as `_write_file`)."""
+    """Copy a file, returning the SHA-256 of what was copied (hashed and written by a second thread while the next
+    buffer is read: `saas.core.pipeline`)."""
+    from saas.core.pipeline import copy_hashed
+
     digest = hashlib.sha256()
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            while chunk := os.read(src, 1024 * 1024):
-                digest.update(chunk)
-                _write_all(dst, chunk)
+            copy_hashed(src, dst, digest)
         finally:
             os.close(dst)
     finally:

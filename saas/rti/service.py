@@ -1222,8 +1222,7 @@ def _remove_folders(folders: list[Path]) -> None:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    from saas.core.pipeline import hash_file
+
     with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hash_file(f)[0]
