@@ -51,7 +51,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
-from saas.rti import board, placement, process, runner
+from saas.rti import board, packages, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -137,6 +137,7 @@ class RTIService:
         self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
         self._remover: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None  # set by `start`
+        self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
 
     @property
     def isolation(self) -> str | None:
@@ -182,6 +183,7 @@ class RTIService:
             return procs, self.db.call(board.unfinished)
 
         self.sandbox = await asyncio.to_thread(self._make_sandbox)
+        self.packages = await asyncio.to_thread(packages.for_node, self._node.config)
         procs, unfinished = await asyncio.to_thread(open_all)
         for row in procs:
             p = ProcessorRecord(
@@ -543,6 +545,7 @@ class RTIService:
         the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
         only with it (`saas.dor.claims`)."""
         processor = self._validate(proc_id, task, caller)
+        package = await self.grant(caller, processor, task)
         self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
         located = await self._check_references(processor, task, caller)
         self.scheduler.admit(caller.id)  # and again: other submissions may have come meanwhile
@@ -553,6 +556,7 @@ class RTIService:
             retain=self.retain,
             t_submitted=_now(),
             custodian_iid=self._node.iid,
+            package=package,
         )
         active = self._new_active(job, JobStateMachine())
         active.located, active.located_at = located, time.monotonic()
@@ -568,6 +572,11 @@ class RTIService:
         self._active[job.id] = active
         self._enqueue(active)
         return job
+
+    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package:
+        """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
+        resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
+        return packages.grant(self.packages, None, resources, task.package)
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
@@ -816,6 +825,8 @@ class RTIService:
         descriptor = processor.gpp.proc_descriptor
         task_resources = active.job.task.resources
         resources = _resources(descriptor.model_extra, task_resources, processor.spec)
+        if not processor.backend.reattachable or active.job.task.package:  # default packages describe this machine
+            resources = packages.fill(resources, active.job.package)
         await processor.backend.execute(
             JobContext(
                 job_id=active.job.id,
