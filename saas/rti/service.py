@@ -51,7 +51,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
-from saas.rti import board, packages, placement, process, runner
+from saas.rti import board, levels, packages, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -118,7 +118,7 @@ class RTIService:
         self._node = node
         self.root = node.config.datastore / "rti"
         self._jobs_root, self._logs_root = self.root / "jobs", self.root / "logs"
-        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA)
+        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA + levels.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.install_timeout = node.config.install_timeout
         self._processors: dict[str, ProcessorRecord] = {}
@@ -138,6 +138,7 @@ class RTIService:
         self._remover: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None  # set by `start`
         self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
+        self.levels = levels.LevelStore(node, self.db)
 
     @property
     def isolation(self) -> str | None:
@@ -185,6 +186,7 @@ class RTIService:
         self.sandbox = await asyncio.to_thread(self._make_sandbox)
         self.packages = await asyncio.to_thread(packages.for_node, self._node.config)
         procs, unfinished = await asyncio.to_thread(open_all)
+        await self.levels.load()
         for row in procs:
             p = ProcessorRecord(
                 row["proc_id"],
@@ -576,7 +578,7 @@ class RTIService:
     async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
-        return packages.grant(self.packages, None, resources, task.package)
+        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, task.package)
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
