@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from saas.rest.auth import SignedIdentity
+from saas.rti import offers
 from saas.rti.levels import AccountLevel, LevelParameters
+from saas.rti.offers import Offer, OfferParameters
 from saas.rti.packages import Package
 from saas.rti.service import RTIService
 
@@ -51,3 +53,10 @@ async def set_level(iid: IidPath, params: LevelParameters, request: Request, cal
 async def reset_level(iid: IidPath, request: Request, caller: SignedIdentity) -> AccountLevel:
     """Forget an identity's level (node owner only): it has the node's default level again."""
     return await _rti(request).levels.reset(caller, iid)
+
+
+@router.post("/offers", response_model=Offer)
+async def make_offer(params: OfferParameters, request: Request, caller: SignedIdentity) -> Offer:
+    """Can this node run the task for the caller? A signed, expiring offer: can or cannot with every reason, the
+    package the job would get, whether the processor is deployed, data locality, estimated queue wait, quota left."""
+    return await offers.make_offer(_rti(request), request.app.state.node, caller, params)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from saas.rti.levels import AccountLevel
+from saas.rti.offers import Offer, OfferParameters
 from saas.rti.packages import Package
 
 if TYPE_CHECKING:
@@ -49,3 +50,10 @@ class OffersMixin:
     def reset_level(self, iid: str, authority: Signer) -> AccountLevel:
         """Forget an identity's level (node owner only): it has the node's default level again."""
         return AccountLevel.model_validate(self.request("DELETE", f"/rti/levels/{iid}", signer=authority).json())
+
+    def get_offer(self, task: OfferParameters | dict[str, Any], authority: Signer) -> Offer:
+        """Ask the node whether it can run `task` for `authority`: a signed, expiring `Offer` (check it with
+        `Offer.verify(node_identity)`)."""
+        params = OfferParameters.model_validate(task)
+        body = params.model_dump(mode="json", exclude_none=True)
+        return Offer.model_validate(self.request("POST", "/rti/offers", json_body=body, signer=authority).json())

@@ -95,6 +95,11 @@ class SlotPool:
     def running_of(self, user: str) -> int:
         return self._running_of.get(user, 0)
 
+    @property
+    def running(self) -> int:
+        """Jobs holding a slot."""
+        return len(self._running)
+
     def add(self, user: str, job_id: str) -> None:
         """The job waits for a slot (behind the user's earlier jobs)."""
         self.queue.push(user, job_id)
