@@ -455,6 +455,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("proc_id", nargs="?", metavar="PROC_ID")
     p.set_defaults(handler=proc_status)
 
+    from saas_cli.commands.rti_offers import register_offers
+
+    register_offers(sub)  # offers, packages, level (issue 18)
     job = sub.add_parser("job", help="submit and follow jobs")
     job.set_defaults(handler=None, _parser=job)
     job_sub = job.add_subparsers(title="commands", metavar="COMMAND")

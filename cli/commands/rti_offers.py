@@ -1,0 +1,187 @@
+"""`saas-cli rti offers`, `rti packages` and `rti level ...` (issue 18): ask a node "can I do this?", list its
+resource packages, and (node owner) assign account levels."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from saas.core.errors import InvalidInputError, MissingValueError
+from saas_cli.context import Context
+
+if TYPE_CHECKING:
+    from saas.rti.offers import Offer
+    from saas.rti.proxy import RTIProxy
+
+__all__ = ["offer_request", "register_offers"]
+
+
+def _proxy(ctx: Context, args: argparse.Namespace, keystore: Any = None) -> RTIProxy:
+    from saas.rti.proxy import RTIProxy
+
+    return RTIProxy(ctx.node_address(args.address), keystore=keystore)
+
+
+def _deadline(text: str) -> int:
+    """An ISO date and time (UTC unless it says otherwise) as UTC milliseconds."""
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"--deadline must be an ISO date and time (e.g. 2026-12-24T18:00), not '{text}'"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def offer_request(args: argparse.Namespace) -> dict[str, Any]:
+    """What to ask the nodes: from the job descriptor (`--job`) or `--proc-id`, with `--package` and `--deadline`."""
+    request: dict[str, Any] = {}
+    if args.job:
+        try:
+            task = json.loads(Path(args.job).expanduser().read_text(encoding="utf-8"))
+        except OSError as e:
+            raise InvalidInputError(f"Cannot read job descriptor '{args.job}': {e.strerror}") from None
+        except ValueError as e:
+            raise InvalidInputError(f"Job descriptor '{args.job}' is not valid JSON: {e}") from None
+        if not isinstance(task, dict) or "proc_id" not in task:
+            raise InvalidInputError("A job descriptor is a JSON object with proc_id, user_iid, input and output")
+        request["proc_id"] = task["proc_id"]
+        inputs = task.get("input") or []
+        request["input"] = [i["obj_id"] for i in inputs if isinstance(i, dict) and i.get("type") == "reference"]
+        for key in ("package", "resources"):
+            if task.get(key) is not None:
+                request[key] = task[key]
+    if args.proc_id:
+        request["proc_id"] = args.proc_id
+    if "proc_id" not in request:
+        raise MissingValueError("Give the job descriptor (--job FILE) or the processor (--proc-id ID)")
+    if args.package:
+        request["package"] = args.package
+    if args.deadline:
+        request["deadline"] = _deadline(args.deadline)
+    return request
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} TB"
+
+
+def offer_rows(offers: list[tuple[str, Offer]]) -> list[list[Any]]:
+    rows = []
+    for node, o in offers:
+        package = f"{o.package.name} ({o.package.cores}c/{o.package.memory}M)" if o.package else "-"
+        rows.append(
+            [
+                node,
+                "yes" if o.can else "no",
+                package,
+                "yes" if o.deployed else "no",
+                _size(o.locality.held_bytes),
+                _size(o.locality.fetch_bytes),
+                f"{o.queue.wait:.0f} s",
+                "; ".join(o.reasons),
+            ]
+        )
+    return rows
+
+
+OFFER_HEADERS = ["NODE", "CAN", "PACKAGE", "DEPLOYED", "HELD", "TO FETCH", "WAIT", "REASONS"]
+
+
+def offers(ctx: Context, args: argparse.Namespace) -> None:
+    request = offer_request(args)
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        offer = rti.get_offer(request, keystore)
+    ctx.out.result([offer.model_dump(mode="json")])
+    address = "{}:{}".format(*ctx.node_address(args.address))
+    ctx.out.table(OFFER_HEADERS, offer_rows([(address, offer)]))
+
+
+def packages(ctx: Context, args: argparse.Namespace) -> None:
+    with _proxy(ctx, args) as rti:
+        found = rti.get_packages()
+    ctx.out.result([p.model_dump(mode="json") for p in found])
+    ctx.out.table(
+        ["PACKAGE", "CORES", "MEMORY (MiB)", "DISK (MiB)", "WALLTIME (s)", "GPUS"],
+        [[p.name, p.cores, p.memory, p.disk or "-", p.walltime, p.gpus] for p in found],
+    )
+
+
+def _level_text(level: Any) -> str:
+    allowed = "all" if level.allowed is None else ", ".join(level.allowed) or "none"
+    assigned = "assigned by the node owner" if level.signature else "the node's default"
+    return f"{level.iid}: {level.level} ({assigned}); packages: {allowed}"
+
+
+def level_show(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        level = rti.get_level(args.iid or keystore.iid, keystore)
+    ctx.out.result(level.model_dump(mode="json"), _level_text(level))
+
+
+def level_set(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    names = [p for p in (args.packages or "").split(",") if p]
+    with _proxy(ctx, args, keystore) as rti:
+        level = rti.set_level(args.iid, args.level, keystore, packages=names)
+    ctx.out.result(level.model_dump(mode="json"), _level_text(level))
+
+
+def level_reset(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        level = rti.reset_level(args.iid, keystore)
+    ctx.out.result(level.model_dump(mode="json"), _level_text(level))
+
+
+def level_list(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        found = rti.get_levels(keystore)
+    ctx.out.result([level.model_dump(mode="json") for level in found])
+    ctx.out.table(
+        ["IDENTITY", "LEVEL", "PACKAGES"],
+        [[x.iid, x.level, "all" if x.allowed is None else ", ".join(x.allowed)] for x in found],
+    )
+
+
+def add_offer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job", help="the job descriptor (JSON) to ask about")
+    p.add_argument("--proc-id", help="the processor (instead of, or overriding, the job descriptor's)")
+    p.add_argument("--package", help="the resource package to ask for (default: what the job asks)")
+    p.add_argument("--deadline", help="when the job should be done (ISO date and time, UTC unless given)")
+
+
+def register_offers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("offers", help='ask the node "can I do this?" (a signed, expiring offer)')
+    add_offer_arguments(p)
+    p.set_defaults(handler=offers)
+    p = sub.add_parser("packages", help="the node's resource packages")
+    p.set_defaults(handler=packages)
+    level = sub.add_parser("level", help="account levels (assigned by the node owner)")
+    level.set_defaults(handler=None, _parser=level)
+    level_sub = level.add_subparsers(title="commands", metavar="COMMAND")
+    p = level_sub.add_parser("show", help="an identity's level and the packages it may ask for (default: yours)")
+    p.add_argument("iid", nargs="?", help="identity ID (default: the keystore's)")
+    p.set_defaults(handler=level_show)
+    p = level_sub.add_parser("set", help="assign a level (node owner)")
+    p.add_argument("iid", help="identity ID")
+    p.add_argument("--level", required=True, choices=["guest", "basic", "extended", "custom"])
+    p.add_argument("--packages", help="custom level: the packages made for this identity (comma-separated)")
+    p.set_defaults(handler=level_set)
+    p = level_sub.add_parser("reset", help="forget an identity's level: the node's default applies (node owner)")
+    p.add_argument("iid", help="identity ID")
+    p.set_defaults(handler=level_reset)
+    p = level_sub.add_parser("list", help="the levels the node owner assigned (node owner)")
+    p.set_defaults(handler=level_list)
