@@ -320,6 +320,11 @@ def job_submit(ctx: Context, args: argparse.Namespace) -> None:
                 )
         else:
             task = _ask_task(ctx, rti, keystore, args)
+        if args.anywhere:  # issue 18: to the node of the network with the best offer
+            from saas_cli.commands.rti_offers import submit_anywhere
+
+            submit_anywhere(ctx, args, task, keystore)
+            return
         job = rti.submit_task(task, keystore)
     ctx.out.result(job.model_dump(mode="json"), f"Job submitted: job-id={job.id}")
 
@@ -455,7 +460,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("proc_id", nargs="?", metavar="PROC_ID")
     p.set_defaults(handler=proc_status)
 
-    from saas_cli.commands.rti_offers import register_offers
+    from saas_cli.commands.rti_offers import add_rank_arguments, register_offers
 
     register_offers(sub)  # offers, packages, level (issue 18)
     job = sub.add_parser("job", help="submit and follow jobs")
@@ -465,6 +470,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--job", metavar="PATH", help="job descriptor (JSON: proc_id, user_iid, input, output)")
     p.add_argument("--proc-id", help="processor (interactive submit)")
     p.add_argument("--publish-identity", action="store_true", help="publish your identity if the node lacks it")
+    p.add_argument("--anywhere", action="store_true", help="submit to the RTI of the network with the best offer")
+    add_rank_arguments(p)  # --rank, --timeout (with --anywhere)
     p.set_defaults(handler=job_submit)
     p = job_sub.add_parser("status", help="state, progress and outputs of a job")
     p.add_argument("job_id", metavar="JOB_ID")

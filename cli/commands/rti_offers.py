@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from saas.rti.offers import Offer
     from saas.rti.proxy import RTIProxy
 
-__all__ = ["offer_request", "register_offers"]
+__all__ = ["add_rank_arguments", "offer_request", "register_offers", "submit_anywhere"]
 
 
 def _proxy(ctx: Context, args: argparse.Namespace, keystore: Any = None) -> RTIProxy:
@@ -98,13 +98,34 @@ OFFER_HEADERS = ["NODE", "CAN", "PACKAGE", "DEPLOYED", "HELD", "TO FETCH", "WAIT
 
 
 def offers(ctx: Context, args: argparse.Namespace) -> None:
+    """Ask every RTI node of the network at once (one deadline) and show the offers ranked."""
+    from saas.rti.choosing import find_offers
+
     request = offer_request(args)
     keystore = ctx.load_keystore()
-    with _proxy(ctx, args, keystore) as rti:
-        offer = rti.get_offer(request, keystore)
-    ctx.out.result([offer.model_dump(mode="json")])
-    address = "{}:{}".format(*ctx.node_address(args.address))
-    ctx.out.table(OFFER_HEADERS, offer_rows([(address, offer)]))
+    found = find_offers(ctx.node_address(args.address), request, keystore, args.rank, args.timeout)
+    ctx.out.result(
+        {
+            "offers": [o.model_dump(mode="json") for _, o in found],
+            "unanswered": [{"iid": u.node.identity.id, "reason": u.reason} for u in found.unanswered],
+        }
+    )
+    rows = [("{}:{}".format(*n.rest_address), o) for n, o in found]
+    ctx.out.table(OFFER_HEADERS, offer_rows(rows))
+    for missing in found.unanswered:
+        ctx.out.warning(f"No offer from {missing}")
+
+
+def submit_anywhere(ctx: Context, args: argparse.Namespace, task: dict[str, Any], keystore: Any) -> None:
+    """`rti job submit --anywhere`: to the node with the best offer."""
+    from saas.rti.choosing import submit_anywhere as submit
+
+    node, offer, job = submit(ctx.node_address(args.address), task, keystore, args.rank, args.timeout)
+    host, port = node.rest_address
+    ctx.out.result(
+        {**job.model_dump(mode="json"), "node": f"{host}:{port}", "offer_id": offer.offer_id},
+        f"Job submitted to {host}:{port} (package {offer.package.name if offer.package else '-'}): job-id={job.id}",
+    )
 
 
 def packages(ctx: Context, args: argparse.Namespace) -> None:
@@ -156,15 +177,26 @@ def level_list(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
+def add_rank_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rank",
+        default="wait",
+        help="order of the offers: wait, locality or an expression over wait, duration, held, fetch, cores, memory "
+        "(lowest first; default wait)",
+    )
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the nodes' offers (default 3)")
+
+
 def add_offer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job", help="the job descriptor (JSON) to ask about")
     p.add_argument("--proc-id", help="the processor (instead of, or overriding, the job descriptor's)")
     p.add_argument("--package", help="the resource package to ask for (default: what the job asks)")
     p.add_argument("--deadline", help="when the job should be done (ISO date and time, UTC unless given)")
+    add_rank_arguments(p)
 
 
 def register_offers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("offers", help='ask the node "can I do this?" (a signed, expiring offer)')
+    p = sub.add_parser("offers", help='ask every RTI node "can I do this?" (signed, expiring offers, ranked)')
     add_offer_arguments(p)
     p.set_defaults(handler=offers)
     p = sub.add_parser("packages", help="the node's resource packages")

@@ -26,13 +26,13 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from saas.core.errors import NotFoundError
+from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject
 from saas.rti.packages import Package, evaluate
-from saas.rti.schemas import ObjId, PartitionName, Resources
+from saas.rti.schemas import ObjId, PartitionName, Resources, Task
 
 if TYPE_CHECKING:
     import sqlite3
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from saas.node import Node
     from saas.rti.service import RTIService
 
-__all__ = ["Locality", "Offer", "OfferParameters", "QueueEstimate", "make_offer", "run_veto"]
+__all__ = ["Locality", "Offer", "OfferParameters", "QueueEstimate", "honour", "make_offer", "run_veto"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,3 +270,35 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
     )
     signature = await asyncio.to_thread(node.keystore.sign, offer.signed_content())
     return offer.model_copy(update={"signature": signature})
+
+
+async def honour(node: Node, caller: Identity, task: Task) -> str:
+    """The package of the offer a task carries, if it is this node's valid offer to the caller for this task; raises
+    `InvalidInputError` (400) for an expired, altered or negative offer, `AuthorisationError` (403) for another's."""
+    try:
+        offer = Offer.model_validate(task.offer)
+    except ValidationError:
+        raise InvalidInputError("The task's offer is not an offer") from None
+    identity = node.keystore.identity
+    signed = offer.node_iid == node.iid and await asyncio.to_thread(
+        identity.verify_signature, offer.signed_content(), offer.signature
+    )
+    if not signed:
+        raise InvalidInputError("The task's offer is not signed by this node", {"offer_id": offer.offer_id})
+    if offer.user_iid != caller.id:
+        raise AuthorisationError("The task's offer was made to another identity", {"offer_id": offer.offer_id})
+    if int(time.time() * 1000) >= offer.t_expires:
+        raise InvalidInputError(
+            "The task's offer has expired: ask for a new one",
+            {"offer_id": offer.offer_id, "t_expires": offer.t_expires},
+        )
+    if offer.proc_id != task.proc_id:
+        raise InvalidInputError("The task's offer is for another processor", {"offer_id": offer.offer_id})
+    if not offer.can or offer.package is None:
+        raise InvalidInputError("The task's offer says this node cannot run it", {"offer_id": offer.offer_id})
+    if task.package is not None and task.package != offer.package.name:
+        raise InvalidInputError(
+            f"The task names package '{task.package}' but its offer is for '{offer.package.name}'",
+            {"offer_id": offer.offer_id},
+        )
+    return offer.package.name

@@ -101,6 +101,7 @@ class Task(BaseModel):
     description: str | None = Field(default=None, max_length=4096)
     resources: Resources | None = Field(default=None, description="overrides the descriptor's, within the package")
     package: PartitionName | None = Field(default=None, description="resource package (GET /rti/packages)")
+    offer: dict[str, Any] | None = Field(default=None, description="this node's signed offer (POST /rti/offers)")
 
 
 class Job(BaseModel):

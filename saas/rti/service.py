@@ -51,7 +51,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
-from saas.rti import board, levels, packages, placement, process, runner
+from saas.rti import board, levels, offers, packages, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -578,7 +578,8 @@ class RTIService:
     async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
-        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, task.package)
+        name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
+        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name)
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None

@@ -69,13 +69,17 @@ def test_levels_packages_and_offers(cli, shared_keystore, node_factory, publish,
             }
         )
     )
-    offers = json.loads(ok(cli(*user, "--json", "rti", "--address", address, "offers", "--job", str(job))).stdout)
-    (offer,) = offers
+    found = json.loads(ok(cli(*user, "--json", "rti", "--address", address, "offers", "--job", str(job))).stdout)
+    assert found["unanswered"] == []
+    (offer,) = found["offers"]
     assert offer["can"] is False and offer["package"]["name"] == "medium" and offer["locality"]["missing"] == ["b" * 64]
     assert any("not deployed" in r for r in offer["reasons"])
     text = ok(cli(*user, "rti", "--address", address, "offers", "--job", str(job), "--package", "large")).stdout
     assert "CAN" in text and "does not allow package 'large'" in text
     missing = cli(*user, "--non-interactive", "rti", "--address", address, "offers")
     assert missing.returncode != 0 and "--proc-id" in missing.stderr
+    job.write_text(json.dumps({**json.loads(job.read_text()), "user_iid": shared_keystore.iid}))
+    anywhere = cli(*user, "rti", "--address", address, "job", "submit", "--job", str(job), "--anywhere")
+    assert anywhere.returncode != 0 and "No node of the network can run this job" in anywhere.stderr
     reset = ok(cli(*owner, "rti", "--address", address, "level", "reset", shared_keystore.iid)).stdout
     assert "basic (the node's default)" in reset
