@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject
+from saas.rti.bookings import Booking
 from saas.rti.packages import Package, evaluate
 from saas.rti.schemas import ObjId, PartitionName, Resources, Task
 
@@ -95,6 +96,7 @@ class Offer(BaseModel):
     processor_state: str | None = None
     locality: Locality
     queue: QueueEstimate
+    booking: Booking | None = None  # the user's earliest booking here that has not ended
     pending_left: int | None = None  # jobs the user may still submit before the pending bound (None: unbounded)
     running_left: int | None = None  # jobs of the user that may still run at once (None: the fair share)
     t_issued: int
@@ -222,11 +224,12 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
     if params.resources is not None:
         asked.update(params.resources.model_dump(exclude_none=True))
     asked.pop("partition", None)
-    package, refusals = evaluate(rti.packages, rti.levels.allowed(caller.id), asked, params.package)
+    remote = processor is not None and processor.backend.get("name") in ("ssh", "slurm")
+    sized = not remote or config.packages_file is not None  # as `RTIService.grant`
+    package, refusals = evaluate(rti.packages, rti.levels.allowed(caller.id), asked, params.package, sized)
     reasons += [r.reason for r in refusals]
     locality = await _locality(node, caller, params.input)
     reasons += [f"Input {obj_id} is not found on this network (or not visible to you)" for obj_id in locality.missing]
-    remote = processor is not None and processor.backend.get("name") in ("ssh", "slurm")
     queue = await _queue(rti, params.proc_id, remote)
     now = int(time.time() * 1000)
     if params.deadline is not None:
@@ -263,6 +266,7 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
         processor_state=processor.state if processor is not None else None,
         locality=locality,
         queue=queue,
+        booking=await rti.bookings.earliest(caller.id),
         pending_left=pending_left,
         running_left=running_left,
         t_issued=now,
@@ -272,7 +276,7 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
     return offer.model_copy(update={"signature": signature})
 
 
-async def honour(node: Node, caller: Identity, task: Task) -> str:
+async def honour(node: Node, caller: Identity, task: Task) -> str | None:
     """The package of the offer a task carries, if it is this node's valid offer to the caller for this task; raises
     `InvalidInputError` (400) for an expired, altered or negative offer, `AuthorisationError` (403) for another's."""
     try:
@@ -294,11 +298,11 @@ async def honour(node: Node, caller: Identity, task: Task) -> str:
         )
     if offer.proc_id != task.proc_id:
         raise InvalidInputError("The task's offer is for another processor", {"offer_id": offer.offer_id})
-    if not offer.can or offer.package is None:
+    if not offer.can:
         raise InvalidInputError("The task's offer says this node cannot run it", {"offer_id": offer.offer_id})
-    if task.package is not None and task.package != offer.package.name:
+    offered = offer.package.name if offer.package is not None else None
+    if task.package is not None and task.package != offered:
         raise InvalidInputError(
-            f"The task names package '{task.package}' but its offer is for '{offer.package.name}'",
-            {"offer_id": offer.offer_id},
+            f"The task names package '{task.package}' but its offer is for '{offered}'", {"offer_id": offer.offer_id}
         )
-    return offer.package.name
+    return offered

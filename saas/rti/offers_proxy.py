@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
+from saas.rti.bookings import Availability, Booking
 from saas.rti.levels import AccountLevel
 from saas.rti.offers import Offer, OfferParameters
 from saas.rti.packages import Package
@@ -20,6 +21,7 @@ __all__ = ["OffersMixin"]
 
 _PACKAGES = TypeAdapter(list[Package])
 _LEVELS = TypeAdapter(list[AccountLevel])
+_BOOKINGS = TypeAdapter(list[Booking])
 
 
 class OffersMixin:
@@ -57,3 +59,30 @@ class OffersMixin:
         params = OfferParameters.model_validate(task)
         body = params.model_dump(mode="json", exclude_none=True)
         return Offer.model_validate(self.request("POST", "/rti/offers", json_body=body, signer=authority).json())
+
+    def get_availability(
+        self,
+        start: int | None = None,
+        days: int | None = None,
+        hours: int | None = None,
+        packages: list[str] | None = None,
+        authority: Signer | None = None,
+    ) -> Availability:
+        """Per package and day (or hour, with `hours`): free, taken or (signed by `authority`) yours."""
+        params: dict[str, Any] = {"start": start, "days": days, "hours": hours}
+        params = {k: v for k, v in params.items() if v is not None}
+        if packages:
+            params["packages"] = ",".join(packages)
+        response = self.request("GET", "/rti/availability", params=params, signer=authority)
+        return Availability.model_validate(response.json())
+
+    def book(self, package: str, start: int, hours: int, authority: Signer) -> Booking:
+        """Book `package` for `hours` whole hours from `start` (UTC ms on the hour); 409 when it is taken."""
+        body = {"package": package, "start": start, "hours": hours}
+        return Booking.model_validate(self.request("POST", "/rti/bookings", json_body=body, signer=authority).json())
+
+    def get_bookings(self, authority: Signer) -> list[Booking]:
+        return list(_BOOKINGS.validate_python(self.request("GET", "/rti/bookings", signer=authority).json()))
+
+    def unbook(self, booking_id: str, authority: Signer) -> Booking:
+        return Booking.model_validate(self.request("DELETE", f"/rti/bookings/{booking_id}", signer=authority).json())

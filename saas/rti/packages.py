@@ -138,11 +138,21 @@ def _size(package: Package) -> tuple[int, int, int, int]:
 
 
 def evaluate(
-    packages: dict[str, Package], allowed: set[str] | None, resources: dict[str, Any], name: str | None
+    packages: dict[str, Package],
+    allowed: set[str] | None,
+    resources: dict[str, Any],
+    name: str | None,
+    sized: bool = True,
 ) -> tuple[Package | None, list[Refusal]]:
     """The package a job gets (None with every reason when none): `resources` is what the descriptor and the task
-    ask (merged), `name` the package the task names, `allowed` the names the user's level allows (None: all)."""
+    ask (merged), `name` the package the task names, `allowed` the names the user's level allows (None: all).
+    Not `sized` (an ssh or slurm backend while the packages are the defaults, which describe this machine): a job
+    that names no package gets none (and what it asks is the remote host's business), unless its user may have
+    no jobs at all."""
     asked = _asked(resources)
+    if not sized and name is None:
+        refused = allowed is not None and not allowed
+        return None, [Refusal("level", "Your account level on this node allows no jobs")] if refused else []
     mine = sorted((p for p in packages.values() if allowed is None or p.name in allowed), key=_size)
     if name is not None:
         package = packages.get(name)
@@ -185,11 +195,15 @@ def fill(resources: dict[str, Any], package: Package | None) -> dict[str, Any]:
 
 
 def grant(
-    packages: dict[str, Package], allowed: set[str] | None, resources: dict[str, Any], name: str | None
-) -> Package:
+    packages: dict[str, Package],
+    allowed: set[str] | None,
+    resources: dict[str, Any],
+    name: str | None,
+    sized: bool = True,
+) -> Package | None:
     """`evaluate`, raising the first refusal: `InvalidInputError` (400) or `AuthorisationError` (403)."""
-    package, refusals = evaluate(packages, allowed, resources, name)
-    if package is not None:
+    package, refusals = evaluate(packages, allowed, resources, name, sized)
+    if not refusals:
         return package
     first = refusals[0]
     details = {"package": name, "reasons": [r.reason for r in refusals]}

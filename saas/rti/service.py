@@ -51,7 +51,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
-from saas.rti import board, levels, offers, packages, placement, process, runner
+from saas.rti import board, bookings, levels, offers, packages, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -118,7 +118,7 @@ class RTIService:
         self._node = node
         self.root = node.config.datastore / "rti"
         self._jobs_root, self._logs_root = self.root / "jobs", self.root / "logs"
-        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA + levels.SCHEMA)
+        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA + levels.SCHEMA + bookings.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.install_timeout = node.config.install_timeout
         self._processors: dict[str, ProcessorRecord] = {}
@@ -139,6 +139,7 @@ class RTIService:
         self.sandbox: Sandbox | None = None  # set by `start`
         self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
         self.levels = levels.LevelStore(node, self.db)
+        self.bookings = bookings.BookingStore(node, self.db, self.levels)
 
     @property
     def isolation(self) -> str | None:
@@ -575,11 +576,12 @@ class RTIService:
         self._enqueue(active)
         return job
 
-    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package:
+    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package | None:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
         name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
-        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name)
+        sized = not processor.backend.reattachable or self._node.config.packages_file is not None
+        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name, sized)
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
@@ -828,8 +830,7 @@ class RTIService:
         descriptor = processor.gpp.proc_descriptor
         task_resources = active.job.task.resources
         resources = _resources(descriptor.model_extra, task_resources, processor.spec)
-        if not processor.backend.reattachable or active.job.task.package:  # default packages describe this machine
-            resources = packages.fill(resources, active.job.package)
+        resources = packages.fill(resources, active.job.package)
         await processor.backend.execute(
             JobContext(
                 job_id=active.job.id,
