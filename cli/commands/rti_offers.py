@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,3 +218,88 @@ def register_offers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=level_reset)
     p = level_sub.add_parser("list", help="the levels the node owner assigned (node owner)")
     p.set_defaults(handler=level_list)
+    register_bookings(sub)
+
+
+_MARKS = {"free": "---", "taken": "===", "yours": "###"}
+
+
+def _when(text: str | None, hourly: bool) -> int | None:
+    """`--from` (ISO date or date and time, UTC unless given) as UTC ms on the hour (on the day without --hours)."""
+    if text is None:
+        return None
+    ms = _deadline(text)
+    return ms - ms % (3600_000 if hourly else 86400_000)
+
+
+def availability(ctx: Context, args: argparse.Namespace) -> None:
+    names = [p for p in (args.packages or "").split(",") if p] or None
+    keystore = ctx.load_keystore() if ctx.keystore_id or ctx.password else None  # signed: "yours" shown
+    with _proxy(ctx, args, keystore) as rti:
+        grid = rti.get_availability(_when(args.start, bool(args.hours)), args.days, args.hours, names, keystore)
+    ctx.out.result(grid.model_dump(mode="json"))
+    if ctx.out.as_json:
+        return
+    step = grid.slot_hours * 3600
+    fmt = "%H:00" if grid.slot_hours == 1 else "%a"
+    labels = [time.strftime(fmt, time.gmtime(grid.start / 1000 + i * step)) for i in range(grid.slots)]
+    width = max(len(n) for n in grid.grid)
+    first = time.strftime("%Y-%m-%d", time.gmtime(grid.start / 1000))
+    ctx.out.line(f"From {first} UTC (--- free, === taken, ### yours)")
+    for name in reversed(list(grid.grid)):
+        ctx.out.line(f"{name:>{width}}  " + " ".join(f"{_MARKS[x]:<5}"[: max(3, len(lab))] for x, lab in
+                                                     zip(grid.grid[name], labels, strict=True)))  # fmt: skip
+    ctx.out.line(" " * (width + 2) + " ".join(labels))
+
+
+def book(ctx: Context, args: argparse.Namespace) -> None:
+    if not args.days and not args.hours:
+        raise MissingValueError("Give the length of the booking: --days N or --hours N")
+    start = _when(args.start, bool(args.hours))
+    assert start is not None  # --from is required
+    hours = args.hours or args.days * 24
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        booking = rti.book(args.package, start, hours, keystore)
+    begin = time.strftime("%Y-%m-%d %H:00", time.gmtime(booking.start / 1000))
+    end = time.strftime("%Y-%m-%d %H:00", time.gmtime(booking.end / 1000))
+    ctx.out.result(booking.model_dump(mode="json"), f"Booked {booking.package} from {begin} to {end} UTC: {booking.id}")
+
+
+def bookings(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        found = rti.get_bookings(keystore)
+    ctx.out.result([b.model_dump(mode="json") for b in found])
+    stamp = lambda ms: time.strftime("%Y-%m-%d %H:00", time.gmtime(ms / 1000))  # noqa: E731
+    ctx.out.table(
+        ["BOOKING", "PACKAGE", "FROM (UTC)", "TO (UTC)"],
+        [[b.id, b.package, stamp(b.start), stamp(b.end)] for b in found],
+    )
+
+
+def unbook(ctx: Context, args: argparse.Namespace) -> None:
+    keystore = ctx.load_keystore()
+    with _proxy(ctx, args, keystore) as rti:
+        booking = rti.unbook(args.booking_id, keystore)
+    ctx.out.result(booking.model_dump(mode="json"), f"Booking {booking.id} cancelled")
+
+
+def register_bookings(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("availability", help="which packages are free per day (or hour) on the node")
+    p.add_argument("--packages", help="comma-separated package names (default: all)")
+    p.add_argument("--from", dest="start", help="first day (ISO date, UTC; default today)")
+    p.add_argument("--days", type=int, help="days to show (default 7)")
+    p.add_argument("--hours", type=int, help="hours to show instead of days")
+    p.set_defaults(handler=availability)
+    p = sub.add_parser("book", help="book a package on the node for whole days or hours")
+    p.add_argument("--package", required=True)
+    p.add_argument("--from", dest="start", required=True, help="start (ISO date or date and time, UTC unless given)")
+    p.add_argument("--days", type=int)
+    p.add_argument("--hours", type=int)
+    p.set_defaults(handler=book)
+    p = sub.add_parser("bookings", help="your bookings on the node")
+    p.set_defaults(handler=bookings)
+    p = sub.add_parser("unbook", help="cancel a booking")
+    p.add_argument("booking_id", metavar="BOOKING_ID")
+    p.set_defaults(handler=unbook)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 from tests.cli.cli_support import write_password_file
@@ -83,3 +84,27 @@ def test_levels_packages_and_offers(cli, shared_keystore, node_factory, publish,
     assert anywhere.returncode != 0 and "No node of the network can run this job" in anywhere.stderr
     reset = ok(cli(*owner, "rti", "--address", address, "level", "reset", shared_keystore.iid)).stdout
     assert "basic (the node's default)" in reset
+
+
+def test_availability_and_booking(cli, shared_keystore, node_factory, publish) -> None:
+    node = node_factory("cli-bookings-node", job_memory=4096, job_cores=4)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = shared_keystore.args()
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    booked = ok(
+        cli(*user, "rti", "--address", address, "book", "--package", "large", "--from", tomorrow, "--days", "2")
+    )
+    assert booked.stdout.startswith(f"Booked large from {tomorrow} 00:00 to ")
+    booking_id = booked.stdout.strip().rsplit(": ", 1)[1]
+    conflict = cli(*user, "rti", "--address", address, "book", "--package", "tiny", "--from", tomorrow, "--hours", "1")
+    assert conflict.returncode != 0 and "is not free at" in conflict.stderr
+    grid = ok(cli(*user, "rti", "--address", address, "availability", "--from", tomorrow, "--days", "3")).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in grid.splitlines()[1:-1]}
+    assert rows["large"] == ["###", "###", "---"] and rows["tiny"] == ["===", "===", "---"]
+    anonymous = json.loads(ok(cli("--json", "rti", "--address", address, "availability", "--from", tomorrow)).stdout)
+    assert anonymous["slots"] == 7 and anonymous["grid"]["large"][:2] == ["taken", "taken"]
+    listed = json.loads(ok(cli(*user, "--json", "rti", "--address", address, "bookings")).stdout)
+    assert [b["id"] for b in listed] == [booking_id]
+    ok(cli(*user, "rti", "--address", address, "unbook", booking_id))
+    assert json.loads(ok(cli(*user, "--json", "rti", "--address", address, "bookings")).stdout) == []
