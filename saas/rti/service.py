@@ -580,7 +580,7 @@ class RTIService:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
         name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
-        sized = not processor.backend.reattachable or self._node.config.packages_file is not None
+        sized = processor.spec.get("name", "local") == "local" or self._node.config.packages_file is not None
         return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name, sized)
 
     async def run(
