@@ -10,14 +10,19 @@ What callers may rely on:
   the hour).
 - `availability` answers, per package and slot (a day or an hour), "free" (the package still fits in every hour
   of the slot), "taken", or "yours" (the caller has that package booked for the whole slot).
-- not yet: jobs do not run in the booked capacity ahead of the queue, nor are others' jobs kept out of it, and
-  unused bookings do not expire."""
+- enforced by the scheduler (`reservations`): while a booking runs, its share of the node's slots (its cores over
+  the node's, at least one slot) is its user's; the user's jobs take those slots ahead of the queue and nobody
+  else's jobs take them (`SlotPool.reserved`). `watch` re-dispatches when a booking starts or ends.
+- not yet: an unused booking does not expire."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,6 +130,38 @@ class BookingStore:
         self._node = node
         self._db = db
         self._levels = levels
+        self._current: list[Booking] = []  # bookings that have not ended (loaded at start, kept up to date)
+
+    async def load(self) -> None:
+        now = int(time.time() * 1000)
+
+        def rows(conn: sqlite3.Connection) -> list[Booking]:
+            return [_row(r) for r in conn.execute("SELECT * FROM bookings WHERE end > ?", (now,))]
+
+        self._current = await self._db.run(rows)
+
+    def reservations(self, slots: int, now_ms: int | None = None) -> dict[str, int]:
+        """The slots (of `slots`) each user has booked now."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        cores = self.capacity()[0]
+        reserved: dict[str, int] = {}
+        for b in self._current:
+            if b.start <= now < b.end:
+                share = max(1, math.ceil(b.cores / cores * slots))
+                reserved[b.user_iid] = min(slots, reserved.get(b.user_iid, 0) + share)
+        return reserved
+
+    async def watch(self, changed: Callable[[], None], stopping: Callable[[], bool]) -> None:
+        """Call `changed` whenever the set of running bookings changes (looked at every second until `stopping`)."""
+        running: set[str] = set()
+        while not stopping():
+            now = int(time.time() * 1000)
+            self._current = [b for b in self._current if b.end > now]
+            now_running = {b.id for b in self._current if b.start <= now}
+            if now_running != running:
+                running = now_running
+                changed()
+            await asyncio.sleep(1.0)
 
     def capacity(self) -> tuple[int, int]:
         """(cores, MiB) the bookings share."""
@@ -163,6 +200,7 @@ class BookingStore:
             t_created=now,
         )
         await self._db.run(_insert, booking, self.capacity())
+        self._current.append(booking)
         return booking
 
     async def mine(self, caller: Identity) -> list[Booking]:
@@ -185,6 +223,7 @@ class BookingStore:
     async def cancel(self, caller: Identity, booking_id: str) -> Booking:
         booking = await self.get(caller, booking_id)
         await self._db.run(lambda conn: conn.execute("DELETE FROM bookings WHERE id = ?", (booking_id,)))
+        self._current = [b for b in self._current if b.id != booking_id]
         return booking
 
     async def earliest(self, user_iid: str) -> Booking | None:

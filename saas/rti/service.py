@@ -188,6 +188,9 @@ class RTIService:
         self.packages = await asyncio.to_thread(packages.for_node, self._node.config)
         procs, unfinished = await asyncio.to_thread(open_all)
         await self.levels.load()
+        await self.bookings.load()
+        watch = asyncio.create_task(self.bookings.watch(self._dispatch, lambda: self._stopping))
+        self._background.add(watch)
         for row in procs:
             p = ProcessorRecord(
                 row["proc_id"],
@@ -636,6 +639,7 @@ class RTIService:
         return self.scheduler.remote if self._is_remote(active) else self.scheduler.local
 
     def _dispatch(self) -> None:
+        self.scheduler.local.reserved = self.bookings.reservations(self.max_jobs)
         for pool in (self.scheduler.local, self.scheduler.remote):
             while not self._stopping and (job_id := pool.next()) is not None:
                 active = self._active.get(job_id)

@@ -56,3 +56,57 @@ def test_bookings_and_availability(rti_env_factory: Any) -> None:
         assert rti.unbook(medium.id, alice).id == medium.id
         week = rti.get_availability(start=monday, days=7, authority=alice)
         assert week.grid["medium"][2:4] == ["free", "free"] and week.grid["large"][3] == "taken"
+
+
+def test_booked_capacity_is_kept_for_its_owner(rti_env_factory: Any) -> None:
+    """large is the whole node (2 cores, 2 slots): while alice's booking runs, bob's job waits even with both slots
+    free; alice's jobs run ahead of it; once she cancels, bob's job runs."""
+    env: RTIEnv = rti_env_factory(job_cores=2, job_memory=2048, max_jobs=2)
+    proc_id = env.deploy("slow")
+    now = int(time.time() * 1000)
+    with env.rti(env.alice) as rti:
+        booking = rti.book("large", now - now % HOUR_MS, 1, env.alice)
+    time.sleep(1.5)  # the scheduler notices the booking within a second
+
+    def submit(user: Any) -> str:
+        task = {
+            "proc_id": proc_id,
+            "user_iid": user.identity.id,
+            "input": [
+                {"name": "a", "type": "value", "value": {"v": 0.2}},
+                {"name": "b", "type": "value", "value": {"v": 1}},
+            ],
+            "output": [{"name": "c", "owner_iid": user.identity.id}],
+        }
+        with env.rti(user) as rti:
+            return rti.submit_task(task, user).id
+
+    bobs = submit(env.bob)
+    alices = [submit(env.alice) for _ in range(2)]
+    for job in alices:
+        assert env.wait(job, env.alice, timeout=60).state == "successful"
+    with env.rti(env.bob) as rti:
+        assert rti.get_job_status(bobs, env.bob).state == "pending"  # nobody else takes booked capacity
+    with env.rti(env.alice) as rti:
+        rti.unbook(booking.id, env.alice)
+    assert env.wait(bobs, env.bob, timeout=60).state == "successful"
+
+
+def test_reserved_slots_in_the_pool() -> None:
+    from saas.rti.scheduler import SlotPool
+
+    pool = SlotPool(3, per_user=1)
+    pool.reserved = {"alice": 2}
+    for job in ("b1", "b2"):
+        pool.add("bob", job)
+    pool.add("carol", "c1")
+    assert pool.next() == "b1"  # one slot is not booked
+    assert pool.next() is None  # the other two are alice's
+    for job in ("a1", "a2", "a3"):
+        pool.add("alice", job)
+    assert [pool.next(), pool.next(), pool.next()] == ["a1", "a2", None]  # ahead of carol, beyond per_user
+    pool.release("a1")
+    assert pool.next() == "a3"  # still her booked slot
+    pool.reserved = {}
+    pool.release("a2")
+    assert pool.next() == "c1"
