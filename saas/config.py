@@ -103,6 +103,15 @@ class NodeConfig(BaseModel):
     # beyond that (and with 0) content goes through the event loop in chunks.
     http_sendfile_threads: int = Field(default=16, ge=0)
 
+    # Resource packages, account levels and offers (issue 18): the packages file (JSON; None: tiny/small/medium/large
+    # scaled to the machine), the level of identities the node owner has not given one, how long an offer is valid
+    # (seconds), and an optional veto hook (an executable given the task as JSON) with the seconds it may take
+    packages_file: Path | None = None
+    default_level: Literal["guest", "basic", "extended"] = "extended"
+    offer_lifetime: float = Field(default=300.0, gt=0, le=7 * 86400)
+    offer_veto: Path | None = None
+    offer_veto_timeout: float = Field(default=5.0, gt=0, le=300)
+
     @field_validator("datastore", "keystore")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

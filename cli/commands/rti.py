@@ -351,6 +351,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=proc_status)
 
     from saas_cli.commands import rti_jobs
+    from saas_cli.commands.rti_offers import register_offers
+
+    register_offers(sub)  # offers, packages, level (issue 18)
 
     rti_jobs.register(sub)
     spread_group_option(group, "--address", "address")

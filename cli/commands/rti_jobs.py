@@ -157,6 +157,11 @@ def job_submit(ctx: Context, args: argparse.Namespace) -> None:
     ensure_published(ctx, args, keystore)
     with proxy(ctx, args, keystore) as rti:
         task = _read_task(args.job, keystore) if args.job else _ask_task(ctx, rti, keystore, args)
+        if args.anywhere:  # issue 18: to the node of the network with the best offer
+            from saas_cli.commands.rti_offers import submit_anywhere
+
+            submit_anywhere(ctx, args, task, keystore)
+            return
         job = rti.submit_task(task, keystore)
     ctx.out.created(
         "Job ID",
@@ -333,6 +338,8 @@ def job_wait(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from saas_cli.commands.rti_offers import add_rank_arguments
+
     job = sub.add_parser("job", help="submit and follow jobs")
     job.set_defaults(handler=None, _parser=job)
     job_sub = job.add_subparsers(title="commands", metavar="COMMAND")
@@ -340,6 +347,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--job", metavar="PATH", help="job descriptor (JSON: proc_id, user_iid, input, output)")
     p.add_argument("--proc-id", help="processor (interactive submit)")
     p.add_argument("--publish-identity", action="store_true", help="publish your identity if the node lacks it")
+    p.add_argument("--anywhere", action="store_true", help="submit to the RTI of the network with the best offer")
+    add_rank_arguments(p)  # --rank, --timeout (with --anywhere)
     p.set_defaults(handler=job_submit)
     p = job_sub.add_parser("status", help="state, timeline and outputs of a job; without JOB_ID your active jobs")
     p.add_argument("job_id", nargs="?", metavar="JOB_ID")

@@ -32,6 +32,7 @@ _HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same na
     "http_max_connections_per_client",
 )
 _DASHBOARD = ("dashboard_session_lifetime", "dashboard_max_sessions", "dashboard_token_max_lifetime")  # the same
+_OFFERS = ("packages_file", "default_level", "offer_lifetime", "offer_veto", "offer_veto_timeout")  # the same
 
 
 def parse_size(text: str) -> int:
@@ -170,6 +171,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         },
         # the original CLI's service flags (issue 16)
         purge_inactive_jobs=args.purge_inactive_jobs,
+        # Resource packages, account levels and offers
+        **{name: getattr(args, name) for name in _OFFERS if getattr(args, name, None) is not None},
     )
     _serve(ctx, config)
 
@@ -505,5 +508,23 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="forget finished jobs (records, logs, working folders) when the node starts",
     )
+    # Resource packages, account levels and offers (issue 18)
+    p.add_argument(
+        "--packages",
+        dest="packages_file",
+        type=Path,
+        help="JSON file of resource packages (name, cores, memory MiB, disk MiB, walltime s, gpus); "
+        "default: tiny/small/medium/large scaled to the machine",
+    )
+    p.add_argument(
+        "--default-level",
+        choices=["guest", "basic", "extended"],
+        help="account level of identities the node owner has not given one (default extended)",
+    )
+    p.add_argument("--offer-lifetime", type=_positive_float, help="seconds an offer stays valid (default 300)")
+    p.add_argument(
+        "--offer-veto", type=Path, help="executable given each offer's task as JSON; answers accept or reject"
+    )
+    p.add_argument("--offer-veto-timeout", type=_positive_float, help="seconds the veto hook may take (default 5)")
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

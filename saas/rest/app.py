@@ -225,7 +225,9 @@ def create_app(node: Node) -> FastAPI:
         app.include_router(dor_router, prefix=API_PREFIX)
     if node.rti is not None:
         from saas.rti.api import router as rti_router
+        from saas.rti.offers_api import router as offers_router
 
         app.include_router(rti_router, prefix=API_PREFIX)
+        app.include_router(offers_router, prefix=API_PREFIX)
     add_docs(app)  # /docs from the node's own assets; the signature headers in /openapi.json
     return app

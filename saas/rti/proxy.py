@@ -23,6 +23,7 @@ from saas.core.identity import Identity
 from saas.core.signing import Signer
 from saas.dor.schemas import GitProcessorPointer
 from saas.rest.proxy import RESTProxy
+from saas.rti.offers_proxy import OffersMixin
 from saas.rti.schemas import Job, JobStatus, Processor, Task
 
 __all__ = ["RTIProxy"]
@@ -68,7 +69,7 @@ def _may_need_delegation(item: dict[str, Any]) -> bool:
     return item.get("type") == "reference" and not item.get("user_signature") and isinstance(item.get("obj_id"), str)
 
 
-class RTIProxy(RESTProxy):
+class RTIProxy(RESTProxy, OffersMixin):
     def __init__(self, address: str | tuple[str, int], keystore: Signer | None = None, **kwargs: Any):
         super().__init__(address, keystore, **kwargs)
 

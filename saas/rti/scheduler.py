@@ -88,12 +88,19 @@ class SlotPool:
         self._running_of: dict[str, int] = {}
         self._served: dict[str, int] = {}  # user -> when (a tick) a job of theirs last took a slot
         self._tick = 0
+        # Slots booked by users now (saas.rti.bookings): their jobs take them ahead of the queue, nobody else's do
+        self.reserved: dict[str, int] = {}
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._running
 
     def running_of(self, user: str) -> int:
         return self._running_of.get(user, 0)
+
+    @property
+    def running(self) -> int:
+        """Jobs holding a slot."""
+        return len(self._running)
 
     def add(self, user: str, job_id: str) -> None:
         """The job waits for a slot (behind the user's earlier jobs)."""
@@ -113,11 +120,16 @@ class SlotPool:
         waiting, or only users at their bound waiting."""
         if len(self._running) >= self.limit:
             return None
-        candidates = [
-            user
-            for user in self.queue.users()
-            if self.per_user is None or self.running_of(user) < self.per_user or self.exempt(user)
-        ]
+        unused = {user: n - self.running_of(user) for user, n in self.reserved.items() if n > self.running_of(user)}
+        candidates = [user for user in self.queue.users() if user in unused]  # booked: ahead of the queue
+        if not candidates:
+            if len(self._running) + sum(unused.values()) >= self.limit:
+                return None  # the free slots are booked by others
+            candidates = [
+                user
+                for user in self.queue.users()
+                if self.per_user is None or self.running_of(user) < self.per_user or self.exempt(user)
+            ]
         if not candidates:
             return None
         chosen = min(candidates, key=lambda user: (self.running_of(user), self._served.get(user, 0)))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from saas.core.bounded_json import BoundedJSON
 from saas.dor.schemas import MAX_INPUT_VALUE_SIZE, CDataObject, GitProcessorPointer
+from saas.rti.packages import Package
 
 __all__ = [
     "AgentInstance",
@@ -98,7 +99,9 @@ class Task(BaseModel):
     output: Annotated[list[Output], Field(max_length=1000)]
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=4096)
-    resources: Resources | None = Field(default=None, description="overrides the descriptor's (SLURM backend)")
+    resources: Resources | None = Field(default=None, description="overrides the descriptor's, within the package")
+    package: PartitionName | None = Field(default=None, description="resource package (GET /rti/packages)")
+    offer: dict[str, Any] | None = Field(default=None, description="this node's signed offer (POST /rti/offers)")
 
 
 class Job(BaseModel):
@@ -108,6 +111,7 @@ class Job(BaseModel):
     retain: bool = False
     t_submitted: int
     custodian_iid: str
+    package: Package | None = Field(default=None, description="the resource package the job was given")
 
 
 class JobStatus(BaseModel):

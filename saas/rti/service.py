@@ -52,7 +52,7 @@ from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
 from saas.dor.sources import git_env
-from saas.rti import board, placement, process, runner
+from saas.rti import board, bookings, levels, offers, packages, placement, process, runner
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -119,7 +119,7 @@ class RTIService:
         self._node = node
         self.root = node.config.datastore / "rti"
         self._jobs_root, self._logs_root = self.root / "jobs", self.root / "logs"
-        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA)
+        self.db = Database(self.root / "jobs.sqlite", board.SCHEMA + levels.SCHEMA + bookings.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.install_timeout = node.config.install_timeout
         self._processors: dict[str, ProcessorRecord] = {}
@@ -139,6 +139,9 @@ class RTIService:
         self._remover: asyncio.Task[None] | None = None
         self.sandbox: Sandbox | None = None  # set by `start`
         self.on_finish: list[Callable[[ActiveJob], None]] = []  # told of every job that became final (metrics)
+        self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
+        self.levels = levels.LevelStore(node, self.db)
+        self.bookings = bookings.BookingStore(node, self.db, self.levels)
 
     @property
     def isolation(self) -> str | None:
@@ -188,7 +191,12 @@ class RTIService:
             return procs, self.db.call(board.unfinished)
 
         self.sandbox = await asyncio.to_thread(self._make_sandbox)
+        self.packages = await asyncio.to_thread(packages.for_node, self._node.config)
         procs, unfinished = await asyncio.to_thread(open_all)
+        await self.levels.load()
+        await self.bookings.load()
+        watch = asyncio.create_task(self.bookings.watch(self._dispatch, lambda: self._stopping))
+        self._background.add(watch)
         for row in procs:
             p = ProcessorRecord(
                 row["proc_id"],
@@ -554,6 +562,7 @@ class RTIService:
         the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
         only with it (`saas.dor.claims`)."""
         processor = self._validate(proc_id, task, caller)
+        package = await self.grant(caller, processor, task)
         self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
         located = await self._check_references(processor, task, caller)
         self.scheduler.admit(caller.id)  # and again: other submissions may have come meanwhile
@@ -564,6 +573,7 @@ class RTIService:
             retain=self.retain,
             t_submitted=_now(),
             custodian_iid=self._node.iid,
+            package=package,
         )
         active = self._new_active(job, JobStateMachine())
         active.located, active.located_at = located, time.monotonic()
@@ -588,6 +598,13 @@ class RTIService:
         self._active[job.id] = active
         self._enqueue(active)
         return job
+
+    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package | None:
+        """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
+        resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
+        name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
+        sized = processor.spec.get("name", "local") == "local" or self._node.config.packages_file is not None
+        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name, sized)
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
@@ -642,6 +659,7 @@ class RTIService:
         return self.scheduler.remote if self._is_remote(active) else self.scheduler.local
 
     def _dispatch(self) -> None:
+        self.scheduler.local.reserved = self.bookings.reservations(self.max_jobs)
         for pool in (self.scheduler.local, self.scheduler.remote):
             while not self._stopping and (job_id := pool.next()) is not None:
                 active = self._active.get(job_id)
@@ -853,6 +871,7 @@ class RTIService:
         descriptor = processor.gpp.proc_descriptor
         task_resources = active.job.task.resources
         resources = _resources(descriptor.model_extra, task_resources, processor.spec)
+        resources = packages.fill(resources, active.job.package)
         await processor.backend.execute(
             JobContext(
                 job_id=active.job.id,

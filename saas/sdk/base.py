@@ -845,6 +845,23 @@ class SDKContext:
 
     find_all_jobs_with_status = find_jobs  # the original SDK's name
 
+    def find_offers(self, task: Mapping[str, Any], rank: str = "wait") -> NetworkList[tuple[NodeInfo, Any]]:
+        """Ask every RTI of the network "can I do this?" for `task` (a job descriptor or an offer request): their
+        signed offers, ranked (`saas.rti.choosing`); `result.unanswered`: the RTIs that did not answer in time."""
+        from saas.rti.choosing import find_offers, offer_request
+
+        request = offer_request(dict(task)) if "output" in task else dict(task)
+        found = find_offers(self._address, request, self._keystore, rank, self.deadline)
+        self.unanswered = found.unanswered
+        return found
+
+    def submit_anywhere(self, task: Mapping[str, Any], rank: str = "wait") -> SDKJob:
+        """Submit `task` (a job descriptor) to the RTI with the best offer; raises `NoOfferError` if none can."""
+        from saas.rti.choosing import submit_anywhere
+
+        node, _, job = submit_anywhere(self._address, dict(task), self._keystore, rank, self.deadline)
+        return SDKJob(None, job, self, node)
+
     def publish_identity(self, identity: Identity | None = None) -> None:
         """Publish an identity record (yours by default) to every node of the network."""
         record = identity or self._keystore.identity
