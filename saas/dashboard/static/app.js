@@ -2,18 +2,20 @@
 // hash router over the pages in data.js and rti.js. Plain ES modules, no library, no build step.
 
 import { loadSession, session, signIn, signOut } from "./api.js";
+import { calendarPage } from "./calendar.js";
 import { h, note } from "./dom.js";
 import { networkPage, objectPage, objectsPage, provenancePage, uploadPage } from "./data.js";
 import { diagnosticsPage, healthPage } from "./health.js";
 import { jobPage, jobsPage, processorPage, processorsPage } from "./rti.js";
 
-// route name -> [nav label or null, page(main, ...args)]. Issue 18: "calendar" joins here.
+// route name -> [nav label or null, page(main, ...args)].
 const ROUTES = {
   network: ["Network", networkPage],
   objects: ["Data objects", objectsPage],
   upload: ["Upload", uploadPage],
   processors: ["Processors", processorsPage],
   jobs: ["Jobs", jobsPage],
+  calendar: ["Calendar", calendarPage],
   health: ["Health", healthPage],
   object: [null, objectPage],
   provenance: [null, provenancePage],
