@@ -1,6 +1,7 @@
 """The dashboard's availability calendar in a real headless browser (issues 18 and 20): an anonymous visitor sees the
 grid free / taken; signed in, a user sees their level, books a package from a free slot of the grid, sees it as
-"yours" (by day and by hour), is refused a booking that does not fit with the node's reason (409), and cancels.
+"yours" (by day and by hour), is refused a booking that does not fit with the node's reason (409), and cancels;
+a user whose level does not allow booking sees the packages it allows and no booking form.
 Screenshots go to the test's temp folder."""
 
 from __future__ import annotations
@@ -114,5 +115,17 @@ def test_calendar_book_see_yours_conflict_and_cancel(
     alice.save_screenshot(str(shots / "calendar-cancelled.png"))
     with env.rti(env.alice) as rti:
         assert rti.get_bookings(env.alice) == []
-    for name in ("anonymous", "booked", "conflict", "hours", "cancelled"):
+    # bob, whose level the node owner sets to basic: his packages, and no booking form
+    with env.rti(env.owner) as rti:
+        rti.set_level(env.bob.iid, "basic", env.owner)
+    bob = browsers("bob")
+    bob.get(login_url(env, env.bob, tmp_path))
+    wait_for(bob, "#who-name", "bob")
+    page(bob, "#calendar", "calendar")
+    level = text_of(bob, "#calendar-level")
+    assert "basic" in level and "tiny, small —" in level and "does not allow booking" in level
+    wait_for(bob, "#bookings-table", "large")  # his booking, made before
+    assert not bob.find_elements(By.CSS_SELECTOR, "#book-form, td.slot.pickable")
+    bob.save_screenshot(str(shots / "calendar-basic.png"))
+    for name in ("anonymous", "booked", "conflict", "hours", "cancelled", "basic"):
         assert (shots / f"calendar-{name}.png").stat().st_size > 1000

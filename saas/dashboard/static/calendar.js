@@ -34,12 +34,15 @@ async function myLevel() {
   return { ...level, canBook: owner || ["extended", "custom"].includes(level.level) };
 }
 
+// The node's packages (in its order) the level allows.
+const mayAsk = (level, packages) => packages.filter((p) => level.allowed === null || level.allowed.includes(p.name));
+
 function levelPanel(level, packages) {
   if (!level) {
     const text = "Sign in (saas-cli dashboard) to see your level, book a package and see your bookings.";
     return h("p", { id: "calendar-level", class: "note" }, text);
   }
-  const allowed = level.allowed === null ? packages.map((p) => p.name) : level.allowed;
+  const allowed = mayAsk(level, packages).map((p) => p.name);
   return h(
     "p",
     { id: "calendar-level" },
@@ -51,7 +54,7 @@ function levelPanel(level, packages) {
 }
 
 function bookingForm(level, packages, done) {
-  const allowed = packages.filter((p) => level.allowed === null || level.allowed.includes(p.name));
+  const allowed = mayAsk(level, packages);
   const status = h("div", { id: "book-status" });
   const form = h(
     "form",
