@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from saas.rti import process
 from saas.rti.cgroups import Limits
 from saas.rti.sandbox import Sandbox
 from saas.rti.schemas import Job, Task
+from saas.rti.validation import schema_error
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -352,25 +352,6 @@ async def execute(
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def schema_error(value: Any, schema: dict[str, Any]) -> str | None:
-    """What is wrong with `value` under a JSON schema (the message `jsonschema.validate` would raise), or None.
-    The checked validator is cached per schema: checking a schema costs far more than validating a small value."""
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
-    return None if error is None else str(error.message)
 
 
 def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: set[str]) -> None:

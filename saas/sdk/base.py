@@ -38,6 +38,7 @@ from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.proxy import FINAL, RTIProxy
 from saas.rti.schemas import Job, JobStatus, Processor, Task
+from saas.rti.validation import BY_REFERENCE, check_task
 
 __all__ = [
     "SDKCDataObject",
@@ -255,14 +256,13 @@ class SDKProcessor:
         if gpp is None:
             raise RTIError(f"Processor {self.proc_id} has no descriptor (state: {self._processor.state})")
         expected = [spec.name for spec in gpp.proc_descriptor.input]
-        unknown = sorted(set(consume_specs) - set(expected))
-        if unknown:
-            raise InvalidInputError(
-                f"Unknown input(s) {', '.join(unknown)} for {gpp.proc_descriptor.name} (inputs: {', '.join(expected)})"
-            )
-        missing = [name for name in expected if name not in consume_specs]
-        if missing:
-            raise InvalidInputError(f"Missing input(s) for {gpp.proc_descriptor.name}: {', '.join(missing)}")
+        check_task(
+            gpp.proc_descriptor,
+            (
+                (name, BY_REFERENCE if isinstance(given, SDKDataObject | DataObject) else given)
+                for name, given in consume_specs.items()
+            ),
+        )
         inputs: list[Task.InputReference | Task.InputValue] = []
         for name in expected:
             given = consume_specs[name]
