@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from saas.core.errors import (
     SaaSError,
     StorageFullError,
 )
+from saas.core.triggers import NAME, parse_trigger
 from saas.dor.schemas import (
     AddCDataObjectParameters,
     CDataObject,
@@ -64,8 +64,6 @@ __all__ = [
     "write_value",
 ]
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-TRIGGER = re.compile(r"^trigger:(progress|output|message):(.*)$")
 KILL_GRACE = 2.0
 UPLOAD_RETRIES = (0.5, 1.0, 2.0)  # seconds between attempts to store an output on an unreachable DOR
 STDOUT_LOG = "execute_stdout.log"
@@ -110,23 +108,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def parse_trigger(line: str) -> tuple[str, Any] | None:
-    """('progress', int) | ('output', name) | ('message', (severity, text)) | None for an ordinary line."""
-    match = TRIGGER.match(line.rstrip("\r\n"))
-    if match is None:
-        return None
-    kind, value = match.groups()
-    if kind == "progress":
-        try:
-            return "progress", max(0, min(100, int(float(value))))
-        except (ValueError, OverflowError):  # not a number, NaN or infinite: an ordinary line
-            return None
-    if kind == "output":
-        return ("output", value) if NAME.match(value) else None
-    severity, _, text = value.partition(":")
-    return "message", (severity or "info", text)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from saas.core.errors import InvalidInputError, JobError, NotFoundError, RTIError, SaaSError, UnreachableError
 from saas.core.identity import Identity
 from saas.core.keystore import Keystore
+from saas.core.triggers import parse_trigger
 from saas.dor.proxy import DORProxy, search_network
 from saas.dor.schemas import CDataObject, DataObject, DataObjectProvenance, GPPDataObject
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_nodes
@@ -530,8 +531,6 @@ class _TriggerFollower:
             self._stopped.set()
 
     def _run(self) -> None:
-        from saas.rti.runner import parse_trigger
-
         try:
             # no read timeout: the node sends nothing while the job is silent, and ends the stream when it is final
             with self._context._rti_proxy(self._node, timeout=None) as rti:
