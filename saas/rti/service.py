@@ -51,7 +51,7 @@ from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
-from saas.dor.sources import git_env
+from saas.git import git_env
 from saas.rti import board, bookings, levels, offers, packages, placement, process, runner, validation
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
