@@ -54,3 +54,20 @@ def test_runner_and_sdk_share_one_trigger_parser() -> None:
 
     assert runner.parse_trigger is parse_trigger
     assert parse_trigger("trigger:output:c\n") == ("output", "c")
+
+
+def test_base_keeps_every_public_name() -> None:
+    import saas.sdk.base as base
+    from saas.sdk import jobs, objects
+
+    for name in base.__all__:
+        assert getattr(base, name).__name__ == name
+    assert base.SDKJob is jobs.SDKJob and base.SDKGPPDataObject is objects.SDKGPPDataObject
+
+
+def test_sdk_modules_stay_small() -> None:
+    """One concept per module (STYLE habit 1): none over 500 lines."""
+    sizes = {
+        p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in Path(saas.sdk.__file__).parent.glob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
