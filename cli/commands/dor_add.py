@@ -137,12 +137,15 @@ def _analyse(ctx: Context, url: str, commit_id: str | None) -> tuple[Path, str]:
     """Clone the repository locally to offer commits, folders and configurations."""
     import git
 
+    from saas.git import CloneError, clone
+
     work = Path(tempfile.mkdtemp(prefix="saas-gpp-", dir=ctx.temp_directory()))
     ctx.out.line(f"Cloning repository '{url}' to '{work}'...")
     try:
-        repo = git.Repo.clone_from(url, work / "repo", env={"GIT_TERMINAL_PROMPT": "0"})
-    except git.GitCommandError as e:
-        raise InvalidInputError(f"Could not clone '{url}': {(e.stderr or '').strip()[-200:]}") from None
+        clone(url, work / "repo", {"GIT_TERMINAL_PROMPT": "0"})
+    except CloneError as e:
+        raise InvalidInputError(f"Could not clone '{url}': {e.stderr.strip()[-200:]}") from None
+    repo = git.Repo(work / "repo")
     commit = repo.commit(commit_id or "HEAD").hexsha
     repo.git.checkout("--quiet", commit)
     return work, commit

@@ -77,19 +77,15 @@ def _pick_object(ctx: Context, address: tuple[str, int], keystore: Keystore, spe
 
 
 def _value_check(schema: Any) -> Any:
-    import jsonschema
+    from saas.rti.validation import schema_error
 
     def check(text: str) -> bool | str:
         try:
             value = json.loads(text)
         except ValueError as e:
             return f"Not valid JSON: {e}"
-        if schema is not None:
-            try:
-                jsonschema.validate(value, schema)
-            except jsonschema.ValidationError as e:
-                return f"Does not match the schema: {e.message}"
-        return True
+        problem = None if schema is None else schema_error(value, schema)
+        return True if problem is None else f"Does not match the schema: {problem}"
 
     return check
 

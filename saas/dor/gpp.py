@@ -1,6 +1,6 @@
 """Git-Processor-Pointers: clone an adapter repository at a commit and read and validate its descriptor.
 
-Security: the repository URL is untrusted. Only the sources the node allows are fetched (`saas.dor.sources`:
+Security: the repository URL is untrusted. Only the sources the node allows are fetched (`saas.git`:
 https and ssh to public addresses; local ones only with `allow_local_git`), the token of GitHub credentials
 reaches git through `GIT_ASKPASS` and the environment of that one git process (never the command line, a file, a
 log or a response), and the descriptor folder must stay inside the clone. git's own output (which can tell what
@@ -16,9 +16,8 @@ import json
 import os
 import re
 import shutil
-import stat
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,17 +32,11 @@ from saas.dor.schemas import (
     GitProcessorPointer,
     ProcessorDescriptor,
 )
-from saas.dor.sources import git_env
+from saas.git import CloneError, RepositoryPathError, askpass_env, clone, git_env, redact, repo_folder
 
 __all__ = ["GPPError", "fetch_gpp", "validate_descriptor"]
 
 CLONE_TIMEOUT = 600
-_ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$SAAS_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$SAAS_GIT_PASSWORD" ;;
-esac
-"""
 
 DESCRIPTOR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -104,13 +97,6 @@ def validate_descriptor(document: Any) -> ProcessorDescriptor:
         raise GPPError(f"Invalid descriptor: {e.errors(include_input=False)[0]['msg']}") from None
 
 
-def _check_proc_path(proc_path: str) -> PurePosixPath:
-    path = PurePosixPath(proc_path)
-    if path.is_absolute() or ".." in path.parts or "\x00" in proc_path:
-        raise GPPError(f"Invalid processor path '{proc_path}': must be a folder inside the repository")
-    return path
-
-
 CLONE_MARKER = "SAAS_GPP_CLONE"
 
 
@@ -145,48 +131,39 @@ def fetch_gpp(
     is the node owner) a failed clone's error carries git's message."""
     import git
 
-    relative = _check_proc_path(proc_path)
+    try:
+        relative = repo_folder(proc_path)
+    except RepositoryPathError as e:
+        raise GPPError(e.reason) from None
     env = git_env(source, allow_local)
     work = Path(tempfile.mkdtemp(prefix="gpp-", dir=work_dir)).resolve()
     try:
         env[CLONE_MARKER] = str(work.parent)  # a restarted node kills the git processes a crashed one left
         if credentials is not None:
-            askpass = work / "askpass.sh"
-            askpass.write_text(_ASKPASS)
-            askpass.chmod(stat.S_IRWXU)
-            env |= {
-                "GIT_ASKPASS": str(askpass),
-                "SAAS_GIT_USERNAME": credentials.login,
-                "SAAS_GIT_PASSWORD": credentials.token(),
-            }
-        clone = work / "repo"
+            env |= askpass_env(work, credentials)
+        repo_dir = work / "repo"
         try:
-            git.Git(str(work)).execute(
-                ["git", "clone", "--quiet", "--no-checkout", "--", source, str(clone)],
-                env={**os.environ, **env},
-                kill_after_timeout=CLONE_TIMEOUT,
-            )
-        except git.GitCommandError as e:
-            message = (e.stderr or "").strip().replace("\n", " ")[-300:]
-            if credentials is not None:
-                message = message.replace(credentials.token(), "***")
+            clone(source, repo_dir, env, checkout=False, timeout=CLONE_TIMEOUT, cwd=work)
+        except CloneError as e:
+            message = e.stderr.strip().replace("\n", " ")[-300:]
+            message = redact(message, credentials.token() if credentials is not None else None)
             if re.search(r"no space left on device|disk quota exceeded", message, re.I):  # the caller: 507
                 raise OSError(errno.ENOSPC, "git: no space left on device") from None
             said = f": {message or 'git failed'}" if detail else " (git's message is shown to the node owner)"
             if re.search(r"could not resolve|unable to access|connection refused|timed out", message, re.I):
                 raise UnreachableError(f"Could not reach repository '{source}'{said}") from None
             raise GPPError(f"Could not clone '{source}'{said}") from None
-        repo = git.Repo(clone)
+        repo = git.Repo(repo_dir)
         try:
             full_commit = repo.git.rev_parse("--verify", "--quiet", f"{commit_id}^{{commit}}")
             repo.git.checkout("--quiet", full_commit)
         except git.GitCommandError:
             raise GPPError(f"Commit '{commit_id}' not found in '{source}'") from None
-        folder = (clone / relative).resolve()
-        if not folder.is_relative_to(clone.resolve()) or not folder.is_dir():
+        folder = (repo_dir / relative).resolve()
+        if not folder.is_relative_to(repo_dir.resolve()) or not folder.is_dir():
             raise GPPError(f"No folder '{proc_path}' in '{source}' at commit {full_commit[:12]}")
         descriptor_file = folder / "descriptor.json"
-        if not descriptor_file.is_file() or not descriptor_file.resolve().is_relative_to(clone.resolve()):
+        if not descriptor_file.is_file() or not descriptor_file.resolve().is_relative_to(repo_dir.resolve()):
             raise GPPError(f"No descriptor.json in '{proc_path}' at commit {full_commit[:12]}")
         if descriptor_file.stat().st_size > 4 * MAX_DESCRIPTOR_SIZE:  # room for indentation
             raise GPPError(f"descriptor.json is larger than {4 * MAX_DESCRIPTOR_SIZE} bytes")

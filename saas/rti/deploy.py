@@ -1,6 +1,6 @@
 """Deploying a processor: clone the adapter repository at the pinned commit and run `install.sh <config>`.
 
-The repository URL is untrusted: only the sources the node allows (`saas.dor.sources`); a GitHub token reaches git
+The repository URL is untrusted: only the sources the node allows (`saas.git`); a GitHub token reaches git
 only through `GIT_ASKPASS` and that one process's environment. git and install.sh run as asyncio subprocesses (the
 loop never blocks); install.sh runs in its own process group with a timeout, its output goes to `install.log`."""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 from saas import _compat
 from saas.core.errors import InvalidInputError, RTIError, SaaSError
 from saas.core.schemas import GithubCredentials
-from saas.dor.gpp import _ASKPASS, _check_proc_path
 from saas.dor.schemas import GitProcessorPointer
-from saas.dor.sources import git_env
+from saas.git import askpass_env, git_env, redact, repo_folder
 from saas.rti import process
 from saas.rti.cgroups import Limits
 from saas.rti.sandbox import Sandbox
@@ -50,7 +48,7 @@ LineHandler = Callable[[str], None]
 
 
 def adapter_dir(proc_root: Path, gpp: GitProcessorPointer) -> Path:
-    return proc_root / "repo" / _check_proc_path(gpp.proc_path)
+    return proc_root / "repo" / repo_folder(gpp.proc_path)
 
 
 def tail(path: Path, size: int = TAIL_BYTES) -> str:
@@ -142,7 +140,7 @@ async def clone(
     allow_local_git: bool = False,
 ) -> Path:
     """Clone into `<proc_root>/repo` (emptied first) at the commit, if the node allows the source (see
-    `saas.dor.sources`; else `DeploymentError` with the reason); returns the adapter folder (with install.sh).
+    `saas.git`; else `DeploymentError` with the reason); returns the adapter folder (with install.sh).
     The log goes to `<proc_root>/install.log`; a GitHub token never reaches it."""
     try:
         env = process.tool_env(await asyncio.to_thread(git_env, gpp.source, allow_local_git))
@@ -154,11 +152,8 @@ async def clone(
     askpass_dir = proc_root / ".askpass"
     if credentials is not None:
         askpass_dir.mkdir(mode=0o700)
-        askpass = askpass_dir / "askpass.sh"
-        askpass.write_text(_ASKPASS)  # reads the secret from its environment; holds none itself
-        askpass.chmod(stat.S_IRWXU)
+        env |= askpass_env(askpass_dir, credentials)
         secret = credentials.token()
-        env |= {"GIT_ASKPASS": str(askpass), "SAAS_GIT_USERNAME": credentials.login, "SAAS_GIT_PASSWORD": secret}
     repo = proc_root / "repo"
     try:
         code = await _run(
@@ -173,12 +168,12 @@ async def clone(
             git = ["git", "-C", str(repo), "checkout", "--quiet", gpp.commit_id]
             code = await _run(None, git, proc_root, env, log, 120)
     except TimeoutError:
-        raise DeploymentError(f"Cloning '{gpp.source}' timed out", {"log_tail": _clean(tail(log), secret)}) from None
+        raise DeploymentError(f"Cloning '{gpp.source}' timed out", {"log_tail": redact(tail(log), secret)}) from None
     finally:
         shutil.rmtree(askpass_dir, ignore_errors=True)
     if code != 0:
         raise DeploymentError(
-            f"Could not clone '{gpp.source}' at {gpp.commit_id[:12]}", {"log_tail": _clean(tail(log), secret)}
+            f"Could not clone '{gpp.source}' at {gpp.commit_id[:12]}", {"log_tail": redact(tail(log), secret)}
         )
     folder = adapter_dir(proc_root, gpp).resolve()
     if not folder.is_relative_to(repo.resolve()) or not (folder / "install.sh").is_file():
@@ -252,10 +247,6 @@ def kill_leftover_install(proc_root: Path) -> bool:
     except (OSError, ValueError):
         return False
     return process.kill_leftover(pgid, f"install-{proc_root.name}")
-
-
-def _clean(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 def _reset(proc_root: Path) -> None:

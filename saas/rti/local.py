@@ -22,7 +22,7 @@ from typing import Any
 
 from saas.core.errors import InvalidInputError
 from saas.dor.schemas import ProcessorDescriptor
-from saas.rti import runner
+from saas.rti import runner, validation
 from saas.rti.runner import JobFailedError
 from saas.rti.sandbox import Sandbox, SandboxUnavailableError
 
@@ -86,21 +86,16 @@ def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Pa
     """`name=value` items: a value that parses as a JSON object, array, number, boolean or null is given by value,
     anything else is a file path. Every descriptor input exactly once; by-value inputs and JSON files are checked
     against the input's `data_schema` (as the RTI checks by-value inputs at submission)."""
-    import jsonschema
-
-    specs = {s.name: s for s in descriptor.input}
-    given: dict[str, LocalInput] = {}
+    pairs: list[tuple[str, str]] = []
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name:
             raise InvalidInputError(f"Invalid input '{item}': use NAME=FILE or NAME=JSON")
-        if name not in specs:
-            raise InvalidInputError(
-                f"Input '{name}' is not an input of {descriptor.name} (inputs: {', '.join(specs) or 'none'})"
-            )
-        if name in given:
-            raise InvalidInputError(f"Input '{name}' is given more than once")
+        pairs.append((name, text))
+    validation.check_names(descriptor, [name for name, _ in pairs], hint="give each with --input NAME=FILE|JSON")
+    given: dict[str, LocalInput] = {}
+    for name, text in pairs:
         try:
             value = json.loads(text)
         except ValueError:
@@ -114,12 +109,9 @@ def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Pa
             given[name] = LocalInput(name, path=path)
         else:
             given[name] = LocalInput(name, value=value)
-    missing = [n for n in specs if n not in given]
-    if missing:
-        raise InvalidInputError(f"Missing input(s): {', '.join(missing)} (give each with --input NAME=FILE|JSON)")
+    schemas = {s.name: s.data_schema for s in descriptor.input}
     for name, local in given.items():
-        schema = specs[name].data_schema
-        if schema is None:
+        if schemas[name] is None:
             continue
         value = local.value
         if local.path is not None:
@@ -129,10 +121,7 @@ def parse_inputs(descriptor: ProcessorDescriptor, items: Sequence[str], base: Pa
                 raise InvalidInputError(
                     f"Input '{name}': '{local.path}' is not valid JSON (it has a data_schema)"
                 ) from None
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as e:
-            raise InvalidInputError(f"Input '{name}' does not match its data_schema: {e.message}") from None
+        validation.check_value(descriptor, name, value)
     return [given[s.name] for s in descriptor.input]
 
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,7 @@ from saas.core.errors import (
     SaaSError,
     StorageFullError,
 )
+from saas.core.triggers import NAME, parse_trigger
 from saas.dor.schemas import (
     AddCDataObjectParameters,
     CDataObject,
@@ -41,6 +40,7 @@ from saas.rti import process
 from saas.rti.cgroups import Limits
 from saas.rti.sandbox import Sandbox
 from saas.rti.schemas import Job, Task
+from saas.rti.validation import schema_error
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -64,8 +64,6 @@ __all__ = [
     "write_value",
 ]
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-TRIGGER = re.compile(r"^trigger:(progress|output|message):(.*)$")
 KILL_GRACE = 2.0
 UPLOAD_RETRIES = (0.5, 1.0, 2.0)  # seconds between attempts to store an output on an unreachable DOR
 STDOUT_LOG = "execute_stdout.log"
@@ -110,23 +108,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def parse_trigger(line: str) -> tuple[str, Any] | None:
-    """('progress', int) | ('output', name) | ('message', (severity, text)) | None for an ordinary line."""
-    match = TRIGGER.match(line.rstrip("\r\n"))
-    if match is None:
-        return None
-    kind, value = match.groups()
-    if kind == "progress":
-        try:
-            return "progress", max(0, min(100, int(float(value))))
-        except (ValueError, OverflowError):  # not a number, NaN or infinite: an ordinary line
-            return None
-    if kind == "output":
-        return ("output", value) if NAME.match(value) else None
-    severity, _, text = value.partition(":")
-    return "message", (severity or "info", text)
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------
@@ -352,25 +333,6 @@ async def execute(
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def schema_error(value: Any, schema: dict[str, Any]) -> str | None:
-    """What is wrong with `value` under a JSON schema (the message `jsonschema.validate` would raise), or None.
-    The checked validator is cached per schema: checking a schema costs far more than validating a small value."""
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(value))
-    return None if error is None else str(error.message)
 
 
 def check_outputs(descriptor_outputs: list[ProcessorIO], wd: Path, announced: set[str]) -> None:

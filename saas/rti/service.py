@@ -51,8 +51,8 @@ from saas.core.identity import Identity
 from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
-from saas.dor.sources import git_env
-from saas.rti import board, bookings, levels, offers, packages, placement, process, runner
+from saas.git import git_env
+from saas.rti import board, bookings, levels, offers, packages, placement, process, runner, validation
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
 from saas.rti.backends import Backend, JobContext, make_backend
@@ -485,22 +485,10 @@ class RTIService:
         if processor.state not in ("ready", "deploying"):  # a deploying one queues the job (_enqueue)
             raise JobValidationError(f"Processor {proc_id} is not ready (state: {processor.state})")
         descriptor = processor.gpp.proc_descriptor
-        specs = {s.name: s for s in descriptor.input}
-        names = [i.name for i in task.input]
-        for name in names:
-            if name not in specs:
-                raise JobValidationError(f"Input '{name}' is not an input of {descriptor.name}")
-            if names.count(name) > 1:
-                raise JobValidationError(f"Input '{name}' is given more than once")
-        missing = [n for n in specs if n not in names]
-        if missing:
-            raise JobValidationError(f"Missing input(s): {', '.join(missing)}")
-        for item in task.input:
-            schema = specs[item.name].data_schema
-            if isinstance(item, Task.InputValue) and schema is not None:
-                problem = runner.schema_error(item.value, schema)
-                if problem is not None:
-                    raise JobValidationError(f"Input '{item.name}' does not match its data_schema: {problem}")
+        try:
+            validation.check_task(descriptor, validation.task_pairs(task.input))
+        except InvalidInputError as e:
+            raise JobValidationError(e.reason) from None
         outputs = {s.name for s in descriptor.output}
         given = [o.name for o in task.output]
         if sorted(given) != sorted(outputs):

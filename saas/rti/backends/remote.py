@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from saas.core.schemas import GithubCredentials
-from saas.dor.gpp import _check_proc_path
 from saas.dor.schemas import GitProcessorPointer
+from saas.git import repo_folder
 from saas.rti import deploy, runner
 from saas.rti.backends.base import Backend, BackendError, JobContext
 from saas.rti.backends.shell import Shell, pipe
@@ -45,7 +45,7 @@ class RemoteBackend(Backend):
         self.shell = shell
         self.base = base
         self.proc_id = proc_id
-        self.proc_path = str(_check_proc_path(proc_path))
+        self.proc_path = str(repo_folder(proc_path))
 
     # -- deploy ---------------------------------------------------------------------------------------------------
 
