@@ -64,6 +64,8 @@ class RunningNode:
             self.call(self.node.stop())
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()  # its selector and self-pipe: three descriptors a node, ~1000 in a whole test session
 
 
 @pytest.fixture(scope="session")

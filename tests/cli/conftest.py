@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.cli.cli_support import write_password_file
+from tests.conftest import RunningNode
 
 SAAS_CLI = Path(sys.executable).parent / "saas-cli"
 PASSWORD = "correct horse battery"
@@ -332,38 +333,17 @@ def ssh_path(tmp_path: Path) -> str:
 # -- nodes, background processes and pseudo-terminals (dor, service, publish and run-node tests) ---------------
 
 
-class ModuleNode:
-    """A node on its own event loop thread (like `node_factory`'s), shared by the tests of one module."""
-
-    def __init__(self, node: Any):
-        import asyncio
-
-        self.node = node
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="module-node-loop", daemon=True)
-        self._thread.start()
+class ModuleNode(RunningNode):
+    """A node on its own event loop thread (like `node_factory`'s), shared by the tests of one module; its
+    `address` is the `host:port` text the CLI takes."""
 
     @property
-    def address(self) -> str:
+    def address(self) -> str:  # type: ignore[override]
         return "{}:{}".format(*self.node.config.rest_address)
 
     @property
     def iid(self) -> str:
         return self.node.iid
-
-    def _call(self, coroutine: Any, timeout: float = 60) -> Any:
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def start(self) -> None:
-        self._call(self.node.start())
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self._call(self.node.stop())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
 
 
 @pytest.fixture(scope="module")
