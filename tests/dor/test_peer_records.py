@@ -16,18 +16,16 @@ from typing import Any
 
 import pytest
 
-from saas.config import NodeConfig
 from saas.core.keystore import Keystore
 from saas.dor import remote
 from saas.dor.proxy import ContentMismatchError, DORProxy
 from saas.dor.schemas import CDataObject, GPPDataObject
 from saas.dor.verify import gpp_id, record_problem
-from saas.node import Node
 from saas.nodedb.proxy import NodeDBProxy
 from tests.claims_support import job_output
-from tests.conftest import PASSWORD, RunningNode, free_port
+from tests.conftest import RunningNode
 from tests.malicious_support import Attacker, copy_to, corrupt, make_liar
-from tests.p2p.conftest import wait_until
+from tests.p2p.conftest import start_network, stop_all
 from tests.rti.rti_support import adapter_repo
 
 pytestmark = pytest.mark.timeout(120)
@@ -62,42 +60,15 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Keystore]) -> Iterator[Net]:
     root = tmp_path_factory.mktemp("peer-records")
-    nodes: list[RunningNode] = []
-    boot = None
+    user = keystores("dave")
+    nodes = start_network(root, keystores, ("alice", "mallory", "bob"), [user])
     try:
-        for name in ("alice", "mallory", "bob"):
-            keystore = keystores(name)
-            p2p = ("127.0.0.1", free_port())
-            config = NodeConfig(
-                datastore=root / name,
-                keystore=keystore.path,
-                password=PASSWORD,
-                rest_address=("127.0.0.1", free_port()),
-                p2p_address=p2p,
-                boot_node=boot,
-                log_level="WARNING",
-                allow_local_git=True,
-            )
-            boot = boot or "{}:{}".format(*p2p)
-            running = RunningNode(Node(config, keystore))
-            nodes.append(running)
-            running.start()
         a, m, b = nodes
-        user = keystores("dave")
-        with NodeDBProxy(a.address) as db:
-            db.update_identity(user.identity)
-        for n in nodes:
-            wait_until(
-                lambda n=n: len(n.node.p2p.dor_peers()) == 2 and n.node.nodedb.get_identity(user.iid) is not None,
-                15,
-                "the network to form and the user to be known everywhere",
-            )
         files = root / "files"
         files.mkdir()
         yield Net(a, b, m, make_liar(m, files), user, files)
     finally:
-        for running in reversed(nodes):
-            running.stop()
+        stop_all(nodes)
 
 
 def test_honest_records_verify(net: Net, tmp_path: Path) -> None:

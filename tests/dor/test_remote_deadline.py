@@ -19,20 +19,17 @@ from typing import Any
 
 import pytest
 
-from saas.config import NodeConfig
 from saas.core.errors import P2PError
 from saas.core.keystore import Keystore
 from saas.dor import remote
 from saas.dor.proxy import DORProxy
-from saas.node import Node
 from saas.nodedb.fanout import ask_peers
-from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.p2p.protocols import DOR
 from saas.rti import placement
 from saas.rti.schemas import Task
-from tests.conftest import PASSWORD, RunningNode, free_port
-from tests.p2p.conftest import wait_until
+from tests.conftest import RunningNode
+from tests.p2p.conftest import start_network, stop_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,37 +56,11 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Keystore]) -> Iterator[Net]:
     root = tmp_path_factory.mktemp("remote-deadline")
-    nodes: list[RunningNode] = []
-    boot = None
+    user = keystores("dave")
+    nodes = start_network(root, keystores, ("alice", "bob", "stalled"), [user], network_deadline=DEADLINE)
     release: asyncio.Event | None = None
     try:
-        for name in ("alice", "bob", "stalled"):
-            keystore = keystores(name)
-            p2p = ("127.0.0.1", free_port())
-            config = NodeConfig(
-                datastore=root / name,
-                keystore=keystore.path,
-                password=PASSWORD,
-                rest_address=("127.0.0.1", free_port()),
-                p2p_address=p2p,
-                boot_node=boot,
-                log_level="WARNING",
-                network_deadline=DEADLINE,
-            )
-            boot = boot or "{}:{}".format(*p2p)
-            running = RunningNode(Node(config, keystore))
-            nodes.append(running)
-            running.start()
         a, b, s = nodes
-        user = keystores("dave")
-        with NodeDBProxy(a.address) as db:
-            db.update_identity(user.identity)
-        for n in nodes:
-            wait_until(
-                lambda n=n: len(n.node.p2p.dor_peers()) == 2 and n.node.nodedb.get_identity(user.iid) is not None,
-                15,
-                "the network to form and the user to be known everywhere",
-            )
         asked: list[str] = []
 
         async def make_event() -> asyncio.Event:
@@ -110,8 +81,7 @@ def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Key
     finally:
         if release is not None:
             nodes[2].loop.call_soon_threadsafe(release.set)
-        for running in reversed(nodes):
-            running.stop()
+        stop_all(nodes)
 
 
 def timed(net: Net, coroutine: Any) -> tuple[Any, float]:

@@ -15,17 +15,14 @@ from typing import Any
 
 import pytest
 
-from saas.config import NodeConfig
 from saas.core.delegation import Delegation
 from saas.core.errors import AuthenticationError, AuthorisationError, DORError, NotFoundError
 from saas.core.keystore import Keystore
 from saas.dor import remote
 from saas.dor.proxy import DORProxy, search_network
-from saas.node import Node
-from saas.nodedb.proxy import NodeDBProxy
 from tests.claims_support import job_output
-from tests.conftest import PASSWORD, RunningNode, free_port
-from tests.p2p.conftest import wait_until
+from tests.conftest import RunningNode
+from tests.p2p.conftest import start_network, stop_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,46 +72,14 @@ class Network:
 def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Keystore]) -> Iterator[Network]:
     """Three nodes (alice is the boot node) and two users published on every node."""
     root = tmp_path_factory.mktemp("dor-network")
-    nodes: list[RunningNode] = []
-    boot = None
+    user, other = keystores("dave"), keystores("erin")
+    nodes = start_network(root, keystores, ("alice", "bob", "carol"), [user, other])
     try:
-        for name in ("alice", "bob", "carol"):
-            keystore = keystores(name)
-            p2p = ("127.0.0.1", free_port())
-            config = NodeConfig(
-                datastore=root / name,
-                keystore=keystore.path,
-                password=PASSWORD,
-                rest_address=("127.0.0.1", free_port()),
-                p2p_address=p2p,
-                boot_node=boot,
-                log_level="WARNING",
-                allow_local_git=True,
-            )
-            boot = boot or "{}:{}".format(*p2p)
-            running = RunningNode(Node(config, keystore))
-            nodes.append(running)
-            running.start()
-        user, other = keystores("dave"), keystores("erin")
-        with NodeDBProxy(nodes[2].address) as db:
-            db.update_identity(user.identity)
-            db.update_identity(other.identity)
-        for n in nodes:
-            wait_until(
-                lambda n=n: (
-                    len(n.node.p2p.dor_peers()) == 2
-                    and n.node.nodedb.get_identity(user.iid) is not None
-                    and n.node.nodedb.get_identity(other.iid) is not None
-                ),
-                15,
-                "the network to form and the users to be known everywhere",
-            )
         files = root / "files"
         files.mkdir()
         yield Network(nodes, user, other, files)
     finally:
-        for running in reversed(nodes):
-            running.stop()
+        stop_all(nodes)
 
 
 def test_lookup_across_nodes(net: Network) -> None:
