@@ -5,39 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.cli.cli_support import doctor
 from tests.conftest import PASSWORD, free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def doctor(node: Any, *args: str, address: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`saas-cli [--json] doctor --address ... ARGS` as the node's owner (`--json` as the first of `args`)."""
-    keystore = node.node.keystore
-    global_flags = [a for a in args if a == "--json"]
-    command = [
-        sys.executable,
-        "-m",
-        "saas_cli.main",
-        *global_flags,
-        "--keystore",
-        str(keystore.path.parent),
-        "--keystore-id",
-        keystore.iid,
-        "doctor",
-        "--address",
-        address or "{}:{}".format(*node.address),
-        *(a for a in args if a != "--json"),
-    ]
-    env = {**os.environ, "SAAS_PASSWORD": PASSWORD}
-    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False, env=env)
 
 
 def test_doctor_passes_on_a_good_node(node_factory: Callable[..., Any]) -> None:
@@ -100,27 +77,7 @@ def test_doctor_without_a_node_says_so(node_factory: Callable[..., Any]) -> None
 
 def test_doctor_with_a_wrong_password_names_the_keystore(node_factory: Callable[..., Any]) -> None:
     a = node_factory("alice")
-    keystore = a.node.keystore
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saas_cli.main",
-            "--json",
-            "--keystore",
-            str(keystore.path.parent),
-            "--keystore-id",
-            keystore.iid,
-            "doctor",
-            "--address",
-            "{}:{}".format(*a.address),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        env={**os.environ, "SAAS_PASSWORD": "wrong"},
-    )
+    result = doctor(a, "--json", password="wrong")
     assert result.returncode == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert not checks["keystore"]["ok"] and "password" in checks["keystore"]["fix"]
@@ -140,26 +97,7 @@ def test_doctor_logs_in_with_each_ssh_credential(
         keystore.ssh_credentials.update(
             name, SSHCredentials(host=sshd.host, login=sshd.login, key=key.read_text(), key_path=str(key))
         )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "saas_cli.main",
-            "--json",
-            "--keystore",
-            str(tmp_path / "keystores"),
-            "--keystore-id",
-            keystore.iid,
-            "doctor",
-            "--address",
-            "{}:{}".format(*a.address),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        env={**os.environ, "SAAS_PASSWORD": PASSWORD},
-    )
+    result = doctor(a, "--json", keystore=keystore)
     assert result.returncode == 1, result.stdout + result.stderr
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["backend ssh 'lab'"]["ok"], (checks, sshd.log_text()[-2000:])

@@ -4,9 +4,6 @@ and the doctor names the disk with its fix."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import pytest
 from disk_support import small_disk
 
 from saas.ops.proxy import HealthProxy
-from tests.conftest import PASSWORD
+from tests.cli.cli_support import doctor
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,29 +28,7 @@ def test_a_nearly_full_disk_is_reported(node_factory: Callable[..., Any], tmp_pa
             warnings = [w for w in report.warnings if w.kind == "disk"]
             assert len(warnings) == 1 and "nearly full" in warnings[0].message
 
-            keystore = node.node.keystore
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "saas_cli.main",
-                    "--json",
-                    "--keystore",
-                    str(keystore.path.parent),
-                    "--keystore-id",
-                    keystore.iid,
-                    "doctor",
-                    "--address",
-                    "{}:{}".format(*node.address),
-                    "--datastore",
-                    str(disk / "datastore"),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=90,
-                check=False,
-                env={**os.environ, "SAAS_PASSWORD": PASSWORD},
-            )
+            result = doctor(node, "--json", "--datastore", str(disk / "datastore"))
             assert result.returncode == 1, result.stdout + result.stderr
             checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
             assert not checks["node disk"]["ok"] and "free space" in checks["node disk"]["fix"]
