@@ -8,8 +8,6 @@ go to the test's temp folder."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,25 +19,15 @@ from browser_support import start_chromium
 
 from saas import __version__
 from saas.core.keystore import Keystore
-from saas.nodedb.proxy import NodeDBProxy
-from tests.rti.rti_support import RTIEnv, adapter_repo
+from tests.dashboard.dashboard_support import dashboard_cli, rti_env
+from tests.rti.rti_support import RTIEnv
 
-PASSWORD = "test password"  # tests/conftest.py's keystores
-SAAS_CLI = Path(sys.executable).parent / "saas-cli"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def env(node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path) -> RTIEnv:
-    repo, commit = adapter_repo(tmp_path / "repos" / "adapters", "abc", "fail")
-    node = node_factory("node")
-    alice, bob = keystores("alice"), keystores("bob")
-    with NodeDBProxy(node.address) as db:
-        for keystore in (alice, bob):
-            db.update_identity(keystore.identity)
-    files = tmp_path / "files"
-    files.mkdir()
-    return RTIEnv(node, node.keystore, alice, bob, repo, commit, files)
+    return rti_env(node_factory, keystores, tmp_path, "abc", "fail")
 
 
 @pytest.fixture
@@ -58,32 +46,8 @@ def browsers(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
 
 def login_url(env: RTIEnv, user: Keystore, tmp_path: Path, lifetime: float = 120) -> str:
     """The sign-in URL printed by the real `saas-cli dashboard`."""
-    password = tmp_path / "password"
-    password.write_text(PASSWORD)
-    password.chmod(0o600)
     host, port = env.node.address
-    result = subprocess.run(
-        [
-            str(SAAS_CLI),
-            "--keystore",
-            str(user.path.parent),
-            "--keystore-id",
-            user.iid,
-            "--password-file",
-            str(password),
-            "--json",
-            "--non-interactive",
-            "dashboard",
-            "--address",
-            f"{host}:{port}",
-            "--lifetime",
-            str(lifetime),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "NO_PROXY": "*"},
-    )
+    result = dashboard_cli(user, env.node, tmp_path, "--lifetime", str(lifetime))
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["iid"] == user.iid and document["node_iid"] == env.node.node.iid

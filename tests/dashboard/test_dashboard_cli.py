@@ -5,8 +5,6 @@ publishes the identity when the node lacks it (as the dor commands do); refuses 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,33 +13,7 @@ import httpx
 
 from saas.core.keystore import Keystore
 from saas.rest.sessions import HEADER_CSRF
-
-PASSWORD = "test password"  # tests/conftest.py's keystores
-SAAS_CLI = Path(sys.executable).parent / "saas-cli"
-
-
-def dashboard(user: Keystore, node: Any, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    password = tmp_path / "password"
-    password.write_text(PASSWORD)
-    password.chmod(0o600)
-    host, port = node.address
-    command = [
-        str(SAAS_CLI),
-        "--keystore",
-        str(user.path.parent),
-        "--keystore-id",
-        user.iid,
-        "--password-file",
-        str(password),
-        "--json",
-        "--non-interactive",
-        "dashboard",
-        "--address",
-        f"{host}:{port}",
-        *extra,
-    ]
-    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "NO_PROXY": "*"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+from tests.dashboard.dashboard_support import dashboard_cli as dashboard
 
 
 def test_the_printed_url_signs_in_once(node: Any, keystores: Callable[[str], Keystore], tmp_path: Path) -> None:

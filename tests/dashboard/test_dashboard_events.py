@@ -16,25 +16,17 @@ import pytest
 from saas.core.keystore import Keystore
 from saas.core.login import LoginToken
 from saas.core.signing import sign_request
-from saas.nodedb.proxy import NodeDBProxy
 from saas.rest.sessions import HEADER_CSRF
 from saas.rti.schemas import Task
-from tests.rti.rti_support import RTIEnv, adapter_repo
+from tests.dashboard.dashboard_support import rti_env
+from tests.rti.rti_support import RTIEnv
 
 API = "/api/v1"
 
 
 @pytest.fixture
 def env(node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path) -> RTIEnv:
-    repo, commit = adapter_repo(tmp_path / "repos" / "adapters", "abc", "slow")
-    node = node_factory("node")
-    alice, bob = keystores("alice"), keystores("bob")
-    with NodeDBProxy(node.address) as db:
-        for keystore in (alice, bob):
-            db.update_identity(keystore.identity)
-    files = tmp_path / "files"
-    files.mkdir()
-    return RTIEnv(node, node.keystore, alice, bob, repo, commit, files)
+    return rti_env(node_factory, keystores, tmp_path, "abc", "slow")
 
 
 def events(response: httpx.Response) -> list[dict[str, Any]]:
