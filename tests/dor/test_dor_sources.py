@@ -2,7 +2,7 @@
 `allow_local_git` refuses local paths, file://, plain http, loopback, private and link-local addresses (IPv4, IPv6,
 IPv4 inside IPv6, host names that resolve to them) with 403 before git runs; a listener on loopback sees no
 connection; redirects are not followed; errors do not tell a caller other than the node owner what exists on the
-node. The checks themselves (`saas.dor.sources`) are tested directly too."""
+node. The checks themselves (`saas.git`) are tested directly too."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from saas.core.errors import RemoteError
-from saas.dor.sources import (
+from saas.git import (
     GitSourceRefusedError,
     UnsupportedSourceError,
     git_env,
