@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["END", "START", "render", "update"]
@@ -85,13 +85,20 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update(readme: Path, check: bool = False) -> bool:
-    """Put the reference between the markers of `readme`; with `check`, only compare. True if it was current."""
+def update(
+    readme: Path,
+    check: bool = False,
+    markers: tuple[str, str] = (START, END),
+    make: Callable[[], str] | None = None,
+) -> bool:
+    """Put the reference (`make()`, by default the CLI's) between the markers of `readme`; with `check`, only
+    compare. True if it was current. The REST reference (`saas_cli.api_reference`) uses it with its own markers."""
     text = readme.read_text(encoding="utf-8")
-    start, end = text.find(START), text.find(END)
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise SystemExit(f"{readme}: the markers are missing:\n{START}\n{END}")
-    new = text[: start + len(START)] + "\n" + render() + text[end:]
+        raise SystemExit(f"{readme}: the markers are missing:\n{first}\n{last}")
+    new = text[: start + len(first)] + "\n" + (make or render)() + text[end:]
     if new == text:
         return True
     if not check:

@@ -94,6 +94,7 @@ async def login(
 
 @router.get("/session", response_model=SessionInfo)
 async def get_session(request: Request) -> SessionInfo:
+    """Whether the session cookie signs someone in, as whom, and the CSRF token for its forms."""
     node = request.app.state.node
     sessions = _sessions(request)
     session = sessions.get(request.cookies.get(sessions.cookie_name, ""))
@@ -125,6 +126,7 @@ def _page(name: str, media_type: str) -> FileResponse:
 
 @pages.get("/")
 async def index() -> FileResponse:
+    """The dashboard (a single page; sign in with a token from `saas-cli dashboard`)."""
     return _page("index.html", "text/html; charset=utf-8")
 
 
@@ -133,6 +135,7 @@ _ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; c
 
 @pages.get("/dashboard/{name}")
 async def asset(name: str) -> FileResponse:
+    """The dashboard's scripts and styles (anything else is 404)."""
     media_type = _ASSETS.get(name) or (
         "text/javascript; charset=utf-8" if name.endswith(".js") and name.replace(".", "").isalnum() else None
     )

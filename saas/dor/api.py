@@ -167,6 +167,7 @@ async def add_gpp(params: AddGPPDataObjectParameters, request: Request, signer: 
 
 @router.get("/{obj_id}/meta", response_model=AnyDataObject)
 async def get_meta(obj_id: ObjId, request: Request, reader: OptionalIdentity) -> CDataObject | GPPDataObject:
+    """An object's metadata (a restricted object's only to those with access)."""
     dor = _dor(request)
     meta = await dor.get_meta(obj_id, reader)
     if meta.access_restricted and reader is not None:  # who looked at a restricted object: for its owner's audit
@@ -241,16 +242,19 @@ async def grant_access(
     caller: SignedIdentity,
     params: Annotated[GrantParameters | None, Body()] = None,
 ) -> DataObject:
+    """Grant identity `iid` access to a restricted object (owner only)."""
     return await _dor(request).grant_access(obj_id, caller, iid, params.key_envelope if params else None)
 
 
 @router.delete("/{obj_id}/access/{iid}", response_model=AnyDataObject)
 async def revoke_access(obj_id: ObjId, iid: IidPath, request: Request, caller: SignedIdentity) -> DataObject:
+    """Revoke identity `iid`'s access (owner only)."""
     return await _dor(request).revoke_access(obj_id, caller, iid)
 
 
 @router.put("/{obj_id}/owner/{iid}", response_model=AnyDataObject)
 async def transfer_ownership(obj_id: ObjId, iid: IidPath, request: Request, caller: SignedIdentity) -> DataObject:
+    """Make identity `iid` the owner (owner only)."""
     return await _dor(request).transfer_ownership(obj_id, caller, iid)
 
 
@@ -261,6 +265,7 @@ async def update_tags(
     request: Request,
     caller: SignedIdentity,
 ) -> DataObject:
+    """Add or replace tags (owner only)."""
     return await _dor(request).update_tags(obj_id, caller, tags)
 
 
@@ -268,4 +273,5 @@ async def update_tags(
 async def remove_tags(
     obj_id: ObjId, keys: Annotated[list[str], Body(max_length=1000)], request: Request, caller: SignedIdentity
 ) -> DataObject:
+    """Remove tags by key (owner only)."""
     return await _dor(request).remove_tags(obj_id, caller, keys)

@@ -34,11 +34,13 @@ async def get_network(request: Request) -> list[NodeInfo]:
 
 @router.get("/identity", response_model=list[Identity])
 async def get_identities(request: Request) -> list[Identity]:
+    """Every identity this node knows (published to it or learned from peers)."""
     return _nodedb(request).identities()
 
 
 @router.get("/identity/{iid}", response_model=Identity)
 async def get_identity(iid: str, request: Request) -> Identity:
+    """One identity (404 if this node does not know it)."""
     return _nodedb(request).require_identity(iid)
 
 

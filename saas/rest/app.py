@@ -10,7 +10,7 @@ import math
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -183,12 +183,37 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(node: Node) -> FastAPI:
+def routers(dor: bool, rti: bool) -> list[tuple[APIRouter, str]]:
+    """Every router a node serves, with its prefix: the NodeDB, dashboard, operations and audit always, the DOR and
+    the RTI when the node runs them. `create_app` mounts them; the README's REST reference lists them."""
+    from saas.audit.api import router as audit_router
     from saas.dashboard.api import pages as dashboard_pages
     from saas.dashboard.api import router as dashboard_router
     from saas.nodedb.api import router as nodedb_router
     from saas.ops.api import metrics_router
     from saas.ops.api import router as ops_router
+
+    mounted = [
+        (nodedb_router, API_PREFIX),
+        (dashboard_router, API_PREFIX),
+        (dashboard_pages, ""),
+        (ops_router, API_PREFIX),
+        (metrics_router, ""),
+        (audit_router, API_PREFIX),
+    ]
+    if dor:
+        from saas.dor.api import router as dor_router
+
+        mounted.append((dor_router, API_PREFIX))
+    if rti:
+        from saas.rti.api import router as rti_router
+        from saas.rti.offers_api import router as offers_router
+
+        mounted += [(rti_router, API_PREFIX), (offers_router, API_PREFIX)]
+    return mounted
+
+
+def create_app(node: Node) -> FastAPI:
     from saas.ops.metrics import MetricsMiddleware
     from saas.rest.docs import add_docs
 
@@ -211,23 +236,7 @@ def create_app(node: Node) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=node.config.max_json_body, unlimited=("/dor/add-c",))
     app.add_middleware(MetricsMiddleware, metrics=node.metrics)  # outermost: measures whole requests
-    app.include_router(nodedb_router, prefix=API_PREFIX)
-    app.include_router(dashboard_router, prefix=API_PREFIX)
-    app.include_router(dashboard_pages)
-    app.include_router(ops_router, prefix=API_PREFIX)
-    app.include_router(metrics_router)
-    from saas.audit.api import router as audit_router
-
-    app.include_router(audit_router, prefix=API_PREFIX)
-    if node.dor is not None:
-        from saas.dor.api import router as dor_router
-
-        app.include_router(dor_router, prefix=API_PREFIX)
-    if node.rti is not None:
-        from saas.rti.api import router as rti_router
-        from saas.rti.offers_api import router as offers_router
-
-        app.include_router(rti_router, prefix=API_PREFIX)
-        app.include_router(offers_router, prefix=API_PREFIX)
+    for router, prefix in routers(dor=node.dor is not None, rti=node.rti is not None):
+        app.include_router(router, prefix=prefix)
     add_docs(app)  # /docs from the node's own assets; the signature headers in /openapi.json
     return app

@@ -134,6 +134,7 @@ async def get_status(
         Literal["change", "final"], Query(description="with wait: answer at the next change, or only once final")
     ] = "change",
 ) -> JobStatus:
+    """A job's status: state, progress, messages, outputs (its user or the node owner)."""
     return await _rti(request).get_status(job_id, caller, wait, until == "final")
 
 
@@ -165,6 +166,7 @@ async def _events(rti: RTIService, job_id: str, caller: Identity) -> AsyncIterat
 
 @router.delete("/job/{job_id}", response_model=JobStatus)
 async def cancel(job_id: JobId, request: Request, caller: SignedIdentity) -> JobStatus:
+    """Cancel a job (its user or the node owner); a finished job stays as it ended."""
     return await _rti(request).cancel(job_id, caller)
 
 

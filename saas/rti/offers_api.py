@@ -106,6 +106,7 @@ async def get_bookings(request: Request, caller: SignedIdentity) -> list[Booking
 
 @router.get("/bookings/{booking_id}", response_model=Booking)
 async def get_booking(booking_id: BookingId, request: Request, caller: SignedIdentity) -> Booking:
+    """One booking (its user or the node owner)."""
     return await _rti(request).bookings.get(caller, booking_id)
 
 
