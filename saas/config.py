@@ -78,10 +78,11 @@ class NodeConfig(BaseModel):
     network_deadline: float = Field(default=3.0, gt=0)
     # ... and seconds requests in flight may still take when the node stops (then 503 "Node is stopping")
     stop_grace: float = Field(default=2.0, ge=0)
-    # HTTP limits of the REST service: request line + headers (431), seconds to send them (408), idle keep-alive,
-    # open connections in total (503) and per client address (429)
+    # HTTP limits of the REST service: request line + headers (431), seconds to send them (408), seconds a request
+    # body may stall (408), idle keep-alive, open connections in total (503) and per client address (429)
     http_max_header_size: int = Field(default=32 * 1024, ge=1024)
     http_header_timeout: float = Field(default=10.0, gt=0)
+    http_body_timeout: float = Field(default=30.0, gt=0)
     http_keepalive_timeout: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=1024, ge=1)
     http_max_connections_per_client: int = Field(default=128, ge=1)

@@ -167,6 +167,7 @@ class Node:
         return HTTPLimits(
             max_header_size=config.http_max_header_size,
             header_timeout=config.http_header_timeout,
+            body_timeout=config.http_body_timeout,
             keepalive_timeout=config.http_keepalive_timeout,
             max_connections=config.http_max_connections,
             max_connections_per_client=config.http_max_connections_per_client,

@@ -27,6 +27,7 @@ DEFAULT_P2P = "127.0.0.1:4001"
 _HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same name
     "http_max_header_size",
     "http_header_timeout",
+    "http_body_timeout",
     "http_keepalive_timeout",
     "http_max_connections",
     "http_max_connections_per_client",
@@ -394,6 +395,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--http-header-timeout", type=_positive_float, help="seconds a client has to send its headers (default 10)"
+    )
+    p.add_argument(
+        "--http-body-timeout",
+        type=_positive_float,
+        help="seconds a request body may go without a byte while the node waits for it (default 30)",
     )
     p.add_argument(
         "--http-keepalive-timeout", type=_positive_float, help="seconds an idle connection stays open (default 5)"

@@ -5,6 +5,8 @@ protocol with bounds, one `ConnectionTable` per server.
   half-sent header never makes the node hold more than that plus one socket read.
 - The complete headers arrive within `header_timeout` seconds of the connection (or of the first byte of the next
   request on a keep-alive connection): 408. Idle keep-alive connections close after uvicorn's `timeout_keep_alive`.
+- A request body never stalls for more than `body_timeout` seconds (no byte while the node waits for one; time
+  the node itself paused reading does not count): 408, and the handler sees the client gone.
 - At most `max_connections` connections are open (503), and `max_connections_per_client` from one address (429);
   never more than the process's open-file limit allows (`fit_open_files`).
 
@@ -33,6 +35,7 @@ LINGER = 1.0  # seconds a refused connection is drained before it is closed
 class HTTPLimits:
     max_header_size: int = 32 * 1024  # bytes of request line and headers
     header_timeout: float = 10.0  # seconds to deliver complete headers
+    body_timeout: float = 30.0  # seconds a request body may go without a byte while the node waits for one
     keepalive_timeout: float = 5.0  # seconds an idle keep-alive connection stays open
     max_connections: int = 1024
     max_connections_per_client: int = 128
@@ -110,6 +113,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_started = self.loop.time()
         # One timer per connection, re-armed lazily (a timer per request costs a quarter of a small request's time)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_pending = False  # between the end of the headers and the end of the body
+        self._body_last = 0.0  # when the last body byte arrived (or the node resumed reading)
+        self._body_timer: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
 
     # -- connection --------------------------------------------------------------------------------------------
@@ -126,6 +132,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
@@ -139,6 +146,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:  # draining: discard
             return
         self._reading = len(data)
+        self._body_last = self.loop.time()  # any byte is progress (one clock read per socket read, not per chunk)
         super().data_received(data)
         if self._headers_pending and not self._refused and not self.transport.is_closing():
             self._header_bytes += len(data)  # what the parser holds of the unfinished head
@@ -166,6 +174,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_headers_too_large()
             return
         super().on_headers_complete()
+        self._body_pending = True  # until on_message_complete, which follows at once when there is no body
+        self._body_last = self.loop.time()
+        if self._body_timer is None:
+            self._arm_body_timer(self._limits.body_timeout)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -173,6 +185,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         if not self._refused:
+            self._body_pending = False
             super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -203,19 +216,59 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse(408, f"Request headers not received within {timeout:g} s", {"timeout": timeout})
 
+    def _arm_body_timer(self, delay: float) -> None:
+        self._body_timer = self.loop.call_later(delay, self._body_timeout)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        """Armed once per connection and re-armed lazily; a stalled body is answered 408 while no response began."""
+        self._body_timer = None
+        cycle = self.cycle
+        if not self._body_pending or self._refused or self.transport.is_closing() or cycle is None:
+            return  # armed again when the next request's headers are complete
+        if cycle.response_started:
+            return  # the handler answered without the rest of the body; keep-alive rules close the connection
+        timeout = self._limits.body_timeout
+        now = self.loop.time()
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            self._body_last = now  # the node is not reading (or not asked for the body yet): not the client's stall
+        left = self._body_last + timeout - now
+        if left > 0:
+            self._arm_body_timer(left)
+            return
+        self._refuse(408, f"Request body stalled: no data for {timeout:g} s", {"timeout": timeout}, body=True)
+
     def _refuse_headers_too_large(self) -> None:
         limit = self._limits.max_header_size
         self._refuse(431, f"Request line and headers are larger than {limit} bytes", {"limit": limit})
 
-    def _refuse(self, status: int, reason: str, details: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        """Answer with the error envelope, half-close, drain for `LINGER` seconds, close."""
+    def _refuse(
+        self,
+        status: int,
+        reason: str,
+        details: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        body: bool = False,
+    ) -> None:
+        """Answer with the error envelope, half-close, drain for `LINGER` seconds, close. With `body`, the refused
+        request's handler is waiting for its body: it is told the client is gone (and answers nothing)."""
         self._refused = True
         self._headers_pending = False
+        self._body_pending = False
         self.parser = None  # type: ignore[assignment]  # drops what it holds of the head (callbacks are guarded)
         self._cancel_header_timer()
+        self._cancel_body_timer()
         self._unset_keepalive_if_required()
         transport = self.transport
-        if self.cycle is not None and not self.cycle.response_complete:  # an earlier response is being written
+        cycle = self.cycle
+        if body and cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        elif cycle is not None and not cycle.response_complete:  # an earlier response is being written
             transport.close()
             return
         if self._table.draining >= self._limits.max_connections:
