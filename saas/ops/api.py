@@ -26,8 +26,9 @@ metrics_router = APIRouter(tags=["health"])
 
 @router.get("/node/health", response_model=NodeHealth)
 async def get_node_health(request: Request) -> NodeHealth:
-    """This node's health: version, uptime, services, jobs, processors, machine, peers, last error."""
-    return await request.app.state.node.health.own()
+    """This node's health: version, uptime, services, jobs, processors, machine, peers, last error; signed by the
+    node."""
+    return await request.app.state.node.health.own(signed=True)
 
 
 @router.get("/health", response_model=list[NetworkHealth])

@@ -7,8 +7,10 @@
   job IDs, users or inputs.
 - `HealthMonitor.network(deadline)`: every node this node knows, asked at once under one deadline (the client-side
   fan-out of `saas.nodedb.fanout`, run in a worker thread). A node that does not answer shows its last known
-  health (as this node last received it), when that was, and since when it has not answered. An answer from
-  another identity than the record names is not taken (the node is shown unreachable)."""
+  health (as this node last received it), when that was, and since when it has not answered.
+- Health documents are signed by their node (`NodeHealth.signature`, over every other field). An answer that is
+  not signed by the identity the node's record names, or that is older (or newer) than the node's request window,
+  is not taken: the node is shown unreachable with the reason, and its last verified health stays."""
 
 from __future__ import annotations
 
@@ -24,11 +26,13 @@ from pydantic import BaseModel
 
 from saas import __version__
 from saas.core.errors import RemoteError, UnreachableError
+from saas.core.signing import canonical_json
 from saas.nodedb.fanout import ask_nodes
 from saas.ops.jobstats import BoardStats, time_stats
 from saas.rti.jobs import FINAL_STATES, JobState
 
 if TYPE_CHECKING:
+    from saas.core.identity import Identity
     from saas.node import Node
     from saas.nodedb.schemas import NodeInfo
 
@@ -67,6 +71,18 @@ class NodeHealth(BaseModel):
     peers_online: int = 0
     nodes_known: int = 0
     last_error: dict[str, Any] | None = None  # time (ms), logger, message
+    signature: str | None = None  # by the node's identity over every other field (`signed_content`)
+
+    def signed_content(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", exclude={"signature"}))
+
+    def signed_by(self, identity: Identity) -> bool:
+        """True if `identity` is this document's node and signed it as it is."""
+        return (
+            self.iid == identity.id
+            and self.signature is not None
+            and identity.verify_signature(self.signed_content(), self.signature)
+        )
 
 
 class NetworkHealth(BaseModel):
@@ -198,8 +214,13 @@ class HealthMonitor:
         """The RTI's listener of final jobs (`RTIService.on_finish`): the board's reading is out of date."""
         self.board_cache.clear()
 
-    async def own(self) -> NodeHealth:
-        return await own_health(self._node, self.board_cache)
+    async def own(self, signed: bool = False) -> NodeHealth:
+        """This node's health; `signed` adds the node's signature (what peers and clients are given)."""
+        health = await own_health(self._node, self.board_cache)
+        if not signed:
+            return health
+        signature = await asyncio.to_thread(self._node.keystore.sign, health.signed_content())
+        return health.model_copy(update={"signature": signature})
 
     async def network(self, deadline: float) -> list[NetworkHealth]:
         """This node's health and every known node's, asked at once; returns within `deadline` seconds (plus the
@@ -215,9 +236,10 @@ class HealthMonitor:
         deadline = min(max(deadline, 0.1), MAX_DEADLINE)
         node = self._node
         known = node.nodedb.network(int(node.config.p2p_offline_after * 1000))
-        own = await self.own()
+        own = await self.own(signed=True)
         others = known[1:]
-        outcome = await asyncio.to_thread(ask_nodes, lambda info: _ask(info, deadline), others, deadline)
+        window = node.config.request_window
+        outcome = await asyncio.to_thread(ask_nodes, lambda info: _ask(info, deadline, window), others, deadline)
         now = int(time.time() * 1000)
         answers = {info.identity.id: health for info, health in outcome.answers}
         reasons = {u.node.identity.id: u.reason for u in outcome.unanswered}
@@ -239,9 +261,10 @@ class HealthMonitor:
         return result
 
 
-def _ask(info: NodeInfo, deadline: float) -> NodeHealth:
+def _ask(info: NodeInfo, deadline: float, window: float) -> NodeHealth:
     """One node's health over REST (blocking; runs in a fan-out thread). At most `MAX_ANSWER` bytes are read: a
-    peer cannot make this node hold a document of any size."""
+    peer cannot make this node hold a document of any size. The document must be signed by the node the record
+    names and made within `window` seconds of now."""
     import httpx
 
     from saas.rest.proxy import RESTProxy
@@ -264,6 +287,14 @@ def _ask(info: NodeInfo, deadline: float) -> NodeHealth:
         raise RemoteError("Answered with an invalid health document", {"error": str(e)[:200]}) from None
     if health.iid != info.identity.id:
         raise RemoteError("Answered as another node", {"iid": health.iid})
+    if not health.signed_by(info.identity):
+        raise RemoteError("Answered with a health document its node did not sign", {"iid": health.iid})
+    age = time.time() - health.time / 1000
+    if abs(age) > window:
+        raise RemoteError(
+            f"Answered with a health document made {abs(age):.0f} s {'ago' if age > 0 else 'ahead'}",
+            {"window": window},
+        )
     return health
 
 
