@@ -49,7 +49,7 @@ def render() -> str:
             what = " ".join(doc.split()).replace("|", "\\|")
             if not route.include_in_schema:
                 what = "(dashboard page) " + what
-            methods = ", ".join(sorted(route.methods))
+            methods = ", ".join(sorted(route.methods or ()))
             lines.append(f"| {methods} | `{prefix}{route.path}` | {_caller(route)} | {what} |")
     return "\n".join(lines) + "\n"
 

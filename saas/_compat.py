@@ -39,5 +39,5 @@ else:  # pragma: no cover - exercised by the Python 3.10 run of CI
         def __format__(self, spec: str) -> str:
             return format(str(self.value), spec)
 
-    asyncio.TimeoutError = asyncio.exceptions.TimeoutError = TimeoutError  # type: ignore[misc]
-    concurrent.futures.TimeoutError = concurrent.futures._base.TimeoutError = TimeoutError  # type: ignore[misc]
+    asyncio.TimeoutError = asyncio.exceptions.TimeoutError = TimeoutError  # type: ignore[misc, assignment]
+    concurrent.futures.TimeoutError = concurrent.futures._base.TimeoutError = TimeoutError  # type: ignore[misc, assignment]

@@ -29,7 +29,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 def parse_when(text: str, now: datetime.datetime | None = None) -> int:
     """`30m`, `24h`, `7d`, `2w` (that long ago) or an ISO date / date and time (local time unless it names its
     zone) as ms since the epoch."""
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if match:
         return int((now.timestamp() - float(match.group(1)) * _UNITS[match.group(2)]) * 1000)

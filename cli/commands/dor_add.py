@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import Keystore
     from saas.dor.proxy import DORProxy
-    from saas.dor.schemas import DataObject
+    from saas.dor.schemas import CDataObject, DataObject
 
 __all__ = ["add", "add_gpp"]
 
@@ -115,16 +115,18 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def _tag_with_name(proxy: DORProxy, keystore: Keystore, obj: DataObject, files: list[Path]) -> DataObject:
+def _tag_with_name(proxy: DORProxy, keystore: Keystore, obj: CDataObject, files: list[Path]) -> CDataObject:
     """Tag a new object `name=<file name>` (several files: their names, comma-separated) as the original CLI did;
     an object that already has a name keeps it."""
-    from saas.dor.schemas import DataObject
+    from saas.dor.schemas import CDataObject, DataObject
 
     if "name" in obj.tags:
         return obj
     name = ", ".join(f.name for f in files)
     name = name if len(name) <= NAME_TAG_LENGTH else name[: NAME_TAG_LENGTH - 1] + "…"
-    return proxy.update_tags(obj.obj_id, keystore, [DataObject.Tag(key="name", value=name)])
+    tagged = proxy.update_tags(obj.obj_id, keystore, [DataObject.Tag(key="name", value=name)])
+    assert isinstance(tagged, CDataObject)  # the node answers with the object's own kind
+    return tagged
 
 
 def _tags_text(obj: DataObject) -> str:

@@ -357,7 +357,8 @@ class AuditLog:
         """Entries in seq order; `visible_to`: only those about that identity's objects and jobs or done by it
         (None: all, for the node owner)."""
         await self.flush()
-        where, args = ["seq > ?"], [after_seq]
+        where: list[str] = ["seq > ?"]
+        args: list[str | int] = [after_seq]
         if visible_to is not None:
             where.append("(owner = ? OR actor = ?)")
             args += [visible_to, visible_to]

@@ -2,8 +2,9 @@
 depth and encoded size, checked when a value comes in, so no stored value can later break a listing (pydantic
 refuses to serialise a value nested deeper than it recurses: one 300-deep tag made every search answer 500).
 
-`BoundedJSON(max_size)` is pydantic's `Any` with the check (a request body that breaks it is a 422 with the reason);
-`check_json` is the check itself. The depth walk is iterative, so a value nested 100,000 deep costs no recursion."""
+`Annotated[Any, json_bounds(max_size)]` is pydantic's `Any` with the check (a request body that breaks it is a 422
+with the reason); `check_json` is the check itself. The depth walk is iterative, so a value nested 100,000 deep
+costs no recursion."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
-__all__ = ["MAX_JSON_DEPTH", "BoundedJSON", "check_json", "json_depth"]
+__all__ = ["MAX_JSON_DEPTH", "BoundedJSON", "check_json", "json_bounds", "json_depth"]
 
 MAX_JSON_DEPTH = 32  # levels of nested arrays / objects in one stored value
 
@@ -52,6 +53,13 @@ def check_json(value: Any, max_size: int, max_depth: int = MAX_JSON_DEPTH) -> An
     return value
 
 
+def json_bounds(max_size: int, max_depth: int = MAX_JSON_DEPTH) -> AfterValidator:
+    """The pydantic validator of a field annotated `Annotated[kind, json_bounds(...)]`: its value is at most
+    `max_size` bytes as JSON and nests at most `max_depth` levels (a static type checker sees plain `kind`)."""
+    return AfterValidator(partial(check_json, max_size=max_size, max_depth=max_depth))
+
+
 def BoundedJSON(max_size: int, max_depth: int = MAX_JSON_DEPTH, kind: Any = Any) -> Any:
-    """A pydantic field type: `kind` (default any JSON value) of at most `max_size` bytes and `max_depth` levels."""
-    return Annotated[kind, AfterValidator(partial(check_json, max_size=max_size, max_depth=max_depth))]
+    """`Annotated[kind, json_bounds(max_size, max_depth)]` built at run time. Type checkers cannot read a call as a
+    type: prefer the `Annotated` form."""
+    return Annotated[kind, json_bounds(max_size, max_depth)]

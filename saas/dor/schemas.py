@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from saas.core.bounded_json import MAX_JSON_DEPTH, BoundedJSON, check_json
+from saas.core.bounded_json import MAX_JSON_DEPTH, check_json, json_bounds
 from saas.core.signing import canonical_json
 from saas.nodedb.schemas import NodeInfo
 
@@ -70,9 +70,9 @@ TagKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x
 MAX_TAG_SIZE = 64 * 1024  # one tag value
 MAX_DESCRIPTOR_SIZE = 256 * 1024  # a processor descriptor (descriptor.json)
 MAX_INPUT_VALUE_SIZE = 256 * 1024  # one by-value job input (a recipe records it as the input's `content`)
-TagValue = BoundedJSON(MAX_TAG_SIZE)
+TagValue = Annotated[Any, json_bounds(MAX_TAG_SIZE)]
 # A recipe's record of one input (`{c_hash, data_type, data_format, content}`: one level above the value).
-RecipeInput = BoundedJSON(MAX_INPUT_VALUE_SIZE + 4096, MAX_JSON_DEPTH + 1, kind=dict[str, Any])
+RecipeInput = Annotated[dict[str, Any], json_bounds(MAX_INPUT_VALUE_SIZE + 4096, MAX_JSON_DEPTH + 1)]
 
 
 class ProcessorIO(BaseModel):
@@ -165,7 +165,7 @@ class DataObjectRecipe(BaseModel):
 
     processor: GitProcessorPointer
     consumes: dict[str, RecipeInput]
-    product: BoundedJSON(MAX_TAG_SIZE, kind=dict[str, Any])
+    product: Annotated[dict[str, Any], json_bounds(MAX_TAG_SIZE)]
     name: str
     job_id: str | None = None
     signer_iid: IID | None = Field(default=None, description="the RTI node that ran the job and signed this recipe")

@@ -573,7 +573,11 @@ class DORService:
         of its own. With `caller` (a request), answered only to whom may know: a reader of the object that is its
         owner, `iid` itself, or a holder of the key (e.g. the RTI node given an envelope, asking for its job's
         user); raises `AuthorisationError` otherwise."""
-        row = await self._readable(obj_id, caller) if caller is not None else await self.db.run(catalog.get, obj_id)
+        row: ObjectRow | None
+        if caller is not None:
+            row = await self._readable(obj_id, caller)
+        else:
+            row = await self.db.run(catalog.get, obj_id)
         if row is None:
             raise UnknownObjectError(f"Data object {obj_id} not found", {"obj_id": obj_id})
         if not row.content_encrypted:
@@ -753,9 +757,9 @@ class DORService:
         self._require_known(new_owner)
         await self.db.run(quota.set_owner_within, obj_id, new_owner, row.size, self.quotas)
         self.audit.record("object.transferred", actor=caller.id, owner=new_owner, obj_id=obj_id, previous=caller.id)
-        row = await self.db.run(catalog.get, obj_id)
-        assert row is not None
-        return self._model(row)
+        moved = await self.db.run(catalog.get, obj_id)
+        assert moved is not None
+        return self._model(moved)
 
     async def update_tags(self, obj_id: str, caller: Identity, tags: list[DataObject.Tag]) -> DataObject:
         await self._owned(obj_id, caller)

@@ -206,7 +206,7 @@ class NodeDBService:
         def store(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO nodes (iid, record, last_seen) VALUES (?, ?, ?)",
-                (info.identity.id, json.dumps(info.model_dump(mode="json", exclude=OBSERVED)), seen),
+                (info.identity.id, json.dumps(info.model_dump(mode="json", exclude=set(OBSERVED))), seen),
             )
 
         await self._db.run(store)
@@ -234,7 +234,8 @@ class NodeDBService:
 
         def verify() -> tuple[list[Identity], list[NodeInfo]]:
             valid: tuple[list[Identity], list[NodeInfo]] = ([], [])
-            for record in (*candidates[0], *candidates[1]):
+            records: list[Identity | NodeInfo] = [*candidates[0], *candidates[1]]
+            for record in records:
                 try:
                     record.verify()
                 except SaaSError as e:
@@ -264,7 +265,7 @@ class NodeDBService:
                 conn.executemany(
                     "INSERT OR REPLACE INTO nodes (iid, record, last_seen) VALUES (?, ?, ?)",
                     [
-                        (iid, json.dumps(n.model_dump(mode="json", exclude=OBSERVED)), seen)
+                        (iid, json.dumps(n.model_dump(mode="json", exclude=set(OBSERVED))), seen)
                         for iid, n in fresh_nodes.items()
                     ],
                 )

@@ -73,7 +73,7 @@ class NodeMetrics:
         """The exposition text: the counters and histograms, and the node's health as gauges."""
         health = await self._node.health.own()
         scrape = _Scrape(self.registry, list(_gauges(health)))
-        return await asyncio.to_thread(generate_latest, scrape)  # type: ignore[arg-type]
+        return await asyncio.to_thread(generate_latest, scrape)
 
 
 class _Scrape:

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ MAX_FRAME = 16 * 1024 * 1024  # bytes of one JSON message
 READ_TIMEOUT = 10.0  # seconds a peer may take to send (the rest of) a frame
 HANDLER_TIMEOUT = 30.0  # seconds the asyncio side may take to answer a request
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
-PeerEvent = Callable[[str], Awaitable[None]]
+Handler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | None]]
+PeerEvent = Callable[[str], Coroutine[Any, Any, None]]
 
 
 class _NoisyProbeFilter(logging.Filter):
@@ -86,7 +86,7 @@ def _reuse_address_only(sock: Any) -> None:
 
 if not hasattr(libp2p_tcp, "_set_reuse_flags"):  # pinned libp2p 0.8.1; a new version must keep the port ours
     raise ImportError("libp2p.transport.tcp.tcp._set_reuse_flags is gone: check how libp2p binds its listener")
-libp2p_tcp._set_reuse_flags = _reuse_address_only  # type: ignore[attr-defined]
+libp2p_tcp._set_reuse_flags = _reuse_address_only
 
 
 def _bind_problem(host: str, port: int) -> str:
@@ -274,7 +274,7 @@ class P2PHost:
         # libp2p runs its Identify protocol on every new connection (a stream, a signed peer record, protobufs):
         # measured here at roughly a third of the CPU a connection costs. Peers are identified by our own
         # identity exchange, and streams negotiate their protocol anyway, so it is switched off.
-        host._should_identify_peer = _no_identify  # type: ignore[method-assign]
+        host._should_identify_peer = _no_identify  # type: ignore[attr-defined]
         for protocol in self._handlers:
             host.set_stream_handler(TProtocol(protocol), self._serve)
         host.get_network().register_notifee(_Notifee(self))

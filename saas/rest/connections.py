@@ -274,16 +274,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._table.draining >= self._limits.max_connections:
             transport.abort()
             return
-        body = json.dumps(SaaSError(reason, details).to_envelope()).encode()
+        envelope = json.dumps(SaaSError(reason, details).to_envelope()).encode()
         head = [STATUS_LINE[status]]
         for name, value in {
             "content-type": "application/json",
-            "content-length": str(len(body)),
+            "content-length": str(len(envelope)),
             "connection": "close",
             **(headers or {}),
         }.items():
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        transport.write(b"".join(head) + b"\r\n" + body)
+        transport.write(b"".join(head) + b"\r\n" + envelope)
         if transport.can_write_eof():
             transport.write_eof()
         self._table.draining += 1

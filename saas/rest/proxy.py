@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -23,6 +23,8 @@ from saas.core.signing import EMPTY_BODY_SHA256, Signer, sha256_hex, sign_reques
 __all__ = ["API_PREFIX", "RESTProxy", "error_from_response", "transport_error_text"]
 
 API_PREFIX = "/api/v1"
+
+_Proxy = TypeVar("_Proxy", bound="RESTProxy")
 
 _CATEGORY_BY_STATUS: dict[int, type[errors.SaaSError]] = {
     400: errors.InvalidInputError,
@@ -111,7 +113,7 @@ class RESTProxy:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> RESTProxy:
+    def __enter__(self: _Proxy) -> _Proxy:
         return self
 
     def __exit__(self, *_: Any) -> None:

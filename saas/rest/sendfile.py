@@ -180,7 +180,8 @@ class SendfileHttpToolsProtocol(LimitedHttpToolsProtocol):
             else:
                 await plain_send(message)
 
-        cycle.send = send  # the ASGI task reads `cycle.send` when it starts, after this returns
+        # the ASGI task reads `cycle.send` when it starts, after this returns
+        cycle.send = send  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         if self._refused:

@@ -80,7 +80,8 @@ class RESTServer:
             log_level=self._log_level,
             lifespan="off",
             access_log=False,
-            timeout_graceful_shutdown=self._stop_grace + 5,  # a backstop: `InFlight.stop` ends requests first
+            # a backstop: `InFlight.stop` ends requests first (uvicorn hints int, waits with asyncio.wait_for)
+            timeout_graceful_shutdown=self._stop_grace + 5,  # type: ignore[arg-type]
             http=functools.partial(  # type: ignore[arg-type]
                 SendfileHttpToolsProtocol, table=ConnectionTable(self._limits), senders=self._senders
             ),

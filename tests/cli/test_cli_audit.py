@@ -90,7 +90,7 @@ def test_show_export_and_verify(cli, shared_two_keystores, node_factory, publish
 
 
 def test_times_for_since_and_until() -> None:
-    now = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
+    now = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.timezone.utc)
     hour = 3600 * 1000
     assert parse_when("24h", now) == int(now.timestamp() * 1000) - 24 * hour
     assert parse_when("1.5d", now) == int(now.timestamp() * 1000) - 36 * hour

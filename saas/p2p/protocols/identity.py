@@ -18,7 +18,7 @@ __all__ = ["check_hello", "hello"]
 
 
 def hello(own: NodeInfo, network: str = "default") -> dict[str, Any]:
-    return {"node": own.model_dump(mode="json", exclude=OBSERVED), "network": network}
+    return {"node": own.model_dump(mode="json", exclude=set(OBSERVED)), "network": network}
 
 
 async def check_hello(message: dict[str, Any], peer_id: str, own_iid: str, network: str = "default") -> NodeInfo:

@@ -24,7 +24,7 @@ MAX_RECORDS = 10_000  # per message, for each kind
 
 
 def _node(info: NodeInfo) -> dict[str, Any]:
-    return info.model_dump(mode="json", exclude=OBSERVED)
+    return info.model_dump(mode="json", exclude=set(OBSERVED))
 
 
 def snapshot(db: NodeDBService) -> dict[str, Any]:
