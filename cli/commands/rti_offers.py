@@ -35,7 +35,7 @@ def _deadline(text: str) -> int:
             f"--deadline must be an ISO date and time (e.g. 2026-12-24T18:00), not '{text}'"
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return int(when.timestamp() * 1000)
 
 
