@@ -17,11 +17,39 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["AgentState", "Assignment", "Instance", "parse_trigger_line"]
+from saas.rti.agent_events import (
+    Answered,
+    Backoff,
+    BackoffOver,
+    Broken,
+    Closing,
+    Ended,
+    Event,
+    Exited,
+    Instruction,
+    Kill,
+    Ready,
+    RecordStart,
+    SavePids,
+    Send,
+    SendFailed,
+    Settle,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Start,
+    StartDone,
+    StartJobTimer,
+    StartRecorded,
+    StartStartupTimer,
+    StartupTimedOut,
+    Stop,
+    Submitted,
+    TimedOut,
+)
 
-READY = "trigger:ready"
-DONE = "trigger:done"
-ERROR = "trigger:error:"
+__all__ = ["AgentState", "Assignment", "Instance"]
+
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 MAX_START_FAILURES = 5
@@ -29,228 +57,6 @@ STOPPED = "the agent was stopped"
 
 InstanceState = Literal["starting", "idle", "busy", "killing", "restarting", "failed", "stopped"]
 AssignmentState = Literal["queued", "recording", "running", "settled"]
-
-
-# -- events in ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Start:
-    """Start every instance (the pool's `start()`)."""
-
-
-@dataclass(frozen=True)
-class Spawned:
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class SpawnFailed:
-    index: int
-    generation: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Ready:
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class StartupTimedOut:
-    index: int
-    generation: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Exited:
-    """The process of `generation` is gone; `reason` says why as far as the runner knows (exit code, limit)."""
-
-    index: int
-    generation: int
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class BackoffOver:
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class Submitted:
-    key: int
-    job_id: str
-
-
-@dataclass(frozen=True)
-class StartRecorded:
-    """The job's start was recorded (`error` None) or recording it failed."""
-
-    key: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class SendFailed:
-    key: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Answered:
-    """trigger:done (`error` None) or trigger:error from the instance's run `generation`."""
-
-    index: int
-    generation: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class TimedOut:
-    key: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Ended:
-    """The job's caller is done with it (it returned, failed or was cancelled): `reason` if it still runs."""
-
-    key: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Closing:
-    """The node is stopping: nothing is restarted from now on (`prepare_stop()`)."""
-
-
-@dataclass(frozen=True)
-class Stop:
-    """The pool stops (`stop()`): the runner then ends every process."""
-
-
-Event = (
-    Start
-    | Spawned
-    | SpawnFailed
-    | Ready
-    | StartupTimedOut
-    | Exited
-    | BackoffOver
-    | Submitted
-    | StartRecorded
-    | SendFailed
-    | Answered
-    | TimedOut
-    | Ended
-    | Closing
-    | Stop
-)
-
-
-# -- instructions out --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spawn:
-    """Start run `generation` of the instance (then report `Spawned`/`SpawnFailed`, `Ready`, `Exited`)."""
-
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class SavePids:
-    pass
-
-
-@dataclass(frozen=True)
-class StartStartupTimer:
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Report `BackoffOver` after `delay` seconds."""
-
-    index: int
-    generation: int
-    delay: float
-
-
-@dataclass(frozen=True)
-class Kill:
-    """Kill the process group of run `generation` now (its exit is reported as usual)."""
-
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class RecordStart:
-    """Record that job `key` goes to instance `index` (then report `StartRecorded`)."""
-
-    key: int
-    index: int
-
-
-@dataclass(frozen=True)
-class Send:
-    """Hand the job's folder to the instance and write its line (or report `SendFailed`)."""
-
-    key: int
-    index: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class StartJobTimer:
-    key: int
-
-
-@dataclass(frozen=True)
-class Settle:
-    """The job's outcome: done (`error` None) or failed with `error`. At most one per job."""
-
-    key: int
-    error: str | None
-
-
-@dataclass(frozen=True)
-class StartDone:
-    """`start()` is over: every instance is ready (`error` None), or it failed (at instance `index`)."""
-
-    error: str | None
-    index: int | None = None
-
-
-@dataclass(frozen=True)
-class Broken:
-    """No instance is left (or the pool stopped): refuse new jobs; `notify` the owner."""
-
-    reason: str
-    notify: bool
-
-
-Instruction = (
-    Spawn
-    | SavePids
-    | StartStartupTimer
-    | Backoff
-    | Kill
-    | RecordStart
-    | Send
-    | StartJobTimer
-    | Settle
-    | StartDone
-    | Broken
-)
 
 
 # -- state -------------------------------------------------------------------------------------------------------
@@ -589,14 +395,3 @@ _HANDLERS = {
     Closing: AgentState._on_closing,
     Stop: AgentState._on_stop,
 }
-
-
-def parse_trigger_line(text: str) -> tuple[str, str | None] | None:
-    """("ready", None), ("done", None) or ("error", text) for a trigger that ends a start or a job, else None."""
-    if text == READY:
-        return "ready", None
-    if text == DONE:
-        return "done", None
-    if text.startswith(ERROR):
-        return "error", text[len(ERROR) :].strip() or "The agent reported an error"
-    return None

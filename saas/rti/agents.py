@@ -31,19 +31,18 @@ import functools
 import itertools
 import json
 import os
-import shutil
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from saas.rti import agent_state as machine
+from saas.rti import agent_events as machine
 from saas.rti import process as processes
-from saas.rti.agent_logs import InstanceLog, open_job_logs
-from saas.rti.agent_state import READY, AgentState, parse_trigger_line
+from saas.rti.agent_events import READY, parse_trigger_line
+from saas.rti.agent_files import InstanceLog, PoolFiles, open_job_logs
+from saas.rti.agent_state import AgentState
 from saas.rti.cgroups import Limits
-from saas.rti.deploy import DeploymentError, tail
+from saas.rti.deploy import DeploymentError
 from saas.rti.process import AdapterProcess
 from saas.rti.runner import JobFailedError
 from saas.rti.sandbox import Sandbox
@@ -143,7 +142,7 @@ class AgentPool:
         self._started: asyncio.Future[tuple[str | None, int | None]] | None = None
         self._places = ADMITTED_PER_INSTANCE * instances
         self._place_waiters: FairQueue[asyncio.Future[None]] = FairQueue()
-        self._pids_lock = threading.Lock()
+        self._files = PoolFiles(root, name)
 
     @property
     def broken(self) -> str | None:
@@ -170,7 +169,7 @@ class AgentPool:
             case machine.Spawn(index, generation):
                 self._task(self._spawn(index, generation))
             case machine.SavePids():
-                self._task(asyncio.to_thread(self._save_pids))
+                self._task(asyncio.to_thread(self._files.save_pids, self._pids))
             case machine.StartStartupTimer(index, generation):
                 reason = f"Agent instance {index} did not print {READY} within {self.startup_timeout:g} s"
                 self._later(self.startup_timeout, machine.StartupTimedOut(index, generation, reason))
@@ -201,7 +200,7 @@ class AgentPool:
                         waiter.set_exception(JobFailedError(reason))
                 if notify and self._on_broken is not None:
                     failed = [i.index for i in self._state.instances if i.state == "failed"]
-                    self._on_broken(reason, "\n".join(self._log_tail(i) for i in failed))
+                    self._on_broken(reason, "\n".join(self._files.log_tail(i) for i in failed))
 
     def _task(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -220,7 +219,7 @@ class AgentPool:
 
     async def start(self) -> None:
         """Start every instance and wait until each printed `trigger:ready`."""
-        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self._files.prepare, len(self._runs), self.sandbox)
         self._started = asyncio.get_running_loop().create_future()
         try:
             self._feed(machine.Start())
@@ -229,24 +228,9 @@ class AgentPool:
             await self.stop()
             raise
         if error is not None:
-            log_tail = self._log_tail(index) if index is not None else ""
+            log_tail = self._files.log_tail(index) if index is not None else ""
             await self.stop()
             raise DeploymentError(error, {"log_tail": log_tail})
-
-    def _prepare(self) -> None:
-        """Kill what a crashed node left behind, then make the instance folders. Blocks."""
-        pids = self.root / "pids.json"
-        with contextlib.suppress(OSError, ValueError):
-            for index, pgid in json.loads(pids.read_text()).items():
-                processes.kill_leftover(int(pgid), self._marker(int(index)))
-        for index in range(len(self._runs)):
-            folder = self._folder(index)
-            jobs = folder / "jobs"
-            shutil.rmtree(jobs, ignore_errors=True)  # folders of jobs a crashed node had handed out
-            jobs.mkdir(parents=True)
-            if self.sandbox is not None:
-                self.sandbox.own(folder)
-                self.sandbox.own(jobs)
 
     def prepare_stop(self) -> None:
         """From now on nothing is restarted (the node is stopping); `stop()` follows."""
@@ -261,7 +245,7 @@ class AgentPool:
         while self._tasks:  # a spawn under way ends with its process, which is stopped below
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(self._stop_run(run) for run in self._runs if run is not None))
-        await asyncio.to_thread(lambda: (self.root / "pids.json").unlink(missing_ok=True))
+        await asyncio.to_thread(self._files.remove_pids)
 
     async def _stop_run(self, run: _Run) -> None:
         process = run.process
@@ -395,7 +379,7 @@ class AgentPool:
         process = run.process
         if process.returncode is not None or process.stdin is None:
             return  # going down: its exit settles the job
-        wd = self._folder(index) / "jobs" / job.job_id
+        wd = self._files.folder(index) / "jobs" / job.job_id
         try:
             os.rename(job.wd, wd)  # the instance sees its own `jobs` folder only
         except OSError as e:
@@ -417,29 +401,24 @@ class AgentPool:
         else:
             job.result.set_exception(job.failure or JobFailedError(error))
 
+    def _pids(self) -> dict[int, int]:
+        return {i: run.process.pid for i, run in enumerate(self._runs) if run is not None}
+
     # -- instances ----------------------------------------------------------------------------------------------
-
-    def _marker(self, index: int) -> str:
-        return f"agent-{self.name}-{index}"
-
-    def _folder(self, index: int) -> Path:
-        return self.root / f"instance-{index}"
 
     async def _spawn(self, index: int, generation: int) -> None:
         """Start run `generation` of instance `index`; the machine learns of it (`Spawned` or `SpawnFailed`)."""
-        env = processes.child_env(self.visible, {"SAAS_JOB_ID": self._marker(index)})  # finds leftovers
+        env = processes.child_env(self.visible, {"SAAS_JOB_ID": self._files.marker(index)})  # finds leftovers
         logs: list[InstanceLog] = []
         try:
-            logs = await asyncio.to_thread(
-                lambda: [InstanceLog(self.root / f"instance-{index}.{name}.log") for name in ("stdout", "stderr")]
-            )
+            logs = await asyncio.to_thread(self._files.open_logs, index)
             process = await processes.spawn(
                 self.sandbox,
-                ["bash", "execute.sh", self.config, str(self._folder(index))],
+                ["bash", "execute.sh", self.config, str(self._files.folder(index))],
                 cwd=self.adapter,
-                name=self._marker(index),
+                name=self._files.marker(index),
                 ro=[self.visible],
-                rw=[self._folder(index)],
+                rw=[self._files.folder(index)],
                 network=self.network,
                 limits=self.limits,
                 env=env,
@@ -502,16 +481,3 @@ class AgentPool:
                 return
         if job is not None:
             job.on_line(text)
-
-    def _save_pids(self) -> None:
-        """Blocks. Under a lock, so the last write holds every process started before it."""
-        with self._pids_lock:
-            pids = {str(i): run.process.pid for i, run in enumerate(self._runs) if run is not None}
-            temp = self.root / ".pids.json"
-            temp.write_text(json.dumps(pids))
-            os.replace(temp, self.root / "pids.json")
-
-    def _log_tail(self, index: int) -> str:
-        out = tail(self.root / f"instance-{index}.stdout.log", 1000).strip()
-        err = tail(self.root / f"instance-{index}.stderr.log", 1000).strip()
-        return "\n".join(part for part in (out, err) if part)
