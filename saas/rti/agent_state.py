@@ -127,6 +127,9 @@ class AgentState:
         return out
 
     def _on_start(self, event: Start, out: list[Instruction]) -> None:
+        if self.stopped:  # stopped while `start()` was preparing the folders
+            out.append(StartDone(STOPPED))
+            return
         self.starting = True
         for instance in self.instances:
             self._spawn(instance, out)
