@@ -288,7 +288,7 @@ class AgentState:
             out.append(StartDone(STOPPED))
         self.idle.clear()
         for instance in self.instances:
-            if instance.state == "restarting":
+            if instance.state == "restarting" or instance.generation == 0:  # no process to wait for
                 instance.state = "stopped"
 
     # -- transitions ----------------------------------------------------------------------------------------------

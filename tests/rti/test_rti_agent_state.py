@@ -133,7 +133,7 @@ def test_stop_before_start_starts_nothing() -> None:
     state = AgentState(1)
     feed(state, Stop())
     assert feed(state, Start()) == [StartDone(STOPPED)]
-    assert states(state) == ["starting"] and state.instances[0].generation == 0
+    assert states(state) == ["stopped"] and state.instances[0].generation == 0
 
 
 # -- jobs ---------------------------------------------------------------------------------------------------------
