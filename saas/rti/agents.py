@@ -353,7 +353,10 @@ class AgentPool:
     def _record_start(self, key: int, index: int) -> None:
         """Record the job's start; the machine learns when that is done. Done in callbacks, not in the jobs' own
         tasks, so an instance that answered gets its next job at once."""
-        job = self._jobs[key]
+        job = self._jobs.get(key)
+        if job is None:  # its caller is gone: the machine frees the instance
+            self._feed(machine.StartRecorded(key))
+            return
         try:
             recorded = asyncio.ensure_future(job.on_start(index))
         except Exception as e:  # handed to the job's caller
