@@ -5,10 +5,13 @@ sent, stop during start, cancel in every state, early trigger:done, events of an
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from saas.rti import agent_events, agent_state
 from saas.rti.agent_events import (
     Answered,
     Backoff,
@@ -449,3 +452,12 @@ def test_a_restart_waiting_for_its_backoff_is_stopped() -> None:
 )
 def test_trigger_lines(line: str, parsed: tuple[str, str | None] | None) -> None:
     assert parse_trigger_line(line) == parsed
+
+
+@pytest.mark.parametrize("module", [agent_state, agent_events], ids=lambda m: m.__name__)
+def test_the_machine_is_pure(module: object) -> None:
+    """No I/O, no loop, no clock: it imports data structures and its own vocabulary only."""
+    tree = ast.parse(Path(module.__file__).read_text())  # type: ignore[attr-defined]
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "collections", "dataclasses", "typing", "saas.rti.agent_events"}
