@@ -2,7 +2,7 @@
 
 Each instance is `execute.sh <config> <agent dir>` in its own process group. What callers may rely on:
 - `start()` returns once every instance printed `trigger:ready`, or raises `DeploymentError` (with the log tail)
-  after stopping whatever it started.
+  after stopping whatever it started (also when `stop()` is called meanwhile).
 - `acquire(user)` admits a job (round robin between users, each user's in arrival order: `FairQueue`;
   `ADMITTED_PER_INSTANCE` jobs per instance are admitted at once, so the next inputs are ready when an instance frees
   up) and returns a `Lease`. `run_job(lease, ...)` waits for a
@@ -16,8 +16,10 @@ Each instance is `execute.sh <config> <agent dir>` in its own process group. Wha
 - `stop()` closes each instance's stdin, then sends SIGTERM, then SIGKILL to its group; no process is left. The
   process group ids are kept in `pids.json` so a restarted node kills what a crashed one left behind.
 
-Lines an instance writes go to its own logs (`instance-<i>.stdout.log` / `.stderr.log`, rotated at 10 MiB); while it
-holds a job they also go to the job's log files, and are parsed there for triggers.
+What happens when is decided by the pure machine in `agent_state.py`; this module does the process I/O it asks
+for and feeds it what the processes, timers and callers do. Lines an instance writes go to its own logs
+(`instance-<i>.stdout.log` / `.stderr.log`, rotated at 10 MiB); while it holds a job they also go to the job's log
+files, and are parsed there for triggers.
 """
 
 from __future__ import annotations
@@ -26,72 +28,37 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import os
-import shutil
-import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from saas.rti import agent_events as machine
 from saas.rti import process as processes
+from saas.rti.agent_events import READY, parse_trigger_line
+from saas.rti.agent_files import InstanceLog, PoolFiles, open_job_logs
+from saas.rti.agent_state import AgentState
 from saas.rti.cgroups import Limits
-from saas.rti.deploy import DeploymentError, tail
+from saas.rti.deploy import DeploymentError
 from saas.rti.process import AdapterProcess
-from saas.rti.runner import STDERR_LOG, STDOUT_LOG, JobFailedError
+from saas.rti.runner import JobFailedError
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import FairQueue
 from saas.rti.schemas import AgentInstance
 
 __all__ = ["AgentPool", "Lease", "open_job_logs"]
 
-READY = "trigger:ready"
-DONE = "trigger:done"
-ERROR = "trigger:error:"
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 2.0
-BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 10.0
-MAX_START_FAILURES = 5
 ADMITTED_PER_INSTANCE = 2
-LOG_LIMIT = 10 * 2**20
-
-
-class _StartFailedError(Exception):
-    pass
-
-
-class _Log:
-    """An append-only log file written line by line from the event loop, moved to `<name>.1` once it passes
-    `LOG_LIMIT`. Buffered: the pool flushes it whenever the instance is between jobs (the job's own log files,
-    which callers follow live, are written at once)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 (closed by close())
-        self._size = self._file.tell()
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._size += len(data)
-        if self._size > LOG_LIMIT:
-            self._file.close()
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            self._file = open(self.path, "ab")  # noqa: SIM115
-            self._size = 0
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 @dataclass(eq=False)
-class _Assignment:
-    """A job on its way through the pool: queued, then given an instance (its start being recorded), then sent,
-    then answered (trigger:done / trigger:error), lost (the instance went down) or ended by its caller."""
+class _Job:
+    """What the runner holds of a job the machine knows by its key: the caller's callbacks, files and future."""
 
     job_id: str
     wd: Path  # the job's working folder (moved into the instance's `jobs` folder while the instance has it)
@@ -99,46 +66,20 @@ class _Assignment:
     on_start: Callable[[int], Awaitable[None]]
     logs: tuple[BinaryIO, BinaryIO]  # the job's stdout and stderr log files
     result: asyncio.Future[None]
-    instance: _Instance | None = None
     moved: Path | None = None  # where the working folder is while the instance has it
-    generation: int = 0
-    started: bool = False  # its start was recorded (or failed to be)
-    sent: bool = False  # the instance has the job line
-    answered: bool = False  # trigger:done or trigger:error
-    lost: bool = False  # the instance died or was killed holding it: its supervisor restarts it
-    abandoned: bool = False  # its caller is done with it (cancelled, failed or answered)
-    kill_reason: str | None = None  # why the instance must go (a timeout)
+    failure: BaseException | None = None  # recording its start raised this (handed to the caller as is)
     timer: asyncio.TimerHandle | None = None
-
-    def settle(self, error: str | None = None, lost: bool = False, answered: bool = False) -> None:
-        if self.result.done():
-            return
-        self.lost, self.answered = lost, answered
-        if self.timer is not None:
-            self.timer.cancel()
-        if error is None:
-            self.result.set_result(None)
-        else:
-            self.result.set_exception(JobFailedError(error))
 
 
 @dataclass(eq=False)
-class _Instance:
-    index: int
-    folder: Path
-    state: str = "starting"  # starting | idle | busy | restarting | failed | stopped
-    process: AdapterProcess | None = None
-    exited: asyncio.Task[int] | None = None
-    ready: asyncio.Future[None] | None = None
-    job: _Assignment | None = None
-    served: int = 0
-    restarts: int = 0
-    generation: int = 0  # counts the runs (spawns): a lease holds one run
-    failures: int = 0  # crashes and failed starts in a row (drives the backoff)
-    kill_reason: str | None = None
-    error: str | None = None
+class _Run:
+    """One run (process) of an instance."""
+
+    generation: int
+    process: AdapterProcess
+    logs: list[InstanceLog]
+    exited: asyncio.Task[None] | None = None
     err_tail: bytes = b""
-    logs: list[_Log] = field(default_factory=list)
 
 
 class Lease:
@@ -190,70 +131,124 @@ class AgentPool:
         self.job_timeout = job_timeout
         self.startup_timeout = startup_timeout or STARTUP_TIMEOUT
         self._on_broken = on_broken
-        self._instances = [_Instance(i, root / f"instance-{i}") for i in range(instances)]
-        self._idle: collections.deque[_Instance] = collections.deque()
-        self._queue: collections.deque[_Assignment] = collections.deque()  # jobs waiting for an instance
+        self._state = AgentState(instances, job_timeout)
+        self._runs: list[_Run | None] = [None] * instances
+        self._jobs: dict[int, _Job] = {}
+        self._keys = itertools.count()
+        self._events: collections.deque[machine.Event] = collections.deque()
+        self._handling = False
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # spawns and pid saves
+        self._started: asyncio.Future[tuple[str | None, int | None]] | None = None
         self._places = ADMITTED_PER_INSTANCE * instances
         self._place_waiters: FairQueue[asyncio.Future[None]] = FairQueue()
-        self._supervisors: list[asyncio.Task[None]] = []
-        self._closing = False
-        self._pids_lock = threading.Lock()
-        self.broken: str | None = None
+        self._files = PoolFiles(root, name)
+
+    @property
+    def broken(self) -> str | None:
+        """Why the pool takes no more jobs (no instance left, or stopped), else None."""
+        return self._state.broken
+
+    # -- the machine --------------------------------------------------------------------------------------------
+
+    def _feed(self, event: machine.Event) -> None:
+        """Apply `event` and carry out the instructions; events fed meanwhile (by an instruction) queue up."""
+        self._events.append(event)
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while self._events:
+                for instruction in self._state.handle(self._events.popleft()):
+                    self._do(instruction)
+        finally:
+            self._handling = False
+
+    def _do(self, instruction: machine.Instruction) -> None:
+        match instruction:
+            case machine.Spawn(index, generation):
+                self._task(self._spawn(index, generation))
+            case machine.SavePids():
+                self._task(asyncio.to_thread(self._files.save_pids, self._pids))
+            case machine.StartStartupTimer(index, generation):
+                reason = f"Agent instance {index} did not print {READY} within {self.startup_timeout:g} s"
+                self._later(self.startup_timeout, machine.StartupTimedOut(index, generation, reason))
+            case machine.Backoff(index, generation, delay):
+                self._later(delay, machine.BackoffOver(index, generation))
+            case machine.Kill(index, generation):
+                run = self._runs[index]
+                if run is not None and run.generation == generation:
+                    run.process.kill_now()
+            case machine.RecordStart(key, index):
+                self._record_start(key, index)
+            case machine.Send(key, index, generation):
+                self._send(key, index, generation)
+            case machine.StartJobTimer(key):
+                job = self._jobs.get(key)
+                if job is not None and self.job_timeout is not None:
+                    reason = f"The agent did not finish the job within {self.job_timeout:g} s (instance restarted)"
+                    event = machine.TimedOut(key, reason)
+                    job.timer = asyncio.get_running_loop().call_later(self.job_timeout, self._feed, event)
+            case machine.Settle(key, error):
+                self._settle(key, error)
+            case machine.StartDone(error, index):
+                if self._started is not None and not self._started.done():
+                    self._started.set_result((error, index))
+            case machine.Broken(reason, notify):
+                while (waiter := self._place_waiters.pop()) is not None:
+                    if not waiter.done():
+                        waiter.set_exception(JobFailedError(reason))
+                if notify and self._on_broken is not None:
+                    failed = [i.index for i in self._state.instances if i.state == "failed"]
+                    self._on_broken(reason, "\n".join(self._files.log_tail(i) for i in failed))
+
+    def _task(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _later(self, delay: float, event: machine.Event) -> None:
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._feed(event)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(handle)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start every instance and wait until each printed `trigger:ready`."""
-        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self._files.prepare, len(self._runs), self.sandbox)
+        self._started = asyncio.get_running_loop().create_future()
         try:
-            results = await asyncio.gather(*(self._spawn(i) for i in self._instances), return_exceptions=True)
-            for instance, result in zip(self._instances, results, strict=True):
-                if isinstance(result, BaseException):
-                    if isinstance(result, _StartFailedError):
-                        instance.state, instance.error = "failed", str(result)
-                        raise DeploymentError(str(result), {"log_tail": self._log_tail(instance)})
-                    raise result
-        except BaseException as e:
-            self._break(getattr(e, "reason", None) or "The agent could not be started", notify=False)
+            self._feed(machine.Start())
+            error, index = await self._started
+        except BaseException:
             await self.stop()
             raise
-        for instance in self._instances:
-            self._supervisors.append(asyncio.create_task(self._supervise(instance)))
-            self._release(instance)
-
-    def _prepare(self) -> None:
-        """Kill what a crashed node left behind, then make the instance folders. Blocks."""
-        pids = self.root / "pids.json"
-        with contextlib.suppress(OSError, ValueError):
-            for index, pgid in json.loads(pids.read_text()).items():
-                processes.kill_leftover(int(pgid), self._marker(int(index)))
-        for instance in self._instances:
-            jobs = instance.folder / "jobs"
-            shutil.rmtree(jobs, ignore_errors=True)  # folders of jobs a crashed node had handed out
-            jobs.mkdir(parents=True)
-            if self.sandbox is not None:
-                self.sandbox.own(instance.folder)
-                self.sandbox.own(jobs)
+        if error is not None:
+            log_tail = self._files.log_tail(index) if index is not None else ""
+            await self.stop()
+            raise DeploymentError(error, {"log_tail": log_tail})
 
     def prepare_stop(self) -> None:
         """From now on nothing is restarted (the node is stopping); `stop()` follows."""
-        self._closing = True
+        self._feed(machine.Closing())
 
     async def stop(self) -> None:
         """Stop every instance: stdin closed, then SIGTERM, then SIGKILL (per process group). Idempotent."""
-        self._closing = True
-        self._break("the agent was stopped", notify=False)
-        for task in self._supervisors:
-            task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
-        self._supervisors.clear()
-        await asyncio.gather(*(self._stop_instance(i) for i in self._instances))
-        await asyncio.to_thread(lambda: (self.root / "pids.json").unlink(missing_ok=True))
+        self._feed(machine.Stop())
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        while self._tasks:  # a spawn under way ends with its process, which is stopped below
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(self._stop_run(run) for run in self._runs if run is not None))
+        await asyncio.to_thread(self._files.remove_pids)
 
-    async def _stop_instance(self, instance: _Instance) -> None:
-        process = instance.process
-        if process is None:
-            return
+    async def _stop_run(self, run: _Run) -> None:
+        process = run.process
         if process.returncode is None:
             if process.stdin is not None:
                 process.stdin.close()
@@ -261,10 +256,8 @@ class AgentPool:
                 await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE)
         await process.stop(STOP_GRACE)
         await process.close()  # whatever the agent left behind
-        if instance.exited is not None:
-            await asyncio.wait({instance.exited})
-        if instance.state != "failed":
-            instance.state = "stopped"
+        if run.exited is not None:
+            await asyncio.wait({run.exited})
 
     # -- status -------------------------------------------------------------------------------------------------
 
@@ -272,13 +265,13 @@ class AgentPool:
         return [
             AgentInstance(
                 index=i.index,
-                state=i.state,  # type: ignore[arg-type]
+                state=self._state.shown_state(i),  # type: ignore[arg-type]
                 job_id=i.job.job_id if i.job is not None and show_jobs else None,
                 jobs_served=i.served,
                 restarts=i.restarts,
                 error=i.error,
             )
-            for i in self._instances
+            for i in self._state.instances
         ]
 
     # -- jobs ---------------------------------------------------------------------------------------------------
@@ -311,79 +304,6 @@ class AgentPool:
                 return
         self._places += 1
 
-    def _release(self, instance: _Instance) -> None:
-        instance.job = None
-        if instance.process is None or instance.process.returncode is not None or instance.kill_reason:
-            return  # going down: its supervisor restarts it and releases it then
-        instance.state = "idle"
-        if self._closing:
-            return
-        self._idle.append(instance)
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Give free instances to the queued jobs (first come, first served) and start them: the start is
-        recorded (`on_start`) before the job line is written, and the written line is all an instance waits for.
-        Done in callbacks, not in the jobs' own tasks, so an instance that answered gets its next job at once."""
-        while self._queue and self._idle and self.broken is None:
-            instance = self._idle.popleft()
-            if not self._current(instance, instance.generation):
-                continue
-            assignment = self._queue.popleft()
-            assignment.instance, assignment.generation = instance, instance.generation
-            instance.job, instance.state = assignment, "busy"
-            try:
-                recorded = asyncio.ensure_future(assignment.on_start(instance.index))
-            except Exception as e:  # handed to the job's caller
-                recorded = asyncio.get_running_loop().create_future()
-                recorded.set_exception(e)
-            recorded.add_done_callback(lambda future, a=assignment: self._send(a, future))
-
-    def _send(self, assignment: _Assignment, recorded: asyncio.Future[None]) -> None:
-        """The job's start is recorded: write its line (a restart never sends it again)."""
-        assignment.started = True
-        instance = assignment.instance
-        assert instance is not None
-        failed = recorded.cancelled() or recorded.exception() is not None
-        if failed and not assignment.result.done():
-            assignment.result.set_exception(
-                JobFailedError("Recording the job's start failed") if recorded.cancelled() else recorded.exception()  # type: ignore[arg-type]
-            )
-        if failed or assignment.abandoned or assignment.result.done():
-            if assignment.abandoned and instance.job is assignment:
-                self._release(instance)  # nothing reached the agent (else the caller releases it in `_end`)
-            return
-        process = instance.process
-        if not self._current(instance, assignment.generation) or process is None or process.stdin is None:
-            return  # going down: its watcher settles the job
-        wd = instance.folder / "jobs" / assignment.job_id
-        try:
-            os.rename(assignment.wd, wd)  # the instance sees its own `jobs` folder only
-        except OSError as e:
-            assignment.settle(f"The job's folder could not be handed to the agent instance: {e.strerror}")
-            self._release(instance)
-            return
-        assignment.moved = wd
-        with contextlib.suppress(ConnectionError):  # it is going down: its watcher settles the job
-            process.stdin.write((json.dumps({"job_id": assignment.job_id, "wd": str(wd)}) + "\n").encode())
-        assignment.sent = True
-        if self.job_timeout is not None:
-            assignment.timer = asyncio.get_running_loop().call_later(self.job_timeout, self._time_out, assignment)
-
-    def _time_out(self, assignment: _Assignment) -> None:
-        assignment.kill_reason = f"The agent did not finish the job within {self.job_timeout:g} s (instance restarted)"
-        assignment.settle(assignment.kill_reason)
-
-    def _answered(self, instance: _Instance, assignment: _Assignment, error: str | None) -> None:
-        """trigger:done or trigger:error: the job is settled and the instance takes the next one at once."""
-        assignment.settle(error, answered=True)
-        for log in instance.logs:
-            log.flush()
-        instance.served += 1
-        instance.failures = 0
-        if instance.job is assignment:
-            self._release(instance)
-
     async def run_job(
         self,
         lease: Lease,
@@ -399,119 +319,130 @@ class AgentPool:
         opened here). `on_start(index)` records that the job goes to instance `index`; the instance gets the job
         once it completed."""
         lease._take()
-        assignment: _Assignment | None = None
+        job: _Job | None = None
+        key = next(self._keys)
         reason = "The job ended abnormally (instance restarted)"
         try:
             if files is None:
                 files = await asyncio.to_thread(open_job_logs, logs)
             if self.broken is not None:
                 raise JobFailedError(self.broken)
-            loop = asyncio.get_running_loop()
-            assignment = _Assignment(job_id, wd, on_line, on_start, files, loop.create_future())
-            self._queue.append(assignment)
-            self._dispatch()
-            await asyncio.shield(assignment.result)
+            job = self._jobs[key] = _Job(
+                job_id, wd, on_line, on_start, files, asyncio.get_running_loop().create_future()
+            )
+            self._feed(machine.Submitted(key, job_id))
+            await asyncio.shield(job.result)
         except asyncio.CancelledError:
             reason = "The job was cancelled (instance restarted)"
             raise
         finally:
             self._return_place()
-            if assignment is not None:
-                self._end(assignment, reason)
+            if job is not None:
+                try:
+                    self._feed(machine.Ended(key, reason))  # an instance still working on it is killed
+                finally:
+                    self._jobs.pop(key, None)
+                    if job.moved is not None:  # back where the RTI finds its outputs
+                        with contextlib.suppress(OSError):
+                            os.rename(job.moved, job.wd)
+                    with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
+                        job.result.result()
             for file in files or ():
                 file.close()
 
-    def _end(self, assignment: _Assignment, reason: str) -> None:
-        """The caller is done with the job: an instance still working on it is killed (and restarted)."""
-        assignment.abandoned = True
-        try:
-            self._let_go(assignment, reason)
-        finally:
-            if assignment.moved is not None:  # back where the RTI finds its outputs
-                with contextlib.suppress(OSError):
-                    os.rename(assignment.moved, assignment.wd)
-                assignment.moved = None
-            with contextlib.suppress(BaseException):  # retrieved: nobody else waits for it
-                assignment.result.result()
-
-    def _let_go(self, assignment: _Assignment, reason: str) -> None:
-        instance = assignment.instance
-        if instance is None:  # still queued
-            with contextlib.suppress(ValueError):
-                self._queue.remove(assignment)
+    def _record_start(self, key: int, index: int) -> None:
+        """Record the job's start; the machine learns when that is done. Done in callbacks, not in the jobs' own
+        tasks, so an instance that answered gets its next job at once."""
+        job = self._jobs.get(key)
+        if job is None:  # its caller is gone: the machine frees the instance
+            self._feed(machine.StartRecorded(key))
             return
-        if assignment.answered or assignment.lost:
-            return  # released when it answered, or its supervisor restarts it
-        reason = assignment.kill_reason or reason
-        assignment.settle(reason)  # no more lines go to it
-        if not assignment.sent:
-            if assignment.started and instance.job is assignment:
-                self._release(instance)  # nothing reached the agent
-            return  # (else `_send` releases it once the start is recorded)
-        if not self._closing and self._current(instance, assignment.generation):
-            self._kill(instance, reason)  # it may still be working on the job: restart it
+        try:
+            recorded = asyncio.ensure_future(job.on_start(index))
+        except Exception as e:  # handed to the job's caller
+            recorded = asyncio.get_running_loop().create_future()
+            recorded.set_exception(e)
+        recorded.add_done_callback(functools.partial(self._recorded, key))
 
-    def _current(self, instance: _Instance, generation: int) -> bool:
-        """The instance still runs the very process `generation` names and is not being killed."""
-        process = instance.process
-        return (
-            instance.generation == generation
-            and process is not None
-            and process.returncode is None
-            and instance.kill_reason is None
-        )
+    def _recorded(self, key: int, recorded: asyncio.Future[None]) -> None:
+        error = None
+        if recorded.cancelled():
+            error = "Recording the job's start failed"
+        elif (failure := recorded.exception()) is not None:
+            error = str(failure) or type(failure).__name__
+            job = self._jobs.get(key)
+            if job is not None:
+                job.failure = failure
+        self._feed(machine.StartRecorded(key, error))
+
+    def _send(self, key: int, index: int, generation: int) -> None:
+        """Hand the job's folder to the instance and write its line (a restart never sends it again)."""
+        job, run = self._jobs[key], self._runs[index]
+        assert run is not None and run.generation == generation
+        process = run.process
+        if process.returncode is not None or process.stdin is None:
+            return  # going down: its exit settles the job
+        wd = self._files.folder(index) / "jobs" / job.job_id
+        try:
+            os.rename(job.wd, wd)  # the instance sees its own `jobs` folder only
+        except OSError as e:
+            reason = f"The job's folder could not be handed to the agent instance: {e.strerror}"
+            self._feed(machine.SendFailed(key, reason))
+            return
+        job.moved = wd
+        with contextlib.suppress(ConnectionError):  # it is going down: its exit settles the job
+            process.stdin.write((json.dumps({"job_id": job.job_id, "wd": str(wd)}) + "\n").encode())
+
+    def _settle(self, key: int, error: str | None) -> None:
+        job = self._jobs.get(key)
+        if job is None or job.result.done():
+            return
+        if job.timer is not None:
+            job.timer.cancel()
+        if error is None:
+            job.result.set_result(None)
+        else:
+            job.result.set_exception(job.failure or JobFailedError(error))
+
+    def _pids(self) -> dict[int, int]:
+        return {i: run.process.pid for i, run in enumerate(self._runs) if run is not None}
 
     # -- instances ----------------------------------------------------------------------------------------------
 
-    def _marker(self, index: int) -> str:
-        return f"agent-{self.name}-{index}"
-
-    async def _spawn(self, instance: _Instance) -> None:
-        """Start the instance's process and wait for `trigger:ready`; raises `_StartFailedError`."""
-        env = processes.child_env(self.visible, {"SAAS_JOB_ID": self._marker(instance.index)})  # finds leftovers
-        instance.state, instance.kill_reason, instance.err_tail = "starting", None, b""
-        instance.generation += 1
-        instance.logs = await asyncio.to_thread(
-            lambda: [_Log(self.root / f"instance-{instance.index}.{name}.log") for name in ("stdout", "stderr")]
-        )
-        instance.ready = asyncio.get_running_loop().create_future()
-        process = instance.process = await processes.spawn(
-            self.sandbox,
-            ["bash", "execute.sh", self.config, str(instance.folder)],
-            cwd=self.adapter,
-            name=self._marker(instance.index),
-            ro=[self.visible],
-            rw=[instance.folder],
-            network=self.network,
-            limits=self.limits,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-        )
-        instance.exited = asyncio.create_task(self._watch(instance, process))
+    async def _spawn(self, index: int, generation: int) -> None:
+        """Start run `generation` of instance `index`; the machine learns of it (`Spawned` or `SpawnFailed`)."""
+        env = processes.child_env(self.visible, {"SAAS_JOB_ID": self._files.marker(index)})  # finds leftovers
+        logs: list[InstanceLog] = []
         try:
-            await asyncio.to_thread(self._save_pids)
-            done, _ = await asyncio.wait(
-                {instance.ready, instance.exited}, timeout=self.startup_timeout, return_when=asyncio.FIRST_COMPLETED
+            logs = await asyncio.to_thread(self._files.open_logs, index)
+            process = await processes.spawn(
+                self.sandbox,
+                ["bash", "execute.sh", self.config, str(self._files.folder(index))],
+                cwd=self.adapter,
+                name=self._files.marker(index),
+                ro=[self.visible],
+                rw=[self._files.folder(index)],
+                network=self.network,
+                limits=self.limits,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
             )
-            if instance.ready in done:
-                return
-            if instance.exited in done:
-                code = instance.exited.result()
-                raise _StartFailedError(f"Agent instance {instance.index} exited with code {code} before it was ready")
-            raise _StartFailedError(
-                f"Agent instance {instance.index} did not print {READY} within {self.startup_timeout:g} s"
-            )
-        except BaseException:
-            process.kill_now()
-            await asyncio.wait({instance.exited})
-            raise
+        except Exception as e:
+            for log in logs:
+                log.close()
+            self._feed(machine.SpawnFailed(index, generation, f"Agent instance {index} could not be started: {e}"))
+            return
+        run = self._runs[index] = _Run(generation, process, logs)
+        run.exited = asyncio.create_task(self._watch(index, run))
+        self._feed(machine.Spawned(index, generation))
 
-    async def _watch(self, instance: _Instance, process: AdapterProcess) -> int:
-        """Pump the instance's output until it exits; returns its exit code. Settles the job it held."""
+    async def _watch(self, index: int, run: _Run) -> None:
+        """Pump the run's output until it exits, then tell the machine."""
+        process = run.process
         assert process.stdout is not None and process.stderr is not None
         readers = asyncio.gather(
-            processes.pump(process.stdout, None, None, functools.partial(self._output, instance, 0)),
-            processes.pump(process.stderr, None, None, functools.partial(self._output, instance, 1)),
+            processes.pump(process.stdout, None, None, functools.partial(self._output, index, run, 0)),
+            processes.pump(process.stderr, None, None, functools.partial(self._output, index, run, 1)),
             return_exceptions=True,
         )
         exit_code = asyncio.ensure_future(process.wait())
@@ -520,112 +451,36 @@ class AgentPool:
         await readers
         code = await exit_code
         exceeded = await process.close()  # every process it started
-        for log in instance.logs:
+        for log in run.logs:
             log.close()
-        if instance.job is not None:
-            reason = instance.kill_reason
-            if reason is None and exceeded is not None:
-                reason = f"Agent instance {instance.index} was stopped: {exceeded}"
-            if reason is None:
-                text = instance.err_tail.decode("utf-8", "replace").strip()
-                reason = f"Agent instance {instance.index} exited with code {code}" + (
-                    f": {text[-500:]}" if text else ""
-                )
-            instance.job.settle(reason, lost=True)
-        return code
+        if exceeded is not None:
+            reason = f"Agent instance {index} was stopped: {exceeded}"
+        else:
+            text = run.err_tail.decode("utf-8", "replace").strip()
+            reason = f"Agent instance {index} exited with code {code}" + (f": {text[-500:]}" if text else "")
+        self._feed(machine.Exited(index, run.generation, code, reason))
 
-    def _output(self, instance: _Instance, which: int, line: bytes) -> None:
+    def _output(self, index: int, run: _Run, which: int, line: bytes) -> None:
         """One line of an instance's stdout (`which` 0) or stderr (1): logged, and handled while it holds a job."""
-        instance.logs[which].write(line)
-        job = instance.job
-        if job is not None and not job.result.done():
+        run.logs[which].write(line)
+        holder = self._state.holder(index, run.generation)
+        job = self._jobs.get(holder.key) if holder is not None else None
+        if job is not None:
             job.logs[which].write(line)
         else:
-            instance.logs[which].flush()
+            run.logs[which].flush()
         if which:
-            instance.err_tail = (instance.err_tail + line)[-2000:]
+            run.err_tail = (run.err_tail + line)[-2000:]
         text = line.decode("utf-8", "replace").rstrip("\r\n")
-        if which == 0 and text.startswith("trigger:"):
-            if text == READY:
-                if instance.ready is not None and not instance.ready.done():
-                    instance.ready.set_result(None)
+        if which == 0 and text.startswith("trigger:") and (trigger := parse_trigger_line(text)) is not None:
+            kind, error = trigger
+            if kind == "ready":
+                self._feed(machine.Ready(index, run.generation))
                 return
-            if job is not None and text == DONE:
-                self._answered(instance, job, None)
+            if job is not None:
+                for log in run.logs:
+                    log.flush()
+                self._feed(machine.Answered(index, run.generation, error))
                 return
-            if job is not None and text.startswith(ERROR):
-                self._answered(instance, job, text[len(ERROR) :].strip() or "The agent reported an error")
-                return
-        if job is not None and not job.result.done():
+        if job is not None:
             job.on_line(text)
-
-    def _kill(self, instance: _Instance, reason: str) -> None:
-        instance.kill_reason = reason
-        if instance.job is not None:
-            instance.job.settle(reason, lost=True)
-            instance.job = None
-        with contextlib.suppress(ValueError):
-            self._idle.remove(instance)
-        if instance.process is not None:
-            instance.process.kill_now()
-
-    async def _supervise(self, instance: _Instance) -> None:
-        """Restart the instance whenever it goes down (backoff after crashes) until the pool stops."""
-        while True:
-            assert instance.exited is not None
-            await asyncio.wait({instance.exited})
-            with contextlib.suppress(ValueError):
-                self._idle.remove(instance)
-            if self._closing:
-                return
-            if instance.kill_reason is None:  # it crashed: restart with backoff
-                instance.failures += 1
-            instance.state = "restarting"
-            while True:
-                if instance.failures:
-                    await asyncio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (instance.failures - 1)))
-                if self._closing:
-                    return
-                try:
-                    await self._spawn(instance)
-                    break
-                except _StartFailedError as e:
-                    instance.failures += 1
-                    if instance.failures >= MAX_START_FAILURES:
-                        instance.state, instance.error = "failed", str(e)
-                        if all(i.state == "failed" for i in self._instances):
-                            self._break(f"Every instance of the agent failed to restart: {e}")
-                        return
-            instance.restarts += 1
-            instance.error = None
-            self._release(instance)
-
-    def _break(self, reason: str, notify: bool = True) -> None:
-        if self.broken is None:
-            self.broken = reason
-            if notify and self._on_broken is not None:
-                self._on_broken(reason, "\n".join(self._log_tail(i) for i in self._instances if i.state == "failed"))
-        while (waiter := self._place_waiters.pop()) is not None:
-            if not waiter.done():
-                waiter.set_exception(JobFailedError(self.broken))
-        while self._queue:
-            self._queue.popleft().settle(self.broken)
-
-    def _save_pids(self) -> None:
-        """Blocks. Under a lock, so the last write holds every process started before it."""
-        with self._pids_lock:
-            pids = {str(i.index): i.process.pid for i in self._instances if i.process is not None}
-            temp = self.root / ".pids.json"
-            temp.write_text(json.dumps(pids))
-            os.replace(temp, self.root / "pids.json")
-
-    def _log_tail(self, instance: _Instance) -> str:
-        out = tail(self.root / f"instance-{instance.index}.stdout.log", 1000).strip()
-        err = tail(self.root / f"instance-{instance.index}.stderr.log", 1000).strip()
-        return "\n".join(part for part in (out, err) if part)
-
-
-def open_job_logs(folder: Path) -> tuple[BinaryIO, BinaryIO]:
-    """A job's stdout and stderr log files, opened for appending (blocks)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return open(folder / STDOUT_LOG, "ab", buffering=0), open(folder / STDERR_LOG, "ab", buffering=0)

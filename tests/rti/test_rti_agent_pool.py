@@ -194,3 +194,63 @@ def test_places_are_given_round_robin_between_users(tmp_path: Path) -> None:
         assert pool._places == 0
 
     asyncio.run(scenario())
+
+
+def test_a_stray_trigger_done_does_not_end_the_next_job(tmp_path: Path) -> None:
+    """An agent that prints one trigger:done too many (late) while the next job's start is still being recorded:
+    the next job is not taken as done before the agent even had it."""
+    body = AGENT.replace(
+        'print("trigger:done", flush=True)',
+        'print("trigger:done", flush=True)\n    time.sleep(0.1)\n    print("trigger:done", flush=True)',
+    ).replace("import json, os, sys", "import json, os, sys, time")
+
+    async def scenario() -> None:
+        pool = pool_for(tmp_path, instances=1, body=body)
+        await pool.start()
+        await run_one(pool, tmp_path, "job-1")
+
+        async def slow_start(index: int) -> None:
+            await asyncio.sleep(0.5)  # the stray line arrives meanwhile
+
+        lease = await pool.acquire()
+        wd = job_folder(tmp_path, "job-2")
+        await pool.run_job(lease, "job-2", wd, tmp_path / "logs" / "job-2", lambda line: None, slow_start)
+        assert "working on job-2" in (tmp_path / "logs" / "job-2" / "execute_stdout.log").read_text()
+        await pool.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stop_while_starting_ends_the_start_and_leaves_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        pool = pool_for(tmp_path, instances=2)
+        starting = asyncio.create_task(pool.start())
+        await asyncio.sleep(0)  # `start()` is preparing the folders
+        await pool.stop()
+        with pytest.raises(DeploymentError) as e:
+            await asyncio.wait_for(starting, 10)
+        assert e.value.reason == "the agent was stopped"
+        assert instance_processes(pool) == [] and [i.state for i in pool.status()] == ["stopped", "stopped"]
+
+    asyncio.run(scenario())
+
+
+def test_a_restart_that_cannot_spawn_is_retried(tmp_path: Path) -> None:
+    """The adapter's folder is gone for a moment when the instance is restarted (spawning fails): it is tried again
+    (with backoff) and the instance comes back."""
+
+    async def scenario() -> None:
+        pool = pool_for(tmp_path, instances=1)
+        await pool.start()
+        adapter, away = pool.adapter, tmp_path / "away"
+        adapter.rename(away)
+        os.killpg(pgids(pool)[0], signal.SIGKILL)
+        await until(lambda: pool._state.instances[0].failures >= 3)  # the crash, then two spawns that failed
+        assert pool.status()[0].state in ("restarting", "starting")
+        away.rename(adapter)
+        await until(lambda: pool.status()[0].state == "idle")
+        assert pool.status()[0].restarts == 1
+        await run_one(pool, tmp_path, "job-1")
+        await pool.stop()
+
+    asyncio.run(scenario())
