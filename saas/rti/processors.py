@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,7 @@ class ProcessorRegistry:
         self.sandbox: Sandbox | None = None  # set by `start`
         # The job pipeline's side, set by its owner before `load`.
         self.new_pool: Callable[[ProcessorRecord], AgentPool] | None = None
-        self.restart_agent: Callable[[ProcessorRecord], Awaitable[None]] | None = None
+        self.restart_agent: Callable[[ProcessorRecord], Coroutine[Any, Any, None]] | None = None
         self.jobs_of: Callable[[str], list[ActiveJob]] = lambda proc_id: []
         self.cancel_job: Callable[[ActiveJob, str], Awaitable[None]] | None = None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from rti_support import RTIEnv
 
 from saas.config import NodeConfig
@@ -162,16 +163,15 @@ def test_parse_resources_refuses_bad_values() -> None:
 
 
 def test_limits_are_within_the_nodes(tmp_path: Path) -> None:
-    config = NodeConfig(
-        keystore=tmp_path / "k.json", password="x", job_memory=1024, job_cores=2, job_walltime=100, job_pids=64
-    )
+    key, password = tmp_path / "k.json", SecretStr("x")
+    config = NodeConfig(keystore=key, password=password, job_memory=1024, job_cores=2, job_walltime=100, job_pids=64)
     assert limits_for(config) == Limits(memory=1024 * MiB, pids=64, cores=2, walltime=100)
     asked = {"memory": "4G", "cores": 8, "walltime": 500}
     assert limits_for(config, asked) == Limits(memory=1024 * MiB, pids=64, cores=2, walltime=100)
     asked = {"memory": "256", "cores": 1, "walltime": 10}
     assert limits_for(config, asked) == Limits(memory=256 * MiB, pids=64, cores=1, walltime=10)
     assert limits_for(config, asked, walltime=False).walltime is None
-    unbounded = NodeConfig(keystore=tmp_path / "k.json", password="x")
+    unbounded = NodeConfig(keystore=key, password=password)
     assert limits_for(unbounded, {"cores": 3}).cores == 3 and limits_for(unbounded).memory is not None
 
 
