@@ -11,7 +11,7 @@ their rows on the job board. Callers may rely on:
 - with strict deployment only the node owner deploys or undeploys (403); `undeploy` refuses (409) while the
   processor has unfinished jobs unless forced, then cancels them.
 What it needs of the job pipeline (agents' instance pools, a processor's unfinished jobs, cancelling one) comes
-in as callables, so that this module knows nothing of how jobs run."""
+in as callables at construction, so that this module knows nothing of how jobs run."""
 
 from __future__ import annotations
 
@@ -70,7 +70,13 @@ class ProcessorRegistry:
         keystore: Keystore,
         audit: AuditLog,
         network: Network,
+        new_pool: Callable[[ProcessorRecord], AgentPool],
+        restart_agent: Callable[[ProcessorRecord], Coroutine[Any, Any, None]],
+        jobs_of: Callable[[str], list[ActiveJob]],
+        cancel_job: Callable[[ActiveJob, str], Awaitable[None]],
     ):
+        """`new_pool`, `restart_agent`, `jobs_of` and `cancel_job` are the job pipeline's: an agent's instance pool,
+        starting it again after a restart, a processor's unfinished jobs and cancelling one."""
         self._config = config
         self.root = root  # the RTI's folder: processors under `procs/<proc_id>`
         self._db = db
@@ -81,11 +87,8 @@ class ProcessorRegistry:
         self.install_timeout = config.install_timeout
         self.records: dict[str, ProcessorRecord] = {}
         self.sandbox: Sandbox | None = None  # set by `start`
-        # The job pipeline's side, set by its owner before `load`.
-        self.new_pool: Callable[[ProcessorRecord], AgentPool] | None = None
-        self.restart_agent: Callable[[ProcessorRecord], Coroutine[Any, Any, None]] | None = None
-        self.jobs_of: Callable[[str], list[ActiveJob]] = lambda proc_id: []
-        self.cancel_job: Callable[[ActiveJob, str], Awaitable[None]] | None = None
+        self._new_pool, self._restart_agent = new_pool, restart_agent
+        self._jobs_of, self._cancel_job = jobs_of, cancel_job
 
     # -- decisions ----------------------------------------------------------------------------------------------
 
@@ -200,9 +203,8 @@ class ProcessorRegistry:
                 await self._db.run(board.put_processor, p)
             self.records[p.proc_id] = p
             if p.state == "ready" and p.is_agent:
-                assert self.new_pool is not None and self.restart_agent is not None
-                p.agent = self.new_pool(p)
-                p.task = asyncio.create_task(self.restart_agent(p))
+                p.agent = self._new_pool(p)
+                p.task = asyncio.create_task(self._restart_agent(p))
 
     async def close(self) -> None:
         """Close every backend (after the jobs and agents stopped), then the sandbox."""
@@ -267,8 +269,7 @@ class ProcessorRegistry:
                 root, processor.gpp, credentials, self.install_timeout, allow_local_git=allow_local
             )
             if processor.is_agent:
-                assert self.new_pool is not None
-                processor.agent = self.new_pool(processor)
+                processor.agent = self._new_pool(processor)
                 await processor.agent.start()
             processor.state, processor.error, processor.log_tail = "ready", None, None
         except deployment.DeploymentError as e:
@@ -288,7 +289,7 @@ class ProcessorRegistry:
     async def undeploy(self, caller: Identity, proc_id: str, force: bool = False) -> Processor:
         self.may_deploy(caller)
         processor = self.get(proc_id)
-        jobs = self.jobs_of(proc_id)
+        jobs = self._jobs_of(proc_id)
         if jobs and not force:
             raise ProcessorBusyError(
                 f"Processor {proc_id} has {len(jobs)} unfinished job(s): cancel them or undeploy with force",
@@ -297,8 +298,7 @@ class ProcessorRegistry:
         if processor.agent is not None:
             processor.agent.prepare_stop()  # its cancelled jobs must not restart instances
         for active in jobs:
-            assert self.cancel_job is not None
-            await self.cancel_job(active, "processor undeployed")
+            await self._cancel_job(active, "processor undeployed")
         if processor.task is not None:
             processor.task.cancel()
             await asyncio.gather(processor.task, return_exceptions=True)

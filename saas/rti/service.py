@@ -119,6 +119,10 @@ class RTIService:
             keystore=node.keystore,
             audit=node.audit,
             network=self.network,
+            new_pool=self._new_pool,
+            restart_agent=self._restart_agent,
+            jobs_of=lambda proc_id: [a for a in self._active.values() if a.job.proc_id == proc_id],
+            cancel_job=self._cancel,
         )
         self._processors = self.processors.records  # the same dict: the job pipeline reads it
         self._active: dict[str, ActiveJob] = {}
@@ -140,11 +144,6 @@ class RTIService:
         self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
         self.levels = levels.LevelStore(node, self.db)
         self.bookings = bookings.BookingStore(node, self.db, self.levels)
-        # What the processors need of the job pipeline.
-        self.processors.new_pool = self._new_pool
-        self.processors.restart_agent = self._restart_agent
-        self.processors.jobs_of = lambda proc_id: [a for a in self._active.values() if a.job.proc_id == proc_id]
-        self.processors.cancel_job = self._cancel
 
     @property
     def sandbox(self) -> Sandbox | None:
