@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -567,6 +567,20 @@ class DORService:
         if envelope is None:
             raise UnknownObjectError(f"No key envelope for {reader.id} on data object {obj_id}")
         return KeyEnvelope(iid=reader.id, envelope=envelope)
+
+    async def envelope_for(self, obj_id: str, iid: str) -> str | None:
+        """The key envelope `iid` holds for an object (base64 of the content key wrapped with its RSA key), None if
+        it holds none. No reader check: for this node's own services (e.g. the RTI decrypting an input with the
+        envelope the owner gave it), never for a request."""
+        return await self.db.run(catalog.get_envelope, obj_id, iid)
+
+    async def records(self, obj_ids: Sequence[str]) -> dict[str, CDataObject | GPPDataObject]:
+        """The objects of `obj_ids` this DOR holds, by obj_id, as stored (no custodian, no reader check): for this
+        node's own services (e.g. the RTI showing a job's outputs to its user), never for a request."""
+        if not obj_ids:
+            return {}
+        rows = await self.db.run(catalog.get_many, list(obj_ids))
+        return {r.obj_id: r.to_model() for r in rows}
 
     async def holds_key(self, obj_id: str, iid: str, caller: Identity | None = None) -> bool:
         """Whether `iid` holds the content key of an encrypted object: its owner, or an identity with a key envelope

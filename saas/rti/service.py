@@ -39,8 +39,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from saas.core.errors import (
     AuthorisationError,
-    ConflictError,
-    CryptoError,
     InsufficientStorageError,
     InvalidInputError,
     NotFoundError,
@@ -48,21 +46,23 @@ from saas.core.errors import (
 )
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
-from saas.core.schemas import GithubCredentials, decrypt_credentials
 from saas.dor import claims
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, ProcessorIO, TaskProof
-from saas.git import git_env
 from saas.rti import board, bookings, levels, offers, packages, placement, process, runner, validation
 from saas.rti import deploy as deployment
 from saas.rti.agents import AgentPool, open_job_logs
-from saas.rti.backends import Backend, JobContext, make_backend
+from saas.rti.backends import Backend, JobContext
 from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.cgroups import Limits
 from saas.rti.jobs import FINAL_STATES, JobState, JobStateMachine, recover
+from saas.rti.limits import resources as _resources
 from saas.rti.messages import MessageLog
+from saas.rti.ports import LocalDOR, Network, NodeNetwork, local_dor
+from saas.rti.processors import ProcessorBusyError, ProcessorRegistry, UnknownProcessorError
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import Scheduler, SlotPool
-from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Resources, Task
+from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
+from saas.rti.status import JobReader, UnknownJobError
 from saas.sqlite import Database
 
 if TYPE_CHECKING:
@@ -81,19 +81,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class UnknownProcessorError(RTIError, NotFoundError):
-    pass
-
-
-class UnknownJobError(RTIError, NotFoundError):
-    pass
-
-
 class JobValidationError(RTIError, InvalidInputError):
-    pass
-
-
-class ProcessorBusyError(RTIError, ConflictError):
     pass
 
 
@@ -121,9 +109,24 @@ class RTIService:
         self._jobs_root, self._logs_root = self.root / "jobs", self.root / "logs"
         self.db = Database(self.root / "jobs.sqlite", board.SCHEMA + levels.SCHEMA + bookings.SCHEMA)
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
-        self.install_timeout = node.config.install_timeout
-        self._processors: dict[str, ProcessorRecord] = {}
+        self.dor: LocalDOR | None = local_dor(node)
+        self.network: Network = NodeNetwork(node)
+        self.processors = ProcessorRegistry(
+            node.config,
+            self.root,
+            self.db,
+            iid=node.iid,
+            keystore=node.keystore,
+            audit=node.audit,
+            network=self.network,
+            new_pool=self._new_pool,
+            restart_agent=self._restart_agent,
+            jobs_of=lambda proc_id: [a for a in self._active.values() if a.job.proc_id == proc_id],
+            cancel_job=self._cancel,
+        )
+        self._processors = self.processors.records  # the same dict: the job pipeline reads it
         self._active: dict[str, ActiveJob] = {}
+        self.reader = JobReader(self.db, self._active, self._logs_root, self.dor)
         # Jobs on ssh/slurm backends run on other machines: they have their own pool of slots.
         self.max_remote_jobs = node.config.max_remote_jobs
         self.scheduler = Scheduler(
@@ -137,36 +140,29 @@ class RTIService:
         self._background: set[asyncio.Task[Any]] = set()
         self._to_remove: list[Path] = []  # working folders of finished jobs (`_remove_later`)
         self._remover: asyncio.Task[None] | None = None
-        self.sandbox: Sandbox | None = None  # set by `start`
         self.on_finish: list[Callable[[ActiveJob], None]] = []  # told of every job that became final (metrics)
         self.packages: dict[str, packages.Package] = {}  # set by `start` (issue 18)
         self.levels = levels.LevelStore(node, self.db)
         self.bookings = bookings.BookingStore(node, self.db, self.levels)
 
     @property
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox adapter processes run in (None until `start`)."""
+        return self.processors.sandbox
+
+    @property
     def isolation(self) -> str | None:
-        """What the node record says about how adapters run: "sandbox" or "none"."""
-        if self.sandbox is None:
-            return None
-        return "sandbox" if self.sandbox.enabled else "none"
+        return self.processors.isolation
 
     def _limits(self, resources: dict[str, Any] | None = None, walltime: bool = True) -> Limits:
-        """What a job (or agent instance, or install) may use: what its descriptor or task asks, within the node's
-        limits (each the default when nothing is asked)."""
-        config = self._node.config
-        node_memory = (config.job_memory or _half_the_memory()) * 2**20
-        asked = _parse_resources(resources or {})
-        memory = min(asked.memory or node_memory, node_memory)
-        cores = min(asked.cores, config.job_cores or asked.cores) if asked.cores else config.job_cores
-        wall = min(asked.walltime or config.job_walltime, config.job_walltime) if walltime else None
-        return Limits(memory=memory, pids=config.job_pids, cores=cores, walltime=wall)
+        return self.processors.limits(resources, walltime)
 
     @property
     def retain(self) -> bool:
         return self._node.config.retain_job_history
 
     def _proc_root(self, proc_id: str) -> Path:
-        return self.root / "procs" / proc_id
+        return self.processors.proc_root(proc_id)
 
     def _wd(self, job_id: str) -> Path:
         return self._jobs_root / job_id
@@ -187,58 +183,19 @@ class RTIService:
                 purged = self.db.call(board.purge_finished)
                 _remove_folders([f for i in purged for f in (self._wd(i), self._logs(i))])
                 logger.info("purged %d finished jobs (--purge-inactive-jobs)", len(purged))
-            procs = self.db.call(lambda c: c.execute("SELECT * FROM processors").fetchall())
-            return procs, self.db.call(board.unfinished)
+            return self.db.call(board.processors), self.db.call(board.unfinished)
 
-        self.sandbox = await asyncio.to_thread(self._make_sandbox)
+        await self.processors.start()
         self.packages = await asyncio.to_thread(packages.for_node, self._node.config)
         procs, unfinished = await asyncio.to_thread(open_all)
         await self.levels.load()
         await self.bookings.load()
         watch = asyncio.create_task(self.bookings.watch(self._dispatch, lambda: self._stopping))
         self._background.add(watch)
-        for row in procs:
-            p = ProcessorRecord(
-                row["proc_id"],
-                row["state"],
-                GitProcessorPointer.model_validate_json(row["gpp"]),
-                row["error"],
-                row["log_tail"],
-                spec=json.loads(row["backend"]) if row["backend"] else {"name": "local"},
-            )
-            try:
-                p.backend = await self._make_backend(p)
-            except (InvalidInputError, CryptoError) as e:
-                p.state, p.error = "failed", f"Execution backend unusable after restart: {e.reason}"
-            if p.state == "deploying":
-                await asyncio.to_thread(deployment.kill_leftover_install, self._proc_root(p.proc_id))
-                p.state, p.error = "failed", "node restarted during deployment"
-                await self.db.run(board.put_processor, p)
-            self._processors[p.proc_id] = p
-            if p.state == "ready" and p.is_agent:
-                p.agent = self._new_pool(p)
-                p.task = asyncio.create_task(self._restart_agent(p))
+        await self.processors.load(procs)
         for row in unfinished:
             await self._recover(row)
         self._dispatch()
-
-    def _make_sandbox(self) -> Sandbox:
-        """The sandbox for adapter processes, and what a crashed run left of them killed. Blocks."""
-        config = self._node.config
-        network = config.job_network == "allow"
-        if config.unsafe_no_sandbox:
-            logger.warning(
-                "RTI WITHOUT SANDBOX (--unsafe-no-sandbox): adapters run as this node's user and can read its "
-                "datastore, its keystore and other users' jobs"
-            )
-            sandbox = Sandbox.unsafe(config.datastore, network)
-        else:
-            sandbox = Sandbox.detect(config.datastore, network, config.sandbox_uid)
-        if sandbox.cgroups is not None:
-            swept = sandbox.cgroups.sweep()
-            if swept:
-                logger.info("killed the processes of %d adapter cgroups left from before the restart", swept)
-        return sandbox
 
     async def _recover(self, row: sqlite3.Row) -> None:
         job = Job.model_validate_json(row["job"])
@@ -326,153 +283,39 @@ class RTIService:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._remover is not None:
             await asyncio.gather(self._remover, return_exceptions=True)
-        for processor in self._processors.values():
-            with contextlib.suppress(Exception):
-                await processor.backend.close()
+        await self.processors.close()
         await asyncio.to_thread(self.db.close)
-        if self.sandbox is not None:
-            await asyncio.to_thread(self.sandbox.close)
+        await self.processors.close_sandbox()
 
     # -- processors ---------------------------------------------------------------------------------------------
 
-    def _may_deploy(self, caller: Identity) -> None:
-        if self._node.config.strict_deployment and caller.id != self._node.iid:
-            raise AuthorisationError("Strict deployment: only the node owner may deploy or undeploy processors")
-
     async def locate_gpp(self, proc_id: str, custodian: str | None = None) -> GitProcessorPointer:
         """The GPP of a processor: from this node's DOR, else from any DOR of the network."""
-        from saas.rti import placement
-
-        try:
-            return await placement.find_gpp(self._node, proc_id, custodian)
-        except NotFoundError as e:
-            raise UnknownProcessorError(e.reason, {"proc_id": proc_id}) from None
-
-    def _is_owner(self, caller: Identity | None) -> bool:
-        return caller is not None and caller.id == self._node.iid
+        return await self.processors.locate_gpp(proc_id, custodian)
 
     def get_deployed(self, caller: Identity | None = None) -> list[Processor]:
-        return [p.model(self._is_owner(caller)) for p in self._processors.values()]
+        return self.processors.get_deployed(caller)
 
     def get_processor(self, proc_id: str, caller: Identity | None = None) -> Processor:
         """A processor's state; why it failed, its log tail and the jobs its agent instances hold are shown to the
         node owner only."""
-        return self._processor(proc_id).model(self._is_owner(caller))
+        return self.processors.get_processor(proc_id, caller)
 
     def _processor(self, proc_id: str) -> ProcessorRecord:
-        if proc_id not in self._processors:
-            raise UnknownProcessorError(f"Processor {proc_id} is not deployed on this node", {"proc_id": proc_id})
-        return self._processors[proc_id]
+        return self.processors.get(proc_id)
 
     async def deploy(self, caller: Identity, proc_id: str, params: DeployParameters) -> Processor:
-        self._may_deploy(caller)
-        existing = self._processors.get(proc_id)
-        if existing is not None and existing.state in ("deploying", "ready"):
-            return existing.model(self._is_owner(caller))
-        if existing is not None and existing.agent is not None:
-            await existing.agent.stop()  # a failed agent: nothing of it may keep running
-        credentials = None
-        if params.github_credentials is not None:
-            credentials = await decrypt_credentials(
-                GithubCredentials, params.github_credentials, self._node.keystore.decrypt, "GitHub credentials"
-            )
-        spec = self._backend_spec(params)
-        gpp = await self.locate_gpp(proc_id, params.gpp_custodian)
-        await asyncio.to_thread(git_env, gpp.source, self._node.config.allow_local_git)  # 403: a source not allowed
-        if gpp.proc_descriptor.kind == "agent" and spec["name"] != "local":
-            raise InvalidInputError("Agents run on this node only (the local backend), not over SSH or SLURM")
-        if existing is not None:  # a failed deployment is replaced
-            await existing.backend.close()
-        processor = ProcessorRecord(proc_id, "deploying", gpp, spec=spec)
-        if gpp.proc_descriptor.kind == "agent" or spec["name"] == "local":
-            self._limits(_resources(gpp.proc_descriptor.model_extra, None, spec))  # 400 for bad resources
-        processor.backend = await self._make_backend(processor)
-        self._processors[proc_id] = processor
-        await self.db.run(board.put_processor, processor)
-        processor.task = asyncio.create_task(self._install(processor, credentials))
-        self._node.audit.record("processor.deploy", actor=caller.id, proc_id=proc_id, backend=spec["name"])
-        return processor.model(self._is_owner(caller))
-
-    @staticmethod
-    def _backend_spec(params: DeployParameters) -> dict[str, Any]:
-        name = params.backend or ("ssh" if params.ssh_credentials is not None else "local")
-        if name == "ssh" and params.ssh_credentials is None:
-            raise InvalidInputError("The ssh backend needs SSH credentials (an SSH profile)")
-        if name == "local" and params.ssh_credentials is not None:
-            raise InvalidInputError("SSH credentials are for the ssh or slurm backend, not local")
-        if params.partition is not None and name != "slurm":
-            raise InvalidInputError("A partition is only for the slurm backend")
-        return {"name": name, "ssh_credentials": params.ssh_credentials, "partition": params.partition}
+        return await self.processors.deploy(caller, proc_id, params)
 
     async def _make_backend(self, processor: ProcessorRecord) -> Backend:
-        return await make_backend(
-            processor.spec,
-            decrypt=self._node.keystore.decrypt,
-            proc_root=self._proc_root(processor.proc_id),
-            rti_root=self.root,
-            node_tag=self._node.iid[:16],
-            gpp=processor.gpp,
-            proc_id=processor.proc_id,
-            sandbox=self._sandbox,
-            install_limits=self._limits(walltime=False),
-        )
+        return await self.processors.make_backend(processor)
 
     @property
     def _sandbox(self) -> Sandbox:
-        if self.sandbox is None:
-            raise RTIError("The RTI has not started")
-        return self.sandbox
-
-    async def _install(self, processor: ProcessorRecord, credentials: Any) -> None:
-        root = self._proc_root(processor.proc_id)
-        started = time.monotonic()
-        try:
-            allow_local = self._node.config.allow_local_git
-            await processor.backend.install(
-                root, processor.gpp, credentials, self.install_timeout, allow_local_git=allow_local
-            )
-            if processor.is_agent:
-                processor.agent = self._new_pool(processor)
-                await processor.agent.start()
-            processor.state, processor.error, processor.log_tail = "ready", None, None
-        except deployment.DeploymentError as e:
-            processor.state, processor.error = "failed", e.reason
-            processor.log_tail = e.details.get("log_tail")
-        except asyncio.CancelledError:
-            return
-        except Exception as e:
-            logger.exception("deploying %s failed", processor.proc_id)
-            processor.state, processor.error = "failed", f"Deployment failed: {type(e).__name__}"
-        processor.task = None
-        if self._processors.get(processor.proc_id) is processor:
-            self._node.audit.record(f"processor.{processor.state}", proc_id=processor.proc_id)  # ready / failed
-            await self.db.run(board.put_processor, processor)
-        logger.info("processor %s %s in %.2f s", processor.proc_id, processor.state, time.monotonic() - started)
+        return self.processors.require_sandbox
 
     async def undeploy(self, caller: Identity, proc_id: str, force: bool = False) -> Processor:
-        self._may_deploy(caller)
-        processor = self._processor(proc_id)
-        jobs = [a for a in self._active.values() if a.job.proc_id == proc_id]
-        if jobs and not force:
-            raise ProcessorBusyError(
-                f"Processor {proc_id} has {len(jobs)} unfinished job(s): cancel them or undeploy with force",
-                {"jobs": [a.job.id for a in jobs]},
-            )
-        if processor.agent is not None:
-            processor.agent.prepare_stop()  # its cancelled jobs must not restart instances
-        for active in jobs:
-            await self._cancel(active, "processor undeployed")
-        if processor.task is not None:
-            processor.task.cancel()
-            await asyncio.gather(processor.task, return_exceptions=True)
-        if processor.agent is not None:
-            await processor.agent.stop()
-        del self._processors[proc_id]
-        await self.db.run(lambda c: c.execute("DELETE FROM processors WHERE proc_id = ?", (proc_id,)))
-        await processor.backend.remove(self._proc_root(proc_id))
-        await asyncio.to_thread(deployment.remove, self._proc_root(proc_id))
-        self._node.audit.record("processor.undeployed", actor=caller.id, proc_id=proc_id, jobs_cancelled=len(jobs))
-        return processor.model(self._is_owner(caller))
+        return await self.processors.undeploy(caller, proc_id, force)
 
     # -- submitting ---------------------------------------------------------------------------------------------
 
@@ -1083,76 +926,16 @@ class RTIService:
     # -- control ------------------------------------------------------------------------------------------------
 
     async def _job(self, job_id: str, caller: Identity) -> tuple[Job, ActiveJob | None, sqlite3.Row | None]:
-        active = self._active.get(job_id)
-        row = None
-        if active is not None:
-            job = active.job
-        else:
-            row = await self.db.run(board.get_job, job_id)
-            if row is None:
-                raise UnknownJobError(f"Job {job_id} not found", {"job_id": job_id})
-            job = Job.model_validate_json(row["job"])
-        if job.task.user_iid != caller.id:
-            raise AuthorisationError(f"Only the owner of job {job_id} may do this", {"job_id": job_id})
-        return job, active, row
+        return await self.reader.job(job_id, caller)
 
     async def get_status(
         self, job_id: str, caller: Identity, wait: float = 0.0, until_final: bool = False
     ) -> JobStatus:
         """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
-        job, active, row = await self._job(job_id, caller)
-        if active is not None and wait > 0 and not active.machine.final:
-            with contextlib.suppress(TimeoutError):  # one wake-up: at the next change, or once final
-                await asyncio.wait_for((active.ended if until_final else active.changed).wait(), wait)
-            if job_id not in self._active and not active.machine.final:  # gone (e.g. the node is stopping)
-                row = await self.db.run(board.get_job, job_id)
-                active = None
-        known: dict[str, CDataObject] = {}
-        if active is not None:
-            state, doc, known = active.machine.state.value, active.status_doc(), active.stored
-        else:
-            assert row is not None
-            state, doc = row["state"], json.loads(row["status"])
-        return JobStatus(
-            state=state,
-            progress=doc["progress"],
-            output=await self._output_meta(doc["outputs"], doc.get("stored_elsewhere") or {}, known),
-            messages=doc["messages"],
-            errors=doc["errors"],
-            timeline=doc["timeline"],
-            job=job,
-        )
-
-    async def _output_meta(
-        self, outputs: dict[str, str], elsewhere: dict[str, dict[str, Any]], known: dict[str, CDataObject]
-    ) -> dict[str, CDataObject]:
-        """Metadata of a job's outputs: as just stored (`known`, while the job is in memory), else from this node's
-        DOR, or as stored on another node's DOR."""
-        from saas.dor import catalog
-
-        if known.keys() == outputs.keys():
-            return dict(known)
-        found: dict[str, CDataObject] = {}
-        dor = self._node.dor
-        if dor is not None and outputs:
-            rows = {r.obj_id: r for r in await dor.db.run(catalog.get_many, list(outputs.values()))}
-            for name, obj_id in outputs.items():
-                model = rows[obj_id].to_model() if obj_id in rows else None
-                if isinstance(model, CDataObject):
-                    found[name] = model
-        for name, meta in elsewhere.items():
-            if name not in found:
-                with contextlib.suppress(ValueError):
-                    found[name] = CDataObject.model_validate(meta)
-        return found
+        return await self.reader.get_status(job_id, caller, wait, until_final)
 
     async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[Job]:
-        rows = await self.db.run(
-            lambda c: c.execute(
-                "SELECT job FROM jobs WHERE user_iid = ? ORDER BY seq DESC LIMIT ?", (caller.id, limit)
-            ).fetchall()
-        )
-        return [Job.model_validate_json(r["job"]) for r in rows]
+        return await self.reader.get_jobs(caller, limit)
 
     async def cancel(self, job_id: str, caller: Identity) -> JobStatus:
         _, active, _ = await self._job(job_id, caller)
@@ -1175,8 +958,7 @@ class RTIService:
 
     async def logs_folder(self, job_id: str, caller: Identity) -> tuple[Path, bool]:
         """The job's log folder and whether the job is still running (for follow)."""
-        await self._job(job_id, caller)
-        return self._logs(job_id), job_id in self._active
+        return await self.reader.logs_folder(job_id, caller)
 
     def active_jobs(self) -> list[ActiveJob]:
         """The jobs that are not final yet (read only: for health and diagnostics)."""
@@ -1185,42 +967,6 @@ class RTIService:
     def changed(self, job_id: str) -> asyncio.Event | None:
         active = self._active.get(job_id)
         return active.changed if active is not None else None
-
-
-def _resources(extra: dict[str, Any] | None, task: Any, spec: dict[str, Any]) -> dict[str, Any]:
-    """A job's resources: the descriptor's, then the deployment's partition, then the task's (the task wins)."""
-    declared = (extra or {}).get("resources")
-    merged: dict[str, Any] = dict(declared) if isinstance(declared, dict) else {}
-    if spec.get("partition"):
-        merged["partition"] = spec["partition"]
-    if task is not None:
-        merged.update(task.model_dump(exclude_none=True))
-    return merged
-
-
-def _parse_resources(resources: dict[str, Any]) -> Limits:
-    """A descriptor's or task's `resources` as limits (raises `InvalidInputError` for bad values)."""
-    from pydantic import ValidationError
-
-    try:
-        parsed = Resources.model_validate(resources)
-    except ValidationError as e:
-        raise InvalidInputError(f"Invalid resources: {e.errors()[0]['msg']}", {"resources": resources}) from None
-    memory = None
-    if parsed.memory is not None:
-        units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-        number, unit = (parsed.memory[:-1], parsed.memory[-1]) if parsed.memory[-1] in units else (parsed.memory, "M")
-        memory = int(number) * units[unit]
-    walltime = parsed.walltime_seconds()
-    return Limits(memory=memory, cores=parsed.cores, walltime=float(walltime) if walltime else None)
-
-
-def _half_the_memory() -> int:
-    """Half of this machine's memory, in MiB (the default limit of a job)."""
-    try:
-        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**21)
-    except (ValueError, OSError):
-        return 4096
 
 
 def _remove_folders(folders: list[Path]) -> None:
