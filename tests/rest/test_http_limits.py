@@ -202,7 +202,7 @@ def bounded(node_factory: Callable[..., Any]) -> Any:
 
 def test_connections_beyond_the_per_address_bound_are_429(bounded: Any) -> None:
     held = [connect(bounded) for _ in range(4)]
-    time.sleep(0.2)  # accepted and counted: the node exposes no connection count to wait on (see issue 17 item 4)
+    time.sleep(0.2)  # accepted and counted: no node hook exposes the connection count to wait on
     extra = connect(bounded)
     extra.sendall(f"GET {NODE_PATH} HTTP/1.1\r\nHost: node\r\n\r\n".encode())
     status, headers, body = read_response(extra)
@@ -224,7 +224,7 @@ def test_connections_beyond_the_per_address_bound_are_429(bounded: Any) -> None:
 
 def test_connections_beyond_the_total_bound_are_503(bounded: Any) -> None:
     held = [connect(bounded, f"127.0.0.{1 + i // 4}") for i in range(12)]  # 4 each from 3 addresses
-    time.sleep(0.2)  # accepted and counted: the node exposes no connection count to wait on (see issue 17 item 4)
+    time.sleep(0.2)  # accepted and counted: no node hook exposes the connection count to wait on
     extra = connect(bounded, "127.0.0.9")
     status, headers, body = read_response(extra)  # refused at once, before it sends anything
     assert status == 503
