@@ -26,11 +26,11 @@ def test_wait_until_names_what_it_waited_for_and_the_last_value() -> None:
 
 
 def test_only_ignored_exceptions_count_as_not_yet() -> None:
-    attempts = iter([OSError("refused"), OSError("refused"), "up"])
+    attempts: list[OSError | str] = [OSError("refused"), OSError("refused"), "up"]
 
     def connect() -> str:
-        value = next(attempts)
-        if isinstance(value, BaseException):
+        value = attempts.pop(0)
+        if isinstance(value, OSError):
             raise value
         return value
 
@@ -50,8 +50,8 @@ def test_until_awaits_a_coroutine_predicate_and_lets_the_loop_run() -> None:
         done = asyncio.Event()
         asyncio.get_running_loop().call_later(0.02, done.set)
 
-        async def check() -> str | None:
-            return "set" if done.is_set() else None
+        async def check() -> str:
+            return "set" if done.is_set() else ""
 
         assert await until(done.is_set, timeout=5, interval=0) is True
         return await until(check, timeout=5)

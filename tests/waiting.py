@@ -67,7 +67,7 @@ def wait_until(
 
 
 async def until(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Awaitable[T]] | Callable[[], T],
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = DEFAULT_INTERVAL,
     what: str = "a condition",
