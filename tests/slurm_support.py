@@ -10,13 +10,14 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 __all__ = ["SlurmCluster", "start_slurm"]
 
@@ -156,25 +157,23 @@ def start_slurm(folder: Path, timeout: float = 45) -> Iterator[SlurmCluster]:
                 env,
             )
         )
-        deadline = time.monotonic() + 10
-        while not munge_socket.exists():
-            if munged.poll() is not None or time.monotonic() > deadline:
+
+        def munge_up() -> bool:
+            if munged.poll() is not None:
                 pytest.fail(f"munged did not start:\n{cluster.logs()}")
-            time.sleep(0.05)
+            return munge_socket.exists()
+
+        wait_until(munge_up, 10, what="munged's socket", detail=cluster.logs)
         ctld = stack.enter_context(_daemon([_which("slurmctld"), "-D", "-i"], folder / "slurmctld.out.log", env))
         slurmd = stack.enter_context(_daemon([_which("slurmd"), "-D", "-N", NODE], folder / "slurmd.out.log", env))
-        deadline = time.monotonic() + timeout
-        state = ""
-        while True:
+
+        def idle() -> bool:
             for name, process in (("slurmctld", ctld), ("slurmd", slurmd)):
                 if process.poll() is not None:
                     pytest.fail(f"{name} exited with code {process.returncode}:\n{cluster.logs()}")
-            state = cluster.run("sinfo", "-h", "-N", "-o", "%t").strip()
-            if state == "idle":
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the SLURM node is not idle after {timeout:g} s (sinfo: {state!r}):\n{cluster.logs()}")
-            time.sleep(0.2)
+            return cluster.run("sinfo", "-h", "-N", "-o", "%t").strip() == "idle"
+
+        wait_until(idle, timeout, interval=0.2, what="the SLURM node idle (sinfo)", detail=cluster.logs)
         try:
             yield cluster
         finally:

@@ -9,13 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import WaitTimeout, wait_until
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -54,17 +55,23 @@ class SSHServer:
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
             pytest.fail(f"sshd exited with code {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    process.terminate()
-    pytest.fail(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s:\n{log.read_text(errors='replace')}")
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    try:
+        wait_until(
+            listening,
+            timeout,
+            what=f"sshd to listen on 127.0.0.1:{port}",
+            ignore=(OSError,),
+            detail=lambda: log.read_text(errors="replace"),
+        )
+    except WaitTimeout:
+        process.terminate()
+        raise
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from saas.sqlite import Database
+from tests.waiting import until
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"
 WAIT = 10  # seconds: how long a test waits for anything before failing instead of hanging
@@ -234,18 +235,21 @@ def test_close_answers_requests_already_queued(db: Database) -> None:
         await gate.wait_started()
         queued = [db.submit(put, f"q{i}", i) for i in range(10)]
         closing = asyncio.ensure_future(asyncio.to_thread(db.close))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a quiet period, not a wait: the close must not finish while the thread is busy
         assert not closing.done()  # it waits for the busy thread
         late: list[asyncio.Future[Any]] = []
         gate.release()
-        while True:  # keep making requests until they are refused
+
+        def refused() -> bool:  # one more request: refused yet?
             try:
                 late.append(db.submit(put, f"late{len(late)}", -1))
             except RuntimeError as e:
                 assert str(e) == "database is closed"
-                break
-            await asyncio.sleep(0.001)
+                return True
             assert len(late) < 10_000, "requests were still accepted long after the close"
+            return False
+
+        await until(refused, WAIT, interval=0.001, what="requests refused once the database closed")
         results = await asyncio.wait_for(asyncio.gather(held, *queued, return_exceptions=True), WAIT)
         late_results = await asyncio.wait_for(asyncio.gather(*late, return_exceptions=True), WAIT)
         await asyncio.wait_for(closing, WAIT)
@@ -267,8 +271,11 @@ def test_failing_write_behind_is_logged_and_later_requests_work(db: Database, ca
         await db.run(put, "dup", 1)
         db.write_behind(put, "dup", 2)  # primary key taken: fails, nobody waits for it
         seen = await db.run(get, "dup")
-        await asyncio.sleep(0)
+        await until(logged, WAIT, interval=0, what="the failed write-behind logged")
         return seen, await db.run(put, "next", 3)
+
+    def logged() -> bool:
+        return any(r.name == "saas.sqlite" and r.levelno == logging.ERROR for r in caplog.records)
 
     assert asyncio.run(main()) == (1, 3)
     failures = [r for r in caplog.records if r.name == "saas.sqlite" and r.levelno == logging.ERROR]

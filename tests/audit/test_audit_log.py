@@ -285,7 +285,7 @@ def test_retention_by_age(node_factory: Callable[..., RunningNode]) -> None:
     for i in range(5):
         node.node.audit.record("object.read", n=i)
     node.call(node.node.audit.flush())
-    time.sleep(1.3)
+    time.sleep(1.3)  # time passing is the behaviour: the first entries grow older than the maximum age
     node.node.audit.record("object.read", n=5)
     found = node.call(node.node.audit.query(None))
     assert [e.details.get("n") for e in found if e.event == "object.read"] == [5]

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +25,7 @@ import pytest
 
 from tests.cli.cli_support import write_password_file
 from tests.conftest import RunningNode
+from tests.waiting import wait_until
 
 SAAS_CLI = Path(sys.executable).parent / "saas-cli"
 PASSWORD = "correct horse battery"
@@ -395,6 +395,7 @@ class Background:
     process: subprocess.Popen
     stderr_file: Path
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # collects `lines` until the end of stdout
 
     @property
     def stdout(self) -> str:
@@ -406,21 +407,30 @@ class Background:
 
     def wait_for(self, text: str, timeout: float = 30) -> str:
         """The first stdout line containing `text`; fails if the process ends or the time runs out first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            if self.process.poll() is not None:
-                time.sleep(0.1)  # let the reader thread collect the last lines
-                if any(text in line for line in self.lines):
-                    continue
-                pytest.fail(
-                    f"exited with {self.process.returncode} before printing {text!r}:\n"
-                    f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
-                )
-            time.sleep(0.05)
-        pytest.fail(f"no {text!r} within {timeout} s:\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+
+        def printed() -> str:  # "" while not printed yet
+            line = next((line for line in list(self.lines) if text in line), "")
+            if not line and self.process.poll() is not None:
+                self.collected()
+                line = next((line for line in self.lines if text in line), "")
+                if not line:
+                    pytest.fail(
+                        f"exited with {self.process.returncode} before printing {text!r}:\n"
+                        f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+                    )
+            return line
+
+        return wait_until(
+            printed,
+            timeout,
+            what=f"{text!r} on stdout",
+            detail=lambda: f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}",
+        )
+
+    def collected(self, timeout: float = 5) -> None:
+        """Wait (once the process has ended) for the reader thread to take in the last lines of stdout."""
+        if self.reader is not None:
+            self.reader.join(timeout)
 
     def stop(self, sig: int = 15, timeout: float = 30) -> int:
         """Send `sig` (default SIGTERM) and wait for the exit code."""
@@ -432,7 +442,7 @@ class Background:
             self.process.kill()
             self.process.wait()
             pytest.fail(f"did not stop within {timeout} s after signal {sig}:\n{self.stdout}\n{self.stderr}")
-        time.sleep(0.05)
+        self.collected()
         return code
 
 
@@ -460,7 +470,8 @@ def background(tmp_path: Path) -> Iterator[Callable[..., Background]]:
             for line in process.stdout:
                 handle.lines.append(line)
 
-        threading.Thread(target=read, daemon=True).start()
+        handle.reader = threading.Thread(target=read, daemon=True)
+        handle.reader.start()
         started.append(handle)
         return handle
 

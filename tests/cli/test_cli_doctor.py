@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.cli.cli_support import doctor
 from tests.conftest import PASSWORD, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -20,10 +20,12 @@ pytestmark = pytest.mark.timeout(120)
 def test_doctor_passes_on_a_good_node(node_factory: Callable[..., Any]) -> None:
     a = node_factory("alice")
     b = node_factory("bob", boot_node="{}:{}".format(*a.node.p2p.address))
-    deadline = time.monotonic() + 20
-    while not all(n.online for n in b.node.nodedb.network()) or len(b.node.nodedb.network()) < 2:
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.1)
+    wait_until(
+        lambda: all(n.online for n in b.node.nodedb.network()) and len(b.node.nodedb.network()) >= 2,
+        20,
+        interval=0.1,
+        what="the nodes to connect",
+    )
     boot = "{}:{}".format(*a.node.p2p.address)
     result = doctor(b, "--json", "--datastore", str(b.node.config.datastore), "--boot-node", boot)
     assert result.returncode == 0, result.stdout + result.stderr

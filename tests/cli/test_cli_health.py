@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,12 +26,14 @@ def test_network_health_shows_every_node_and_the_stopped_one(node_factory: Calla
     boot = "{}:{}".format(*a.node.p2p.address)
     b = node_factory("bob", boot_node=boot)
     c = node_factory("carol", boot_node=boot)
-    deadline = time.monotonic() + 20
-    while not all(
-        len(n.node.nodedb.network()) == 3 and all(i.online for i in n.node.nodedb.network()) for n in (a, b, c)
-    ):
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.1)
+    wait_until(
+        lambda: all(
+            len(n.node.nodedb.network()) == 3 and all(i.online for i in n.node.nodedb.network()) for n in (a, b, c)
+        ),
+        20,
+        interval=0.1,
+        what="the nodes to connect",
+    )
     address = "{}:{}".format(*a.address)
 
     result = cli("--json", "network", "--address", address, "health")
@@ -67,10 +70,12 @@ def test_network_diagnose_public_and_as_the_node_owner(node_factory: Callable[..
 
     a = node_factory("alice")
     b = node_factory("bob", boot_node="{}:{}".format(*a.node.p2p.address), log_level="INFO")
-    deadline = time.monotonic() + 20
-    while not all(n.online for n in a.node.nodedb.network()) or len(a.node.nodedb.network()) < 2:
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.1)
+    wait_until(
+        lambda: all(n.online for n in a.node.nodedb.network()) and len(a.node.nodedb.network()) >= 2,
+        20,
+        interval=0.1,
+        what="the nodes to connect",
+    )
     logging.getLogger("saas.test").error("diagnose marker 51c2")
     address = "{}:{}".format(*a.address)
     empty = tmp_path / "no-keystores"
@@ -134,13 +139,20 @@ def test_operating_flags_reach_the_node(saas_cli, cli_env, background, shared_ke
     node_factory("bob", boot_node=p2p)  # the node logs the new peer and more
     owner = Keystore.load(shared_keystore.path, shared_keystore.password)
     with HealthProxy(rest, owner) as proxy:
-        deadline = time.monotonic() + 20
-        while True:
+        reports: list[Any] = []
+
+        def accepted_logged() -> Any:
             report = proxy.get_diagnostics(signed=True)
+            reports.append(report)
             assert report.owner and report.logs is not None and len(report.logs) <= 3
-            if any("accepted" in line for line in report.logs):
-                break
-            assert time.monotonic() < deadline, report.logs
-            time.sleep(0.2)
+            return report if any("accepted" in line for line in report.logs) else None
+
+        report = wait_until(
+            accepted_logged,
+            20,
+            interval=0.2,
+            what="the new peer's 'accepted' line among the last log lines",
+            detail=lambda: str(reports[-1].logs if reports else None),
+        )
     assert len(report.logs) == 3
     assert node.stop(signal.SIGTERM) == 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,10 +24,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_network_show_lists_both_nodes(node_factory: Callable[..., Any]) -> None:
     a = node_factory("alice")
     b = node_factory("bob", boot_node="{}:{}".format(*a.node.p2p.address))
-    deadline = time.monotonic() + 10
-    while len(a.node.nodedb.network()) < 2 or not all(n.online for n in a.node.nodedb.network()):
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.05)
+    wait_until(
+        lambda: len(a.node.nodedb.network()) >= 2 and all(n.online for n in a.node.nodedb.network()),
+        10,
+        what="the nodes to connect",
+    )
     address = "{}:{}".format(*a.address)
 
     result = cli("--json", "network", "--address", address, "show")

@@ -21,6 +21,7 @@ from saas import __version__
 from saas.core.keystore import Keystore
 from tests.dashboard.dashboard_support import dashboard_cli, rti_env
 from tests.rti.rti_support import RTIEnv
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -60,17 +61,17 @@ def wait_for(driver: Any, css: str, text: str | None = None, timeout: float = 30
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    deadline = time.monotonic() + timeout
-    while True:  # re-read, not re-request: the page updates itself
-        try:
-            for element in driver.find_elements(By.CSS_SELECTOR, css):
-                if text is None or text in element.text:
-                    return element
-        except StaleElementReferenceException:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no '{css}' with {text!r} on {driver.current_url}:\n{driver.page_source[:3000]}")
-        time.sleep(0.1)
+    def found() -> Any:  # re-read, not re-request: the page updates itself
+        return next((e for e in driver.find_elements(By.CSS_SELECTOR, css) if text is None or text in e.text), None)
+
+    return wait_until(
+        found,
+        timeout,
+        interval=0.1,
+        what=f"'{css}' with {text!r}",
+        ignore=(StaleElementReferenceException,),
+        detail=lambda: f"on {driver.current_url}:\n{driver.page_source[:3000]}",
+    )
 
 
 def on(driver: Any, css: str, action: Callable[[Any], Any], text: str | None = None, timeout: float = 30) -> Any:
@@ -169,9 +170,12 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     wait_for(browser, "#object-summary", "test-proc")  # produced by the job's processor
     browser.find_element(By.ID, "download").click()
     downloads = tmp_path / "downloads-alice"
-    deadline = time.monotonic() + 30
-    while not [p for p in downloads.glob("*") if not p.name.endswith(".crdownload")] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: [p for p in downloads.glob("*") if not p.name.endswith(".crdownload")],
+        30,
+        interval=0.1,
+        what="the download",
+    )
     [downloaded] = list(downloads.glob("*"))
     assert json.loads(downloaded.read_text()) == {"v": 3}
     # grant bob access to the restricted output, then revoke it
@@ -182,9 +186,9 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
         assert env.bob.iid in dor.get_meta(c_id).access
     browser.save_screenshot(str(shots / "access.png"))
     click(browser, "#access-table button.revoke")
-    deadline = time.monotonic() + 10
-    while env.bob.iid in text_of(browser, "#access-table") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: env.bob.iid not in text_of(browser, "#access-table"), 10, interval=0.1, what="bob's access revoked"
+    )
     with env.dor(env.alice) as dor:
         assert dor.get_meta(c_id).access == [alice.iid]
     browser.find_element(By.ID, "provenance-link").click()
@@ -201,9 +205,12 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     wait_for(browser, f"#objects-table a[data-obj='{c_id}']")
     browser.find_element(By.CSS_SELECTOR, "#search-form input[name=patterns]").send_keys("input-a")
     browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
-    deadline = time.monotonic() + 10
-    while browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']"),
+        10,
+        interval=0.1,
+        what="the search to replace the list",
+    )
     wait_for(browser, f"#objects-table a[data-obj='{a_id}']")
     assert not browser.find_elements(By.CSS_SELECTOR, f"a[data-obj='{c_id}']")
     browser.save_screenshot(str(shots / "objects.png"))
@@ -236,7 +243,7 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
 
 def test_an_expired_token_is_refused(env: RTIEnv, browsers: Callable[[str], Any], tmp_path: Path) -> None:
     url = login_url(env, env.alice, tmp_path, lifetime=1)
-    time.sleep(1.5)
+    time.sleep(1.5)  # time passing is the behaviour: the token expires
     browser = browsers("late")
     browser.get(url)
     wait_for(browser, "#banner .error", "expired")
@@ -271,10 +278,12 @@ def test_health_page_and_diagnostics(
         env.wait(job)
     node = env.node.node
     carol = node_factory("carol", boot_node="{}:{}".format(*node.p2p.address), node_type="storage")
-    deadline = time.monotonic() + 20
-    while not any(n.identity.id == carol.node.iid and n.online for n in node.nodedb.network()):
-        assert time.monotonic() < deadline, "carol did not join"
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(n.identity.id == carol.node.iid and n.online for n in node.nodedb.network()),
+        20,
+        interval=0.1,
+        what="carol to join",
+    )
     shots = tmp_path / "screenshots"
     shots.mkdir()
 
@@ -324,5 +333,5 @@ def test_health_page_and_diagnostics(
     owner.save_screenshot(str(shots / "diagnostics-owner.png"))
 
     # left, the Health page asks no more (its auto-refresh is every 15 s)
-    time.sleep(max(0.0, 16 - (time.monotonic() - left_health)))
+    time.sleep(max(0.0, 16 - (time.monotonic() - left_health)))  # a quiet period: one auto-refresh interval
     assert health_requests(env) == asked

@@ -15,6 +15,7 @@ import pytest
 from test_dashboard_browser import browsers, click, env, login_url, page, text_of, wait_for  # noqa: F401
 
 from tests.rti.rti_support import RTIEnv
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 DAY_MS = 24 * 3600 * 1000
@@ -29,17 +30,17 @@ def state(driver: Any, package: str, start: int, expected: str, timeout: float =
     from selenium.common.exceptions import StaleElementReferenceException
 
     css = slot(package, start)
-    deadline = time.monotonic() + timeout
     seen: list[str] = []
-    while True:
+
+    def shown() -> bool:
+        nonlocal seen
         try:
             seen = [e.get_attribute("class") or "" for e in driver.find_elements("css selector", css)]
         except StaleElementReferenceException:
             seen = []
-        if seen and expected in seen[0].split():
-            return
-        assert time.monotonic() < deadline, f"{css}: {seen}"
-        time.sleep(0.1)
+        return bool(seen) and expected in seen[0].split()
+
+    wait_until(shown, timeout, interval=0.1, what=f"{expected!r} shown", detail=lambda: f"{css}: {seen}")
 
 
 def test_calendar_book_see_yours_conflict_and_cancel(

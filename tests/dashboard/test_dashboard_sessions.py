@@ -219,7 +219,7 @@ def test_sessions_expire(node_factory: Any, keystores: Any) -> None:
     ):
         signed_in(node, client, alice)
         cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-        time.sleep(1.2)
+        time.sleep(1.2)  # time passing is the behaviour: the session expires
         assert client.get(f"{API}/rti/job").status_code == 401  # the browser dropped it (Max-Age)
         expired = other.get(f"{API}/rti/job", headers={"cookie": cookie})  # the node refuses it too
         assert expired.status_code == 401 and "expired" in expired.json()["reason"]

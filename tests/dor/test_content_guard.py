@@ -7,22 +7,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from saas.dor.guard import ContentGuard
+from tests import waiting
 
 WAIT = 5  # seconds before a test fails instead of hanging
 
 
 async def settle() -> None:
-    """Let every ready task run until nothing changes any more."""
+    """Let every ready task run until nothing changes any more (before checking that something did not happen)."""
     for _ in range(20):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # not a wait on time: one turn of the event loop each
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(poll(), WAIT)
+    await waiting.until(condition, WAIT, interval=0, what="the holders to get that far")
 
 
 class Holder:

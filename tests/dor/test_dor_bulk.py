@@ -9,7 +9,6 @@ import hashlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from saas.core.signing import sign_request
 from saas.dor.proxy import ContentMismatchError, DORProxy
 from saas.rest import bulk
 from saas.rest.proxy import API_PREFIX
+from tests.waiting import wait_until
 
 SIZE = 5 * 1024 * 1024 + 123  # more than two of the pipeline's buffers
 NODE_IID = "0" * 64
@@ -38,15 +38,6 @@ def big(add: Callable, content: bytes) -> Any:
 
 def _sendfile_threads() -> set[str]:
     return {t.name for t in threading.enumerate() if t.name.startswith("saas-sendfile")}
-
-
-def _wait(condition: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_large_content_round_trips_with_progress(
@@ -73,7 +64,7 @@ def test_downloads_leave_the_node_by_sendfile(node: Any, users: Any, send: Calla
     assert response.status_code == 200
     assert hashlib.sha256(response.content).hexdigest() == big.c_hash
     assert _sendfile_threads()  # the node (in this process) sent it from a zero-copy thread
-    assert _wait(lambda: node.node.rest.senders.busy == 0)
+    assert wait_until(lambda: node.node.rest.senders.busy == 0, 10, interval=0.02, what="every sender free")
 
 
 @pytest.mark.parametrize(
@@ -124,10 +115,10 @@ def test_a_client_that_goes_away_mid_download_frees_its_sender_and_the_file(
     with socket.create_connection(node.address) as sock:
         sock.sendall(request.encode())
         assert sock.recv(65536)  # the head and the first bytes
-        assert _wait(lambda: node.node.rest.senders.busy == 1)
+        assert wait_until(lambda: node.node.rest.senders.busy == 1, 10, interval=0.02, what="one sender busy")
     stored = node.node.dor.content_path(obj.c_hash)
-    assert _wait(lambda: node.node.rest.senders.busy == 0)
-    assert _wait(lambda: not _open_files_of(stored))
+    assert wait_until(lambda: node.node.rest.senders.busy == 0, 10, interval=0.02, what="the sender freed")
+    assert wait_until(lambda: not _open_files_of(stored), 10, interval=0.02, what="the content file closed")
     again = send(users.alice, "GET", f"/dor/{obj.obj_id}/content", headers={"range": "bytes=0-9"})
     assert again.content == content[:10]
 
@@ -232,7 +223,7 @@ def test_an_upload_whose_file_changed_size_is_refused_and_nothing_is_stored(
         exchange.start("POST", path, headers)
         with pytest.raises(InvalidInputError, match="changed"):
             bulk.send(exchange, head, f, size)
-    assert _wait(lambda: not files(node)["tmp"])
+    assert wait_until(lambda: not files(node)["tmp"], 10, interval=0.02, what="the temp file removed")
     assert catalog(node) == before
 
 

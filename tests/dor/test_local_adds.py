@@ -16,6 +16,7 @@ import pytest
 from saas.core.errors import InvalidInputError
 from saas.dor.schemas import AddCDataObjectParameters, CDataObject
 from saas.dor.service import DORService
+from tests.waiting import until
 
 CREATED = 1_700_000_000_000
 
@@ -209,7 +210,7 @@ def test_delete_waits_for_an_add_of_the_same_content(
         async with dor.local_adds() as adds:
             c_hash, size = await asyncio.to_thread(adds.put, write_file(data))
             deleting = asyncio.ensure_future(dor.delete(old.obj_id, caller))
-            for _ in range(50):  # the delete gets as far as it can
+            for _ in range(50):  # the delete gets as far as it can (a quiet period: the delete must not finish)
                 await asyncio.sleep(0.01)
             waiting = not deleting.done()
             still_there = dor.store.exists(c_hash)
@@ -246,7 +247,7 @@ def test_add_file_cancelled_while_its_content_is_copied_leaves_nothing(
 
     async def main() -> bool:
         task = asyncio.ensure_future(dor.add_file(users.alice.iid, params(users.alice.iid), source, CREATED))
-        await asyncio.sleep(0.02)  # the copy has begun
+        await until(lambda: files(node)["tmp"], 10, interval=0.001, what="the copy begun (its temp file)")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return task.cancelled()

@@ -111,7 +111,7 @@ def test_a_lookup_nobody_answers_costs_the_deadline_and_names_the_stalled_node(
     assert len(lines) == 1, lines
     assert net.s.node.iid[:8] in lines[0] and net.b.node.iid[:8] not in lines[0]
     # the stalled DOR still answers pings: it stays an accepted peer (liveness is about the node, not one protocol)
-    time.sleep(1)
+    time.sleep(1)  # a quiet period, not a wait: the stalled node must stay accepted while time passes
     assert net.s.node.iid in net.a.node.p2p.peers().values()
 
 
@@ -160,7 +160,7 @@ def test_ask_peers_takes_what_arrived_by_the_deadline(net: Net) -> None:
             raise P2PError("refused")
         if node is stalled:
             try:
-                await asyncio.sleep(60)
+                await asyncio.sleep(60)  # the behaviour: a peer that never answers
             except asyncio.CancelledError:
                 cancelled.append("stalled")
                 raise

@@ -38,6 +38,7 @@ from saas.core.keystore import Keystore
 from saas.core.signing import canonical_json
 from saas.dor.proxy import DORProxy
 from saas.nodedb.proxy import NodeDBProxy
+from tests.waiting import WaitTimeout, wait_until
 
 PASSWORD = "test password"  # of the `keystores` fixture in tests/conftest.py
 SAAS_CLI = Path(sys.executable).parent / "saas-cli"
@@ -149,7 +150,7 @@ class StreamingUpload:
             self.sent += len(self.block)
             ahead = start + self.sent / self.rate - time.monotonic()
             if ahead > 0:
-                time.sleep(ahead)
+                time.sleep(ahead)  # the pace is the behaviour: an upload at `rate` bytes per second
 
     def _run(self) -> None:
         try:
@@ -186,15 +187,8 @@ class StreamingUpload:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds (`tests.waiting`)."""
+    return wait_until(condition, timeout, interval=interval, what=what)
 
 
 def cli_has_password_file() -> bool:
@@ -447,33 +441,42 @@ class NodeProcess:
     def _lost_port_race(self, within: float = 10.0) -> bool:
         """True if the process exits at start-up because a port is in use (it is reaped then)."""
         assert self.proc is not None
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return "Cannot listen on" in self.stderr()
-            if "Created '" in self.stdout():
-                return False
-            time.sleep(0.02)
-        return False
+        proc = self.proc
+
+        def outcome() -> tuple[bool] | None:  # (lost?) once the start-up went one way or the other
+            if proc.poll() is not None:
+                return ("Cannot listen on" in self.stderr(),)
+            return (False,) if "Created '" in self.stdout() else None
+
+        try:
+            (lost,) = wait_until(outcome, within, interval=0.02, what=f"node '{self.name}' to start or exit")
+        except WaitTimeout:
+            return False  # still starting: not a lost race (wait_ready judges the rest)
+        return lost
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait until GET /api/v1/db/node answers 200; fail with the process output otherwise."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None
         with httpx.Client(trust_env=False, timeout=1.0) as client:
-            while True:
-                code = self.proc.poll()
+
+            def answers() -> bool:
+                code = proc.poll()
                 if code is not None:
                     pytest.fail(f"node '{self.name}' exited with {code} before it answered\n{self.output()}")
-                try:
-                    if client.get(f"{self.url}/api/v1/db/node").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.kill()
-                    pytest.fail(f"node '{self.name}' did not answer within {timeout} s\n{self.output()}")
-                time.sleep(0.02)
+                return client.get(f"{self.url}/api/v1/db/node").status_code == 200
+
+            try:
+                wait_until(
+                    answers,
+                    timeout,
+                    interval=0.02,
+                    what=f"node '{self.name}' to answer",
+                    ignore=(httpx.TransportError,),
+                )
+            except WaitTimeout:
+                self.kill()
+                pytest.fail(f"node '{self.name}' did not answer within {timeout} s\n{self.output()}")
 
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""

@@ -26,6 +26,7 @@ from saas.core.keystore import Keystore
 from saas.rti.proxy import RTIProxy, _task
 from saas.rti.schemas import JobStatus, Resources, Task
 from tests.rti.rti_support import adapter_repo, assert_all_blocked, processes_with
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -74,12 +75,14 @@ class Unprivileged:
             return rti.wait_for_job(job_id, self.alice, timeout=timeout)
 
     def wait_running(self, job_id: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
         with self.rti(self.alice) as rti:
-            while (state := rti.get_job_status(job_id, self.alice).state) != "running":
-                assert state in ("initialised", "waiting", "queued"), state
-                assert time.monotonic() < deadline, f"job {job_id} never ran"
-                time.sleep(0.05)
+
+            def running() -> bool:
+                state = rti.get_job_status(job_id, self.alice).state
+                assert state in ("running", "initialised", "waiting", "queued"), state
+                return state == "running"
+
+            wait_until(running, timeout, what=f"job {job_id} to run")
 
     def cancel(self, job_id: str) -> None:
         with self.rti(self.alice) as rti:
@@ -207,7 +210,5 @@ def test_hostile_agent_sees_only_its_own_jobs(unprivileged: Unprivileged) -> Non
     with env.rti(env.owner) as rti:
         rti.undeploy(proc_id, env.owner)
     del env.deployed["hostile-agent"]
-    deadline = time.monotonic() + 10
-    while processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not processes_with(marker), 10, interval=0.1, what="the agent's setsid daemon to end")
     assert not processes_with(marker), "the agent's setsid daemon survived the undeploy"

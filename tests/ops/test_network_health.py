@@ -14,18 +14,17 @@ import httpx
 import pytest
 
 from saas.ops.health import NetworkHealth, NodeHealth
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _wait_connected(nodes: list[Any], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def connected() -> bool:
         views = [n.node.nodedb.network() for n in nodes]
-        if all(len(v) == len(nodes) and all(i.online for i in v) for v in views):
-            return
-        assert time.monotonic() < deadline, "the nodes did not connect"
-        time.sleep(0.1)
+        return all(len(v) == len(nodes) and all(i.online for i in v) for v in views)
+
+    wait_until(connected, timeout, interval=0.1, what="the nodes to connect")
 
 
 def _network_health(node: Any, deadline: float = 3.0) -> dict[str, NetworkHealth]:

@@ -3,12 +3,11 @@ nodes."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
+from tests import waiting
 
 if TYPE_CHECKING:
     from saas.core.keystore import Keystore
@@ -16,15 +15,9 @@ if TYPE_CHECKING:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, message: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.05)
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds (the shared
+    `tests.waiting.wait_until`, with this module's argument names)."""
+    return waiting.wait_until(condition, timeout, what=message)
 
 
 def start_network(

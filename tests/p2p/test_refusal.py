@@ -19,6 +19,7 @@ from saas.p2p.protocols import IDENTITY, NODEDB
 from saas.p2p.protocols.identity import hello
 from tests.conftest import free_port
 from tests.p2p.conftest import wait_until
+from tests.waiting import WaitTimeout, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,7 +49,7 @@ def connect_and_send(target: Any, make_message: Callable[[P2PHost], dict[str, An
             answer = await host.request(peer_id, IDENTITY, make_message(host))
         except Exception as e:  # the node may drop the connection before its refusal arrives
             answer = {"error": str(e)}
-        await asyncio.sleep(0.3)
+        await until(lambda: peer_id not in host.connected_peers(), 10, interval=0.02, what="the node to drop us")
         answer["still_connected"] = peer_id in host.connected_peers()
         try:
             answer["nodedb"] = await host.request(peer_id, NODEDB, {"type": "ping"}, timeout=3)
@@ -102,11 +103,10 @@ def test_silent_peer_is_disconnected(node_factory: Callable[..., Any]) -> None:
     async def script(host: P2PHost) -> bool:
         peer_id = await host.probe("127.0.0.1", port)
         await host.connect(peer_id, [tcp_multiaddr("127.0.0.1", port)])
-        deadline = time.monotonic() + 10
-        while peer_id in host.connected_peers():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)
+        try:
+            await until(lambda: peer_id not in host.connected_peers(), 10, interval=0.1, what="the node to drop us")
+        except WaitTimeout:
+            return False
         return True
 
     assert run_raw_host(script), "a peer that never exchanged identities stayed connected"

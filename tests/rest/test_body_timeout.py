@@ -15,15 +15,7 @@ from saas.dor.proxy import DORProxy
 from saas.nodedb.proxy import NodeDBProxy
 from tests.rest.conftest import add_c_body
 from tests.rest.test_http_limits import assert_envelope, connect, read_response
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+from tests.waiting import wait_until
 
 
 def _post_head(path: str, length: int) -> bytes:
@@ -68,7 +60,9 @@ def test_a_stalled_upload_stores_nothing(
     with DORProxy(node.address, alice) as dor:
         assert dor.search() == []
     tmp = node.node.config.datastore / "dor" / "tmp"
-    assert wait_until(lambda: not any(tmp.iterdir()) if tmp.exists() else True, 10), list(tmp.iterdir())
+    assert wait_until(
+        lambda: not any(tmp.iterdir()) if tmp.exists() else True, 10, what="the half-sent body's temp file removed"
+    ), list(tmp.iterdir())
 
 
 def test_a_slow_but_moving_body_is_not_timed_out(node_factory: Callable[..., Any]) -> None:

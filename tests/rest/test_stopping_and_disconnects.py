@@ -26,6 +26,7 @@ from saas.core.signing import canonical_json, sign_request
 from saas.dor.proxy import DORProxy
 from saas.rest.app import API_PREFIX
 from tests.conftest import RunningNode
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,10 +67,7 @@ def raw_upload(node: RunningNode, owner: Keystore, blocks: int) -> socket.socket
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    wait_until(condition, timeout, interval=0.02, what=what)
 
 
 def temp_files(node: RunningNode) -> list[str]:
@@ -95,7 +93,7 @@ def test_a_client_that_goes_away_mid_upload_is_one_info_line(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST, at once
     sock.close()
     wait_for(lambda: temp_files(node) == [], "the temp file removed")
-    time.sleep(0.3)  # anything logged after the cleanup
+    time.sleep(0.3)  # a quiet period, not a wait: anything wrongly logged after the cleanup shows up in it
     assert problems(caplog.records) == []
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno == logging.INFO, [r.getMessage() for r in caplog.records]
@@ -126,7 +124,7 @@ def test_requests_in_flight_when_the_node_stops_get_503(
                 yield head
                 for _ in range(64):
                     yield BLOCK
-                    time.sleep(0.1)
+                    time.sleep(0.1)  # the pace is the behaviour: an upload still streaming when the node stops
 
             digest = hashlib.sha256(head)
             for _ in range(64):

@@ -18,6 +18,7 @@ from saas.core.errors import AuthorisationError
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore
 from saas.rti.schemas import Task
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -96,9 +97,7 @@ def test_key_revoked_before_initialisation_fails_the_job(rti_env_factory: Any) -
         dor.grant_access(obj_id, env.alice, env.bob.identity, env.bob.identity.wrap_key(key))
     busy = env.submit_abc(slow, a=30)  # holds the only slot
     with env.rti(env.alice) as rti:
-        deadline = time.monotonic() + 20
-        while rti.get_job_status(busy, env.alice).state != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: rti.get_job_status(busy, env.alice).state == "running", 20, what="the busy job running")
     job_id = submit(env, abc, obj_id, env.bob)  # bob holds the key now: accepted, waits for the slot
     with env.dor(env.alice) as dor:
         dor.revoke_access(obj_id, env.alice, env.bob.identity)  # removes bob's envelope

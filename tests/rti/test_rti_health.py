@@ -3,7 +3,6 @@ successful, failing and long-running jobs of the example adapters."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rti_support import RTIEnv
 
 from saas.ops.proxy import HealthProxy
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -110,13 +110,12 @@ def test_long_running_job_is_reported(env: RTIEnv) -> None:
         env.wait(job)
     long_job = env.submit_abc(slow, a=30)
     with HealthProxy(env.node.address, env.owner) as proxy:
-        deadline = time.monotonic() + 30
-        while True:
-            report = proxy.get_diagnostics(signed=True)
-            if report.long_running:
-                break
-            assert time.monotonic() < deadline, "the long job was never reported"
-            time.sleep(0.5)
+        report = wait_until(
+            lambda: (r := proxy.get_diagnostics(signed=True)).long_running and r,
+            30,
+            interval=0.5,
+            what="the long job reported",
+        )
         health = proxy.get_node_health()
     assert [j.job_id for j in report.long_running] == [long_job]
     assert report.long_running[0].expected is not None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from rti_support import RTIEnv, adapter_repo, assert_all_blocked, processes_with
 
 from saas.rti.proxy import _task
 from saas.rti.schemas import Resources, Task
+from tests.waiting import wait_until
 
 PASSWORD = "test password"  # tests/conftest.py
 
@@ -51,11 +51,10 @@ def submit(env: RTIEnv, proc_id: str, value: dict[str, Any], resources: Resource
 
 
 def wait_state(env: RTIEnv, job_id: str, state: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
     with env.rti(env.alice) as rti:
-        while rti.get_job_status(job_id, env.alice).state != state:
-            assert time.monotonic() < deadline, f"job {job_id} never reached {state}"
-            time.sleep(0.05)
+        wait_until(
+            lambda: rti.get_job_status(job_id, env.alice).state == state, timeout, what=f"job {job_id} to be {state}"
+        )
 
 
 def test_hostile_processor_reaches_nothing(hostile: tuple[RTIEnv, Path, str]) -> None:
@@ -113,9 +112,7 @@ def test_hostile_agent_sees_only_its_own_jobs(hostile: tuple[RTIEnv, Path, str])
         assert rti.cancel_job(other, env.alice).state == "cancelled"
     with env.rti(env.owner) as rti:
         rti.undeploy(proc_id, env.owner)
-    deadline = time.monotonic() + 10
-    while processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not processes_with(marker), 10, interval=0.1, what="the agent's setsid daemon to end")
     assert not processes_with(marker), "the agent's setsid daemon survived the undeploy"
 
 

@@ -16,6 +16,7 @@ from rti_support import RTIEnv, adapter_repo
 
 from saas.core.errors import LimitReachedError, RemoteError
 from saas.rti.schemas import Task
+from tests.waiting import wait_until
 
 
 def started_at(status: Any) -> int:
@@ -52,10 +53,13 @@ def test_pending_jobs_per_user_are_bounded(rti_env_factory: Any) -> None:
     env: RTIEnv = rti_env_factory(max_jobs=1, max_pending_per_user=3)
     proc_id = env.deploy("slow")
     first = submit_value(env, proc_id, env.alice, a=30)
-    deadline = time.monotonic() + 20
-    with env.rti(env.alice) as rti:
-        while rti.get_job_status(first, env.alice, wait=1.0).state == "pending":
-            assert time.monotonic() < deadline
+    with env.rti(env.alice) as rti:  # a long poll: the node answers as soon as the state changes
+        wait_until(
+            lambda: rti.get_job_status(first, env.alice, wait=1.0).state != "pending",
+            20,
+            interval=0,
+            what="the first job to leave pending",
+        )
     queued = [submit_value(env, proc_id, env.alice) for _ in range(3)]  # running jobs do not count
     with pytest.raises(LimitReachedError) as caught:
         submit_value(env, proc_id, env.alice)
@@ -152,7 +156,7 @@ def test_trigger_flood_keeps_the_status_small_and_the_node_fast(rti_env_factory:
                 start = time.monotonic()
                 client.get("/api/v1/db/node").raise_for_status()
                 latencies.append(time.monotonic() - start)
-                time.sleep(0.01)
+                time.sleep(0.01)  # the pace of the probe, not a wait: requests keep coming while the job runs
 
     prober = threading.Thread(target=probe)
     prober.start()

@@ -8,7 +8,6 @@ import json
 import os
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -17,6 +16,7 @@ from rti_support import RTIEnv, adapter_repo, processes_of
 
 from saas.core.errors import AuthorisationError, ConflictError, NotFoundError
 from saas.rti.schemas import Task
+from tests.waiting import wait_until
 
 
 def alive(pid: int) -> bool:
@@ -38,12 +38,13 @@ def group_members(pgid: int) -> list[int]:
 
 
 def wait_state(env: RTIEnv, job_id: str, state: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    with env.rti(env.alice) as rti:
-        while time.monotonic() < deadline:
-            if rti.get_job_status(job_id, env.alice, wait=1.0).state == state:
-                return
-    pytest.fail(f"job {job_id} did not reach {state}")
+    with env.rti(env.alice) as rti:  # a long poll: the node answers as soon as the state changes
+        wait_until(
+            lambda: rti.get_job_status(job_id, env.alice, wait=1.0).state == state,
+            timeout,
+            interval=0,
+            what=f"job {job_id} to be {state}",
+        )
 
 
 def test_failing_adapter_fails_with_stderr_tail(env: RTIEnv) -> None:
@@ -70,10 +71,12 @@ def test_cancel_running_kills_the_process_group(rti_env_factory) -> None:  # typ
     proc_id = env.deploy("slow")
     job_id = env.submit_abc(proc_id, a=30)
     wd = env.node.node.config.datastore / "rti" / "jobs" / job_id
-    deadline = time.monotonic() + 20
-    while not (wd / "child.pid").is_file() or not (wd / "child.pid").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(
+        lambda: (wd / "child.pid").is_file() and (wd / "child.pid").read_text(),
+        20,
+        interval=0.02,
+        what="the job's child.pid written",
+    )
     processes = processes_of(job_id)  # execute.sh, python and its child (pids of the host, not the sandbox's)
     assert len(processes) >= 3, processes
     with env.rti(env.alice) as rti:
@@ -85,9 +88,7 @@ def test_cancel_running_kills_the_process_group(rti_env_factory) -> None:  # typ
         with pytest.raises(ConflictError):
             rti.cancel_job(job_id, env.alice)
     # SIGKILL is delivered asynchronously: every process is gone within moments of the cancel returning
-    deadline = time.monotonic() + 2
-    while processes_of(job_id) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not processes_of(job_id), 2, interval=0.01, what="every process of the job gone")
     assert processes_of(job_id) == []
     assert not any(alive(p) for p in processes)
 

@@ -4,7 +4,6 @@ resources, a bad partition, and submission through an SSH login node."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from test_rti_ssh import job_processes, wait_running
 from saas.core.errors import InvalidInputError
 from saas.core.schemas import SSHCredentials
 from saas.rti.schemas import Task
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,10 @@ def submit(env: RTIEnv, proc_id: str, a: Any, b: Any = 1, resources: dict[str, A
         return rti.submit_task(task, env.alice).id
 
 
+def squeue_state(slurm: Any, slurm_job: str) -> str:
+    return str(slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip())
+
+
 def slurm_job_of(status: Any) -> str:
     (message,) = [m["message"] for m in status.messages if m["message"].startswith("submitted as SLURM job")]
     return message.rsplit(" ", 1)[1]
@@ -51,12 +55,13 @@ def test_slurm_runs_jobs(env: RTIEnv, slurm: Any) -> None:
         assert env.output_value(status.output["c"].obj_id) == {"v": i + 100}
         assert {"severity": "info", "message": f"{i} + 100 = {i + 100}"}.items() <= status.messages[-1].items()
         slurm_job = slurm_job_of(status)
-        deadline = time.monotonic() + 15  # the node is done once the job script wrote its exit code
-        while (state := slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip()) in (
-            "RUNNING",
-            "COMPLETING",
-        ) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # the node is done once the job script wrote its exit code; SLURM may take a moment longer
+        (state,) = wait_until(
+            lambda job=slurm_job: (s,) if (s := squeue_state(slurm, job)) not in ("RUNNING", "COMPLETING") else None,
+            15,
+            interval=0.2,
+            what=f"SLURM job {slurm_job} to leave RUNNING/COMPLETING",
+        )
         assert state == "COMPLETED"
 
 
@@ -68,11 +73,12 @@ def test_slurm_progress_then_scancel(env: RTIEnv, slurm: Any) -> None:
     assert slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip() == "RUNNING"
     with env.rti(env.alice) as rti:
         assert rti.cancel_job(job_id, env.alice).state == "cancelled"
-    deadline = time.monotonic() + 15
-    while (job_processes(job_id) or slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip()) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
+    wait_until(
+        lambda: not job_processes(job_id) and not slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip(),
+        15,
+        interval=0.2,
+        what=f"the job's processes to end and SLURM job {slurm_job} to leave the queue",
+    )
     assert job_processes(job_id) == []
     assert slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip() == "CANCELLED"
 
@@ -136,15 +142,23 @@ def test_slurm_cancel_while_queued(env: RTIEnv, slurm: Any) -> None:
     """A job SLURM cannot place yet (more cores than the node has) waits in the queue; cancel removes it there."""
     proc_id = env.deploy("abc", deploy_args={"backend": "slurm"})
     job_id = submit(env, proc_id, a=1, resources={"cores": 4096})
-    deadline = time.monotonic() + 30
     with env.rti(env.alice) as rti:
-        while not (status := rti.get_job_status(job_id, env.alice, wait=1.0)).messages:
-            assert time.monotonic() < deadline and status.state in ("pending", "initialising", "running"), status
+
+        def first_message() -> Any:  # a long poll: the node answers as soon as the job changes
+            status = rti.get_job_status(job_id, env.alice, wait=1.0)
+            if status.messages:
+                return status
+            assert status.state in ("pending", "initialising", "running"), status
+            return None
+
+        def second_message() -> Any:  # the queue's reason, as a message
+            status = rti.get_job_status(job_id, env.alice, wait=1.0)
+            return status if len(status.messages) >= 2 else None
+
+        status = wait_until(first_message, 30, interval=0, what="the job's first message")
         slurm_job = slurm_job_of(status)
         assert slurm.run("squeue", "-h", "-j", slurm_job, "-o", "%T").strip() == "PENDING"
-        while len(status.messages) < 2:  # the queue's reason, as a message
-            status = rti.get_job_status(job_id, env.alice, wait=1.0)
-            assert time.monotonic() < deadline, status
+        status = wait_until(second_message, 30, interval=0, what="the queue's reason, as a message")
         assert status.messages[1]["message"].startswith(f"SLURM job {slurm_job} is queued (reason: ")
         assert rti.cancel_job(job_id, env.alice).state == "cancelled"
     assert slurm.run("squeue", "-h", "-j", slurm_job, "--states=all", "-o", "%T").strip() == "CANCELLED"

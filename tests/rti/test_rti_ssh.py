@@ -8,7 +8,6 @@ import os
 import sqlite3
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rti_support import RTIEnv
 
 from saas.core.errors import InvalidInputError
 from saas.core.schemas import SSHCredentials
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,14 +53,16 @@ def credentials(sshd: Any, remote_home: Path, key: Path | None = None) -> SSHCre
 
 
 def wait_running(env: RTIEnv, job_id: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
     with env.rti(env.alice) as rti:
-        while time.monotonic() < deadline:
+
+        def running() -> Any:  # a long poll: the node answers as soon as the state changes
             status = rti.get_job_status(job_id, env.alice, wait=1.0)
             if status.state == "running" and status.progress > 0:
                 return status
             assert status.state in ("pending", "initialising", "running"), status
-    pytest.fail(f"job {job_id} did not start running")
+            return None
+
+        return wait_until(running, timeout, interval=0, what=f"job {job_id} running, with progress")
 
 
 def remote_jobs(remote_home: Path) -> list[Path]:
@@ -120,9 +122,7 @@ def test_ssh_cancel_leaves_no_remote_process(env: RTIEnv, sshd: Any, remote_home
     with env.rti(env.alice) as rti:
         status = rti.cancel_job(job_id, env.alice)
     assert status.state == "cancelled"
-    deadline = time.monotonic() + 10
-    while job_processes(job_id) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not job_processes(job_id), 10, interval=0.1, what="the job's processes to end")
     assert job_processes(job_id) == []
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     assert remote_jobs(remote_home) == []
