@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -17,6 +18,7 @@ import pytest
 from saas.rti.agents import AgentPool
 from saas.rti.deploy import DeploymentError
 from saas.rti.runner import JobFailedError
+from tests import waiting
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +68,8 @@ async def run_one(pool: AgentPool, tmp_path: Path, job_id: str) -> None:
     await pool.run_job(lease, job_id, wd, tmp_path / "logs" / job_id, lambda line: None, on_start)
 
 
-async def until(check: object, timeout: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():  # type: ignore[operator]
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
+async def until(check: Callable[[], object], timeout: float = 20) -> None:
+    await waiting.until(check, timeout, interval=0.02)
 
 
 def pgids(pool: AgentPool) -> list[int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from rti_support import EXAMPLES, RTIEnv, adapter_repo, processes_of
 
 from saas.core.errors import InvalidInputError
 from saas.rti.schemas import Task
+from tests import waiting
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +34,7 @@ def group_members(pgid: int) -> list[int]:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    return waiting.wait_until(check, timeout, what=what)
 
 
 def agent_repo(env: RTIEnv, name: str = "crash-agent", **descriptor: Any) -> tuple[Path, str]:

@@ -19,6 +19,7 @@ from saas.dor.proxy import DORProxy
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rti.offers import Offer
 from saas.rti.schemas import Task
+from tests.waiting import wait_until
 
 PACKAGES = {
     "tiny": {"cores": 1, "memory": 128, "walltime": 600},
@@ -52,10 +53,7 @@ def test_an_offer_says_what_the_node_would_do(packaged: RTIEnv, node_factory: Ca
     other = node_factory("other", boot_node="{}:{}".format(*env.node.node.config.p2p_address), node_type="storage")
     with NodeDBProxy(other.address) as db:
         db.update_identity(env.alice.identity)
-    deadline = time.monotonic() + 20
-    while len(env.node.node.p2p.peers()) < 1:
-        assert time.monotonic() < deadline, "the network did not form"
-        time.sleep(0.1)
+    wait_until(lambda: len(env.node.node.p2p.peers()) >= 1, 20, interval=0.1, what="the network to form")
     path = env.tmp / "far.json"
     path.write_text(json.dumps({"v": 12345}))
     with DORProxy(other.address, env.alice) as dor:
