@@ -14,7 +14,7 @@ from saas.core.errors import InvalidInputError, MissingValueError
 from saas_cli.context import Context
 
 if TYPE_CHECKING:
-    from saas.rti.offers import Offer
+    from saas.rti.offer_schemas import Offer
     from saas.rti.proxy import RTIProxy
 
 __all__ = ["add_rank_arguments", "offer_request", "register_offers", "submit_anywhere"]

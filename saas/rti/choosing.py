@@ -22,7 +22,7 @@ from saas.core.errors import InvalidInputError, RTIError
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_nodes
 from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
-from saas.rti.offers import Offer, OfferParameters
+from saas.rti.offer_schemas import Offer, OfferParameters
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Job
 
