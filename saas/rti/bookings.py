@@ -189,6 +189,9 @@ class BookingStore:
         self._wake: asyncio.Event | None = None
         self._used: set[str] = set()  # running bookings a job of their user used
         self._agent_jobs: dict[tuple[str, str], int] = {}  # (agent, user) -> jobs admitted and not ended
+        self._reported: set[str] = set()  # altered bookings already audited
+        self._waiters: list[asyncio.Future[None]] = []  # agent jobs waiting at the gate (`admit_agent`)
+        self.interval = 1.0  # seconds between two looks of `watch` (it also looks when woken)
 
     # -- records -------------------------------------------------------------------------------------------------
 
@@ -203,7 +206,8 @@ class BookingStore:
         return found
 
     def _report(self) -> None:
-        altered, self._check.altered = list(self._check.altered), {}
+        altered, self._check.altered = [i for i in self._check.altered if i not in self._reported], {}
+        self._reported.update(altered)
         for booking_id in altered:
             logger.warning("the stored booking %s is not the one this node signed: not trusted", booking_id)
             self._node.audit.record("booking.altered", booking_id=booking_id)
@@ -240,12 +244,20 @@ class BookingStore:
     def _tell(self) -> None:
         """The running bookings changed: the scheduler looks again, agent jobs waiting at the gate too."""
         self._changed()
+        self.wake()
+
+    def wake(self) -> None:
+        """`watch` and the agent jobs waiting at the gate look again now."""
         if self._wake is not None:
             self._wake.set()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def watch(self, changed: Callable[[], None], stopping: Callable[[], bool]) -> None:
         """Call `changed` whenever the set of running bookings changes (a booking starts, ends, expires or is
-        cancelled), and expire the unused ones; looks every second until `stopping`."""
+        cancelled), and expire the unused ones; looks every `interval` seconds (and when woken) until `stopping`."""
         self._changed = changed
         self._wake = asyncio.Event()
         running: set[str] = set()
@@ -260,7 +272,7 @@ class BookingStore:
                 self._tell()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), self.interval)
 
     async def _expire_unused(self, now: int) -> None:
         grace = int(self._node.config.booking_grace * 1000)
@@ -295,9 +307,9 @@ class BookingStore:
             unused = sum(max(0, n - admitted.get(u, 0)) for u, n in reserved.items() if u != user)
             if mine < reserved.get(user, 0) or sum(admitted.values()) + unused < capacity or not unused:
                 break
-            if self._wake is None:
-                break  # not watching (the RTI is not started): nothing to wait for
-            await self._wake.wait()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
         key = (agent_id, user)
         self._agent_jobs[key] = self._agent_jobs.get(key, 0) + 1
 
@@ -305,8 +317,7 @@ class BookingStore:
             self._agent_jobs[key] -= 1
             if not self._agent_jobs[key]:
                 del self._agent_jobs[key]
-            if self._wake is not None:
-                self._wake.set()
+            self.wake()
 
         task.add_done_callback(ended)
 
