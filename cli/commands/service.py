@@ -547,7 +547,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--job-gpus",
-        type=int,
+        type=_count,
         help="GPUs a job may use on this node; a job or package asking more is refused (default 0)",
     )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
