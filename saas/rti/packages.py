@@ -13,7 +13,8 @@ What callers may rely on:
   it is within the package): the job's limits (cgroup, rlimits, walltime; sbatch flags on SLURM) follow from them.
 - `disk`: the job folder is measured when the adapter ends; a job whose folder holds more fails with the reason
   (`check_disk`). `gpus`: a job or package asking more GPUs than the node has (`job_gpus`, default none) is refused
-  with the reason, at submission and in offers."""
+  with the reason, at submission and in offers (not `sized`: a remote host's GPUs are its business); a package's
+  GPUs go to SLURM as `--gpus`."""
 
 from __future__ import annotations
 
@@ -138,12 +139,12 @@ def evaluate(
     that names no package gets none (and what it asks is the remote host's business), unless its user may have
     no jobs at all."""
     asked = _asked(resources)
-    if gpus is not None and asked.get("gpus", 0) > gpus:
-        has = f"{gpus} GPUs" if gpus else "no GPUs"
-        return None, [Refusal("invalid", f"The job asks {asked['gpus']:g} GPUs: this node has {has}")]
     if not sized and name is None:
         refused = allowed is not None and not allowed
         return None, [Refusal("level", "Your account level on this node allows no jobs")] if refused else []
+    if gpus is not None and asked.get("gpus", 0) > gpus:
+        has = f"{gpus} GPUs" if gpus else "no GPUs"
+        return None, [Refusal("invalid", f"The job asks {asked['gpus']:g} GPUs: this node has {has}")]
     if gpus is not None:
         usable = {n: p for n, p in packages.items() if p.gpus <= gpus}
         if name is not None and name in packages and name not in usable:
@@ -189,6 +190,8 @@ def fill(resources: dict[str, Any], package: Package | None) -> dict[str, Any]:
     filled.setdefault("cores", package.cores)
     filled.setdefault("memory", f"{package.memory}M")
     filled.setdefault("walltime", package.walltime)
+    if package.gpus:
+        filled.setdefault("gpus", package.gpus)
     return filled
 
 

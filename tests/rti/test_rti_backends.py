@@ -32,6 +32,7 @@ def test_sbatch_options() -> None:
     options = sbatch_options(Resources(cores=4, memory=2048, walltime=61, partition="gpu"))
     assert options == ["--cpus-per-task=4", "--mem=2048", "--partition=gpu", "--time=3"]
     assert sbatch_options(Resources()) == []
+    assert sbatch_options(Resources(gpus=2)) == ["--gpus=2"]  # a package's GPUs on SLURM
 
 
 def test_deploy_refuses_inconsistent_backend_parameters(env: RTIEnv) -> None:

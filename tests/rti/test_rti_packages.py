@@ -121,6 +121,8 @@ def test_gpus_beyond_the_node_are_refused() -> None:
     package, refusals = evaluate(have, None, {"gpus": 2}, None, gpus=1)
     assert package is None and refusals[0].reason == "The job asks 2 GPUs: this node has 1 GPUs"
     assert evaluate(have, None, {"gpus": 1}, None, gpus=1)[0] == have["large"]  # the package that has one
+    assert evaluate(have, None, {"gpus": 4}, None, sized=False, gpus=0) == (None, [])  # a remote host's business
+    assert fill({}, have["large"])["gpus"] == 1 and "gpus" not in fill({}, have["small"])
 
 
 def test_disk_and_gpus_at_submission_and_in_offers(rti_env_factory: Callable[..., RTIEnv], tmp_path: Path) -> None:
