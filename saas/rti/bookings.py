@@ -305,7 +305,8 @@ class BookingStore:
             admitted = {u: n for (a, u), n in self._agent_jobs.items() if a == agent_id}
             mine = admitted.get(user, 0)
             unused = sum(max(0, n - admitted.get(u, 0)) for u, n in reserved.items() if u != user)
-            if mine < reserved.get(user, 0) or sum(admitted.values()) + unused < capacity or not unused:
+            others = any(u != user for u in reserved)  # nobody else's booking runs: the agent's own queue decides
+            if mine < reserved.get(user, 0) or not others or sum(admitted.values()) + unused < capacity:
                 break
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

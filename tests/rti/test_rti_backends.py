@@ -21,7 +21,7 @@ def test_walltime(walltime: object, seconds: int | None) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"walltime": "soon"}, {"walltime": 0}, {"cores": 0}, {"memory": "lots"}, {"partition": "a b"}, {"gpus": 1}],
+    [{"walltime": "soon"}, {"walltime": 0}, {"cores": 0}, {"memory": "lots"}, {"partition": "a b"}, {"gpus": -1}],
 )
 def test_bad_resources(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
