@@ -165,6 +165,15 @@ def _insert(conn: sqlite3.Connection, check: _Checker, booking: Booking, total: 
     _put(conn, booking)
 
 
+def _expire(conn: sqlite3.Connection, expired: Booking) -> bool:
+    """Store the booking's expired record, unless it is gone or no longer live (returns whether it was stored)."""
+    cursor = conn.execute(
+        f"UPDATE bookings SET state = ?, record = ? WHERE id = ? AND {_LIVE}",
+        (expired.state, expired.model_dump_json(), expired.id),
+    )
+    return cursor.rowcount == 1
+
+
 def _used(conn: sqlite3.Connection, user_iid: str, since: int) -> bool:
     """Whether a job of the user started (was initialised) at or after `since` (UTC ms)."""
     rows = conn.execute(
@@ -264,7 +273,10 @@ class BookingStore:
         while not stopping():
             now = int(time.time() * 1000)
             self._current = [b for b in self._current if b.end > now]
-            await self._expire_unused(now)
+            try:
+                await self._expire_unused(now)
+            except Exception:  # e.g. the database while the node stops: look again next time
+                logger.exception("looking for unused bookings failed")
             now_running = {b.id for b in self._current if b.start <= now}
             self._used &= now_running
             if now_running != running:
@@ -284,7 +296,8 @@ class BookingStore:
                 self._used.add(booking.id)
                 continue
             expired = await self._sign(booking.model_copy(update={"state": "expired"}))
-            await self._db.run(_put, expired)
+            if not await self._db.run(_expire, expired):
+                continue  # cancelled meanwhile
             self._current = [b for b in self._current if b.id != booking.id]
             self._node.audit.record(
                 "booking.expired", owner=booking.user_iid, booking_id=booking.id, package=booking.package,
