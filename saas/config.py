@@ -112,6 +112,10 @@ class NodeConfig(BaseModel):
     offer_lifetime: float = Field(default=300.0, gt=0, le=7 * 86400)
     offer_veto: Path | None = None
     offer_veto_timeout: float = Field(default=5.0, gt=0, le=300)
+    # Seconds into a booking after which it expires when no job of its user has started (its capacity is freed),
+    # and the GPUs a job may use on this node (a job or package asking more is refused)
+    booking_grace: float = Field(default=900.0, gt=0, le=7 * 86400)
+    job_gpus: int = Field(default=0, ge=0, le=64)
 
     @field_validator("datastore", "keystore")
     @classmethod

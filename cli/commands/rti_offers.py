@@ -14,7 +14,7 @@ from saas.core.errors import InvalidInputError, MissingValueError
 from saas_cli.context import Context
 
 if TYPE_CHECKING:
-    from saas.rti.offers import Offer
+    from saas.rti.offer_schemas import Offer
     from saas.rti.proxy import RTIProxy
 
 __all__ = ["add_rank_arguments", "offer_request", "register_offers", "submit_anywhere"]
@@ -99,22 +99,60 @@ OFFER_HEADERS = ["NODE", "CAN", "PACKAGE", "DEPLOYED", "HELD", "TO FETCH", "WAIT
 
 
 def offers(ctx: Context, args: argparse.Namespace) -> None:
-    """Ask every RTI node of the network at once (one deadline) and show the offers ranked."""
-    from saas.rti.choosing import find_offers
+    """Ask every RTI node of the network at once (one deadline) and show the offers ranked; with a job descriptor,
+    submit it to the chosen node (`--choose N`, or asked when a TTY is present)."""
+    from saas.rti.choosing import find_offers, submit_with_offer
 
     request = offer_request(args)
     keystore = ctx.load_keystore()
     found = find_offers(ctx.node_address(args.address), request, keystore, args.rank, args.timeout)
+    rows = [("{}:{}".format(*n.rest_address), o) for n, o in found]
+    ctx.out.table(["#", *OFFER_HEADERS], [[i + 1, *row] for i, row in enumerate(offer_rows(rows))])
+    for missing in found.unanswered:
+        ctx.out.warning(f"No offer from {missing}")
+    chosen = _choose(ctx, args, rows)
+    submitted = None
+    if chosen is not None:
+        from saas_cli.commands.dor import ensure_published
+        from saas_cli.commands.rti_jobs import _read_task
+
+        ensure_published(ctx, args, keystore)
+        node, offer = found[chosen]
+        job = submit_with_offer(node, offer, _read_task(args.job, keystore), keystore)
+        submitted = {**job.model_dump(mode="json"), "node": rows[chosen][0], "offer_id": offer.offer_id}
+        ctx.out.line(
+            f"Job ID: {job.id}\nJob submitted to {rows[chosen][0]} (offer {chosen + 1}); follow it with: "
+            f"saas-cli rti job --address {rows[chosen][0]} wait {job.id}"
+        )
     ctx.out.result(
         {
             "offers": [o.model_dump(mode="json") for _, o in found],
             "unanswered": [{"iid": u.node.identity.id, "reason": u.reason} for u in found.unanswered],
+            **({"submitted": submitted} if submitted is not None else {}),
         }
     )
-    rows = [("{}:{}".format(*n.rest_address), o) for n, o in found]
-    ctx.out.table(OFFER_HEADERS, offer_rows(rows))
-    for missing in found.unanswered:
-        ctx.out.warning(f"No offer from {missing}")
+
+
+def _choose(ctx: Context, args: argparse.Namespace, rows: list[tuple[str, Offer]]) -> int | None:
+    """The offer (index) to submit the job to: `--choose N` (the N-th of the table), or asked when a TTY is
+    present and a job descriptor was given; None: only show the offers."""
+    if args.choose is not None:
+        if not args.job:
+            raise MissingValueError("the job descriptor to submit", "--job")
+        if not 1 <= args.choose <= len(rows):
+            raise InvalidInputError(f"--choose must be between 1 and {len(rows)} (the offers shown)")
+        if not rows[args.choose - 1][1].can:
+            raise InvalidInputError(f"Offer {args.choose} says its node cannot run the job: choose another")
+        return args.choose - 1
+    able = [(i, node, o) for i, (node, o) in enumerate(rows) if o.can]
+    if not args.job or not able or not ctx.prompt.interactive or ctx.out.as_json:
+        return None
+    choices: list[tuple[str, int | None]] = [
+        (f"{i + 1}. {node}: package {o.package.name if o.package else '-'}, wait {o.queue.wait:.0f} s", i)
+        for i, node, o in able
+    ]
+    choices.append(("Do not submit", None))
+    return ctx.prompt.select("Submit the job to:", choices, name="the offer to take", flag="--choose")
 
 
 def submit_anywhere(ctx: Context, args: argparse.Namespace, task: dict[str, Any], keystore: Any) -> None:
@@ -204,6 +242,12 @@ def add_offer_arguments(p: argparse.ArgumentParser) -> None:
 def register_offers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("offers", help='ask every RTI node "can I do this?" (signed, expiring offers, ranked)')
     add_offer_arguments(p)
+    p.add_argument(
+        "--choose",
+        type=int,
+        metavar="N",
+        help="submit the job (--job) to the node of offer N of the table (asked when a TTY is present)",
+    )
     p.set_defaults(handler=offers)
     p = sub.add_parser("packages", help="the node's resource packages")
     p.set_defaults(handler=packages)

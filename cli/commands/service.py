@@ -33,7 +33,15 @@ _HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same na
     "http_max_connections_per_client",
 )
 _DASHBOARD = ("dashboard_session_lifetime", "dashboard_max_sessions", "dashboard_token_max_lifetime")  # the same
-_OFFERS = ("packages_file", "default_level", "offer_lifetime", "offer_veto", "offer_veto_timeout")  # the same
+_OFFERS = (  # the same
+    "packages_file",
+    "default_level",
+    "offer_lifetime",
+    "offer_veto",
+    "offer_veto_timeout",
+    "booking_grace",
+    "job_gpus",
+)
 
 
 def parse_size(text: str) -> int:
@@ -532,5 +540,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--offer-veto", type=Path, help="executable given each offer's task as JSON; answers accept or reject"
     )
     p.add_argument("--offer-veto-timeout", type=_positive_float, help="seconds the veto hook may take (default 5)")
+    p.add_argument(
+        "--booking-grace",
+        type=_positive_float,
+        help="seconds into a booking after which it expires if no job of its user has started (default 900)",
+    )
+    p.add_argument(
+        "--job-gpus",
+        type=_count,
+        help="GPUs a job may use on this node; a job or package asking more is refused (default 0)",
+    )
     p.add_argument("--use-defaults", action="store_true", help="do not ask: use defaults for missing values")
     p.set_defaults(handler=run)

@@ -22,14 +22,14 @@ from saas.core.errors import InvalidInputError, RTIError
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_nodes
 from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
-from saas.rti.offers import Offer, OfferParameters
+from saas.rti.offer_schemas import Offer, OfferParameters
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Job
 
 if TYPE_CHECKING:
     from saas.core.signing import Signer
 
-__all__ = ["NoOfferError", "find_offers", "offer_request", "rank_offers", "submit_anywhere"]
+__all__ = ["NoOfferError", "find_offers", "offer_request", "rank_offers", "submit_anywhere", "submit_with_offer"]
 
 _OPERATORS: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -151,6 +151,10 @@ def submit_anywhere(
         details = {o.node_iid: o.reasons for _, o in found} | {u.node.identity.id: [u.reason] for u in found.unanswered}
         raise NoOfferError("No node of the network can run this job", {"nodes": details})
     node, offer = best
+    return node, offer, submit_with_offer(node, offer, task, user)
+
+
+def submit_with_offer(node: NodeInfo, offer: Offer, task: dict[str, Any], user: Signer) -> Job:
+    """Submit `task` to `node` with its `offer` (the node honours it while it is valid)."""
     with RTIProxy(node.rest_address, user, node_iid=node.identity.id) as rti:
-        job = rti.submit_task({**task, "offer": offer.model_dump(mode="json")}, user)
-    return node, offer, job
+        return rti.submit_task({**task, "offer": offer.model_dump(mode="json")}, user)

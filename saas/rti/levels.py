@@ -13,15 +13,15 @@ What callers may rely on:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError, RTIError
 from saas.core.identity import Identity
+from saas.rti.offer_schemas import AccountLevel, Level
 
 if TYPE_CHECKING:
     import sqlite3
@@ -33,7 +33,6 @@ __all__ = ["SCHEMA", "AccountLevel", "LevelParameters", "LevelStore", "UnknownId
 
 logger = logging.getLogger(__name__)
 
-Level = Literal["guest", "basic", "extended", "custom"]
 BASIC = ("tiny", "small")
 PackageName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 
@@ -53,22 +52,6 @@ class LevelParameters(BaseModel):
     packages: Annotated[list[PackageName], Field(max_length=64)] = Field(
         default_factory=list, description="custom level: the packages made for this identity"
     )
-
-
-class AccountLevel(BaseModel):
-    """An identity's level on this node, signed by the node (`signature` empty: the node's default level)."""
-
-    iid: str
-    level: Level
-    packages: list[str] = Field(default_factory=list)
-    t_assigned: int = 0
-    node_iid: str
-    signature: str = ""
-    allowed: list[str] | None = Field(default=None, description="packages the identity may ask for (None: all)")
-
-    def signed_content(self) -> bytes:
-        doc = self.model_dump(include={"iid", "level", "packages", "t_assigned", "node_iid"})
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def _rows(conn: sqlite3.Connection) -> list[str]:

@@ -24,16 +24,16 @@ import secrets
 import signal
 import statistics
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject
-from saas.rti.bookings import Booking
-from saas.rti.packages import Package, evaluate
-from saas.rti.schemas import ObjId, PartitionName, Resources, Task
+from saas.rti.offer_schemas import Locality, Offer, OfferParameters, QueueEstimate
+from saas.rti.packages import evaluate
+from saas.rti.schemas import Task
 
 if TYPE_CHECKING:
     import sqlite3
@@ -49,72 +49,6 @@ logger = logging.getLogger(__name__)
 RECENT_JOBS = 20  # finished jobs of a processor whose durations estimate the next one's
 LOOKUP_TIMEOUT = 5.0  # seconds other nodes have to say which inputs they hold
 VETO_OUTPUT = 4096  # bytes of the veto hook's answer read
-
-
-class OfferParameters(BaseModel):
-    """The task to ask about (a job need not be written yet: inputs are object IDs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    proc_id: ObjId
-    package: PartitionName | None = None
-    resources: Resources | None = None
-    input: Annotated[list[ObjId], Field(max_length=1000)] = Field(default_factory=list, description="input objects")
-    deadline: int | None = Field(default=None, ge=0, description="UTC ms by which the job should be done")
-
-
-class Locality(BaseModel):
-    held_bytes: int = 0  # inputs in this node's DOR
-    fetch_bytes: int = 0  # inputs another node holds
-    held: list[str] = Field(default_factory=list)
-    fetch: list[str] = Field(default_factory=list)
-    missing: list[str] = Field(default_factory=list)  # found nowhere (or not visible to the user)
-
-
-class QueueEstimate(BaseModel):
-    pending: int  # jobs waiting for a slot of the processor's pool
-    running: int
-    slots: int
-    mean_duration: float | None  # seconds, of the processor's recent successful jobs (None: no history)
-    samples: int
-    wait: float  # seconds until the job would start (estimated)
-
-
-class Offer(BaseModel):
-    """A node's answer to "can I do this?", signed by the node."""
-
-    offer_id: str
-    node_iid: str
-    user_iid: str
-    proc_id: str
-    can: bool
-    reasons: list[str] = Field(default_factory=list)
-    level: str
-    package: Package | None = None  # what the job would get
-    asked: dict[str, Any] = Field(default_factory=dict)  # what the descriptor and the task ask
-    deployed: bool
-    processor_state: str | None = None
-    locality: Locality
-    queue: QueueEstimate
-    booking: Booking | None = None  # the user's earliest booking here that has not ended
-    pending_left: int | None = None  # jobs the user may still submit before the pending bound (None: unbounded)
-    running_left: int | None = None  # jobs of the user that may still run at once (None: the fair share)
-    t_issued: int
-    t_expires: int
-    signature: str = ""
-
-    def signed_content(self) -> bytes:
-        doc = self.model_dump(mode="json", exclude={"signature"})
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-    def verify(self, node: Identity, now_ms: int | None = None) -> bool:
-        """Signed by `node` and not expired."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        return (
-            self.node_iid == node.id
-            and now < self.t_expires
-            and node.verify_signature(self.signed_content(), self.signature)
-        )
 
 
 async def _locality(node: Node, user: Identity, obj_ids: list[str]) -> Locality:
@@ -226,7 +160,8 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
     asked.pop("partition", None)
     remote = processor is not None and processor.backend.get("name") in ("ssh", "slurm")
     sized = not remote or config.packages_file is not None  # as `RTIService.grant`
-    package, refusals = evaluate(rti.packages, rti.levels.allowed(caller.id), asked, params.package, sized)
+    allowed = rti.levels.allowed(caller.id)
+    package, refusals = evaluate(rti.packages, allowed, asked, params.package, sized, config.job_gpus)
     reasons += [r.reason for r in refusals]
     locality = await _locality(node, caller, params.input)
     reasons += [f"Input {obj_id} is not found on this network (or not visible to you)" for obj_id in locality.missing]

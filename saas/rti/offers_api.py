@@ -9,12 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from saas.core.errors import InvalidInputError
-from saas.rest.auth import OptionalIdentity, SignedIdentity
+from saas.core.signing import HEADER_IID, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query, session_of
 from saas.rti import offers
-from saas.rti.bookings import HOUR_MS, Availability, Booking, BookingParameters
-from saas.rti.levels import AccountLevel, LevelParameters
-from saas.rti.offers import Offer, OfferParameters
-from saas.rti.packages import Package
+from saas.rti.bookings import HOUR_MS
+from saas.rti.levels import LevelParameters
+from saas.rti.offer_schemas import (
+    AccountLevel,
+    Availability,
+    Booking,
+    BookingParameters,
+    Offer,
+    OfferParameters,
+    Package,
+    SignedRequest,
+)
 from saas.rti.service import RTIService
 
 __all__ = ["router"]
@@ -91,11 +100,28 @@ async def get_availability(
     return await rti.bookings.availability(caller, chosen, start, slots, slot_hours)
 
 
+async def _signed_request(request: Request) -> SignedRequest | None:
+    """The caller's signed request as received (verified by `SignedIdentity`; None from a dashboard session)."""
+    if session_of(request) is not None:
+        return None
+    h = request.headers
+    return SignedRequest(
+        method=request.method,
+        path=path_and_query(request),
+        timestamp=h[HEADER_TIMESTAMP],
+        nonce=h[HEADER_NONCE],
+        iid=h[HEADER_IID],
+        node=h[HEADER_NODE],
+        signature=h[HEADER_SIGNATURE],
+        body=(await request.body()).decode("utf-8", errors="replace"),
+    )
+
+
 @router.post("/bookings", response_model=Booking)
 async def book(params: BookingParameters, request: Request, caller: SignedIdentity) -> Booking:
     """Book a package for whole hours (409 when the node's capacity is taken then)."""
     rti = _rti(request)
-    return await rti.bookings.book(caller, params, rti.packages)
+    return await rti.bookings.book(caller, params, rti.packages, await _signed_request(request))
 
 
 @router.get("/bookings", response_model=list[Booking])

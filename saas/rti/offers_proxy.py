@@ -7,10 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from saas.rti.bookings import Availability, Booking
-from saas.rti.levels import AccountLevel
-from saas.rti.offers import Offer, OfferParameters
-from saas.rti.packages import Package
+from saas.rti.offer_schemas import AccountLevel, Availability, Booking, Offer, OfferParameters, Package
 
 if TYPE_CHECKING:
     import httpx
@@ -83,6 +80,11 @@ class OffersMixin:
 
     def get_bookings(self, authority: Signer) -> list[Booking]:
         return list(_BOOKINGS.validate_python(self.request("GET", "/rti/bookings", signer=authority).json()))
+
+    def get_booking(self, booking_id: str, authority: Signer) -> Booking:
+        """One booking (its user or the node owner), as the node stored it: signed by the node, with the user's
+        signed request; check it with `Booking.verify(node_identity, user_identity)`."""
+        return Booking.model_validate(self.request("GET", f"/rti/bookings/{booking_id}", signer=authority).json())
 
     def unbook(self, booking_id: str, authority: Signer) -> Booking:
         return Booking.model_validate(self.request("DELETE", f"/rti/bookings/{booking_id}", signer=authority).json())

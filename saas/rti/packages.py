@@ -11,43 +11,30 @@ What callers may rely on:
   the smallest allowed package covering what it asks, or, asking nothing, the largest its level allows.
 - `fill(resources, package)` completes a job's resources with the package's values (what the job asked itself stays,
   it is within the package): the job's limits (cgroup, rlimits, walltime; sbatch flags on SLURM) follow from them.
-- `disk` and `gpus` are shown (offers, `GET /rti/packages`) but not enforced by the local backend."""
+- `disk`: the job folder is measured when the adapter ends; a job whose folder holds more fails with the reason
+  (`check_disk`). `gpus`: a job or package asking more GPUs than the node has (`job_gpus`, default none) is refused
+  with the reason, at submission and in offers (not `sized`: a remote host's GPUs are its business); a package's
+  GPUs go to SLURM as `--gpus`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from saas.core.errors import AuthorisationError, ConfigError, InvalidInputError
+from saas.rti.schemas import Package, Resources
 
 if TYPE_CHECKING:
     from saas.config import NodeConfig
 
 __all__ = ["Package", "Refusal", "default_packages", "evaluate", "fill", "for_node", "grant", "load_packages"]
-
-PackageName = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-
-
-class Package(BaseModel):
-    """One package: the most a job given it may use."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = PackageName
-    cores: int = Field(ge=1, le=4096)
-    memory: int = Field(ge=16, description="MiB")
-    disk: int | None = Field(default=None, ge=1, description="MiB (not enforced by the local backend)")
-    walltime: int = Field(ge=1, le=366 * 86400, description="seconds")
-    gpus: int = Field(default=0, ge=0, le=64)
-
-    def describe(self) -> str:
-        text = f"{self.cores} cores, {self.memory} MiB memory, walltime {self.walltime} s"
-        return text + (f", {self.gpus} GPUs" if self.gpus else "")
 
 
 @dataclass(frozen=True)
@@ -105,8 +92,6 @@ def for_node(config: NodeConfig) -> dict[str, Package]:
 
 def _asked(resources: dict[str, Any]) -> dict[str, float]:
     """What `resources` ask, in the units of a package (cores, MiB, seconds); raises `InvalidInputError`."""
-    from saas.rti.schemas import Resources
-
     try:
         parsed = Resources.model_validate(resources)
     except ValidationError as e:
@@ -121,10 +106,12 @@ def _asked(resources: dict[str, Any]) -> dict[str, float]:
     walltime = parsed.walltime_seconds()
     if walltime is not None:
         asked["walltime"] = walltime
+    if parsed.gpus:
+        asked["gpus"] = parsed.gpus
     return asked
 
 
-_UNITS = {"cores": "cores", "memory": "MiB memory", "walltime": "s walltime"}
+_UNITS = {"cores": "cores", "memory": "MiB memory", "walltime": "s walltime", "gpus": "GPUs"}
 
 
 def _short(package: Package, asked: dict[str, float]) -> list[str]:
@@ -143,9 +130,11 @@ def evaluate(
     resources: dict[str, Any],
     name: str | None,
     sized: bool = True,
+    gpus: int | None = None,
 ) -> tuple[Package | None, list[Refusal]]:
     """The package a job gets (None with every reason when none): `resources` is what the descriptor and the task
-    ask (merged), `name` the package the task names, `allowed` the names the user's level allows (None: all).
+    ask (merged), `name` the package the task names, `allowed` the names the user's level allows (None: all),
+    `gpus` the GPUs of the node (None: not checked; a package with more is never given).
     Not `sized` (an ssh or slurm backend while the packages are the defaults, which describe this machine): a job
     that names no package gets none (and what it asks is the remote host's business), unless its user may have
     no jobs at all."""
@@ -153,6 +142,16 @@ def evaluate(
     if not sized and name is None:
         refused = allowed is not None and not allowed
         return None, [Refusal("level", "Your account level on this node allows no jobs")] if refused else []
+    if gpus is not None and asked.get("gpus", 0) > gpus:
+        has = f"{gpus} GPUs" if gpus else "no GPUs"
+        return None, [Refusal("invalid", f"The job asks {asked['gpus']:g} GPUs: this node has {has}")]
+    if gpus is not None:
+        usable = {n: p for n, p in packages.items() if p.gpus <= gpus}
+        if name is not None and name in packages and name not in usable:
+            has = f"{gpus} GPUs" if gpus else "no GPUs"
+            reason = f"Package '{name}' has {packages[name].gpus} GPUs: this node has {has}"
+            return None, [Refusal("invalid", reason)]
+        packages = usable or packages
     mine = sorted((p for p in packages.values() if allowed is None or p.name in allowed), key=_size)
     if name is not None:
         package = packages.get(name)
@@ -191,6 +190,8 @@ def fill(resources: dict[str, Any], package: Package | None) -> dict[str, Any]:
     filled.setdefault("cores", package.cores)
     filled.setdefault("memory", f"{package.memory}M")
     filled.setdefault("walltime", package.walltime)
+    if package.gpus:
+        filled.setdefault("gpus", package.gpus)
     return filled
 
 
@@ -200,9 +201,10 @@ def grant(
     resources: dict[str, Any],
     name: str | None,
     sized: bool = True,
+    gpus: int | None = None,
 ) -> Package | None:
     """`evaluate`, raising the first refusal: `InvalidInputError` (400) or `AuthorisationError` (403)."""
-    package, refusals = evaluate(packages, allowed, resources, name, sized)
+    package, refusals = evaluate(packages, allowed, resources, name, sized, gpus)
     if not refusals:
         return package
     first = refusals[0]
@@ -210,3 +212,27 @@ def grant(
     if first.kind == "level":
         raise AuthorisationError(first.reason, details)
     raise InvalidInputError(first.reason, details)
+
+
+def folder_mib(folder: Path) -> float:
+    """MiB the files under `folder` hold (symbolic links not followed). Blocks."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total / 2**20
+
+
+async def check_disk(folder: Path, package: Package | None) -> None:
+    """After the adapter ended: raise `JobFailedError` when the job folder holds more than its package's disk."""
+    if package is None or package.disk is None:
+        return
+    from saas.rti.runner import JobFailedError
+
+    used = await asyncio.to_thread(folder_mib, folder)
+    if used > package.disk:
+        raise JobFailedError(
+            f"The job's folder holds {used:.1f} MiB, more than the disk of package '{package.name}' "
+            f"({package.disk} MiB)"
+        )

@@ -7,11 +7,13 @@
   one served least recently (round robin), never to a user already at `per_user` running jobs (the node owner is
   exempt). A user with nothing waiting or running is forgotten.
 - `Scheduler`: both pools and the pending bound: a user may have at most `max_pending` jobs waiting to start
-  (`admit` raises `TooManyJobsError`, a 429, with the count and the bound; the node owner is exempt).
+  (`admit` raises `TooManyJobsError`, a 429, with the count and the bound; the node owner is exempt). `reserve`
+  turns the users' booked shares of the node (`saas.rti.bookings`) into reserved slots of both pools.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -209,6 +211,16 @@ class Scheduler:
             self._pending_of[user] -= 1
             if not self._pending_of[user]:
                 del self._pending_of[user]
+
+    def reserve(self, shares: dict[str, float]) -> None:
+        """The users' booked shares of the node (0 to 1) reserved in each pool: the same share of its slots, at
+        least one slot per user with a booking running (`SlotPool.reserved`)."""
+        for pool in (self.local, self.remote):
+            pool.reserved = {
+                user: min(pool.limit, max(1, math.ceil(share * pool.limit)))
+                for user, share in shares.items()
+                if share > 0
+            }
 
     def release(self, job_id: str) -> bool:
         """The job's slot (in either pool) is free again; returns whether it held one."""

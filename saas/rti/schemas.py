@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from saas.core.bounded_json import BoundedJSON
 from saas.dor.schemas import MAX_INPUT_VALUE_SIZE, CDataObject, GitProcessorPointer
-from saas.rti.packages import Package
 
 __all__ = [
     "AgentInstance",
     "DeployParameters",
     "Job",
     "JobStatus",
+    "Package",
     "Processor",
     "ProcessorState",
     "Resources",
@@ -35,6 +35,23 @@ PartitionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}
 _WALLTIME = re.compile(r"^(?:(?:(\d+)-)?(\d+):)?(\d+):(\d+)$")
 
 
+class Package(BaseModel):
+    """One package: the most a job given it may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: PartitionName
+    cores: int = Field(ge=1, le=4096)
+    memory: int = Field(ge=16, description="MiB")
+    disk: int | None = Field(default=None, ge=1, description="MiB the job folder may hold when the adapter ends")
+    walltime: int = Field(ge=1, le=366 * 86400, description="seconds")
+    gpus: int = Field(default=0, ge=0, le=64)
+
+    def describe(self) -> str:
+        text = f"{self.cores} cores, {self.memory} MiB memory, walltime {self.walltime} s"
+        return text + (f", {self.gpus} GPUs" if self.gpus else "")
+
+
 class Resources(BaseModel):
     """What a job asks of a batch cluster (SLURM): from the descriptor's `resources`, overridable per job.
     `memory`: megabytes, or a number with K/M/G/T; `walltime`: seconds, or `[[D-]HH:]MM:SS`."""
@@ -45,6 +62,7 @@ class Resources(BaseModel):
     memory: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,8}[KMGT]?$")
     walltime: int | str | None = None
     partition: PartitionName | None = None
+    gpus: int | None = Field(default=None, ge=0, le=64)
 
     @field_validator("memory", mode="before")
     @classmethod

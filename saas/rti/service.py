@@ -435,7 +435,9 @@ class RTIService:
         resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
         name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
         sized = processor.spec.get("name", "local") == "local" or self._node.config.packages_file is not None
-        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name, sized)
+        return packages.grant(
+            self.packages, self.levels.allowed(caller.id), resources, name, sized, self._node.config.job_gpus
+        )
 
     async def run(
         self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
@@ -490,7 +492,7 @@ class RTIService:
         return self.scheduler.remote if self._is_remote(active) else self.scheduler.local
 
     def _dispatch(self) -> None:
-        self.scheduler.local.reserved = self.bookings.reservations(self.max_jobs)
+        self.scheduler.reserve(self.bookings.shares())
         for pool in (self.scheduler.local, self.scheduler.remote):
             while not self._stopping and (job_id := pool.next()) is not None:
                 active = self._active.get(job_id)
@@ -549,6 +551,7 @@ class RTIService:
             elif not resume:
                 if processor.agent is not None:
                     # the job stays pending until admitted (fairly between users)
+                    await self.bookings.admit_agent(processor, job.task.user_iid)  # bookings hold
                     active.lease = await processor.agent.acquire(job.task.user_iid)
                 consumes = await self._initialise(active, processor)
                 await self._execute(active, processor)
@@ -724,6 +727,7 @@ class RTIService:
         )
         active.pid = None
         active.remote = None
+        await packages.check_disk(self._wd(active.job.id), active.job.package)
         await self._to(active, JobState.POSTPROCESSING, "execute.sh finished", wait=False)
 
     async def _execute_on_agent(self, active: ActiveJob, processor: ProcessorRecord) -> None:

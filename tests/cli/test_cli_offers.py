@@ -108,3 +108,59 @@ def test_availability_and_booking(cli, shared_keystore, node_factory, publish) -
     assert [b["id"] for b in listed] == [booking_id]
     ok(cli(*user, "rti", "--address", address, "unbook", booking_id))
     assert json.loads(ok(cli(*user, "--json", "rti", "--address", address, "bookings")).stdout) == []
+
+
+def test_offers_then_submit_to_the_chosen_node(
+    cli, spawn_cli, shared_keystore, node_factory, publish, tmp_path
+) -> None:
+    """`rti offers --job FILE`: `--choose N` submits to the node of offer N; on a TTY the user picks it."""
+    import pexpect
+
+    from saas.core.keystore import Keystore
+    from saas.dor.proxy import DORProxy
+    from saas.rti.proxy import RTIProxy
+    from tests.rti.rti_support import adapter_repo
+
+    node = node_factory("cli-choose-node", strict_deployment=False)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = Keystore.load(shared_keystore.path, shared_keystore.password)
+    repo, commit = adapter_repo(tmp_path / "repo", "abc")
+    with DORProxy(node.address, user) as dor, RTIProxy(node.address, user) as rti:
+        proc_id = dor.add_gpp_data_object(str(repo), commit, "abc", "default", user.identity).obj_id
+        rti.deploy(proc_id, user)
+        assert rti.wait_deployed(proc_id, timeout=30).state == "ready"
+    job = tmp_path / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "proc_id": proc_id,
+                "input": [
+                    {"name": "a", "type": "value", "value": {"v": 1}},
+                    {"name": "b", "type": "value", "value": {"v": 2}},
+                ],
+                "output": [{"name": "c", "owner_iid": shared_keystore.iid}],
+            }
+        )
+    )
+    args = [*shared_keystore.args(), "rti", "--address", address, "offers", "--job", str(job)]
+    shown = json.loads(ok(cli("--json", *args)).stdout)  # no TTY, no --choose: only the offers
+    assert "submitted" not in shown and shown["offers"][0]["can"] is True
+    chosen = json.loads(ok(cli("--json", *args, "--choose", "1")).stdout)
+    assert chosen["submitted"]["node"] == address and chosen["submitted"]["offer_id"] == chosen["offers"][0]["offer_id"]
+    with RTIProxy(node.address, user) as rti:
+        assert rti.wait_for_job(chosen["submitted"]["id"], user, timeout=30).state == "successful"
+    bad = cli(*args, "--choose", "2")
+    assert bad.returncode != 0 and "--choose must be between 1 and 1" in bad.stderr
+
+    child = spawn_cli(*args, timeout=30)
+    child.expect_exact("Submit the job to:")
+    child.expect_exact("Do not submit")
+    child.send("\r")  # the first: the best offer
+    child.expect(r"Job ID: ([A-Za-z0-9]+)")
+    job_id = child.match.group(1)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    with RTIProxy(node.address, user) as rti:
+        assert rti.wait_for_job(job_id, user, timeout=30).state == "successful"

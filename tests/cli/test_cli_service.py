@@ -246,3 +246,37 @@ def test_quota_flags_reach_the_node(saas_cli, cli_env, background, shared_keysto
         statuses.append(response.status_code)
     assert statuses == [200, 200, 429]
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_booking_and_gpu_flags_reach_the_node(
+    saas_cli, cli_env, background, shared_keystore, publish, tmp_path: Path
+) -> None:
+    """`--job-gpus` (offers say how many GPUs the node has) and `--booking-grace` (an unused booking expires)."""
+    import json
+    import time
+
+    from saas.core.keystore import Keystore
+    from saas.rti.proxy import RTIProxy
+
+    packages = tmp_path / "packages.json"
+    packages.write_text(json.dumps({"gpu": {"cores": 1, "memory": 256, "walltime": 60, "gpus": 1}}))
+    rest, p2p = addresses()
+    node = background(
+        [saas_cli, *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+         "--rest-address", rest, "--p2p-address", p2p, "--packages", packages, "--job-gpus", "1",
+         "--booking-grace", "1", "--job-cores", "1", "--job-memory", "512M"],
+        env=cli_env,
+    )  # fmt: skip
+    node.wait_for("Created ")
+    publish(rest, shared_keystore)
+    user = Keystore.load(shared_keystore.path, shared_keystore.password)
+    with RTIProxy(rest, user) as rti:
+        offer = rti.get_offer({"proc_id": "e" * 64, "resources": {"gpus": 2}}, user)
+        assert "The job asks 2 GPUs: this node has 1 GPUs" in offer.reasons
+        now = int(time.time() * 1000)
+        booking = rti.book("gpu", now - now % 3_600_000, 1, user)
+        deadline = time.monotonic() + 20
+        while rti.get_booking(booking.id, user).state != "expired":
+            assert time.monotonic() < deadline, "the unused booking did not expire after --booking-grace 1"
+            time.sleep(0.2)
+    assert node.stop(signal.SIGTERM) == 0

@@ -21,7 +21,7 @@ def test_walltime(walltime: object, seconds: int | None) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"walltime": "soon"}, {"walltime": 0}, {"cores": 0}, {"memory": "lots"}, {"partition": "a b"}, {"gpus": 1}],
+    [{"walltime": "soon"}, {"walltime": 0}, {"cores": 0}, {"memory": "lots"}, {"partition": "a b"}, {"gpus": -1}],
 )
 def test_bad_resources(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
@@ -32,6 +32,7 @@ def test_sbatch_options() -> None:
     options = sbatch_options(Resources(cores=4, memory=2048, walltime=61, partition="gpu"))
     assert options == ["--cpus-per-task=4", "--mem=2048", "--partition=gpu", "--time=3"]
     assert sbatch_options(Resources()) == []
+    assert sbatch_options(Resources(gpus=2)) == ["--gpus=2"]  # a package's GPUs on SLURM
 
 
 def test_deploy_refuses_inconsistent_backend_parameters(env: RTIEnv) -> None:

@@ -110,3 +110,44 @@ def test_packages_are_listed_and_enforced(packaged: tuple[RTIEnv, str]) -> None:
         submit(env, proc_id, "sleep", package="tiny", resources={"walltime": 120})
     with pytest.raises(InvalidInputError, match="no package 'huge'"):
         submit(env, proc_id, "sleep", package="huge")
+
+
+def test_gpus_beyond_the_node_are_refused() -> None:
+    have = packages()  # large has 1 GPU
+    package, refusals = evaluate(have, None, {}, "large", gpus=0)
+    assert package is None and refusals[0].reason == "Package 'large' has 1 GPUs: this node has no GPUs"
+    assert evaluate(have, None, {}, None, gpus=0)[0] == have["small"]  # the largest the node can give
+    assert evaluate(have, None, {}, "large", gpus=1)[0] == have["large"]
+    package, refusals = evaluate(have, None, {"gpus": 2}, None, gpus=1)
+    assert package is None and refusals[0].reason == "The job asks 2 GPUs: this node has 1 GPUs"
+    assert evaluate(have, None, {"gpus": 1}, None, gpus=1)[0] == have["large"]  # the package that has one
+    assert evaluate(have, None, {"gpus": 4}, None, sized=False, gpus=0) == (None, [])  # a remote host's business
+    assert fill({}, have["large"])["gpus"] == 1 and "gpus" not in fill({}, have["small"])
+
+
+def test_disk_and_gpus_at_submission_and_in_offers(rti_env_factory: Callable[..., RTIEnv], tmp_path: Path) -> None:
+    path = tmp_path / "packages.json"
+    path.write_text(json.dumps({
+        "tiny": {"cores": 1, "memory": 256, "walltime": 60, "disk": 2},
+        "gpu": {"cores": 1, "memory": 256, "walltime": 60, "gpus": 1},
+    }))  # fmt: skip
+    env = rti_env_factory(packages_file=path, job_pids=64)
+    repo, commit = adapter_repo(tmp_path / "repos" / "hostile", "hostile")
+    proc_id = env.deploy("hostile", repo=repo, commit=commit)
+    # a job whose folder holds more than its package's disk when the adapter ends fails with the reason
+    over = env.wait(submit(env, proc_id, "disk", package="tiny", input=disk_input(3)))
+    assert over.state == "failed"
+    assert "more than the disk of package 'tiny' (2 MiB)" in " ".join(over.errors), over.errors
+    assert env.wait(submit(env, proc_id, "disk", package="tiny", input=disk_input(0.5))).state == "successful"
+    # GPUs on a node with none (--job-gpus 0): refused at submission and in the offer, with the reason
+    with pytest.raises(InvalidInputError, match="Package 'gpu' has 1 GPUs: this node has no GPUs"):
+        submit(env, proc_id, "sleep", package="gpu")
+    with pytest.raises(InvalidInputError, match="The job asks 1 GPUs: this node has no GPUs"):
+        submit(env, proc_id, "sleep", resources={"gpus": 1})
+    with env.rti(env.alice) as rti:
+        offer = rti.get_offer({"proc_id": proc_id, "package": "gpu"}, env.alice)
+    assert not offer.can and offer.reasons == ["Package 'gpu' has 1 GPUs: this node has no GPUs"]
+
+
+def disk_input(mib: float) -> list[dict[str, Any]]:
+    return [{"name": "targets", "type": "value", "value": {"mode": "disk", "mib": mib}}]

@@ -120,3 +120,17 @@ def test_local_and_remote_pools_are_separate() -> None:
     assert [scheduler.remote.next(), scheduler.remote.next()] == ["r0", "r1"]
     assert "r1" in scheduler.remote and "r1" not in scheduler.local
     assert scheduler.release("r1") and "r1" not in scheduler.remote
+
+
+def test_booked_shares_reserve_slots_in_both_pools() -> None:
+    """A booking's share of the node becomes the same share of the local and of the ssh/slurm slots (at least one)."""
+    scheduler = Scheduler(max_jobs=4, max_remote_jobs=10)
+    scheduler.reserve({"alice": 0.5, "bob": 0.01, "carol": 0.0})
+    assert scheduler.local.reserved == {"alice": 2, "bob": 1}
+    assert scheduler.remote.reserved == {"alice": 5, "bob": 1}
+    for n in range(8):
+        scheduler.remote.add("dave", f"d{n}")
+    started = [scheduler.remote.next() for _ in range(5)]
+    assert started == ["d0", "d1", "d2", "d3", None]  # 6 of 10 remote slots are booked by others
+    scheduler.reserve({})
+    assert scheduler.remote.next() == "d4" and scheduler.local.reserved == {}

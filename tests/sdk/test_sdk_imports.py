@@ -11,7 +11,21 @@ from pathlib import Path
 
 import saas.sdk
 
-SERVER_MODULES = ("saas.rti.runner", "saas.rti.service", "saas.dor.service", "saas.node", "fastapi", "uvicorn")
+SERVER_MODULES = (
+    "saas.rti.runner",
+    "saas.rti.service",
+    "saas.dor.service",
+    "saas.node",
+    "fastapi",
+    "uvicorn",
+    # issue 18: the node's side of packages, levels, offers and bookings (the SDK has saas.rti.offer_schemas)
+    "saas.rti.offers",
+    "saas.rti.offers_api",
+    "saas.rti.bookings",
+    "saas.rti.levels",
+    "saas.rti.packages",
+    "saas.sqlite",
+)
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -40,6 +54,14 @@ def test_sdk_imports_no_server_module() -> None:
     assert "saas.sdk.base" in modules  # the import did happen
     leaked = sorted(m for m in modules if m.split(".")[0] in ("fastapi", "uvicorn") or m in SERVER_MODULES)
     assert leaked == []
+
+
+def test_offers_and_bookings_need_no_server_module() -> None:
+    """Choosing a node, offers and bookings from the SDK: the shared models live in `saas.rti.offer_schemas`."""
+    statement = "import saas.rti.choosing, saas.rti.offer_schemas, saas.rti.proxy, saas.sdk.base"
+    modules = loaded_after(statement)
+    assert "saas.rti.offer_schemas" in modules and "saas.rti.offers_proxy" in modules
+    assert sorted(m for m in modules if m.split(".")[0] in ("fastapi", "uvicorn") or m in SERVER_MODULES) == []
 
 
 def test_adapter_helpers_are_stdlib_only() -> None:

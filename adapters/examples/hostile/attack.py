@@ -125,6 +125,10 @@ def run_job(wd: Path) -> None:
         import time
 
         time.sleep(3600)
+    elif mode == "disk":  # fills the job folder (a package's disk is checked when the adapter ends)
+        (wd / "filler").write_bytes(b"\0" * int(targets.get("mib", 1) * 2**20))
+        (wd / "report").write_text(json.dumps({"mib": targets.get("mib", 1)}))
+        print("trigger:output:report", flush=True)
 
 
 def main() -> None:

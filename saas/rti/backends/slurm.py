@@ -65,6 +65,8 @@ def sbatch_options(resources: Resources) -> list[str]:
         options.append(f"--mem={resources.memory}")
     if resources.partition is not None:
         options.append(f"--partition={resources.partition}")
+    if resources.gpus:
+        options.append(f"--gpus={resources.gpus}")
     seconds = resources.walltime_seconds()
     if seconds is not None:
         # SLURM's limit is in minutes: a minute more than ours, so the job's own `timeout` reports it first.
