@@ -1,32 +1,54 @@
-"""Admission of a submitted task (before it becomes a job): signed by its user, for a processor that is ready (or
-deploying), every input given exactly once and valid (`saas.rti.validation.check_task`), exactly the declared
-outputs with owners this node knows and targets it can reach, and every by-reference input found, visible to the
-user, of the declared type and format. A refusal is a `JobValidationError` (400) with the reason, or an
-`AuthorisationError` (403)."""
+"""Submission of jobs (`Submissions`, a base of `RTIService`) and admission of a submitted task before it becomes a
+job: signed by its user, for a processor that is ready (or deploying), every input given exactly once and valid
+(`saas.rti.validation.check_task`), exactly the declared outputs with owners this node knows and targets it can
+reach, and every by-reference input found, visible to the user, of the declared type and format. A refusal is a
+`JobValidationError` (400) with the reason, or an `AuthorisationError` (403)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import string
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundError, RTIError
 from saas.core.identity import Identity
-from saas.rti import placement, validation
-from saas.rti.schemas import Task
+from saas.dor.schemas import TaskProof
+from saas.rti import board, offers, packages, placement, validation
+from saas.rti.board import ActiveJob
+from saas.rti.jobs import JobStateMachine
+from saas.rti.messages import MessageLog
+from saas.rti.schemas import Job, JobStatus, Task
 
 if TYPE_CHECKING:
     from saas.node import Node
     from saas.rti.board import ProcessorRecord
+    from saas.rti.levels import LevelStore
+    from saas.rti.scheduler import Scheduler
+    from saas.sqlite import Database
 
-__all__ = ["JobValidationError", "check_keys", "check_references", "validate"]
+__all__ = ["JobValidationError", "Submissions", "check_keys", "check_references", "new_job_id", "validate"]
 
 logger = logging.getLogger(__name__)
 
 
 class JobValidationError(RTIError, InvalidInputError):
     pass
+
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_job_id() -> str:
+    """An unguessable job ID (~131 bits); letters and digits only, so it never looks like a command-line option.
+    One read of the OS random source, unbiased (bytes of 248 and above are dropped: 248 = 4 x 62)."""
+    while True:
+        picked = [b % 62 for b in secrets.token_bytes(32) if b < 248]
+        if len(picked) >= 22:
+            return "".join(_ID_ALPHABET[i] for i in picked[:22])
 
 
 def validate(
@@ -98,3 +120,103 @@ async def check_keys(
 
     encrypted = [(i, loc) for i, loc in zip(references, found, strict=True) if loc.meta.content_encrypted]
     await asyncio.gather(*(check(item, location) for item, location in encrypted))
+
+
+class Submissions:
+    """`submit`, `run` and `grant` of `RTIService`: a submitted task admitted becomes a job, stored and queued."""
+
+    _node: Node
+    db: Database
+    scheduler: Scheduler
+    levels: LevelStore
+    packages: dict[str, packages.Package]
+    _active: dict[str, ActiveJob]
+
+    if TYPE_CHECKING:  # the rest of `RTIService`
+
+        @property
+        def retain(self) -> bool: ...
+        def _processor(self, proc_id: str) -> ProcessorRecord: ...
+        def _enqueue(self, active: ActiveJob) -> None: ...
+        async def get_status(
+            self, job_id: str, caller: Identity, wait: float = 0.0, until_final: bool = False
+        ) -> JobStatus: ...
+
+    async def submit(
+        self, caller: Identity, proc_id: str, task: Task, answer_at_end: bool = False, proof: TaskProof | None = None
+    ) -> Job:
+        """Validate and queue a job. The job's row is stored before the answer; with `answer_at_end` (`run`: the
+        caller hears of the job only once it is final) it is queued for storing instead, which still lands before
+        anything the job does that a restart must know (its start on an instance is an awaited write). `proof`,
+        the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
+        only with it (`saas.dor.claims`)."""
+        processor = validate(self._node, proc_id, task, caller, self._processor)
+        package = await self.grant(caller, processor, task)
+        self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
+        located = await check_references(self._node, processor, task, caller)
+        self.scheduler.admit(caller.id)  # and again: other submissions may have come meanwhile
+        job = Job(
+            id=new_job_id(),
+            proc_id=proc_id,
+            task=task,
+            retain=self.retain,
+            t_submitted=_now(),
+            custodian_iid=self._node.iid,
+            package=package,
+        )
+        active = self._new_active(job, JobStateMachine())
+        active.located, active.located_at = located, time.monotonic()
+        self.scheduler.pending(caller.id, job.id)  # counted from now on (the row is stored meanwhile)
+        try:
+            if answer_at_end:
+                self.db.write_behind(board.insert_job, active, proof)
+            else:
+                await self.db.run(board.insert_job, active, proof)
+        except BaseException:
+            self.scheduler.not_pending(job.id)
+            raise
+        self._node.audit.record(
+            "job.submitted",
+            actor=caller.id,
+            owner=task.user_iid,
+            job_id=job.id,
+            proc_id=proc_id,
+            inputs={i.name: i.obj_id for i in task.input if isinstance(i, Task.InputReference)},  # never values
+            outputs={o.name: o.owner_iid for o in task.output},
+        )
+        self._active[job.id] = active
+        self._enqueue(active)
+        return job
+
+    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package | None:
+        """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
+        from saas.rti.service import _resources
+
+        resources = _resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
+        name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
+        sized = processor.spec.get("name", "local") == "local" or self._node.config.packages_file is not None
+        return packages.grant(self.packages, self.levels.allowed(caller.id), resources, name, sized)
+
+    async def run(
+        self, caller: Identity, proc_id: str, task: Task, wait: float, proof: TaskProof | None = None
+    ) -> JobStatus:
+        """Submit a job and answer with its status once it is final, or after `wait` seconds (whatever its state
+        then): one request for a job that ends quickly, e.g. on a warm agent."""
+        job = await self.submit(caller, proc_id, task, answer_at_end=True, proof=proof)
+        return await self.get_status(job.id, caller, wait, until_final=True)
+
+    @property
+    def _message_limits(self) -> dict[str, int]:
+        config = self._node.config
+        return {
+            "max_length": config.job_message_length,
+            "max_count": config.job_messages,
+            "max_bytes": config.job_messages_bytes,
+        }
+
+    def _new_active(self, job: Job, machine: JobStateMachine) -> ActiveJob:
+        return ActiveJob(job, machine, messages=MessageLog(**self._message_limits))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

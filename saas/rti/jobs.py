@@ -427,7 +427,7 @@ def _restarted(machine: JobStateMachine, event: NodeRestarted) -> list[Instructi
         out.append(KillLeftover(event.pid))
     restartable = event.restartable or (event.agent and before is JobState.INITIALISING)  # no agent saw it yet
     state = recover(machine, restartable, event.at)
-    if state is JobState.FAILED:
+    if state is JobState.FAILED and before is not JobState.FAILED:
         out.append(RecordError(NODE_RESTARTED))
     if state is not before:
         out.append(Persist())

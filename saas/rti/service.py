@@ -47,12 +47,12 @@ from saas.dor.schemas import CDataObject, GitProcessorPointer
 from saas.git import git_env
 from saas.rti import board, bookings, levels, packages, placement
 from saas.rti import deploy as deployment
-from saas.rti.admission import JobValidationError
+from saas.rti.admission import JobValidationError, new_job_id  # noqa: F401 (new_job_id: re-exported)
 from saas.rti.agents import AgentPool
 from saas.rti.backends import Backend, make_backend
 from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.cgroups import Limits
-from saas.rti.pipeline import JobPipeline, _remove_folders, new_job_id  # noqa: F401 (new_job_id: re-exported)
+from saas.rti.pipeline import JobPipeline, _remove_folders
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import Scheduler
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Resources
