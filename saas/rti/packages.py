@@ -228,7 +228,7 @@ async def check_disk(folder: Path, package: Package | None) -> None:
     """After the adapter ended: raise `JobFailedError` when the job folder holds more than its package's disk."""
     if package is None or package.disk is None:
         return
-    from saas.rti.runner import JobFailedError
+    from saas.rti.jobs import JobFailedError
 
     used = await asyncio.to_thread(folder_mib, folder)
     if used > package.disk:

@@ -183,11 +183,6 @@ def test_resources_merge_descriptor_partition_and_task() -> None:
     assert resources(None, None, {}) == {} and resources({"resources": "odd"}, None, {}) == {}
 
 
-# The job pipeline's input copy still reads an envelope from the catalog itself (`runner._copy_local`): it moves to
-# `LocalDOR.envelope_for` with the pipeline's split of runner.py; then this entry goes.
-_CATALOG_READERS_LEFT = {"saas/rti/runner.py"}
-
-
 def test_no_module_outside_the_dor_reads_its_sqlite() -> None:
     root = Path(__file__).resolve().parents[2]
     readers = set()
@@ -198,4 +193,4 @@ def test_no_module_outside_the_dor_reads_its_sqlite() -> None:
         text = path.read_text()
         if "saas.dor import catalog" in text or "saas.dor.catalog" in text or "dor.db." in text:
             readers.add(relative)
-    assert readers <= _CATALOG_READERS_LEFT
+    assert readers == set()
