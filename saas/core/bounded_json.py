@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import AfterValidator
 
-__all__ = ["MAX_JSON_DEPTH", "BoundedJSON", "check_json", "json_bounds", "json_depth"]
+__all__ = ["MAX_JSON_DEPTH", "check_json", "json_bounds", "json_depth"]
 
 MAX_JSON_DEPTH = 32  # levels of nested arrays / objects in one stored value
 
@@ -57,9 +57,3 @@ def json_bounds(max_size: int, max_depth: int = MAX_JSON_DEPTH) -> AfterValidato
     """The pydantic validator of a field annotated `Annotated[kind, json_bounds(...)]`: its value is at most
     `max_size` bytes as JSON and nests at most `max_depth` levels (a static type checker sees plain `kind`)."""
     return AfterValidator(partial(check_json, max_size=max_size, max_depth=max_depth))
-
-
-def BoundedJSON(max_size: int, max_depth: int = MAX_JSON_DEPTH, kind: Any = Any) -> Any:
-    """`Annotated[kind, json_bounds(max_size, max_depth)]` built at run time. Type checkers cannot read a call as a
-    type: prefer the `Annotated` form."""
-    return Annotated[kind, json_bounds(max_size, max_depth)]

@@ -21,7 +21,7 @@ from saas.rti import board, limits, offers, packages, placement, validation
 from saas.rti.board import ActiveJob
 from saas.rti.jobs import JobStateMachine
 from saas.rti.messages import MessageLog
-from saas.rti.schemas import Job, JobStatus, Task
+from saas.rti.schemas import Job, JobStatus, Package, Task
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -188,7 +188,7 @@ class Submissions:
         self._enqueue(active)
         return job
 
-    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> packages.Package | None:
+    async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> Package | None:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = limits.resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
         name = task.package if task.offer is None else await offers.honour(self._node, caller, task)

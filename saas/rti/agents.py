@@ -265,7 +265,7 @@ class AgentPool:
         return [
             AgentInstance(
                 index=i.index,
-                state=self._state.shown_state(i),  # type: ignore[arg-type]
+                state=self._state.shown_state(i),
                 job_id=i.job.job_id if i.job is not None and show_jobs else None,
                 jobs_served=i.served,
                 restarts=i.restarts,
@@ -357,6 +357,7 @@ class AgentPool:
         if job is None:  # its caller is gone: the machine frees the instance
             self._feed(machine.StartRecorded(key))
             return
+        recorded: asyncio.Future[None]
         try:
             recorded = asyncio.ensure_future(job.on_start(index))
         except Exception as e:  # handed to the job's caller
@@ -440,7 +441,7 @@ class AgentPool:
         """Pump the run's output until it exits, then tell the machine."""
         process = run.process
         assert process.stdout is not None and process.stderr is not None
-        readers = asyncio.gather(
+        readers: asyncio.Future[Any] = asyncio.gather(
             processes.pump(process.stdout, None, None, functools.partial(self._output, index, run, 0)),
             processes.pump(process.stderr, None, None, functools.partial(self._output, index, run, 1)),
             return_exceptions=True,

@@ -393,7 +393,9 @@ class BookingStore:
 
     async def mine(self, caller: Identity) -> list[Booking]:
         def rows(conn: sqlite3.Connection, check: _Checker) -> list[Booking]:
-            return check.rows(conn.execute("SELECT * FROM bookings WHERE user_iid = ? ORDER BY start", (caller.id,)))
+            return check.rows(
+                conn.execute("SELECT * FROM bookings WHERE user_iid = ? ORDER BY start", (caller.id,)).fetchall()
+            )
 
         return await self._read(rows)
 

@@ -26,7 +26,20 @@ class OffersMixin:
 
     if TYPE_CHECKING:
 
-        def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+        def request(
+            self,
+            method: str,
+            path: str,
+            *,
+            params: Any = None,
+            json_body: Any = None,
+            content: Any = None,
+            body_sha256: str | None = None,
+            signer: Any = None,
+            signed: bool = False,
+            headers: dict[str, str] | None = None,
+            stream: bool = False,
+        ) -> httpx.Response: ...
 
     def get_packages(self) -> list[Package]:
         """The node's resource packages (anonymous)."""

@@ -144,9 +144,9 @@ async def find_input(
             if isinstance(meta, CDataObject):
                 return InputLocation(meta)
     found = await remote.lookup(node, [item.obj_id], delegation, skip=skip)
-    meta = found.get(item.obj_id)
-    if isinstance(meta, CDataObject) and meta.custodian is not None:
-        return InputLocation(meta, meta.custodian, delegation)
+    held = found.get(item.obj_id)
+    if isinstance(held, CDataObject) and held.custodian is not None:
+        return InputLocation(held, held.custodian, delegation)
     hint = (
         " (a restricted object on another node needs the user's delegation)"
         if delegation is None
@@ -167,9 +167,9 @@ async def find_gpp(node: Node, proc_id: str, custodian_iid: str | None = None) -
                 return meta.gpp
     if custodian_iid != node.iid:
         found = await remote.lookup(node, [proc_id], only=custodian_iid)
-        meta = found.get(proc_id)
-        if isinstance(meta, GPPDataObject):
-            return meta.gpp
+        held = found.get(proc_id)
+        if isinstance(held, GPPDataObject):
+            return held.gpp
     if custodian_iid is None:
         where = "in any DOR of the network"
     elif custodian_iid == node.iid:

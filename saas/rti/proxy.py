@@ -239,7 +239,7 @@ class RTIProxy(RESTProxy, OffersMixin):
         if not servers:
             return None
         for item in inputs:
-            holders = servers.get(item.get("obj_id")) if _may_need_delegation(item) else None
+            holders = servers.get(item["obj_id"]) if _may_need_delegation(item) else None
             if holders:
                 delegation = Delegation.create(
                     user,

@@ -52,7 +52,7 @@ class ProcessorRecord:
         jobs agent instances hold only to the node `owner`; others get the state and a generic error."""
         return Processor(
             proc_id=self.proc_id,
-            state=self.state,  # type: ignore[arg-type]
+            state=self.state,
             gpp=self.gpp,
             error=self.error if owner or self.error is None else HIDDEN_ERROR,
             log_tail=self.log_tail if owner else None,

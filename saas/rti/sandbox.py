@@ -143,15 +143,15 @@ class Sandbox:
         for tmp in ("/tmp", "/var/tmp"):
             args += ["--perms", "1777", "--tmpfs", tmp]
         made = {"/", "/tmp", "/var", "/var/tmp", "/run"}
-        for path in (*ro, *rw):  # the folders above a visible one: traversable (not the host's modes)
-            for parent in reversed(path.parents):
+        for folder in (*ro, *rw):  # the folders above a visible one: traversable (not the host's modes)
+            for parent in reversed(folder.parents):
                 if str(parent) not in made:
                     made.add(str(parent))
                     args += ["--perms", "0755", "--dir", str(parent)]
-        for path in ro:
-            args += ["--ro-bind", str(path), str(path)]
-        for path in rw:
-            args += ["--bind", str(path), str(path)]
+        for folder in ro:
+            args += ["--ro-bind", str(folder), str(folder)]
+        for folder in rw:
+            args += ["--bind", str(folder), str(folder)]
         args += ["--chdir", str(cwd)]
         inner: list[str] = []
         if self.uid is not None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from saas.core.bounded_json import BoundedJSON
+from saas.core.bounded_json import json_bounds
 from saas.dor.schemas import MAX_INPUT_VALUE_SIZE, CDataObject, GitProcessorPointer
 
 __all__ = [
@@ -102,7 +102,7 @@ class Task(BaseModel):
     class InputValue(BaseModel):
         name: IOName
         type: Literal["value"] = "value"
-        value: BoundedJSON(MAX_INPUT_VALUE_SIZE)
+        value: Annotated[Any, json_bounds(MAX_INPUT_VALUE_SIZE)]
 
     class Output(BaseModel):
         name: IOName

@@ -149,7 +149,7 @@ class SDKContext:
 
     def _rti_proxy(self, node: NodeInfo, timeout: float | None = 60.0) -> RTIProxy:
         """A proxy for the node's RTI; `timeout=None` waits without limit (for the followed log stream)."""
-        return RTIProxy(node.rest_address, self._keystore, node_iid=node.identity.id, timeout=timeout)  # type: ignore[arg-type]
+        return RTIProxy(node.rest_address, self._keystore, node_iid=node.identity.id, timeout=timeout)
 
     def _dor_nodes(self) -> list[NodeInfo]:
         return [n for n in self._nodes.values() if n.dor_service]
