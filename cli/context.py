@@ -17,6 +17,7 @@ from saas_cli.prompts import Prompter
 if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import Keystore
+    from saas_cli.unlock import Unlocking
 
 __all__ = ["DEFAULT_ADDRESS", "Context", "spread_group_option"]
 
@@ -101,6 +102,25 @@ class Context:
     def load_keystore(self) -> Keystore:
         path, _ = self.select_keystore()
         return self.open_keystore(path)
+
+    def unlock_keystore(self) -> Unlocking:
+        """The keystore `load_keystore` would open, opened in a thread while the command goes on when its password
+        was given (scrypt takes ~0.4 s and releases the GIL: the command imports, connects and hashes meanwhile);
+        its identity is there at once, its keys when used. A password typed at the prompt is checked here, as
+        `open_keystore` does (a wrong one is asked again)."""
+        from saas_cli.unlock import Unlocking
+
+        path, identity = self.select_keystore()
+        password = self.password
+        if password is None:
+            return Unlocking.opened(self.open_keystore(path))
+
+        def open_keystore() -> Keystore:
+            from saas.core.keystore import Keystore
+
+            return Keystore.load(path, password)
+
+        return Unlocking(path, identity, open_keystore)
 
     def open_keystore(self, path: Path) -> Keystore:
         """The keystore at `path`, opened with the given password, or one asked for: a wrong password typed at the

@@ -20,7 +20,7 @@ from saas_cli.output import Progress
 
 if TYPE_CHECKING:
     from saas.core.identity import Identity
-    from saas.core.keystore import Keystore
+    from saas.core.signing import Signer
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import DataObject
 
@@ -39,16 +39,17 @@ def _archive(ctx: Context, files: list[Path]) -> Path:
 
 
 def add(ctx: Context, args: argparse.Namespace) -> None:
-    from saas.dor.encryption import add_content
-    from saas.dor.quota import human_size
-
     files = [Path(f).expanduser() for f in args.files]
     if not files:
         raise InvalidInputError("Give one or more files to add")
     for path in files:
         if not path.is_file():
             raise InvalidInputError(f"'{path}' is not a file")
-    keystore = ctx.load_keystore()
+    # Opened while the SDK is imported, the node asked and the content hashed; signing the upload waits for it.
+    keystore = ctx.unlock_keystore()
+    from saas.core.helpers import human_size
+    from saas.dor.encryption import add_content
+
     data_type = args.data_type or ctx.prompt.text(
         "Enter data type:",
         name="data type",
@@ -115,7 +116,7 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def _tag_with_name(proxy: DORProxy, keystore: Keystore, obj: DataObject, files: list[Path]) -> DataObject:
+def _tag_with_name(proxy: DORProxy, keystore: Signer, obj: DataObject, files: list[Path]) -> DataObject:
     """Tag a new object `name=<file name>` (several files: their names, comma-separated) as the original CLI did;
     an object that already has a name keeps it."""
     from saas.dor.schemas import DataObject
