@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError
-from saas_cli.context import Context, spread_group_option
+from saas_cli.context import Context, skip_unused_imports, spread_group_option
 from saas_cli.output import Progress
 from saas_cli.unlock import Unlocking
 
@@ -174,6 +174,7 @@ def _ids_and_destination(arguments: list[str], option: str | None) -> tuple[list
 def download(ctx: Context, args: argparse.Namespace) -> None:
     obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
     keystore = ctx.unlock_keystore()  # opened while the SDK is imported and the node is asked
+    skip_unused_imports()
     from saas.dor.encryption import download_content
 
     destination = Path(folder).expanduser()
@@ -213,6 +214,7 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
 
 def usage(ctx: Context, args: argparse.Namespace) -> None:
     keystore = ctx.unlock_keystore()
+    skip_unused_imports()
     from saas.core.helpers import human_size
 
     with _proxy(ctx, args, keystore) as proxy:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from saas.core.errors import InvalidInputError
 from saas_cli.commands.dor import ARCHIVE_FORMAT, _meta_document, _proxy, ensure_published
-from saas_cli.context import Context
+from saas_cli.context import Context, skip_unused_imports
 from saas_cli.output import Progress
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
             raise InvalidInputError(f"'{path}' is not a file")
     # Opened while the SDK is imported, the node asked and the content hashed; signing the upload waits for it.
     keystore = ctx.unlock_keystore()
+    skip_unused_imports()
     from saas.core.helpers import human_size
     from saas.dor.encryption import add_content
 
