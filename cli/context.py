@@ -108,19 +108,17 @@ class Context:
         was given (scrypt takes ~0.4 s and releases the GIL: the command imports, connects and hashes meanwhile);
         its identity is there at once, its keys when used. A password typed at the prompt is checked here, as
         `open_keystore` does (a wrong one is asked again)."""
+        # Imported here, not in the thread: the thread then only reads the file and derives the key, and never
+        # imports a module at the same time as this thread.
+        from saas.core.keystore import Keystore
+        from saas.core.original_keystore import is_original_keystore  # noqa: F401 -- what Keystore.load imports
         from saas_cli.unlock import Unlocking
 
         path, identity = self.select_keystore()
         password = self.password
         if password is None:
             return Unlocking.opened(self.open_keystore(path))
-
-        def open_keystore() -> Keystore:
-            from saas.core.keystore import Keystore
-
-            return Keystore.load(path, password)
-
-        return Unlocking(path, identity, open_keystore)
+        return Unlocking(path, identity, lambda: Keystore.load(path, password))
 
     def open_keystore(self, path: Path) -> Keystore:
         """The keystore at `path`, opened with the given password, or one asked for: a wrong password typed at the
