@@ -24,9 +24,11 @@ from saas.rti.messages import MessageLog
 from saas.rti.schemas import Job, JobStatus, Package, Task
 
 if TYPE_CHECKING:
-    from saas.node import Node
+    from saas.audit.log import AuditLog
+    from saas.config import NodeConfig
     from saas.rti.board import ProcessorRecord
     from saas.rti.levels import LevelStore
+    from saas.rti.ports import LocalDOR, Network, NodeKeys
     from saas.rti.scheduler import Scheduler
     from saas.sqlite import Database
 
@@ -52,7 +54,7 @@ def new_job_id() -> str:
 
 
 def validate(
-    node: Node, proc_id: str, task: Task, caller: Identity, processor_of: Callable[[str], ProcessorRecord]
+    network: Network, proc_id: str, task: Task, caller: Identity, processor_of: Callable[[str], ProcessorRecord]
 ) -> ProcessorRecord:
     """The task's processor (`processor_of` raises for one not deployed), once the task may run on it."""
     if caller.id != task.user_iid:
@@ -74,24 +76,24 @@ def validate(
             f"Outputs must be exactly {', '.join(sorted(outputs)) or 'none'} (given: {', '.join(given) or 'none'})"
         )
     for out in task.output:
-        if node.nodedb.get_identity(out.owner_iid) is None:
+        if network.identity(out.owner_iid) is None:
             raise JobValidationError(f"The owner {out.owner_iid} of output '{out.name}' is not known to this node")
         try:
-            placement.check_target(node, out)
+            network.check_target(out)
         except InvalidInputError as e:
             raise JobValidationError(e.reason) from None
     return processor
 
 
 async def check_references(
-    node: Node, processor: ProcessorRecord, task: Task, caller: Identity
+    network: Network, processor: ProcessorRecord, task: Task, caller: Identity
 ) -> dict[str, placement.InputLocation]:
     """Every by-reference input exists (on this node or another), is visible to the user, and has the type and
     format the descriptor asks for. Returns where each is."""
     specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
     references = [i for i in task.input if isinstance(i, Task.InputReference)]
     try:
-        found = await asyncio.gather(*(placement.find_input(node, i, caller.id) for i in references))
+        found = await asyncio.gather(*(network.find_input(i, caller.id) for i in references))
     except (NotFoundError, InvalidInputError) as e:
         raise JobValidationError(e.reason, e.details) from None  # details: the obj_id not found
     for item, location in zip(references, found, strict=True):
@@ -101,12 +103,12 @@ async def check_references(
                 f"Input '{item.name}': expected {spec.data_type}/{spec.data_format}, "
                 f"got {meta.data_type}/{meta.data_format}"
             )
-    await check_keys(node, references, found, caller)
+    await check_keys(network, references, found, caller)
     return {item.name: location for item, location in zip(references, found, strict=True)}
 
 
 async def check_keys(
-    node: Node, references: list[Task.InputReference], found: list[placement.InputLocation], caller: Identity
+    network: Network, references: list[Task.InputReference], found: list[placement.InputLocation], caller: Identity
 ) -> None:
     """An encrypted input is decrypted by this node only for a user who holds its key (owner, or an envelope of
     their own): refuse now (403) when its DOR says the user does not; when the DOR cannot tell now, the job asks
@@ -114,7 +116,7 @@ async def check_keys(
 
     async def check(item: Task.InputReference, location: placement.InputLocation) -> None:
         try:
-            await placement.require_key(node, item.name, location, caller.id)
+            await network.require_key(item.name, location, caller.id)
         except placement.KeyCheckError as e:
             logger.info("submission of a job of %s: %s (asked again at initialisation)", caller.id[:8], e.reason)
 
@@ -125,7 +127,11 @@ async def check_keys(
 class Submissions:
     """`submit`, `run` and `grant` of `RTIService`: a submitted task admitted becomes a job, stored and queued."""
 
-    _node: Node
+    dor: LocalDOR | None
+    network: Network
+    _keys: NodeKeys
+    _config: NodeConfig
+    _audit: AuditLog
     db: Database
     scheduler: Scheduler
     levels: LevelStore
@@ -150,10 +156,10 @@ class Submissions:
         anything the job does that a restart must know (its start on an instance is an awaited write). `proof`,
         the user's signed submission, is kept with the job until it is final: another node's DOR stores an output
         only with it (`saas.dor.claims`)."""
-        processor = validate(self._node, proc_id, task, caller, self._processor)
+        processor = validate(self.network, proc_id, task, caller, self._processor)
         package = await self.grant(caller, processor, task)
         self.scheduler.admit(caller.id)  # 429 before the inputs are looked for
-        located = await check_references(self._node, processor, task, caller)
+        located = await check_references(self.network, processor, task, caller)
         self.scheduler.admit(caller.id)  # and again: other submissions may have come meanwhile
         job = Job(
             id=new_job_id(),
@@ -161,7 +167,7 @@ class Submissions:
             task=task,
             retain=self.retain,
             t_submitted=_now(),
-            custodian_iid=self._node.iid,
+            custodian_iid=self._keys.iid,
             package=package,
         )
         active = self._new_active(job, JobStateMachine())
@@ -175,7 +181,7 @@ class Submissions:
         except BaseException:
             self.scheduler.not_pending(job.id)
             raise
-        self._node.audit.record(
+        self._audit.record(
             "job.submitted",
             actor=caller.id,
             owner=task.user_iid,
@@ -191,10 +197,10 @@ class Submissions:
     async def grant(self, caller: Identity, processor: ProcessorRecord, task: Task) -> Package | None:
         """The resource package a job gets (`saas.rti.packages`); 400 or 403 with the reason when none."""
         resources = limits.resources(processor.gpp.proc_descriptor.model_extra, task.resources, processor.spec)
-        name = task.package if task.offer is None else await offers.honour(self._node, caller, task)
-        sized = processor.spec.get("name", "local") == "local" or self._node.config.packages_file is not None
+        name = task.package if task.offer is None else await offers.honour(self._keys, caller, task)
+        sized = processor.spec.get("name", "local") == "local" or self._config.packages_file is not None
         return packages.grant(
-            self.packages, self.levels.allowed(caller.id), resources, name, sized, self._node.config.job_gpus
+            self.packages, self.levels.allowed(caller.id), resources, name, sized, self._config.job_gpus
         )
 
     async def run(
@@ -207,7 +213,7 @@ class Submissions:
 
     @property
     def _message_limits(self) -> dict[str, int]:
-        config = self._node.config
+        config = self._config
         return {
             "max_length": config.job_message_length,
             "max_count": config.job_messages,

@@ -23,8 +23,10 @@ from saas.rti.jobs import JobFailedError
 from saas.rti.schemas import Job, Task
 
 if TYPE_CHECKING:
-    from saas.node import Node
+    from saas.audit.log import AuditLog
     from saas.rti.board import ActiveJob, ProcessorRecord
+    from saas.rti.placement import InputLocation
+    from saas.rti.ports import LocalDOR, Network, NodeKeys
     from saas.rti.sandbox import Sandbox
 
 __all__ = [
@@ -42,7 +44,15 @@ LOCATION_FRESH_S = 1.0  # a job initialised this soon after its submission uses 
 
 
 async def prepare(
-    node: Node, active: ActiveJob, processor: ProcessorRecord, sandbox: Sandbox, wd: Path, logs: Path
+    dor: LocalDOR | None,
+    network: Network,
+    keys: NodeKeys,
+    audit: AuditLog,
+    active: ActiveJob,
+    processor: ProcessorRecord,
+    sandbox: Sandbox,
+    wd: Path,
+    logs: Path,
 ) -> dict[str, dict[str, Any]]:
     """Locate the by-reference inputs, then create the working folder with the by-value inputs and the plain
     inputs of this node's DOR in one go; other inputs are fetched after. Returns what the recipes record about the
@@ -50,7 +60,7 @@ async def prepare(
     An agent's job (`active.lease`) gets its log files opened with the folder (`active.agent_logs`)."""
     job = active.job
     specs = {s.name: s for s in processor.gpp.proc_descriptor.input}
-    consumes, located = await _locate_all(node, active, specs)
+    consumes, located = await _locate_all(dor, network, active, specs)
     local = [name for name, location in located.items() if copies_locally(location)]
     agent = active.lease is not None
     fetched = [i for i in job.task.input if isinstance(i, Task.InputReference) and i.name not in local]
@@ -69,7 +79,7 @@ async def prepare(
         for name, location in located.items():
             write_meta(wd, name, location.meta)
         for name in local:
-            copy_local(node, name, located[name], wd)
+            copy_local(dor, name, located[name], wd)
         if sandbox.uid is not None and not fetched:
             sandbox.own(wd, recursive=True)  # the sandboxed job's to read and write
         if agent:
@@ -80,11 +90,9 @@ async def prepare(
     active.agent_logs = await asyncio.to_thread(make_folder)
     for name in local:
         meta = located[name].meta
-        node.audit.record(
-            "object.read", actor=job.task.user_iid, owner=meta.owner_iid, obj_id=meta.obj_id, job_id=job.id
-        )
+        audit.record("object.read", actor=job.task.user_iid, owner=meta.owner_iid, obj_id=meta.obj_id, job_id=job.id)
     for item in fetched:
-        await fetch_input(node, item, located[item.name], wd, job.task.user_iid)
+        await fetch_input(dor, network, keys, item, located[item.name], wd, job.task.user_iid)
     if fetched and sandbox.uid is not None:
         await asyncio.to_thread(sandbox.own, wd, True)
     active.consumes = consumes
@@ -92,7 +100,7 @@ async def prepare(
 
 
 async def _locate_all(
-    node: Node, active: ActiveJob, specs: dict[str, ProcessorIO]
+    dor: LocalDOR | None, network: Network, active: ActiveJob, specs: dict[str, ProcessorIO]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """What the recipes record about each input, and where each by-reference input is (found at submission a
     moment ago, else looked up now)."""
@@ -114,10 +122,10 @@ async def _locate_all(
             fresh = time.monotonic() - active.located_at < LOCATION_FRESH_S and item.name in active.located
             if fresh:  # checked at submission a moment ago
                 located[item.name] = active.located[item.name]
-                if located[item.name].custodian is None and node.dor is not None:
-                    node.dor.touch_later(located[item.name].meta.obj_id)
+                if located[item.name].custodian is None and dor is not None:
+                    dor.touch_later(located[item.name].meta.obj_id)
             else:
-                located[item.name] = await locate_input(node, job, item, spec)
+                located[item.name] = await locate_input(network, job, item, spec)
             consumes[item.name] = placement.describe(located[item.name])
     active.located = {}
     return consumes, located
@@ -159,13 +167,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def locate_input(node: Node, job: Job, item: Task.InputReference, spec: ProcessorIO) -> Any:
+async def locate_input(network: Network, job: Job, item: Task.InputReference, spec: ProcessorIO) -> Any:
     """Where a by-reference input is (`placement.InputLocation`), checked against the type and format the
     processor expects; raises `JobFailedError`."""
-    from saas.rti import placement
-
     try:
-        location = await placement.find_input(node, item, job.task.user_iid, touch=True)
+        location = await network.find_input(item, job.task.user_iid, touch=True)
     except (NotFoundError, InvalidInputError) as e:
         raise JobFailedError(e.reason) from None
     meta = location.meta
@@ -182,23 +188,31 @@ def copies_locally(location: Any) -> bool:
     return location.custodian is None and not location.meta.content_encrypted
 
 
-def copy_local(node: Node, name: str, location: Any, wd: Path) -> None:
+def copy_local(dor: LocalDOR | None, name: str, location: Any, wd: Path) -> None:
     """Copy a plain input from this node's DOR into `<wd>/<name>`, checked against its c_hash. Blocks."""
-    _copy_checked(node, name, location.meta, input_path(wd, name))
+    _copy_checked(dor, name, location.meta, input_path(wd, name))
 
 
-def _copy_checked(node: Node, name: str, meta: CDataObject, target: Path) -> None:
+def _copy_checked(dor: LocalDOR | None, name: str, meta: CDataObject, target: Path) -> None:
     """Copy an object's content from this node's DOR to `target`, checked against its c_hash. Blocks."""
-    assert node.dor is not None
+    assert dor is not None
     try:
-        c_hash = _copy_hashed(node.dor.content_path(meta.c_hash), target)
+        c_hash = _copy_hashed(dor.content_path(meta.c_hash), target)
     except FileNotFoundError:  # deleted since its record was read
         raise JobFailedError(f"Input '{name}': data object {meta.obj_id} not found") from None
     if c_hash != meta.c_hash:
         raise JobFailedError(f"Input '{name}': content does not match its c_hash")
 
 
-async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: Path, user_iid: str) -> None:
+async def fetch_input(
+    dor: LocalDOR | None,
+    network: Network,
+    keys: NodeKeys,
+    item: Task.InputReference,
+    location: InputLocation,
+    wd: Path,
+    user_iid: str,
+) -> None:
     """Fetch a by-reference input into `<wd>/<name>` from whichever DOR holds it (another node's over HTTP with
     the user's delegation), checked against c_hash, and decrypted with this node's key envelope when encrypted —
     only if the job's user `user_iid` holds the key too (owner or an envelope of their own), as that DOR says now:
@@ -206,19 +220,18 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
     the verified c_hash counts as that node's lie: the input is looked up once more, without that node, and
     fetched from the holder found then."""
     from saas.dor.proxy import ContentMismatchError
-    from saas.rti import placement
 
     target = input_path(wd, item.name)
     for attempt in (1, 2):
         try:
-            await placement.require_key(node, item.name, location, user_iid)
+            await network.require_key(item.name, location, user_iid)
         except SaaSError as e:  # AuthorisationError (no key) or KeyCheckError (undecided): never decrypt
             raise JobFailedError(e.reason) from None
         if location.custodian is None:
-            await _copy_local(node, item, location.meta, target)
+            await _copy_local(dor, keys, item, location.meta, target)
             return
         try:
-            await _fetch_remote(node, item, location, target)
+            await _fetch_remote(network, keys, item, location, target)
             return
         except ContentMismatchError as e:
             liar = location.custodian.identity.id
@@ -226,7 +239,7 @@ async def fetch_input(node: Node, item: Task.InputReference, location: Any, wd: 
             if attempt == 2:
                 raise JobFailedError(failed) from None
         try:  # the same obj_id: the same c_hash, type and format (bound to it), perhaps another holder
-            location = await placement.find_input(node, item, user_iid, skip=liar)
+            location = await network.find_input(item, user_iid, skip=liar)
         except (NotFoundError, InvalidInputError):
             raise JobFailedError(f"{failed}, and no other node holds it") from None
 
@@ -249,35 +262,38 @@ def _copy_hashed(source: Path, target: Path) -> str:
     return digest.hexdigest()
 
 
-async def _copy_local(node: Node, item: Task.InputReference, meta: CDataObject, target: Path) -> None:
+async def _copy_local(
+    dor: LocalDOR | None, keys: NodeKeys, item: Task.InputReference, meta: CDataObject, target: Path
+) -> None:
     """Copy an input from this node's DOR (`meta` was read as the job's user), checked against its c_hash, and
     decrypted with this node's key envelope when encrypted."""
-    dor = node.dor
     assert dor is not None
     key: bytes | None = None
     if meta.content_encrypted:
-        envelope = await dor.envelope_for(meta.obj_id, node.iid)
-        key = await _unwrap(node, item.name, envelope)
+        envelope = await dor.envelope_for(meta.obj_id, keys.iid)
+        key = await _unwrap(keys, item.name, envelope)
     encrypted = target.with_name(f".{item.name}.encrypted") if key else target
 
     def copy() -> None:
-        _copy_checked(node, item.name, meta, encrypted)
+        _copy_checked(dor, item.name, meta, encrypted)
         if key is not None:
             _decrypt(encrypted, target, key)
 
     await asyncio.to_thread(copy)
 
 
-async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, target: Path) -> None:
+async def _fetch_remote(
+    network: Network, keys: NodeKeys, item: Task.InputReference, location: InputLocation, target: Path
+) -> None:
     """Fetch an input from another node's DOR (checked against its verified c_hash by `fetch_remote`)."""
-    from saas.dor import remote
-    from saas.dor.proxy import ContentMismatchError, DORProxy
+    from saas.dor.proxy import ContentMismatchError
 
     meta, custodian = location.meta, location.custodian
+    assert custodian is not None
     download = target.with_name(f".{item.name}.download")
     try:
-        await remote.fetch_remote(
-            node, item.obj_id, custodian, download, delegation=location.delegation, expected_c_hash=meta.c_hash
+        await network.fetch(
+            item.obj_id, custodian, download, delegation=location.delegation, expected_c_hash=meta.c_hash
         )
     except ContentMismatchError:
         raise  # the custodian lied (counted): `fetch_input` looks for another holder
@@ -288,22 +304,18 @@ async def _fetch_remote(node: Node, item: Task.InputReference, location: Any, ta
         await asyncio.to_thread(download.replace, target)
         return
 
-    def envelope() -> str:
-        with DORProxy(custodian.rest_address, keystore=node.keystore, node_iid=custodian.identity.id) as proxy:
-            return base64.b64encode(proxy.get_envelope(item.obj_id, node.keystore)).decode()
-
     try:
-        wrapped = await asyncio.to_thread(envelope)
+        wrapped: str | None = await network.envelope(custodian, item.obj_id)
     except SaaSError:
         wrapped = None
-    key = await _unwrap(node, item.name, wrapped)
+    key = await _unwrap(keys, item.name, wrapped)
     await asyncio.to_thread(_decrypt, download, target, key)
 
 
-async def _unwrap(node: Node, name: str, envelope: str | None) -> bytes:
+async def _unwrap(keys: NodeKeys, name: str, envelope: str | None) -> bytes:
     if envelope is None:
         raise JobFailedError(f"Input '{name}' is encrypted and this node has no key envelope for it")
-    return await asyncio.to_thread(node.keystore.unwrap_key, base64.b64decode(envelope))
+    return await asyncio.to_thread(keys.unwrap_key, base64.b64decode(envelope))
 
 
 def _decrypt(encrypted: Path, target: Path, key: bytes) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from saas.node import Node
+    from saas.rti.ports import NodeKeys
     from saas.rti.service import RTIService
 
 __all__ = ["Locality", "Offer", "OfferParameters", "QueueEstimate", "honour", "make_offer", "run_veto"]
@@ -211,15 +212,16 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
     return offer.model_copy(update={"signature": signature})
 
 
-async def honour(node: Node, caller: Identity, task: Task) -> str | None:
-    """The package of the offer a task carries, if it is this node's valid offer to the caller for this task; raises
-    `InvalidInputError` (400) for an expired, altered or negative offer, `AuthorisationError` (403) for another's."""
+async def honour(keys: NodeKeys, caller: Identity, task: Task) -> str | None:
+    """The package of the offer a task carries, if it is this node's (`keys`) valid offer to the caller for this
+    task; raises `InvalidInputError` (400) for an expired, altered or negative offer, `AuthorisationError` (403) for
+    another's."""
     try:
         offer = Offer.model_validate(task.offer)
     except ValidationError:
         raise InvalidInputError("The task's offer is not an offer") from None
-    identity = node.keystore.identity
-    signed = offer.node_iid == node.iid and await asyncio.to_thread(
+    identity = keys.identity
+    signed = offer.node_iid == keys.iid and await asyncio.to_thread(
         identity.verify_signature, offer.signed_content(), offer.signature
     )
     if not signed:

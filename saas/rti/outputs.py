@@ -33,8 +33,10 @@ from saas.rti.schemas import Job, Task
 from saas.rti.validation import schema_error
 
 if TYPE_CHECKING:
-    from saas.node import Node
+    from saas.core.keystore import Keystore
+    from saas.nodedb.schemas import NodeInfo
     from saas.rti.board import ActiveJob, ProcessorRecord
+    from saas.rti.ports import LocalDOR, Network, NodeKeys
     from saas.sqlite import Database
 
 __all__ = [
@@ -171,36 +173,41 @@ def output_params(
     )
 
 
-async def output_target(node: Node, out: Task.Output) -> Any | None:
-    """The DOR an output goes to: None for this node's DOR, else the node record of another node's DOR
+async def output_target(dor: LocalDOR | None, network: Network, out: Task.Output) -> NodeInfo | None:
+    """The DOR an output goes to: None for this node's DOR (`dor`), else the node record of another node's DOR
     (`target_node_iid`, else the nearest DOR when this node has none). Raises `JobFailedError`."""
-    from saas.rti import placement
-
     try:
-        target = await placement.output_dor(node, out)
+        target = await network.output_target(out)
     except (NotFoundError, InvalidInputError) as e:
         raise JobFailedError(e.reason) from None
-    if target is None and node.dor is None:
+    if target is None and dor is None:
         raise JobFailedError(f"Output '{out.name}': this node has no DOR")
     return target
 
 
 async def upload_output(
-    node: Node, target: Any, params: AddCDataObjectParameters, path: Path, created: int, name: str
+    keystore: Keystore,
+    identity_of: Callable[[str], Identity | None],
+    target: NodeInfo,
+    params: AddCDataObjectParameters,
+    path: Path,
+    created: int,
+    name: str,
 ) -> CDataObject:
-    """Store an output in another node's DOR (over HTTP, signed by this node), retried while it is unreachable.
-    Idempotent for the same file and `created`: the DOR returns the existing object."""
+    """Store an output in another node's DOR (over HTTP, signed by this node's `keystore`), retried while it is
+    unreachable; `identity_of` gives the owner's and creators' identities as this node knows them. Idempotent for
+    the same file and `created`: the DOR returns the existing object. (`Network.upload` of `NodeNetwork`.)"""
     from saas.core.errors import RemoteError, UnreachableError
     from saas.core.identity import Identity
     from saas.dor.proxy import DORProxy
 
-    owner = node.nodedb.get_identity(params.owner_iid)
-    creators = [node.nodedb.get_identity(i) for i in params.creators_iid]
+    owner = identity_of(params.owner_iid)
+    creators = [identity_of(i) for i in params.creators_iid]
     if owner is None or None in creators:
         raise JobFailedError(f"Output '{name}': its owner or creator is not known to this node")
 
     def upload() -> CDataObject:
-        with DORProxy(target.rest_address, keystore=node.keystore, node_iid=target.identity.id) as proxy:
+        with DORProxy(target.rest_address, keystore=keystore, node_iid=target.identity.id) as proxy:
             return proxy.add_data_object(
                 path,
                 owner,
@@ -238,7 +245,7 @@ class _Plan:
     todo: list[Task.Output]
     specs: dict[str, ProcessorIO]
     owners: dict[str, Identity | None]  # the owner to encrypt for
-    targets: dict[str, Any]
+    targets: dict[str, NodeInfo | None]
     created: dict[str, tuple[int, str | None]]  # name -> (creation time fixed in the board, obj_id once stored)
     local: list[str] = field(default_factory=list)
     proof: TaskProof | None = None
@@ -246,7 +253,10 @@ class _Plan:
 
 
 async def store(
-    node: Node,
+    dor: LocalDOR | None,
+    network: Network,
+    keys: NodeKeys,
+    max_object_size: int | None,
     db: Database,
     active: ActiveJob,
     processor: ProcessorRecord,
@@ -257,35 +267,38 @@ async def store(
 ) -> None:
     """Check the outputs, fix each one's bytes and creation time (`at`, the first time), then store them: into this
     node's DOR in the same worker-thread hop that checks them, or uploaded to another DOR. `on_stored` hears of each
-    stored output; an output stored before a restart is only noted in `active.outputs`."""
-    plan = await _plan(node, db, active, processor, at)
+    stored output; an output stored before a restart is only noted in `active.outputs`. Outputs above
+    `max_object_size` (bytes, None: no limit) fail the job."""
+    plan = await _plan(dor, network, db, active, processor, at)
     if plan is None:
         return
-    announced, dor = set(active.announced), node.dor
+    announced = set(active.announced)
     async with dor.local_adds() if dor is not None and plan.local else contextlib.nullcontext() as adds:
 
         def fix() -> dict[str, tuple[Path, AddCDataObjectParameters, str, int]]:
-            return _fix_bytes(node, plan, processor, consumes, active.job, wd, announced, adds)
+            return _fix_bytes(keys, max_object_size, plan, processor, consumes, active.job, wd, announced, adds)
 
         fixed = await in_thread_to_the_end(fix)  # what it put in the DOR is known even if cancelled
         for out in plan.todo:
             if adds is not None and out.name in plan.local:
                 _, params, c_hash, size = fixed[out.name]
                 with storing(out.name):  # the owner's quota, checked with the insert
-                    stored = await adds.record(node.iid, params, c_hash, size, plan.created[out.name][0])
+                    stored = await adds.record(keys.iid, params, c_hash, size, plan.created[out.name][0])
                 on_stored(out, stored)
     for out in plan.todo:  # other DORs: uploaded without holding this DOR's content guard
         if out.name not in plan.local:
             path, params, _, _ = fixed[out.name]
-            stored = await upload_output(
-                node, plan.targets[out.name], params, path, plan.created[out.name][0], out.name
-            )
-            if stored.custodian is not None and stored.custodian.identity.id != node.iid:
+            target = plan.targets[out.name]
+            assert target is not None
+            stored = await network.upload(target, params, path, plan.created[out.name][0], out.name)
+            if stored.custodian is not None and stored.custodian.identity.id != keys.iid:
                 active.stored_elsewhere[out.name] = stored.model_dump(mode="json")
             on_stored(out, stored)
 
 
-async def _plan(node: Node, db: Database, active: ActiveJob, processor: ProcessorRecord, at: int) -> _Plan | None:
+async def _plan(
+    dor: LocalDOR | None, network: Network, db: Database, active: ActiveJob, processor: ProcessorRecord, at: int
+) -> _Plan | None:
     """What is left to store (None: nothing), where, and what that needs (the user's proof for another DOR, the
     owners' room in this one)."""
     from saas.rti import board
@@ -295,12 +308,12 @@ async def _plan(node: Node, db: Database, active: ActiveJob, processor: Processo
     if not pending:
         return None
     owners: dict[str, Identity | None] = {}
-    targets: dict[str, Any] = {}
+    targets: dict[str, NodeInfo | None] = {}
     for out in pending:
-        owners[out.name] = node.nodedb.get_identity(out.owner_iid) if out.content_encrypted else None
+        owners[out.name] = network.identity(out.owner_iid) if out.content_encrypted else None
         if out.content_encrypted and owners[out.name] is None:
             raise JobFailedError(f"The owner of output '{out.name}' is not known")
-        targets[out.name] = await output_target(node, out)
+        targets[out.name] = await output_target(dor, network, out)
     created = await db.run(board.outputs_created, job.id, [o.name for o in pending], at)
     todo = [o for o in pending if created[o.name][1] is None]
     for out in pending:
@@ -320,14 +333,15 @@ async def _plan(node: Node, db: Database, active: ActiveJob, processor: Processo
     # What each owner may still store in this node's DOR (None: no quota): outputs are checked against it before
     # their bytes are copied (the insert checks again, exactly).
     for out in todo:
-        if node.dor is not None and out.name in plan.local and out.owner_iid not in plan.room:
+        if dor is not None and out.name in plan.local and out.owner_iid not in plan.room:
             with storing(out.name):
-                plan.room[out.owner_iid] = await node.dor.room_for(out.owner_iid, 0)
+                plan.room[out.owner_iid] = await dor.room_for(out.owner_iid, 0)
     return plan
 
 
 def _fix_bytes(
-    node: Node,
+    keys: NodeKeys,
+    limit: int | None,
     plan: _Plan,
     processor: ProcessorRecord,
     consumes: dict[str, dict[str, Any]],
@@ -339,7 +353,6 @@ def _fix_bytes(
     """Checked (also against `max_object_size` and the owner's quota); this node's DOR gets a plain output's content
     right away (`adds`), others are first written once to `.store/<name>` (encrypted when asked). Per output: the
     file, its parameters (with the signed recipe), c_hash and size. Blocks."""
-    limit = node.config.max_object_size
     unfixed = [plan.specs[o.name] for o in plan.todo if not (wd / ".store" / o.name).is_file()]
     check_outputs(unfixed, wd, announced)
     left = dict(plan.room)
@@ -368,13 +381,13 @@ def _fix_bytes(
         if owner_room is not None and local:
             left[out.owner_iid] = owner_room - size
         proof = None if local else plan.proof
-        params = _signed_params(node, processor, consumes, plan.specs[out.name], out, job, envelope, c_hash, proof)
+        params = _signed_params(keys, processor, consumes, plan.specs[out.name], out, job, envelope, c_hash, proof)
         result[out.name] = (path, params, c_hash, size)
     return result
 
 
 def _signed_params(
-    node: Node,
+    keys: NodeKeys,
     processor: ProcessorRecord,
     consumes: dict[str, dict[str, Any]],
     spec: ProcessorIO,
@@ -390,7 +403,7 @@ def _signed_params(
     recipe = recipe_for(processor.gpp, consumes, spec, job)
     recipe.product["c_hash"] = c_hash
     try:
-        recipe = claims.sign_recipe(recipe, node.keystore)
+        recipe = claims.sign_recipe(recipe, keys)
     except ValueError:  # canonical JSON holds no NaN or infinity (a by-value input may)
         raise JobFailedError(
             f"Output '{out.name}': its recipe cannot be signed (an input holds NaN or infinity)"

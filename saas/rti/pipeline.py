@@ -352,7 +352,10 @@ class JobPipeline(Submissions):
 
     async def _initialise(self, active: ActiveJob, processor: ProcessorRecord) -> dict[str, dict[str, Any]]:
         job_id = active.job.id
-        return await inputs.prepare(self._node, active, processor, self._sandbox, self._wd(job_id), self._logs(job_id))
+        wd, logs = self._wd(job_id), self._logs(job_id)
+        return await inputs.prepare(
+            self.dor, self.network, self._keys, self._audit, active, processor, self._sandbox, wd, logs
+        )
 
     async def _execute(self, active: ActiveJob, processor: ProcessorRecord, reattach: bool = False) -> None:
         adapter = deployment.adapter_dir(self._proc_root(processor.proc_id), processor.gpp)
@@ -418,7 +421,10 @@ class JobPipeline(Submissions):
         self, active: ActiveJob, processor: ProcessorRecord, consumes: dict[str, dict[str, Any]]
     ) -> None:
         wd = self._wd(active.job.id)
-        await outputs.store(self._node, self.db, active, processor, consumes, wd, _now(), self._stored(active))
+        limit, stored = self._config.max_object_size, self._stored(active)
+        await outputs.store(
+            self.dor, self.network, self._keys, limit, self.db, active, processor, consumes, wd, _now(), stored
+        )
         active.progress = 100
 
     def _stored(self, active: ActiveJob) -> Callable[[Task.Output, CDataObject], None]:

@@ -6,10 +6,14 @@
   without a DOR).
 - `Network` is satisfied by `NodeNetwork`, an adapter over the node's P2P service and its peers' REST services
   (`saas.rti.placement`, `saas.dor.remote`); every method keeps the checks of the function it calls (records are
-  checked against their content address, content against the verified c_hash)."""
+  checked against their content address, content against the verified c_hash).
+- `NodeKeys` is what the job pipeline uses of this node's keystore (`saas.core.keystore.Keystore` as it is): its
+  identity, signing recipes and unwrapping the key envelopes of encrypted inputs."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from saas.core.delegation import Delegation
     from saas.core.identity import Identity
+    from saas.core.keystore import Keystore
     from saas.dor.schemas import AddCDataObjectParameters, CDataObject, GitProcessorPointer, GPPDataObject
     from saas.dor.service import LocalAdds
     from saas.node import Node
@@ -25,7 +30,22 @@ if TYPE_CHECKING:
     from saas.rti.placement import InputLocation
     from saas.rti.schemas import Task
 
-__all__ = ["LocalDOR", "Network", "NodeNetwork", "local_dor"]
+__all__ = ["LocalDOR", "Network", "NodeKeys", "NodeNetwork", "local_dor"]
+
+
+@runtime_checkable
+class NodeKeys(Protocol):
+    """This node's keys as the job pipeline uses them (blocking: crypto, so called in a worker thread)."""
+
+    @property
+    def iid(self) -> str: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    def sign(self, message: bytes) -> str: ...
+
+    def unwrap_key(self, envelope: bytes) -> bytes: ...
 
 
 @runtime_checkable
@@ -76,6 +96,16 @@ class Network(Protocol):
         self, target: NodeInfo, params: AddCDataObjectParameters, path: Path, created: int, name: str
     ) -> CDataObject: ...
 
+    def identity(self, iid: str) -> Identity | None: ...
+
+    def check_target(self, out: Task.Output) -> None: ...
+
+    async def output_target(self, out: Task.Output) -> NodeInfo | None: ...
+
+    async def require_key(self, name: str, location: InputLocation, user_iid: str) -> None: ...
+
+    async def envelope(self, custodian: NodeInfo, obj_id: str) -> str: ...
+
 
 class NodeNetwork:
     """`Network` over a node: its DOR first where the function it calls says so (inputs and GPPs are looked for on
@@ -114,9 +144,44 @@ class NodeNetwork:
     async def upload(
         self, target: NodeInfo, params: AddCDataObjectParameters, path: Path, created: int, name: str
     ) -> CDataObject:
-        from saas.rti import runner
+        from saas.rti import outputs
 
-        return await runner.upload_output(self._node, target, params, path, created, name)
+        return await outputs.upload_output(self._node.keystore, self.identity, target, params, path, created, name)
+
+    def identity(self, iid: str) -> Identity | None:
+        """The identity `iid` as this node knows it (its NodeDB), None for an unknown one."""
+        return self._node.nodedb.get_identity(iid)
+
+    def check_target(self, out: Task.Output) -> None:
+        """Raise `InvalidInputError` if an output's target cannot take it (`placement.check_target`)."""
+        from saas.rti import placement
+
+        placement.check_target(self._node, out)
+
+    async def output_target(self, out: Task.Output) -> NodeInfo | None:
+        """The DOR an output goes to: None for this node's, else another node's record (`placement.output_dor`)."""
+        from saas.rti import placement
+
+        return await placement.output_dor(self._node, out)
+
+    async def require_key(self, name: str, location: InputLocation, user_iid: str) -> None:
+        """For an encrypted input: whether the job's user holds its key, as its DOR says (`placement.require_key`)."""
+        from saas.rti import placement
+
+        await placement.require_key(self._node, name, location, user_iid)
+
+    async def envelope(self, custodian: NodeInfo, obj_id: str) -> str:
+        """This node's key envelope (base64) of an encrypted object on another node's DOR, asked over REST signed by
+        this node. Raises `SaaSError` when it has none there or the DOR does not answer."""
+        from saas.dor.proxy import DORProxy
+
+        keystore: Keystore = self._node.keystore
+
+        def get() -> str:
+            with DORProxy(custodian.rest_address, keystore=keystore, node_iid=custodian.identity.id) as proxy:
+                return base64.b64encode(proxy.get_envelope(obj_id, keystore)).decode()
+
+        return await asyncio.to_thread(get)
 
 
 def local_dor(node: Node) -> LocalDOR | None:

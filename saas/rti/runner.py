@@ -2,19 +2,21 @@
 stdout/stderr streamed to log files and parsed live for triggers.
 
 The inputs (`saas.rti.inputs`) and outputs (`saas.rti.outputs`) of a job have their own modules; their names that
-callers used to import from here still work (re-exported)."""
+callers used to import from here still work (re-exported; they take the RTI's narrow ports, `saas.rti.ports`, except
+`fetch_input`, which still takes a node)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saas._compat import timeout
 from saas.core.triggers import parse_trigger
-from saas.rti import process
+from saas.rti import inputs, process
 from saas.rti.cgroups import Limits
-from saas.rti.inputs import copies_locally, copy_local, fetch_input, input_path, locate_input, write_meta, write_value
+from saas.rti.inputs import copies_locally, copy_local, input_path, locate_input, write_meta, write_value
 from saas.rti.jobs import JobFailedError
 from saas.rti.outputs import (
     check_output_size,
@@ -27,6 +29,11 @@ from saas.rti.outputs import (
     upload_output,
 )
 from saas.rti.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from saas.node import Node
+    from saas.rti.placement import InputLocation
+    from saas.rti.schemas import Task
 
 __all__ = [
     "JobFailedError",
@@ -48,6 +55,14 @@ __all__ = [
     "write_meta",
     "write_value",
 ]
+
+
+async def fetch_input(node: Node, item: Task.InputReference, location: InputLocation, wd: Path, user_iid: str) -> None:
+    """`saas.rti.inputs.fetch_input` with the node's DOR, network and keys."""
+    from saas.rti.ports import NodeNetwork, local_dor
+
+    await inputs.fetch_input(local_dor(node), NodeNetwork(node), node.keystore, item, location, wd, user_iid)
+
 
 KILL_GRACE = 2.0
 STDOUT_LOG = "execute_stdout.log"

@@ -41,7 +41,7 @@ from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.cgroups import Limits
 from saas.rti.limits import resources as _resources
 from saas.rti.pipeline import JobPipeline, _remove_folders
-from saas.rti.ports import LocalDOR, Network, NodeNetwork, local_dor
+from saas.rti.ports import LocalDOR, Network, NodeKeys, NodeNetwork, local_dor
 from saas.rti.processors import ProcessorBusyError, ProcessorRegistry, UnknownProcessorError
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import Scheduler
@@ -74,6 +74,8 @@ class RTIService(JobPipeline):
         self.max_jobs = node.config.max_jobs or os.cpu_count() or 1
         self.dor: LocalDOR | None = local_dor(node)
         self.network: Network = NodeNetwork(node)
+        self._keys: NodeKeys = node.keystore
+        self._config, self._audit = node.config, node.audit
         self.processors = ProcessorRegistry(
             node.config,
             self.root,

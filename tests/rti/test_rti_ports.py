@@ -19,7 +19,7 @@ from saas.dor.service import DORService
 from saas.rti import board
 from saas.rti.cgroups import Limits
 from saas.rti.limits import limits_for, parse_resources, resources
-from saas.rti.ports import LocalDOR, Network, NodeNetwork, local_dor
+from saas.rti.ports import LocalDOR, Network, NodeKeys, NodeNetwork, local_dor
 from saas.rti.processors import ProcessorRegistry, UnknownProcessorError
 from saas.rti.schemas import DeployParameters, Resources
 from saas.rti.status import UnknownJobError
@@ -194,3 +194,27 @@ def test_no_module_outside_the_dor_reads_its_sqlite() -> None:
         if "saas.dor import catalog" in text or "saas.dor.catalog" in text or "dor.db." in text:
             readers.add(relative)
     assert readers == set()
+
+
+@pytest.mark.parametrize("module", ["inputs", "outputs", "admission"])
+def test_the_job_pipeline_takes_the_narrow_ports_not_the_node(module: str) -> None:
+    """The inputs, outputs and admission of jobs depend on `LocalDOR`, `Network` and `NodeKeys` (and plain values),
+    never on `Node`: they neither import it nor name it (in an annotation or elsewhere), and they use the ports."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    tree = ast.parse((root / "saas" / "rti" / f"{module}.py").read_text())
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert "saas.node" not in imported
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert "Node" not in names and "_node" not in names
+    assert "Network" in names
+
+
+def test_the_keystore_is_the_nodes_keys(env: RTIEnv) -> None:
+    node = env.node.node
+    assert isinstance(node.keystore, NodeKeys) and node.rti._keys is node.keystore
+    network = node.rti.network
+    assert network.identity(env.alice.identity.id) is not None and network.identity("0" * 64) is None
