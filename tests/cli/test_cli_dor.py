@@ -12,6 +12,7 @@ import re
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -83,7 +84,7 @@ class Dor:
         output = ["--json"] if json_output else ["-v"]  # -v: `add` prints the full record too
         return self.cli(*flags, *output, "dor", "--address", self.address, *args, **kwargs)
 
-    def json(self, *args) -> object:
+    def json(self, *args: str) -> Any:
         result = self(*args, json_output=True)
         assert result.returncode == 0, (result.stdout, result.stderr)
         return json.loads(result.stdout)

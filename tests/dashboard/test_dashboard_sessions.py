@@ -38,7 +38,7 @@ def browser(node: Any) -> Callable[[], httpx.Client]:
         made.append(httpx.Client(base_url=node.url, timeout=30, trust_env=False))
         return made[-1]
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in made:
         client.close()
 

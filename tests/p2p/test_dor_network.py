@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from saas.core.delegation import Delegation
-from saas.core.errors import AuthenticationError, AuthorisationError, DORError, NotFoundError
+from saas.core.errors import AuthenticationError, AuthorisationError, DORError, NotFoundError, RemoteError
 from saas.core.keystore import Keystore
 from saas.dor import remote
 from saas.dor.proxy import DORProxy, search_network
@@ -224,7 +224,7 @@ def test_delegation_is_refused_outside_its_scope_delegate_and_servers(net: Netwo
     for reason, (delegation, by) in attacks.items():
         with pytest.raises(AuthorisationError) as e:
             present(delegation, by)
-        assert reason.strip() in e.value.reason and e.value.status == 403
+        assert reason.strip() in e.value.reason and isinstance(e.value, RemoteError) and e.value.status == 403
     assert not (tmp_path / "stolen").exists()
 
     # The same delegation within its scope, from its delegate, at its server: allowed.

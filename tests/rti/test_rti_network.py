@@ -22,6 +22,7 @@ from saas.core.errors import AuthorisationError, InvalidInputError
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
+from saas.dor.schemas import CDataObject
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
@@ -108,7 +109,7 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
     assert _content(net.b, c.obj_id, net.user, tmp_path) == {"v": 42}
     with DORProxy(net.b.address, net.user) as dor_b:
         meta = dor_b.get_meta(c.obj_id)
-        assert meta is not None and meta.owner_iid == net.user.iid
+        assert isinstance(meta, CDataObject) and meta.owner_iid == net.user.iid
         assert meta.recipe is not None and meta.recipe.processor.proc_descriptor.name == "test-proc"
         assert meta.recipe.consumes["a"]["c_hash"] == a.c_hash
         provenance = dor_b.get_provenance(c.obj_id)

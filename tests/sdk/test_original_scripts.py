@@ -126,7 +126,7 @@ def test_a_job_waits_for_its_deploying_processor(node: RunningNode, tmp_path: Pa
     assert failed.errors == [f"Processor {failed.job.proc_id} could not be deployed: install.sh exited with code 7"]
 
 
-def test_search_returns_every_match_page_by_page(node: RunningNode, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_search_returns_every_match_page_by_page(node: RunningNode, tmp_path: Path, monkeypatch) -> None:
     user = own_copy(node.keystore, tmp_path / "keystore")
     path = tmp_path / "x.json"
     with DORProxy(node.address, user) as dor:
