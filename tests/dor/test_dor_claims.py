@@ -19,7 +19,7 @@ from tests.claims_support import job_output, proc_id_of, submission, task_for
 from tests.dor.test_dor_objects import RECIPE
 
 CONTENT = b'{"v": 42}'
-JSON = {"data_type": "JSONObject", "data_format": "json"}
+JSON: dict[str, Any] = {"data_type": "JSONObject", "data_format": "json"}
 
 
 def refused(upload: Callable[[], Any], words: str) -> str:
@@ -189,7 +189,11 @@ def test_one_signed_task_gives_each_output_once(node: Any, users: Any, write_fil
         recipe.product["c_hash"] = hashlib.sha256(other).hexdigest()
         with pytest.raises(ConflictError) as error:
             store(other, sign_recipe(recipe, node.keystore), 2_000)
-        assert isinstance(error.value, RemoteError) and error.value.status == 409 and "already stored" in error.value.reason
+        assert (
+            isinstance(error.value, RemoteError)
+            and error.value.status == 409
+            and "already stored" in error.value.reason
+        )
 
 
 def test_a_submission_signed_for_run_is_a_task_too(node: Any, users: Any, write_file: Callable) -> None:

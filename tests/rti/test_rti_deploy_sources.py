@@ -35,7 +35,7 @@ def test_deploy_refuses_a_source_the_node_does_not_allow(
     with NodeDBProxy(store.address) as db:
         db.update_identity(user.identity)
     for n in (store, strict, lenient):
-        wait_until(lambda n=n: len(n.node.p2p.peers()) == 2, 20, "the network to form")
+        wait_until(lambda n=n: len(n.node.p2p.peers()) == 2, 20, "the network to form")  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
     repo, commit = adapter_repo(tmp_path / "repo", "abc")
     with DORProxy(store.address, user) as dor:
         proc_id = dor.add_gpp_data_object(str(repo), commit, "abc", "default", user.identity).obj_id

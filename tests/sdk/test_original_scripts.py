@@ -62,7 +62,7 @@ def test_the_original_example_application_runs(node: RunningNode, tmp_path: Path
     dor = DORProxy(address)
     a_meta = dor.add_data_object(a_path, user, False, False, "JSONObject", "json")
     a_signature = user.sign(f"{db.get_node().identity.id}:{a_meta.obj_id}".encode())
-    job_input = [
+    job_input: list[Task.InputReference | Task.InputValue] = [
         Task.InputReference(name="a", type="reference", obj_id=a_meta.obj_id, user_signature=a_signature),
         Task.InputValue(name="b", type="value", value={"v": 1}),
     ]
@@ -163,7 +163,7 @@ def test_a_legacy_user_signature_is_the_users_or_refused(node: RunningNode, tmp_
         outputs = [Task.Output(name="c", owner_iid=user.identity.id)]
 
         def submit(signature: str) -> str:
-            inputs = [
+            inputs: list[Task.InputReference | Task.InputValue] = [
                 Task.InputReference(name="a", obj_id=a_id, user_signature=signature),
                 Task.InputValue(name="b", value={"v": 1}),
             ]
