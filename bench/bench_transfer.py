@@ -4,6 +4,7 @@ same run. Prints figures, no pass/fail.
 - reference: the same file served by a bare uvicorn + starlette app (`FileResponse`) and read by `curl` into a file;
 - proxy download / upload (`DORProxy` in this process against a node process), with the node's RSS growth;
 - CLI download / upload (`saas-cli dor download|add` processes, stderr on a terminal so the progress bar draws);
+- CLI vs proxy: the CLI's time over the proxy's for the same transfer in the same round (goal: at most +10 %);
 - cross-node fetch: a node in this process fetches a restricted object from the node process with a delegation
   (`DORService.fetch_remote`, as for a job input held by another node).
 
@@ -132,12 +133,16 @@ class Figures:
         self.ratios: dict[str, list[float]] = {}
         self.growth: dict[str, list[float]] = {}
         self.fixed: list[float] = []  # seconds of a CLI command that moves no content
+        self.versus: dict[str, list[float]] = {}  # CLI seconds / proxy seconds of the same transfer, per round
 
     def add(self, label: str, size: int, seconds: float, reference: float | None) -> None:
         rate = size / seconds / MB
         self.rates.setdefault(label, []).append(rate)
         if reference is not None:
             self.ratios.setdefault(label, []).append(rate / (size / reference / MB))
+
+    def compare(self, label: str, cli_seconds: float, proxy_seconds: float) -> None:
+        self.versus.setdefault(label, []).append(cli_seconds / proxy_seconds)
 
     def print(self) -> None:
         for label, values in self.rates.items():
@@ -151,6 +156,10 @@ class Figures:
         if self.fixed:
             figure = f"{statistics.median(self.fixed):.2f} s"
             print(f"  {'CLI start-up (saas-cli dor usage)':<34} {figure:>32}   goal -")
+        for label, values in self.versus.items():  # the CLI's time over the proxy's, as what it adds
+            added = (statistics.median(values) - 1) * 100
+            figure = f"{added:+.0f} % time (x{1 / statistics.median(values):.2f} rate)"
+            print(f"  {label:<34} {figure:>32}   goal <= +10 %")
 
 
 GOALS = {
@@ -206,18 +215,18 @@ def one_round(setup: Setup, dor: DORProxy, reference: Reference, source: Path, f
         if counted:
             figures.add(name.format(label), size, seconds, ref)
 
-    def watched(name: str, action: Callable[..., Any], *args: Any) -> Any:
+    def watched(name: str, action: Callable[..., Any], *args: Any) -> tuple[float, Any]:
         idle = setup.process.memory_info().rss
         with PeakRSS(setup.process.pid) as rss:
             seconds, result = timed(action, *args)
         figures.growth.setdefault(name.format(label), []).append((rss.peak - idle) / MB)
         record(name, seconds)
-        return result
+        return seconds, result
 
     if counted:
         figures.add(f"reference {label}", size, ref, None)
-    obj = watched("upload {} (proxy)", dor.add_data_object, source, user.identity, True, False, "B", "bin")
-    watched("download {} (proxy)", dor.get_content, obj.obj_id, user, target)
+    proxy_up, obj = watched("upload {} (proxy)", dor.add_data_object, source, user.identity, True, False, "B", "bin")
+    proxy_down, _ = watched("download {} (proxy)", dor.get_content, obj.obj_id, user, target)
     target.unlink()
     if setup.use_cli:
         port = setup.node.port
@@ -225,15 +234,20 @@ def one_round(setup: Setup, dor: DORProxy, reference: Reference, source: Path, f
         fixed, _ = timed(cli, user, port, "usage")  # start-up, keystore unlock (scrypt), one signed request
         if counted:
             figures.fixed.append(fixed)
-        seconds, out = timed(cli, user, port, *add)
-        record("CLI upload {}", seconds)
-        record("CLI upload {} less start-up", seconds - fixed)
-        found = re.search(r'"obj_id": "([0-9a-f]{64})"', out)
-        assert found, out
+        took, out = timed(cli, user, port, *add)
+        record("CLI upload {}", took)
+        record("CLI upload {} less start-up", took - fixed)
+        if counted:
+            figures.compare(f"CLI upload {label} vs proxy", took, proxy_up)
+        found = re.search(r"^Object ID: ([0-9a-f]{64})$", out, re.MULTILINE)  # what a person reads first
+        if found is None:
+            raise SystemExit(f"saas-cli dor add printed no object ID: {out[-500:]!r}")
         folder = setup.work / "cli-download"
-        seconds, _ = timed(cli, user, port, "download", found.group(1), "--destination", str(folder))
-        record("CLI download {}", seconds)
-        record("CLI download {} less start-up", seconds - fixed)
+        took, _ = timed(cli, user, port, "download", found.group(1), "--destination", str(folder))
+        record("CLI download {}", took)
+        record("CLI download {} less start-up", took - fixed)
+        if counted:
+            figures.compare(f"CLI download {label} vs proxy", took, proxy_down)
         shutil.rmtree(folder)
         dor.delete_data_object(found.group(1), user)
     if setup.loop is not None and setup.fetcher is not None and setup.fetcher.dor is not None:

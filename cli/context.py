@@ -17,8 +17,9 @@ from saas_cli.prompts import Prompter
 if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import Keystore
+    from saas_cli.unlock import Unlocking
 
-__all__ = ["DEFAULT_ADDRESS", "Context", "spread_group_option"]
+__all__ = ["DEFAULT_ADDRESS", "Context", "skip_unused_imports", "spread_group_option"]
 
 DEFAULT_ADDRESS = "127.0.0.1:5001"
 PASSWORD_TRIES = 3
@@ -102,6 +103,23 @@ class Context:
         path, _ = self.select_keystore()
         return self.open_keystore(path)
 
+    def unlock_keystore(self) -> Unlocking:
+        """The keystore `load_keystore` would open, opened in a thread while the command goes on when its password
+        was given (scrypt takes ~0.4 s and releases the GIL: the command imports, connects and hashes meanwhile);
+        its identity is there at once, its keys when used. A password typed at the prompt is checked here, as
+        `open_keystore` does (a wrong one is asked again)."""
+        # Imported here, not in the thread: the thread then only reads the file and derives the key, and never
+        # imports a module at the same time as this thread.
+        from saas.core.keystore import Keystore
+        from saas.core.original_keystore import is_original_keystore  # noqa: F401 -- what Keystore.load imports
+        from saas_cli.unlock import Unlocking
+
+        path, identity = self.select_keystore()
+        password = self.password
+        if password is None:
+            return Unlocking.opened(self.open_keystore(path))
+        return Unlocking(path, identity, lambda: Keystore.load(path, password))
+
     def open_keystore(self, path: Path) -> Keystore:
         """The keystore at `path`, opened with the given password, or one asked for: a wrong password typed at the
         prompt is asked again (up to PASSWORD_TRIES times); a given one fails at once."""
@@ -135,6 +153,15 @@ class Context:
         directory = self.temp_dir or Path(tempfile.gettempdir())
         directory.mkdir(parents=True, exist_ok=True)
         return directory
+
+
+def skip_unused_imports() -> None:
+    """For a command that only talks to a node with the SDK's sync proxies (e.g. `dor add`): httpx imports its own
+    command-line tool (click, rich, pygments) and httpcore imports trio, if installed, for async use under trio.
+    Neither is used by such a command, and together they take ~0.1 s of CPU at every start (issue 21); both
+    libraries expect them to be missing. Never for a command that runs a node (its P2P layer runs on trio)."""
+    for name in ("httpx._main", "trio"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not installed" to the import system
 
 
 def env_default(name: str, fallback: str | None = None) -> str | None:

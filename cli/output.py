@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 __all__ = ["Output", "Progress", "clean", "format_table"]
 
@@ -97,24 +98,33 @@ class Output:
 
 
 class Progress:
-    """A one-line progress bar on stderr for transfers over a few MB (only on a terminal, never under --json)."""
+    """A one-line progress bar on `stream` (stderr) for transfers over a few MB, only on a terminal, never under
+    --json. It is called as bytes move (after each buffer), so a call costs one clock reading: the bar is redrawn
+    at most every `INTERVAL` seconds (and once more at the end), whatever the speed."""
 
     MIN_BYTES = 4 * 1024 * 1024
+    INTERVAL = 0.1  # seconds between redraws: at most 10 a second
 
-    def __init__(self, label: str, enabled: bool):
+    def __init__(
+        self, label: str, enabled: bool, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
+    ):
         self.label = label
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = -1
+        self._stream = sys.stderr if stream is None else stream
+        self.enabled = enabled and self._stream.isatty()
+        self._clock = clock
+        self._next = float("-inf")  # the first call draws
+        self._ended = False
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < self.MIN_BYTES:
+        if not self.enabled or total < self.MIN_BYTES or self._ended:
             return
-        percent = int(done * 100 / total) if total else 100
-        if percent == self._last:
+        now = self._clock()
+        if done < total and now < self._next:
             return
-        self._last = percent
+        self._next = now + self.INTERVAL
+        self._ended = done >= total
+        percent = min(int(done * 100 / total), 100)
         bar = "#" * (percent // 4) + "." * (25 - percent // 4)
-        sys.stderr.write(f"\r{self.label} [{bar}] {percent:3d}% {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        line = f"\r{self.label} [{bar}] {percent:3d}% {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB"
+        self._stream.write(line + ("\n" if self._ended else ""))
+        self._stream.flush()

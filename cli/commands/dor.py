@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, NotFoundError
-from saas_cli.context import Context, spread_group_option
+from saas_cli.context import Context, skip_unused_imports, spread_group_option
 from saas_cli.output import Progress
+from saas_cli.unlock import Unlocking
 
 if TYPE_CHECKING:
     from saas.core.keystore import Keystore
@@ -27,7 +28,7 @@ __all__ = ["register"]
 ARCHIVE_FORMAT = "archive(tar.gz)"
 
 
-def _proxy(ctx: Context, args: argparse.Namespace, keystore: Keystore | None = None) -> DORProxy:
+def _proxy(ctx: Context, args: argparse.Namespace, keystore: Keystore | Unlocking | None = None) -> DORProxy:
     from saas.dor.proxy import DORProxy
 
     return DORProxy(ctx.node_address(args.address), keystore=keystore)
@@ -54,8 +55,9 @@ def _label(obj: DataObject) -> str:
     return f"{obj.obj_id} [{obj.data_type}/{obj.data_format}] {tags}"
 
 
-def ensure_published(ctx: Context, args: argparse.Namespace, keystore: Keystore) -> None:
-    """Publish the identity if the node does not know it (asks first when interactive)."""
+def ensure_published(ctx: Context, args: argparse.Namespace, keystore: Keystore | Unlocking) -> None:
+    """Publish the identity if the node does not know it (asks first when interactive). A keystore still being
+    opened is waited for before publishing: a wrong password changes nothing on the node."""
     from saas.nodedb.proxy import NodeDBProxy
 
     address = _address_text(ctx, args)
@@ -72,16 +74,18 @@ def ensure_published(ctx: Context, args: argparse.Namespace, keystore: Keystore)
                 default=True,
             ):
                 raise InvalidInputError(f"Identity {keystore.iid} must be published to the node at {address} first")
+        if isinstance(keystore, Unlocking):
+            keystore.keystore()
         nodedb.update_identity(keystore.identity)
     ctx.out.line(f"Identity {keystore.iid} published to node at {address}.")
 
 
-def _own_objects(proxy: DORProxy, keystore: Keystore) -> list[DataObject]:
+def _own_objects(proxy: DORProxy, keystore: Keystore | Unlocking) -> list[DataObject]:
     return proxy.search(owner_iid=keystore.iid, limit=1000)
 
 
 def _pick_objects(
-    ctx: Context, given: list[str], proxy: DORProxy, keystore: Keystore, message: str, flag: str
+    ctx: Context, given: list[str], proxy: DORProxy, keystore: Keystore | Unlocking, message: str, flag: str
 ) -> list[str]:
     if given:
         return given
@@ -168,19 +172,21 @@ def _ids_and_destination(arguments: list[str], option: str | None) -> tuple[list
 
 
 def download(ctx: Context, args: argparse.Namespace) -> None:
+    obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
+    keystore = ctx.unlock_keystore()  # opened while the SDK is imported and the node is asked
+    skip_unused_imports()
     from saas.dor.encryption import download_content
 
-    obj_ids, folder = _ids_and_destination(args.obj_ids, args.destination)
-    keystore = ctx.load_keystore()
     destination = Path(folder).expanduser()
     results = []
     with _proxy(ctx, args, keystore) as proxy:
         obj_ids = _pick_objects(ctx, obj_ids, proxy, keystore, "Select data objects to download:", "OBJ_IDS")
-        destination.mkdir(parents=True, exist_ok=True)  # after the objects are known: a mistyped ID makes no folder
         for obj_id in obj_ids:
-            obj = proxy.get_meta(obj_id)
+            obj = proxy.get_meta(obj_id)  # signed: the keystore is open from here on
             if obj is None:
                 raise NotFoundError(f"Data object {obj_id} not found at {_address_text(ctx, args)}")
+            # After the object is known: a mistyped ID (or a wrong password) makes no folder.
+            destination.mkdir(parents=True, exist_ok=True)
             suffix = "tar.gz" if obj.data_format == ARCHIVE_FORMAT else obj.data_format
             target = destination / f"{obj_id}.{suffix}"
             download_content(
@@ -207,9 +213,10 @@ def remove(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def usage(ctx: Context, args: argparse.Namespace) -> None:
-    from saas.dor.quota import human_size
+    keystore = ctx.unlock_keystore()
+    skip_unused_imports()
+    from saas.core.helpers import human_size
 
-    keystore = ctx.load_keystore()
     with _proxy(ctx, args, keystore) as proxy:
         found = proxy.usage()
     quota = "unlimited" if found.quota is None else human_size(found.quota)

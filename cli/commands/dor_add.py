@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 from saas.core.errors import InvalidInputError
 from saas_cli.commands.dor import ARCHIVE_FORMAT, _meta_document, _proxy, ensure_published
-from saas_cli.context import Context
+from saas_cli.context import Context, skip_unused_imports
 from saas_cli.output import Progress
 
 if TYPE_CHECKING:
     from saas.core.identity import Identity
-    from saas.core.keystore import Keystore
+    from saas.core.signing import Signer
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import CDataObject, DataObject
 
@@ -39,16 +39,18 @@ def _archive(ctx: Context, files: list[Path]) -> Path:
 
 
 def add(ctx: Context, args: argparse.Namespace) -> None:
-    from saas.dor.encryption import add_content
-    from saas.dor.quota import human_size
-
     files = [Path(f).expanduser() for f in args.files]
     if not files:
         raise InvalidInputError("Give one or more files to add")
     for path in files:
         if not path.is_file():
             raise InvalidInputError(f"'{path}' is not a file")
-    keystore = ctx.load_keystore()
+    # Opened while the SDK is imported, the node asked and the content hashed; signing the upload waits for it.
+    keystore = ctx.unlock_keystore()
+    skip_unused_imports()
+    from saas.core.helpers import human_size
+    from saas.dor.encryption import add_content
+
     data_type = args.data_type or ctx.prompt.text(
         "Enter data type:",
         name="data type",
@@ -115,7 +117,7 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
     )
 
 
-def _tag_with_name(proxy: DORProxy, keystore: Keystore, obj: CDataObject, files: list[Path]) -> CDataObject:
+def _tag_with_name(proxy: DORProxy, keystore: Signer, obj: CDataObject, files: list[Path]) -> CDataObject:
     """Tag a new object `name=<file name>` (several files: their names, comma-separated) as the original CLI did;
     an object that already has a name keeps it."""
     from saas.dor.schemas import CDataObject, DataObject

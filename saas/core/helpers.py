@@ -1,4 +1,5 @@
-"""Small helpers: atomic writes, JSON files, addresses, and a worker-thread call that ends before a cancellation."""
+"""Small helpers: atomic writes, JSON files, addresses, sizes in words, and a worker-thread call that ends before a
+cancellation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
+    "human_size",
     "in_thread_to_the_end",
     "marked_processes",
     "parse_address",
@@ -77,6 +79,16 @@ def parse_address(address: str | tuple[str, int] | list[Any]) -> tuple[str, int]
     if not host or not 0 < port_number < 65536:
         raise InvalidInputError(f"Invalid address '{address}': expected host:port", {"address": str(address)})
     return host, port_number
+
+
+def human_size(size: int) -> str:
+    """`1536` -> `1.5 KiB`."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 async def in_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:

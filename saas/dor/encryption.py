@@ -3,28 +3,48 @@
 Adding with `content_encrypted` draws a fresh AES-256 key, encrypts the file before upload (the DOR also stores an
 envelope of the key for the owner) and keeps the key in the keystore under the object's ID. Downloading an
 encrypted object decrypts with the keystore's key, else with the caller's key envelope from the DOR (e.g. after
-someone granted access, or for a job output encrypted for its owner)."""
+someone granted access, or for a job output encrypted for its owner).
+
+The keystore may be one still being opened (`KeyHolder`, e.g. the CLI's `Unlocking`): its keys are waited for only
+where they are used, so an upload is hashed while the keystore's password is checked."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from saas.core.identity import Identity
-    from saas.core.keystore import Keystore
+    from saas.core.keystore import AssetStore, Keystore
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import CDataObject, DataObject
 
-__all__ = ["add_content", "content_key", "download_content", "forget_content_key"]
+__all__ = ["KeyHolder", "add_content", "content_key", "download_content", "forget_content_key"]
 
 Progress = Callable[[int, int], None]
 
 
+class KeyHolder(Protocol):
+    """What adding and downloading use of a keystore: a `Keystore`, or one still being opened."""
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def iid(self) -> str: ...
+
+    @property
+    def content_keys(self) -> AssetStore[str]: ...
+
+    def sign(self, message: bytes) -> str: ...
+
+    def unwrap_key(self, envelope: bytes) -> bytes: ...
+
+
 def add_content(
     proxy: DORProxy,
-    keystore: Keystore,
+    keystore: KeyHolder,
     content_path: str | Path,
     data_type: str,
     data_format: str,
@@ -62,7 +82,7 @@ def add_content(
     return obj
 
 
-def content_key(proxy: DORProxy, keystore: Keystore, obj: DataObject) -> bytes | None:
+def content_key(proxy: DORProxy, keystore: KeyHolder, obj: DataObject) -> bytes | None:
     """The key that decrypts `obj` (None if it is not encrypted): the keystore's, else the caller's envelope."""
     if not getattr(obj, "content_encrypted", False):
         return None
@@ -73,7 +93,7 @@ def content_key(proxy: DORProxy, keystore: Keystore, obj: DataObject) -> bytes |
 
 
 def download_content(
-    proxy: DORProxy, keystore: Keystore, obj: DataObject, path: str | Path, progress: Progress | None = None
+    proxy: DORProxy, keystore: KeyHolder, obj: DataObject, path: str | Path, progress: Progress | None = None
 ) -> Path:
     """Download `obj` to `path` (atomically, checked against its c_hash), decrypted if it is encrypted."""
     key = content_key(proxy, keystore, obj)

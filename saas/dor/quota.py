@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Mapping
 
 from saas.core.errors import DORError, InsufficientStorageError
+from saas.core.helpers import human_size  # kept here for callers of `saas.dor.quota.human_size`
 from saas.dor import catalog
 from saas.dor.catalog import ObjectRow
 
@@ -46,16 +47,6 @@ END;
 
 class QuotaExceededError(DORError, InsufficientStorageError):
     """Storing this would take an owner past their storage quota on this node (507)."""
-
-
-def human_size(size: int) -> str:
-    """`1536` -> `1.5 KiB`."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def rebuild(conn: sqlite3.Connection) -> None:

@@ -108,6 +108,21 @@ def path_and_query(request: Request) -> str:
     return (raw_path + (b"?" + query if query else b"")).decode("latin-1")
 
 
+def signed_fields(request: Request) -> dict[str, str]:
+    """What a signed request was signed over, as received (its body aside): for records that keep a user's signed
+    request (a job's task proof, a booking) so that anyone can check it later."""
+    h = request.headers
+    return {
+        "method": request.method,
+        "path": path_and_query(request),
+        "timestamp": h[HEADER_TIMESTAMP],
+        "nonce": h[HEADER_NONCE],
+        "iid": h[HEADER_IID],
+        "node": h[HEADER_NODE],
+        "signature": h[HEADER_SIGNATURE],
+    }
+
+
 def body_mismatch() -> InvalidInputError:
     return InvalidInputError("Request body does not match its signed hash (saas-body-sha256)")
 

@@ -20,9 +20,8 @@ from starlette.responses import FileResponse, StreamingResponse
 
 from saas.core.errors import InvalidInputError
 from saas.core.identity import Identity
-from saas.core.signing import HEADER_IID, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from saas.dor.schemas import TaskProof
-from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query, session_of
+from saas.rest.auth import OptionalIdentity, SignedIdentity, session_of, signed_fields
 from saas.rti.jobs import FINAL_STATES
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
@@ -86,15 +85,8 @@ async def _proof(request: Request, task: Task) -> TaskProof | None:
         body = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError("A task must be JSON in UTF-8") from None
-    h = request.headers
     return TaskProof(
-        method=request.method,
-        path=path_and_query(request),
-        timestamp=h[HEADER_TIMESTAMP],
-        nonce=h[HEADER_NONCE],
-        iid=h[HEADER_IID],
-        node=h[HEADER_NODE],
-        signature=h[HEADER_SIGNATURE],
+        **signed_fields(request),
         body=body,
     )
 

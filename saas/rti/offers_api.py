@@ -9,8 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from saas.core.errors import InvalidInputError
-from saas.core.signing import HEADER_IID, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
-from saas.rest.auth import OptionalIdentity, SignedIdentity, path_and_query, session_of
+from saas.rest.auth import OptionalIdentity, SignedIdentity, session_of, signed_fields
 from saas.rti import offers
 from saas.rti.bookings import HOUR_MS
 from saas.rti.levels import LevelParameters
@@ -104,15 +103,8 @@ async def _signed_request(request: Request) -> SignedRequest | None:
     """The caller's signed request as received (verified by `SignedIdentity`; None from a dashboard session)."""
     if session_of(request) is not None:
         return None
-    h = request.headers
     return SignedRequest(
-        method=request.method,
-        path=path_and_query(request),
-        timestamp=h[HEADER_TIMESTAMP],
-        nonce=h[HEADER_NONCE],
-        iid=h[HEADER_IID],
-        node=h[HEADER_NODE],
-        signature=h[HEADER_SIGNATURE],
+        **signed_fields(request),
         body=(await request.body()).decode("utf-8", errors="replace"),
     )
 
