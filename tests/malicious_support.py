@@ -65,6 +65,7 @@ def make_liar(running: RunningNode, files: Path) -> Attacker:
         path.write_text('{"v": 666}')
         obj = dor.add_data_object(path, owner.identity, False, False, "JSONObject", "json")
     attacker = Attacker(_record(running, gpp.obj_id), _record(running, obj.obj_id), [])
+    assert running.node.p2p is not None
     real: Callable[[str, dict[str, Any]], Any] = running.node.p2p._handle_dor
 
     async def lying(peer_id: str, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,6 +99,7 @@ def make_liar(running: RunningNode, files: Path) -> Attacker:
 
 def corrupt(running: RunningNode, c_hash: str, forged: bytes) -> None:
     """Make `running` serve `forged` as the content of every object it holds with `c_hash`."""
+    assert running.node.dor is not None
     running.node.dor.store.path(c_hash).write_bytes(forged)
 
 

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,7 @@ def test_write_is_durable_when_run_returns(db: Database) -> None:
 def test_failing_request_in_a_batch_is_rolled_back_alone(db: Database) -> None:
     gate = Gate()
 
-    async def main() -> list[Any]:
+    async def main() -> Sequence[Any]:
         held = db.submit(gate.hold)
         await gate.wait_started()
         queued = [
@@ -142,7 +142,7 @@ def test_requests_queued_meanwhile_share_one_transaction(db: Database) -> None:
     committed); every caller is answered only after the commit."""
     gate = Gate()
 
-    async def main() -> list[Any]:
+    async def main() -> Sequence[Any]:
         held = db.submit(gate.hold)
         await gate.wait_started()
         queued = [
@@ -306,7 +306,7 @@ def test_one_database_serves_two_event_loops(db: Database) -> None:
                 running = None
             answered_on.append((running, threading.get_ident()))
 
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         if name == "a":
             futures.append(db.submit(gate.hold))
             await gate.wait_started()

@@ -103,7 +103,7 @@ def scripted_day(env: RTIEnv, carol: Keystore) -> dict[str, str]:
     }
 
 
-def test_a_day_of_activity_is_chained_signed_and_shown_to_owners_only(env: RTIEnv, keystores) -> None:  # type: ignore[no-untyped-def]
+def test_a_day_of_activity_is_chained_signed_and_shown_to_owners_only(env: RTIEnv, keystores) -> None:
     carol = keystores("carol")
     ids = scripted_day(env, carol)
     node, alice, bob = env.node, env.alice, env.bob

@@ -139,7 +139,7 @@ def ssh_cli(cli, ssh_path: str, tmp_path: Path):
     def run(*args, **kwargs):
         return cli("--temp-dir", temp_dir, *args, env_extra={"PATH": ssh_path}, **kwargs)
 
-    run.temp_dir = temp_dir
+    run.temp_dir = temp_dir  # type: ignore[attr-defined]  # a function attribute the tests read
     return run
 
 

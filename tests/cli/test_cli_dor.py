@@ -7,11 +7,13 @@ tests that need a node that does not know the user yet start their own with `nod
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -30,7 +32,9 @@ DOWN = "\x1b[B"
 
 def transcript(child: pexpect.spawn) -> str:
     """Everything the child wrote so far, without terminal escape sequences."""
-    return ANSI.sub("", child.logfile_read.getvalue())
+    log = child.logfile_read
+    assert isinstance(log, io.StringIO)  # tests/cli/conftest.py
+    return ANSI.sub("", log.getvalue())
 
 
 def finish(child: pexpect.spawn) -> tuple[int | None, str]:
@@ -83,7 +87,7 @@ class Dor:
         output = ["--json"] if json_output else ["-v"]  # -v: `add` prints the full record too
         return self.cli(*flags, *output, "dor", "--address", self.address, *args, **kwargs)
 
-    def json(self, *args) -> object:
+    def json(self, *args: str) -> Any:
         result = self(*args, json_output=True)
         assert result.returncode == 0, (result.stdout, result.stderr)
         return json.loads(result.stdout)
@@ -177,8 +181,10 @@ def test_add_two_files_as_archive_and_download(foo, tmp_path: Path) -> None:
     assert result.stdout.strip() == f"Data object {obj['obj_id']} downloaded to '{target}'."
     with tarfile.open(target, "r:gz") as tar:
         assert sorted(tar.getnames()) == ["a.json", "b.txt"]
-        assert tar.extractfile("a.json").read() == first.read_bytes()
-        assert tar.extractfile("b.txt").read() == second.read_bytes()
+        a_member, b_member = tar.extractfile("a.json"), tar.extractfile("b.txt")
+        assert a_member is not None and b_member is not None
+        assert a_member.read() == first.read_bytes()
+        assert b_member.read() == second.read_bytes()
 
 
 def test_encrypted_content(cli, keystore, shared_keystore, shared_two_keystores, alice, node, tmp_path: Path) -> None:

@@ -116,7 +116,9 @@ def test_first_run_reads_ids_from_the_short_lines(cli, node_factory, tmp_path: P
     timeline = lines[lines.index("Timeline:") + 3 :]
     states = [re.split(r"\s{2,}", line)[1] for line in timeline if re.match(r"\d{4}-\d\d-\d\d ", line)]
     assert states == ["pending", "initialising", "running", "postprocessing", "successful"]
-    c_id = re.search(rf"Output c: ({ID})", waited.stdout).group(1)
+    output = re.search(rf"Output c: ({ID})", waited.stdout)
+    assert output is not None
+    c_id = output.group(1)
     assert "Job descriptor:" not in waited.stdout  # the seed's JSON documents only with -v
 
     listed = cli(*run, "rti", "--address", address, "job", "list").stdout.splitlines()

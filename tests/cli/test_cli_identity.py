@@ -40,7 +40,9 @@ def test_create_prints_identity_and_writes_private_keystore_file(cli, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    iid = re.fullmatch(rf"Identity ID: ({ID})", lines[0]).group(1)  # the ID first, on its own line
+    first = re.fullmatch(rf"Identity ID: ({ID})", lines[0])  # the ID first, on its own line
+    assert first is not None
+    iid = first.group(1)
     assert lines[1] == "New keystore created!"
     assert lines[2] == f"- Identity: foo bar/foo@bar.com/{iid}"
     assert re.fullmatch(rf"- Signing Key: EC/secp384r1/384/{HEX64}", lines[3]), lines[3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -15,7 +16,9 @@ DOWN, CTRL_U = "\x1b[B", "\x15"
 
 def transcript(child: pexpect.spawn) -> str:
     """Everything the child wrote so far, without terminal escape sequences."""
-    return ANSI.sub("", child.logfile_read.getvalue())
+    log = child.logfile_read
+    assert isinstance(log, io.StringIO)  # tests/cli/conftest.py
+    return ANSI.sub("", log.getvalue())
 
 
 def finish(child: pexpect.spawn) -> tuple[int | None, str]:

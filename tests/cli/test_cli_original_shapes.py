@@ -5,6 +5,7 @@ one deployed, an object `a` and one finished job, set up once with the SDK."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -123,7 +124,9 @@ def spawn(spawn_cli):
 def finish(child: pexpect.spawn) -> tuple[int | None, str]:
     child.expect(pexpect.EOF)
     child.close()
-    return child.exitstatus, ANSI.sub("", child.logfile_read.getvalue())
+    log = child.logfile_read
+    assert isinstance(log, io.StringIO)  # tests/cli/conftest.py
+    return child.exitstatus, ANSI.sub("", log.getvalue())
 
 
 # -- dor -------------------------------------------------------------------------------------------------------

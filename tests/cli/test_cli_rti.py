@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_seed_flow(cli, shared_keystore, node_factory, publish, repository, tmp_
     def run(*args: str) -> subprocess.CompletedProcess:
         return cli(*user, *args)
 
-    def json_of(*args: str) -> object:
+    def json_of(*args: str) -> Any:
         return json.loads(ok(cli(*user, "--json", *args)).stdout)
 
     a_file = tmp_path / "a.json"

@@ -40,7 +40,7 @@ def test_a_provenance_delegation_never_reads_content(alice: Keystore) -> None:
     assert provenance.check(alice.identity, DELEGATE, SERVER, "provenance").id == alice.iid
     for scope in ("content", "metadata"):
         with pytest.raises(AuthorisationError, match=f"does not allow reading {scope}"):
-            provenance.check(alice.identity, DELEGATE, SERVER, scope, OBJ)  # type: ignore[arg-type]
+            provenance.check(alice.identity, DELEGATE, SERVER, scope, OBJ)
 
 
 def test_a_content_delegation_names_its_object(alice: Keystore) -> None:

@@ -66,7 +66,7 @@ def test_content_keys_update_get_list_remove(keystore: Keystore) -> None:
 
 
 def test_content_keys_accept_bytes_as_hex(keystore: Keystore) -> None:
-    keystore.content_keys.update("ck-bytes", b"\x00\x01\xfe\xff")
+    keystore.content_keys.update("ck-bytes", b"\x00\x01\xfe\xff")  # type: ignore[arg-type]  # bytes are accepted too (stored as hex)
     assert keystore.content_keys.get("ck-bytes") == "0001feff"
 
 

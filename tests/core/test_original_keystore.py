@@ -60,8 +60,10 @@ def test_a_keystore_built_from_the_documented_format_keeps_everything(tmp_path: 
     assert keystore.path.parent == tmp_path / "new"
     assert keystore.identity.signing_key.der == ECPublicKey(s_key.public_key()).der  # same key, derived ID
     assert keystore.content_keys.get("a" * 64) == "key-a"
-    assert keystore.github_credentials.get("https://github.com/o/r").token() == "pat"
+    github = keystore.github_credentials.get("https://github.com/o/r")
+    assert github is not None and github.token() == "pat"
     cluster = keystore.ssh_credentials.get("cluster")
+    assert cluster is not None
     assert (cluster.host, cluster.login, cluster.private_key()) == ("hpc.example.org", "me", "-----BEGIN KEY-----")
     assert keystore.ssh_credentials.list() == ["cluster"]
     assert original.skipped == ["SSH credentials 'old': a password, not a key"]

@@ -89,7 +89,7 @@ class ShortReads(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         chunk = self._data.read(min(len(buffer), 100))
         buffer[: len(chunk)] = chunk
         return len(chunk)

@@ -183,14 +183,16 @@ def test_sign_in_upload_submit_watch_download_and_provenance(
     browser.find_element(By.CSS_SELECTOR, "#grant-form button").click()
     wait_for(browser, "#access-table", env.bob.iid)
     with env.dor(env.bob) as dor:
-        assert env.bob.iid in dor.get_meta(c_id).access
+        meta = dor.get_meta(c_id)
+        assert meta is not None and env.bob.iid in meta.access
     browser.save_screenshot(str(shots / "access.png"))
     click(browser, "#access-table button.revoke")
     wait_until(
         lambda: env.bob.iid not in text_of(browser, "#access-table"), 10, interval=0.1, what="bob's access revoked"
     )
     with env.dor(env.alice) as dor:
-        assert dor.get_meta(c_id).access == [alice.iid]
+        meta = dor.get_meta(c_id)
+        assert meta is not None and meta.access == [alice.iid]
     browser.find_element(By.ID, "provenance-link").click()
     wait_for(browser, "#provenance-graph svg")
     boxes = browser.find_elements(By.CSS_SELECTOR, "#provenance-graph g.gnode")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -30,7 +30,7 @@ def users(node: Any, keystores: Callable[[str], Keystore]) -> tuple[Keystore, Ke
 
 
 @pytest.fixture
-def browser(node: Any) -> Callable[[], httpx.Client]:
+def browser(node: Any) -> Iterator[Callable[[], httpx.Client]]:
     """`browser()`: a fresh cookie jar talking to the node (an httpx client, like a browser tab)."""
     made: list[httpx.Client] = []
 
@@ -38,7 +38,7 @@ def browser(node: Any) -> Callable[[], httpx.Client]:
         made.append(httpx.Client(base_url=node.url, timeout=30, trust_env=False))
         return made[-1]
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in made:
         client.close()
 

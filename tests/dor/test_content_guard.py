@@ -56,7 +56,7 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
 
 def test_many_shared_holders_at_once() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         holders = [Holder(guard, "shared", log, f"s{i}") for i in range(5)]
         await until(lambda: all(h.inside for h in holders))
         for h in holders:
@@ -71,7 +71,7 @@ def test_many_shared_holders_at_once() -> None:
 
 def test_exclusive_waits_for_every_shared_holder() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         s1, s2 = Holder(guard, "shared", log, "s1"), Holder(guard, "shared", log, "s2")
         await until(lambda: s1.inside and s2.inside)
         e = Holder(guard, "exclusive", log, "e")
@@ -90,7 +90,7 @@ def test_exclusive_waits_for_every_shared_holder() -> None:
 
 def test_shared_waits_while_exclusive_is_held() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         e = Holder(guard, "exclusive", log, "e")
         await until(lambda: e.inside)
         s = Holder(guard, "shared", log, "s")
@@ -111,7 +111,7 @@ def test_shared_waits_while_exclusive_is_held() -> None:
 
 def test_shared_arriving_while_exclusive_waits_goes_after_it() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         s1 = Holder(guard, "shared", log, "s1")
         await until(lambda: s1.inside)
         e = Holder(guard, "exclusive", log, "e")
@@ -133,7 +133,7 @@ def test_shared_arriving_while_exclusive_waits_goes_after_it() -> None:
 
 def test_cancelled_exclusive_waiter_leaves_the_guard_usable() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         s1 = Holder(guard, "shared", log, "s1")
         await until(lambda: s1.inside)
         e = Holder(guard, "exclusive", log, "e")
@@ -157,7 +157,7 @@ def test_cancelled_exclusive_waiter_leaves_the_guard_usable() -> None:
 
 def test_cancelled_shared_holder_releases_the_guard() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         s = Holder(guard, "shared", log, "s")
         await until(lambda: s.inside)
         e = Holder(guard, "exclusive", log, "e")
@@ -175,7 +175,7 @@ def test_cancelled_shared_holder_releases_the_guard() -> None:
 
 def test_cancelled_exclusive_holder_releases_the_guard() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         e = Holder(guard, "exclusive", log, "e")
         await until(lambda: e.inside)
         s = Holder(guard, "shared", log, "s")
@@ -191,7 +191,7 @@ def test_cancelled_exclusive_holder_releases_the_guard() -> None:
 
 def test_cancelled_shared_waiter_does_not_block_others() -> None:
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         e = Holder(guard, "exclusive", log, "e")
         await until(lambda: e.inside)
         waiting = Holder(guard, "shared", log, "waiting")
@@ -212,7 +212,7 @@ def test_cancelled_exclusive_waiter_lets_the_adds_behind_it_go() -> None:
     adds before it left."""
 
     async def main() -> None:
-        guard, log = ContentGuard(), []
+        guard, log = ContentGuard(), list[str]()
         s1 = Holder(guard, "shared", log, "s1")
         await until(lambda: s1.inside)
         e = Holder(guard, "exclusive", log, "e")

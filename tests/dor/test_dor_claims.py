@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from saas.core.errors import AuthorisationError, ConflictError
+from saas.core.errors import AuthorisationError, ConflictError, RemoteError
 from saas.dor.claims import sign_recipe
 from saas.dor.proxy import DORProxy
 from saas.dor.schemas import DataObjectRecipe
@@ -19,13 +19,13 @@ from tests.claims_support import job_output, proc_id_of, submission, task_for
 from tests.dor.test_dor_objects import RECIPE
 
 CONTENT = b'{"v": 42}'
-JSON = {"data_type": "JSONObject", "data_format": "json"}
+JSON: dict[str, Any] = {"data_type": "JSONObject", "data_format": "json"}
 
 
 def refused(upload: Callable[[], Any], words: str) -> str:
     with pytest.raises(AuthorisationError) as error:
         upload()
-    assert error.value.status == 403
+    assert isinstance(error.value, RemoteError) and error.value.status == 403
     assert words in error.value.reason, error.value.reason
     return error.value.reason
 
@@ -189,7 +189,11 @@ def test_one_signed_task_gives_each_output_once(node: Any, users: Any, write_fil
         recipe.product["c_hash"] = hashlib.sha256(other).hexdigest()
         with pytest.raises(ConflictError) as error:
             store(other, sign_recipe(recipe, node.keystore), 2_000)
-        assert error.value.status == 409 and "already stored" in error.value.reason
+        assert (
+            isinstance(error.value, RemoteError)
+            and error.value.status == 409
+            and "already stored" in error.value.reason
+        )
 
 
 def test_a_submission_signed_for_run_is_a_task_too(node: Any, users: Any, write_file: Callable) -> None:

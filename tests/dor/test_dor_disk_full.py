@@ -95,7 +95,7 @@ def test_add_gpp_on_a_full_disk_is_507(node: Any, users: Any, dor_as: Callable, 
     filler = fill(disk)
     with pytest.raises(InsufficientStorageError) as error:
         dor_as(users.alice).add_gpp_data_object(str(repo.path), commit, "proc", "default", users.alice.identity)
-    assert error.value.status == 507
+    assert isinstance(error.value, RemoteError) and error.value.status == 507
     assert error.value.reason.startswith("The node's storage is full"), error.value.reason
     tmp = node.node.config.datastore / "dor" / "tmp"
     assert list(tmp.iterdir()) == []

@@ -58,7 +58,7 @@ def test_grant_shares_the_content_key(
     key = random_key()
     owner = dor_as(alice_copy)
     obj = owner.add_data_object(write_file(PLAINTEXT), alice_copy.identity, True, True, "Text", "txt", content_key=key)
-    alice_copy.content_keys.update(obj.obj_id, key)
+    alice_copy.content_keys.update(obj.obj_id, key)  # type: ignore[arg-type]  # bytes are accepted too (stored as hex)
 
     bob = dor_as(users.bob)
     with pytest.raises(NotFoundError):

@@ -126,12 +126,12 @@ def test_owner_and_creators_must_be_known(
     proxy = dor_as(users.alice)
     with pytest.raises(InvalidInputError) as error:
         proxy.add_data_object(write_file(b"x"), stranger.identity, False, False, "Text", "txt")
-    assert error.value.status == 400 and "owner" in error.value.reason
+    assert isinstance(error.value, RemoteError) and error.value.status == 400 and "owner" in error.value.reason
     with pytest.raises(InvalidInputError) as error:
         proxy.add_data_object(
             write_file(b"x"), users.alice.identity, False, False, "Text", "txt", creators=[stranger.identity]
         )
-    assert error.value.status == 400 and "creator" in error.value.reason
+    assert isinstance(error.value, RemoteError) and error.value.status == 400 and "creator" in error.value.reason
     assert catalog(node) == set()
     assert files(node) == {"content": [], "tmp": []}
 

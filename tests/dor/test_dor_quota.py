@@ -139,7 +139,11 @@ def test_transfer_moves_usage_and_respects_the_new_owners_quota(
     # Nobody can fill another identity's quota by giving objects away: the transfer is refused, nothing changes.
     with pytest.raises(InsufficientStorageError) as error:
         dor_as(users.alice).transfer_ownership(large.obj_id, users.alice, users.bob.identity)
-    assert error.value.status == 507 and error.value.details["owner_iid"] == users.bob.iid
+    assert (
+        isinstance(error.value, RemoteError)
+        and error.value.status == 507
+        and error.value.details["owner_iid"] == users.bob.iid
+    )
     assert dor_as(users.alice).get_meta(large.obj_id).owner_iid == users.alice.iid
     assert usage(dor_as, users.alice)[:2] == (3000, 1)
     assert usage(dor_as, users.bob)[:2] == (3000, 2)

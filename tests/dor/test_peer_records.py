@@ -151,6 +151,7 @@ def test_forged_content_is_refused_and_counted(net: Net, tmp_path: Path) -> None
     copy_to(net.m, net.user, path, obj)  # the liar holds the same object (its record verifies) ...
     corrupt(net.m, obj.c_hash, b'{"v": 666}')  # ... and serves other bytes for it
     custodian = net.a.node.nodedb.get_node(net.m.node.iid)
+    assert custodian is not None and net.a.node.dor is not None
     before = net.lies(net.m)
     with pytest.raises(ContentMismatchError):
         net.a.call(net.a.node.dor.fetch_remote(obj.obj_id, custodian, tmp_path / "out", expected_c_hash=obj.c_hash))

@@ -74,6 +74,7 @@ def net(tmp_path_factory: pytest.TempPathFactory, keystores: Callable[[str], Key
             await release.wait()
             return {"objects": []}
 
+        assert s.node.p2p is not None
         s.node.p2p.host.set_handler(DOR, stalled)
         files = root / "files"
         files.mkdir()
@@ -112,6 +113,7 @@ def test_a_lookup_nobody_answers_costs_the_deadline_and_names_the_stalled_node(
     assert net.s.node.iid[:8] in lines[0] and net.b.node.iid[:8] not in lines[0]
     # the stalled DOR still answers pings: it stays an accepted peer (liveness is about the node, not one protocol)
     time.sleep(1)  # a quiet period, not a wait: the stalled node must stay accepted while time passes
+    assert net.a.node.p2p is not None
     assert net.s.node.iid in net.a.node.p2p.peers().values()
 
 

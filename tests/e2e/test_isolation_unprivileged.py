@@ -133,8 +133,8 @@ def unprivileged(keystores: Callable[[str], Keystore]) -> Iterator[Unprivileged]
             if node.proc is not None and node.proc.returncode is None:
                 node.kill()
         shutil.rmtree(root, ignore_errors=True)
-        for folder, mode in reversed(changed):
-            folder.chmod(mode)
+        for changed_folder, mode in reversed(changed):
+            changed_folder.chmod(mode)
 
 
 def test_node_runs_unprivileged_in_a_user_namespace_sandbox(unprivileged: Unprivileged) -> None:

@@ -63,7 +63,10 @@ def deployed_blob(node: NodeProcess, user: Keystore, tmp_path: Path) -> tuple[st
 
 
 def submit(rti: RTIProxy, user: Keystore, proc_id: str, obj_id: str, mib: int) -> str:
-    inputs = [Task.InputValue(name="a", value={"mib": mib}), Task.InputReference(name="b", obj_id=obj_id)]
+    inputs: list[Task.InputReference | Task.InputValue] = [
+        Task.InputValue(name="a", value={"mib": mib}),
+        Task.InputReference(name="b", obj_id=obj_id),
+    ]
     outputs = [Task.Output(name="c", owner_iid=user.iid, restricted_access=False, content_encrypted=False)]
     return rti.submit_job(proc_id, inputs, outputs, user).id
 

@@ -4,7 +4,7 @@ self-signed records (forgeries refused, updates need a higher nonce)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ PASSWORD = "test password"  # the password of the session keystores (tests/conft
 
 
 @pytest.fixture
-def db(node: Any) -> NodeDBProxy:
+def db(node: Any) -> Iterator[NodeDBProxy]:
     with NodeDBProxy(node.address) as proxy:
         yield proxy
 
@@ -99,7 +99,8 @@ def test_modified_identity_without_resigning_is_refused(
     assert error.value.status == 400
     assert "signature" in error.value.reason
     assert db.get_identity(dave.iid) == dave.identity
-    assert stored_identity(node, dave.iid).name == dave.identity.name
+    stored = stored_identity(node, dave.iid)
+    assert stored is not None and stored.name == dave.identity.name
 
 
 def test_unsigned_or_malformed_identity_is_refused(

@@ -56,7 +56,7 @@ def start_network(
                 db.update_identity(user.identity)
         for n in nodes:
             wait_until(
-                lambda n=n: (
+                lambda n=n: (  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
                     len(n.node.p2p.dor_peers()) == len(nodes) - 1
                     and all(n.node.nodedb.get_identity(user.iid) is not None for user in users)
                 ),

@@ -56,12 +56,14 @@ def dial_without_noise(port: int, peer_id: str, insecure: str) -> bool:
     from libp2p import new_host
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.crypto.secp256k1 import create_new_key_pair as secp_key_pair
+    from libp2p.custom_types import TSecurityOptions
     from libp2p.peer.id import ID
     from libp2p.peer.peerinfo import PeerInfo
     from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
     from libp2p.security.secio.transport import ID as SECIO_PROTOCOL_ID
     from libp2p.security.secio.transport import Transport as SecioTransport
 
+    sec_opt: TSecurityOptions
     if insecure == "plaintext":
         key_pair = create_new_key_pair()
         sec_opt = {PLAINTEXT_PROTOCOL_ID: InsecureTransport(key_pair)}

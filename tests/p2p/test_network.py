@@ -58,7 +58,7 @@ def test_identity_published_on_one_node_reaches_the_others(
     assert response.status_code == 200
     for node in (a, b):
         wait_until(
-            lambda node=node: (
+            lambda node=node: (  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
                 httpx.get(f"{node.url}/api/v1/db/identity/{dave.iid}", trust_env=False).status_code == 200
             ),
             5,

@@ -36,7 +36,7 @@ def test_openapi_declares_the_signature_headers(node) -> None:
     for name in SIGNATURE_HEADERS:
         assert schemes[name]["type"] == "apiKey" and schemes[name]["in"] == "header" and schemes[name]["name"] == name
         assert schemes[name]["description"]
-    together = {name: [] for name in SIGNATURE_HEADERS}
+    together: dict[str, list[str]] = {name: [] for name in SIGNATURE_HEADERS}
     paths = schema["paths"]
     assert paths["/api/v1/rti/job"]["get"]["security"] == [together]  # signed: all six headers at once
     assert paths["/api/v1/dor/{obj_id}"]["delete"]["security"] == [together]

@@ -23,6 +23,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.pytest.lazy import get_all_tests
 
 from saas.core.keys import random_key
@@ -112,6 +113,7 @@ def run_all(api_schema: Any, subtests: Any, targets: Targets, call: Callable[[An
 
     operations = 0
     for result in get_all_tests(schema=api_schema, test_func=test, settings=FUZZ_SETTINGS, given_kwargs={}):
+        assert isinstance(result, Ok), result
         operation, operation_test = result.ok()
         if signed and (operation.method.upper(), operation.path) in SIGNED_EXCLUDED:
             continue
@@ -140,6 +142,7 @@ def test_signed_requests_never_cause_server_errors(
         if isinstance(body, str):
             body = body.encode("utf-8")
         digest = hashlib.sha256(body).hexdigest()
+        assert prepared.method is not None
         prepared.headers.update(sign_request(targets.alice, prepared.method, prepared.path_url, node.node.iid, digest))
         response = session.send(prepared, timeout=30)
         assert response.status_code != 401, f"the signature was not accepted: {response.text}"

@@ -86,7 +86,7 @@ def test_100_jobs_through_two_instances(env: RTIEnv, tmp_path: Path) -> None:
             assert status.state == "successful", status
             target = dor.get_content(status.output["c"].obj_id, env.alice, tmp_path / f"c-{n}.json")
             assert json.loads(target.read_text()) == {"v": n + 1000}
-            assert status.output["c"].recipe.job_id == status.job.id  # type: ignore[union-attr]
+            assert status.output["c"].recipe.job_id == status.job.id
             assert status.messages[-1]["message"].startswith(f"{n} + 1000 = {n + 1000} (job ")
     served = instances(env, proc_id)
     assert sum(i.jobs_served for i in served) == 100
@@ -201,7 +201,7 @@ def test_start_failure_fails_the_deployment_with_the_log_tail(env: RTIEnv) -> No
 
 
 def test_descriptor_validation(env: RTIEnv) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"kind": "daemon"}, "Invalid descriptor at 'kind': 'daemon' is not one of ['processor', 'agent']"),
         ({"instances": 0}, "Invalid descriptor at 'instances': 0 is less than the minimum of 1"),
         ({"instances": 65}, "Invalid descriptor at 'instances': 65 is greater than the maximum of 64"),

@@ -129,6 +129,7 @@ def test_offers_ranked_and_submitted_anywhere(three: Three) -> None:
     # submit anywhere: beta (no wait), with its offer's package
     node, offer, job = submit_anywhere(env.alpha.address, task(env, resources={"memory": "256M"}), env.user)
     assert node.identity.id == env.beta.node.iid and offer.can
+    assert offer.package is not None
     assert job.package is not None and job.package.name == offer.package.name
     with RTIProxy(env.beta.address, env.user) as rti:
         assert rti.wait_for_job(job.id, env.user, timeout=60).state == "successful"
@@ -148,6 +149,7 @@ def test_a_node_refuses_expired_altered_and_borrowed_offers(three: Three) -> Non
     request = {"proc_id": env.proc_id, "input": [env.held]}
     with RTIProxy(env.beta.address, env.user) as rti:
         offer = rti.get_offer(request, env.user)
+        assert offer.package is not None
         altered = offer.model_copy(update={"package": offer.package.model_copy(update={"memory": 10**6})})
         with pytest.raises(InvalidInputError, match="not signed by this node"):
             rti.submit_task(task(env, offer=altered.model_dump(mode="json")), env.user)
@@ -170,5 +172,5 @@ def test_a_node_refuses_expired_altered_and_borrowed_offers(three: Three) -> Non
             rti.submit_task(task(env, offer=old.model_dump(mode="json")), env.user)
         fresh = rti.get_offer(request, env.user)
         job = rti.submit_task(task(env, offer=fresh.model_dump(mode="json")), env.user)
-        assert job.package.name == "small"
+        assert job.package is not None and job.package.name == "small"
         assert rti.wait_for_job(job.id, env.user, timeout=60).state == "successful"

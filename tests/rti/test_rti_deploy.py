@@ -98,7 +98,7 @@ def test_strict_deployment_only_node_owner(env: RTIEnv) -> None:
         rti.undeploy(proc_id, env.alice)
 
 
-def test_non_strict_deployment_any_known_signed_identity(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+def test_non_strict_deployment_any_known_signed_identity(rti_env_factory) -> None:
     env = rti_env_factory(strict_deployment=False)
     proc_id = env.add_gpp("abc")
     with env.rti(env.alice) as rti:
@@ -118,7 +118,7 @@ def test_undeploy_refuses_while_jobs_run_unless_forced(env: RTIEnv) -> None:
     assert env.wait(job_id).state == "cancelled"
 
 
-def test_install_timeout(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+def test_install_timeout(rti_env_factory) -> None:
     env = rti_env_factory(install_timeout=0.5)
     repo, commit = adapter_repo(
         env.tmp / "sleepy-repo", "abc", extra={"abc/install.sh": "#!/bin/bash\necho start\nsleep 30\n"}

@@ -14,6 +14,7 @@ from rti_support import adapter_repo
 from saas.core.errors import AuthorisationError
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
+from saas.dor.schemas import GPPDataObject
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rti import deploy
 from saas.rti.proxy import RTIProxy
@@ -34,7 +35,7 @@ def test_deploy_refuses_a_source_the_node_does_not_allow(
     with NodeDBProxy(store.address) as db:
         db.update_identity(user.identity)
     for n in (store, strict, lenient):
-        wait_until(lambda n=n: len(n.node.p2p.peers()) == 2, 20, "the network to form")
+        wait_until(lambda n=n: len(n.node.p2p.peers()) == 2, 20, "the network to form")  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
     repo, commit = adapter_repo(tmp_path / "repo", "abc")
     with DORProxy(store.address, user) as dor:
         proc_id = dor.add_gpp_data_object(str(repo), commit, "abc", "default", user.identity).obj_id
@@ -54,8 +55,8 @@ def test_deploy_refuses_a_source_the_node_does_not_allow(
     # The clone itself checks too (a deployment restored after a restart, a backend called directly).
     with DORProxy(store.address) as dor:
         meta = dor.get_meta(proc_id)
-    assert meta is not None
+    assert isinstance(meta, GPPDataObject)
     with pytest.raises(deploy.DeploymentError) as failed:
-        asyncio.run(deploy.clone(tmp_path / "clone", meta.gpp))  # type: ignore[union-attr]
+        asyncio.run(deploy.clone(tmp_path / "clone", meta.gpp))
     assert "--allow-local-git" in failed.value.reason
     assert not (tmp_path / "clone" / "repo").exists()

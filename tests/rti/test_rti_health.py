@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rti_support import RTIEnv
 
+from saas.ops.diagnostics import Diagnostics
 from saas.ops.proxy import HealthProxy
 from tests.waiting import wait_until
 
@@ -45,8 +46,9 @@ def test_diagnostics_after_failing_jobs(env: RTIEnv) -> None:
     assert health.jobs["successful"] == 2 and health.jobs["failed"] == 5 and health.queue_length == 0
     processors = {p.proc_id: p for p in health.processors}
     assert processors[ok].name == "test-proc" and processors[ok].state == "ready"
-    assert processors[ok].job_time is not None and processors[ok].job_time["count"] == 2
-    assert processors[ok].job_time["min"] <= processors[ok].job_time["median"] <= processors[ok].job_time["max"]
+    job_time = processors[ok].job_time
+    assert job_time is not None and job_time["count"] == 2
+    assert job_time["min"] <= job_time["median"] <= job_time["max"]
     assert processors[bad].job_time is None  # no successful job to time
 
     # the public part: counts per processor, no reasons, no job IDs, no log lines
@@ -117,6 +119,7 @@ def test_long_running_job_is_reported(env: RTIEnv) -> None:
             what="the long job reported",
         )
         health = proxy.get_node_health()
+    assert isinstance(report, Diagnostics)
     assert [j.job_id for j in report.long_running] == [long_job]
     assert report.long_running[0].expected is not None
     assert report.long_running[0].seconds > report.long_running[0].expected >= 5

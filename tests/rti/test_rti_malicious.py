@@ -91,7 +91,7 @@ def net(
         db.update_identity(user.identity)
     for n in (a, m, b, c):
         wait_until(
-            lambda n=n: len(n.node.p2p.peers()) == 3 and n.node.nodedb.get_identity(user.iid) is not None,
+            lambda n=n: len(n.node.p2p.peers()) == 3 and n.node.nodedb.get_identity(user.iid) is not None,  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
             20,
             "the network to form and the user to be known everywhere",
         )

@@ -22,6 +22,7 @@ from saas.core.errors import AuthorisationError, InvalidInputError
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore
 from saas.dor.proxy import DORProxy
+from saas.dor.schemas import CDataObject
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Task
@@ -71,7 +72,7 @@ def net(
         db.update_identity(user.identity)
     for n in (a, b, c):
         wait_until(
-            lambda n=n: len(n.node.p2p.peers()) == 2 and n.node.nodedb.get_identity(user.iid) is not None,
+            lambda n=n: len(n.node.p2p.peers()) == 2 and n.node.nodedb.get_identity(user.iid) is not None,  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
             20,
             "the network to form and the user to be known everywhere",
         )
@@ -108,7 +109,7 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
     assert _content(net.b, c.obj_id, net.user, tmp_path) == {"v": 42}
     with DORProxy(net.b.address, net.user) as dor_b:
         meta = dor_b.get_meta(c.obj_id)
-        assert meta is not None and meta.owner_iid == net.user.iid
+        assert isinstance(meta, CDataObject) and meta.owner_iid == net.user.iid
         assert meta.recipe is not None and meta.recipe.processor.proc_descriptor.name == "test-proc"
         assert meta.recipe.consumes["a"]["c_hash"] == a.c_hash
         provenance = dor_b.get_provenance(c.obj_id)
@@ -117,6 +118,7 @@ def test_input_on_b_job_on_a_output_on_b(net: Net, gpp_on_b: str, tmp_path: Path
     assert meta.recipe.signer_iid == net.a.node.iid and meta.recipe.verify(net.a.keystore.identity)
     assert [(s["signer_iid"], s["verified"]) for s in provenance.steps] == [(net.a.node.iid, True)]
     # Node A kept the user's signed submission until the job was final, not longer.
+    assert net.a.node.rti is not None
     kept = lambda: net.a.node.rti.db.call(lambda c: c.execute("SELECT count(*) FROM proofs").fetchone()[0])  # noqa: E731
     wait_until(lambda: kept() == 0, 10, "the final job's signed submission to be forgotten")
 
@@ -142,6 +144,7 @@ def test_job_without_the_signed_task_stores_no_output_on_another_node(net: Net, 
         input=[Task.InputValue(name="a", value={"v": 1}), Task.InputValue(name="b", value={"v": 2})],
         output=[Task.Output(name="c", owner_iid=net.user.iid, target_node_iid=net.b.node.iid)],
     )
+    assert net.a.node.rti is not None
     job = net.a.call(net.a.node.rti.submit(net.user.identity, gpp_on_b, task))  # as old boards hold it: no proof
     with RTIProxy(net.a.address, net.user) as rti:
         status = rti.wait_for_job(job.id, net.user, timeout=60)
@@ -201,7 +204,10 @@ def test_encrypted_input_on_b_only_for_users_who_hold_the_key(
     with DORProxy(net.b.address) as dor:
         dor.grant_access(a.obj_id, net.user, net.a.keystore.identity, net.a.keystore.identity.wrap_key(key))
         dor.grant_access(a.obj_id, net.user, grantee.identity)  # may read the ciphertext, no key
-    inputs = [Task.InputReference(name="a", obj_id=a.obj_id), Task.InputValue(name="b", value={"v": 1})]
+    inputs: list[Task.InputReference | Task.InputValue] = [
+        Task.InputReference(name="a", obj_id=a.obj_id),
+        Task.InputValue(name="b", value={"v": 1}),
+    ]
     outputs = [Task.Output(name="c", owner_iid=grantee.iid, target_node_iid=net.b.node.iid)]
     with RTIProxy(net.a.address, grantee) as rti:
         with pytest.raises(AuthorisationError) as e:
@@ -248,6 +254,7 @@ def test_submit_job_delegates_only_what_each_input_needs(net: Net, gpp_on_b: str
         )
         assert rti.wait_for_job(second.id, net.user, timeout=60).state == "successful"
     signatures = {i.name: getattr(i, "user_signature", None) for i in job.task.input}
+    assert signatures["a"] is not None
     delegation = Delegation.from_header(signatures["a"])
     assert delegation.issuer_iid == net.user.iid and delegation.delegate_iid == net.a.node.iid
     assert delegation.servers == (net.b.node.iid,)
@@ -262,7 +269,7 @@ def test_restricted_input_elsewhere_needs_a_valid_delegation(net: Net, gpp_on_b:
     other = keystores("other")
     b = [net.b.node.iid]
     input_scopes: list[Any] = ["metadata", "content"]
-    cases = {
+    cases: dict[str, str | Delegation] = {
         "not a delegation": "bm90IGpzb24=",
         "for another node": Delegation.create(net.user, net.c.node.iid, a.obj_id, servers=b, scopes=input_scopes),
         "not issued by the job's user": Delegation.create(
@@ -278,7 +285,7 @@ def test_restricted_input_elsewhere_needs_a_valid_delegation(net: Net, gpp_on_b:
     outputs = [Task.Output(name="c", owner_iid=net.user.iid)]
     with RTIProxy(net.a.address, net.user) as rti:
         for expected, signature in cases.items():
-            inputs = [
+            inputs: list[Task.InputReference | Task.InputValue] = [
                 Task.InputReference(
                     name="a",
                     obj_id=a.obj_id,

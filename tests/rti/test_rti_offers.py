@@ -48,7 +48,9 @@ def test_an_offer_says_what_the_node_would_do(packaged: RTIEnv, node_factory: Ca
     node_identity = env.node.keystore.identity
     held = env.add_json({"v": 1})
     with DORProxy(env.node.address, env.alice) as dor:
-        size = dor.get_meta(held).size
+        meta = dor.get_meta(held)
+        assert meta is not None
+        size = meta.size
     # an object on another node of the network: to fetch
     other = node_factory("other", boot_node="{}:{}".format(*env.node.node.config.p2p_address), node_type="storage")
     with NodeDBProxy(other.address) as db:
@@ -72,6 +74,7 @@ def test_an_offer_says_what_the_node_would_do(packaged: RTIEnv, node_factory: Ca
         )
         assert offer.can, offer.reasons
         assert offer.verify(node_identity)
+        assert offer.package is not None
         assert (offer.level, offer.package.name, offer.package.memory) == ("basic", "small", 512)  # asked 300, gets 512
         assert offer.deployed and offer.processor_state == "ready"
         assert offer.locality.held == [held] and offer.locality.held_bytes == size

@@ -30,7 +30,7 @@ def _crlf(text: str) -> str:
     return text.replace("\n", "\r\n")
 
 
-def test_crlf_scripts_run_and_inputs_come_with_their_meta(rti_env_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_crlf_scripts_run_and_inputs_come_with_their_meta(rti_env_factory, tmp_path: Path) -> None:
     env: RTIEnv = rti_env_factory()
     repo, _ = adapter_repo(tmp_path / "crlf-repo", copies={"crlf": "abc"})
     for name, text in (("install.sh", INSTALL), ("execute.sh", EXECUTE)):

@@ -103,7 +103,7 @@ def test_target_dor_refusing_the_output_fails_the_job(
             db.update_identity(user.identity)
     for n in (a, b):
         wait_until(
-            lambda n=n: len(n.node.p2p.peers()) == 1 and n.node.nodedb.get_identity(bob.iid) is not None,
+            lambda n=n: len(n.node.p2p.peers()) == 1 and n.node.nodedb.get_identity(bob.iid) is not None,  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
             20,
             "the network to form and the users to be known on both nodes",
         )

@@ -66,7 +66,7 @@ def test_forgotten_output_fails(env: RTIEnv) -> None:
         assert all(o.recipe is None for o in dor.search(data_type="JSONObject"))  # type: ignore[attr-defined]
 
 
-def test_cancel_running_kills_the_process_group(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_running_kills_the_process_group(rti_env_factory) -> None:
     env: RTIEnv = rti_env_factory(retain_job_history=True)
     proc_id = env.deploy("slow")
     job_id = env.submit_abc(proc_id, a=30)
@@ -93,7 +93,7 @@ def test_cancel_running_kills_the_process_group(rti_env_factory) -> None:  # typ
     assert not any(alive(p) for p in processes)
 
 
-def test_cancel_pending_and_concurrency_limit(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_pending_and_concurrency_limit(rti_env_factory) -> None:
     env: RTIEnv = rti_env_factory(max_jobs=1)
     proc_id = env.deploy("slow")
     jobs = [env.submit_abc(proc_id, a=0.3) for _ in range(3)]
@@ -183,7 +183,7 @@ def test_encrypted_restricted_output_and_encrypted_input(env: RTIEnv, tmp_path: 
     assert json.loads(target.read_text()) == {"v": 42}
 
 
-def test_restart_fails_running_job_and_keeps_finished(rti_env_factory) -> None:  # type: ignore[no-untyped-def]
+def test_restart_fails_running_job_and_keeps_finished(rti_env_factory) -> None:
     env: RTIEnv = rti_env_factory()
     proc_id = env.deploy("slow")
     done = env.submit_abc(proc_id, a=0.1)
@@ -210,7 +210,7 @@ def test_postprocessing_resumes_after_restart_without_duplicates(env: RTIEnv, mo
     real = LocalAdds.record
     stored = threading.Event()
 
-    async def store_then_hang(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def store_then_hang(*args, **kwargs):
         result = await real(*args, **kwargs)
         stored.set()
         await asyncio.Event().wait()  # "crash" before the board records the obj_id

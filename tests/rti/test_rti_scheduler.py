@@ -58,10 +58,12 @@ def test_between_equals_the_least_recently_served_goes_first() -> None:
         pool.add("a", f"a{n}")
     pool.add("b", "b0")
     pool.add("c", "c0")
-    order = []
+    order: list[str] = []
     for _ in range(6):
         pool.release(order[-1] if order else "a0")
-        order.append(pool.next())
+        served = pool.next()
+        assert served is not None
+        order.append(served)
     assert order == ["b0", "c0", "a1", "a2", "a3", "a4"]  # b and c were never served: before a's second job
 
 

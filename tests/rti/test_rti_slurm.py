@@ -57,7 +57,7 @@ def test_slurm_runs_jobs(env: RTIEnv, slurm: Any) -> None:
         slurm_job = slurm_job_of(status)
         # the node is done once the job script wrote its exit code; SLURM may take a moment longer
         (state,) = wait_until(
-            lambda job=slurm_job: (s,) if (s := squeue_state(slurm, job)) not in ("RUNNING", "COMPLETING") else None,
+            lambda job=slurm_job: (s,) if (s := squeue_state(slurm, job)) not in ("RUNNING", "COMPLETING") else None,  # type: ignore[misc]  # mypy cannot type a lambda with a default argument
             15,
             interval=0.2,
             what=f"SLURM job {slurm_job} to leave RUNNING/COMPLETING",

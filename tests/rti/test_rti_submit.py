@@ -33,7 +33,7 @@ def task(env: RTIEnv, proc_id: str, a_id: str, **changes: Any) -> dict[str, Any]
     return base
 
 
-CASES = {
+CASES: dict[str, tuple[dict[str, Any], str]] = {
     "missing input": ({"input": [{"name": "b", "type": "value", "value": {"v": 2}}]}, "Missing input(s): a"),
     "unknown input": (
         {"input": "+", "extra": {"name": "z", "type": "value", "value": {"v": 1}}},

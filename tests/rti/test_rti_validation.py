@@ -67,7 +67,10 @@ def test_hint_is_added_to_missing_only() -> None:
 
 
 def test_task_pairs() -> None:
-    inputs = [Task.InputReference(name="a", obj_id="0" * 64), Task.InputValue(name="b", value={"v": 1})]
+    inputs: list[Task.InputReference | Task.InputValue] = [
+        Task.InputReference(name="a", obj_id="0" * 64),
+        Task.InputValue(name="b", value={"v": 1}),
+    ]
     assert task_pairs(inputs) == [("a", BY_REFERENCE), ("b", {"v": 1})]
 
 

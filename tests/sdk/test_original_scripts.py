@@ -62,7 +62,7 @@ def test_the_original_example_application_runs(node: RunningNode, tmp_path: Path
     dor = DORProxy(address)
     a_meta = dor.add_data_object(a_path, user, False, False, "JSONObject", "json")
     a_signature = user.sign(f"{db.get_node().identity.id}:{a_meta.obj_id}".encode())
-    job_input = [
+    job_input: list[Task.InputReference | Task.InputValue] = [
         Task.InputReference(name="a", type="reference", obj_id=a_meta.obj_id, user_signature=a_signature),
         Task.InputValue(name="b", type="value", value={"v": 1}),
     ]
@@ -126,7 +126,7 @@ def test_a_job_waits_for_its_deploying_processor(node: RunningNode, tmp_path: Pa
     assert failed.errors == [f"Processor {failed.job.proc_id} could not be deployed: install.sh exited with code 7"]
 
 
-def test_search_returns_every_match_page_by_page(node: RunningNode, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_search_returns_every_match_page_by_page(node: RunningNode, tmp_path: Path, monkeypatch) -> None:
     user = own_copy(node.keystore, tmp_path / "keystore")
     path = tmp_path / "x.json"
     with DORProxy(node.address, user) as dor:
@@ -163,7 +163,7 @@ def test_a_legacy_user_signature_is_the_users_or_refused(node: RunningNode, tmp_
         outputs = [Task.Output(name="c", owner_iid=user.identity.id)]
 
         def submit(signature: str) -> str:
-            inputs = [
+            inputs: list[Task.InputReference | Task.InputValue] = [
                 Task.InputReference(name="a", obj_id=a_id, user_signature=signature),
                 Task.InputValue(name="b", value={"v": 1}),
             ]

@@ -1,0 +1,1 @@
+../tests/dashboard/browser_support.py

@@ -1,0 +1,1 @@
+../tests/disk_support.py

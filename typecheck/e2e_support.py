@@ -1,0 +1,1 @@
+../tests/e2e/e2e_support.py

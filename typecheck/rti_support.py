@@ -1,0 +1,1 @@
+../tests/rti/rti_support.py

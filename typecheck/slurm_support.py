@@ -1,0 +1,1 @@
+../tests/slurm_support.py

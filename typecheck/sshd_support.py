@@ -1,0 +1,1 @@
+../tests/sshd_support.py

@@ -1,0 +1,1 @@
+../tests/dashboard/test_dashboard_browser.py

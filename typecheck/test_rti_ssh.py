@@ -1,0 +1,1 @@
+../tests/rti/test_rti_ssh.py
