@@ -124,65 +124,77 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
         args.max_jobs = 1
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.network_name):
         raise InvalidInputError("--network-name must be 1-64 letters, digits, '_', '.' or '-'")
+    if args.job_memory is not None and args.job_memory < 16 * 2**20:
+        raise InvalidInputError(
+            "--job-memory must be at least 16M (a size such as 512M or 2G; a number alone is bytes)",
+            {"job_memory": args.job_memory},
+        )
     keystore_path, _ = ctx.select_keystore()
     if ctx.password is None:  # asked: a wrong one is asked again before the node starts
         ctx.open_keystore(keystore_path)
     password = ctx.ask_password()
 
+    from pydantic import ValidationError
+
     from saas.config import NodeConfig
 
-    config = NodeConfig(
-        datastore=Path(datastore).expanduser(),
-        keystore=keystore_path,
-        password=password,
-        rest_address=parse_address(rest),
-        p2p_address=parse_address(p2p),
-        boot_node=boot or None,
-        node_type=node_type,
-        retain_job_history=retain,
-        strict_deployment=strict,
-        bind_all=bind_all,
-        max_object_size=args.max_object_size,
-        # storage quotas (DOR)
-        **({"storage_quota": args.storage_quota} if hasattr(args, "storage_quota") else {}),
-        storage_quota_for=dict(args.storage_quota_for or []),
-        max_jobs=args.max_jobs,
-        **({"max_remote_jobs": args.max_remote_jobs} if args.max_remote_jobs else {}),
-        network_name=args.network_name,
-        network_key=args.network_key or None,
-        log_level=_node_log_level(args.log_level),
-        unsafe_no_sandbox=args.unsafe_no_sandbox,
-        job_network=args.job_network,
-        sandbox_uid=args.sandbox_uid,
-        job_memory=args.job_memory // 2**20 if args.job_memory else None,
-        job_pids=args.job_pids or 1024,
-        job_cores=args.job_cores,
-        **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
-        # HTTP limits of the REST service
-        **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
-        # Bulk transfers
-        **({} if args.http_sendfile_threads is None else {"http_sendfile_threads": args.http_sendfile_threads}),
-        **_quota_settings(args),
-        # Git sources (add-gpp, deploy)
-        allow_local_git=args.allow_local_git,
-        # Dashboard sign-in
-        **{name: getattr(args, name) for name in _DASHBOARD if getattr(args, name) is not None},
-        # Operating the node (issue 19): log ring, job statistics
-        **{name: getattr(args, name) for name in ("log_ring_lines", "health_recent_jobs") if getattr(args, name)},
-        # Audit log (issue 19 item 3): retention
-        **({"audit_max_entries": args.audit_max_entries} if args.audit_max_entries else {}),
-        **({"audit_max_age_days": args.audit_max_age or None} if args.audit_max_age is not None else {}),
-        # Faults (issue 15): liveness and the deadline of network-wide lookups
-        **{
-            name: getattr(args, name)
-            for name in ("p2p_offline_after", "network_deadline", "stop_grace")
-            if getattr(args, name) is not None
-        },
-        # the original CLI's service flags (issue 16)
-        purge_inactive_jobs=args.purge_inactive_jobs,
-        # Resource packages, account levels and offers
-        **{name: getattr(args, name) for name in _OFFERS if getattr(args, name, None) is not None},
-    )
+    try:
+        config = NodeConfig(
+            datastore=Path(datastore).expanduser(),
+            keystore=keystore_path,
+            password=password,
+            rest_address=parse_address(rest),
+            p2p_address=parse_address(p2p),
+            boot_node=boot or None,
+            node_type=node_type,
+            retain_job_history=retain,
+            strict_deployment=strict,
+            bind_all=bind_all,
+            max_object_size=args.max_object_size,
+            # storage quotas (DOR)
+            **({"storage_quota": args.storage_quota} if hasattr(args, "storage_quota") else {}),
+            storage_quota_for=dict(args.storage_quota_for or []),
+            max_jobs=args.max_jobs,
+            **({"max_remote_jobs": args.max_remote_jobs} if args.max_remote_jobs else {}),
+            network_name=args.network_name,
+            network_key=args.network_key or None,
+            log_level=_node_log_level(args.log_level),
+            unsafe_no_sandbox=args.unsafe_no_sandbox,
+            job_network=args.job_network,
+            sandbox_uid=args.sandbox_uid,
+            job_memory=args.job_memory // 2**20 if args.job_memory else None,
+            job_pids=args.job_pids or 1024,
+            job_cores=args.job_cores,
+            **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
+            # HTTP limits of the REST service
+            **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
+            # Bulk transfers
+            **({} if args.http_sendfile_threads is None else {"http_sendfile_threads": args.http_sendfile_threads}),
+            **_quota_settings(args),
+            # Git sources (add-gpp, deploy)
+            allow_local_git=args.allow_local_git,
+            # Dashboard sign-in
+            **{name: getattr(args, name) for name in _DASHBOARD if getattr(args, name) is not None},
+            # Operating the node (issue 19): log ring, job statistics
+            **{name: getattr(args, name) for name in ("log_ring_lines", "health_recent_jobs") if getattr(args, name)},
+            # Audit log (issue 19 item 3): retention
+            **({"audit_max_entries": args.audit_max_entries} if args.audit_max_entries else {}),
+            **({"audit_max_age_days": args.audit_max_age or None} if args.audit_max_age is not None else {}),
+            # Faults (issue 15): liveness and the deadline of network-wide lookups
+            **{
+                name: getattr(args, name)
+                for name in ("p2p_offline_after", "network_deadline", "stop_grace")
+                if getattr(args, name) is not None
+            },
+            # the original CLI's service flags (issue 16)
+            purge_inactive_jobs=args.purge_inactive_jobs,
+            # Resource packages, account levels and offers
+            **{name: getattr(args, name) for name in _OFFERS if getattr(args, name, None) is not None},
+        )
+    except ValidationError as e:  # a flag's value out of range: name the flag, no traceback
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "configuration"
+        raise InvalidInputError(f"--{field.replace('_', '-')}: {first['msg']}", {field: first.get("input")}) from None
     _serve(ctx, config)
 
 

@@ -115,6 +115,20 @@ def test_invalid_network_name(cli, shared_keystore, tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--job-memory", "512"), ("--job-memory", "1M")])
+def test_out_of_range_flag_is_one_clean_line(cli, shared_keystore, tmp_path: Path, flag: str, value: str) -> None:
+    """A job memory below 16 MiB (a number alone is bytes) is one readable line naming the flag, not pydantic's
+    traceback from the node configuration."""
+    rest, p2p = addresses()
+    result = cli(
+        *shared_keystore.args(), "service", "--use-defaults", "--datastore", tmp_path / "datastore",
+        "--rest-address", rest, "--p2p-address", p2p, flag, value,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert_clean_error(result, result.returncode, flag)
+    assert "Traceback" not in result.stderr
+
+
 def test_wrong_password(cli, shared_keystore, tmp_path: Path) -> None:
     """From $SAAS_PASSWORD: the node starts itself again without it in its environment, then fails cleanly."""
     rest, p2p = addresses()
