@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 if TYPE_CHECKING:
     from saas.node import Node
     from saas.ops.health import NodeHealth
-    from saas.rti.board import ActiveJob
+    from saas.rti.records import ActiveJob
 
 __all__ = ["CONTENT_TYPE", "MetricsMiddleware", "NodeMetrics"]
 

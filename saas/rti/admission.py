@@ -18,17 +18,17 @@ from saas.core.errors import AuthorisationError, InvalidInputError, NotFoundErro
 from saas.core.identity import Identity
 from saas.dor.schemas import TaskProof
 from saas.rti import board, limits, offers, packages, placement, validation
-from saas.rti.board import ActiveJob
 from saas.rti.jobs import JobStateMachine
 from saas.rti.messages import MessageLog
+from saas.rti.records import ActiveJob
 from saas.rti.schemas import Job, JobStatus, Package, Task
 
 if TYPE_CHECKING:
     from saas.audit.log import AuditLog
     from saas.config import NodeConfig
-    from saas.rti.board import ProcessorRecord
     from saas.rti.levels import LevelStore
     from saas.rti.ports import LocalDOR, Network, NodeKeys
+    from saas.rti.records import ProcessorRecord
     from saas.rti.scheduler import Scheduler
     from saas.sqlite import Database
 

@@ -1,5 +1,5 @@
 """The job board of the RTI: the rows of processors and jobs in SQLite (`<datastore>/rti/jobs.sqlite`), SQL only.
-The records they mirror live in `saas.rti.records` (re-exported here for older imports). The functions below
+The records they mirror live in `saas.rti.records`. The functions below
 block: run them through `Database.run`."""
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ from typing import TYPE_CHECKING
 
 from saas.dor.schemas import TaskProof
 from saas.rti.jobs import FINAL_STATES
-from saas.rti.records import HIDDEN_ERROR, ActiveJob, ProcessorRecord, apply_line
 
 if TYPE_CHECKING:
     import sqlite3
 
+    from saas.rti.records import ActiveJob, ProcessorRecord
+
 __all__ = [
-    "HIDDEN_ERROR",
     "SCHEMA",
-    "ActiveJob",
-    "ProcessorRecord",
-    "apply_line",
     "delete_processor",
     "forget_proof",
     "get_job",

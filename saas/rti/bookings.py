@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     import sqlite3
 
     from saas.node import Node
-    from saas.rti.board import ProcessorRecord
     from saas.rti.levels import LevelStore
+    from saas.rti.records import ProcessorRecord
     from saas.sqlite import Database
 
 __all__ = [

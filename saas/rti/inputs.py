@@ -24,9 +24,9 @@ from saas.rti.schemas import Job, Task
 
 if TYPE_CHECKING:
     from saas.audit.log import AuditLog
-    from saas.rti.board import ActiveJob, ProcessorRecord
     from saas.rti.placement import InputLocation
     from saas.rti.ports import LocalDOR, Network, NodeKeys
+    from saas.rti.records import ActiveJob, ProcessorRecord
     from saas.rti.sandbox import Sandbox
 
 __all__ = [

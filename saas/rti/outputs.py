@@ -35,8 +35,8 @@ from saas.rti.validation import schema_error
 if TYPE_CHECKING:
     from saas.core.keystore import Keystore
     from saas.nodedb.schemas import NodeInfo
-    from saas.rti.board import ActiveJob, ProcessorRecord
     from saas.rti.ports import LocalDOR, Network, NodeKeys
+    from saas.rti.records import ActiveJob, ProcessorRecord
     from saas.sqlite import Database
 
 __all__ = [

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from saas.core.errors import InsufficientStorageError
 from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject
-from saas.rti import board, inputs, jobs, limits, outputs, packages, process
+from saas.rti import board, inputs, jobs, limits, outputs, packages, process, records
 from saas.rti import deploy as deployment
 from saas.rti.admission import Submissions
 from saas.rti.backends import JobContext
-from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.jobs import JobFailedError, JobState, JobStateMachine
 from saas.rti.messages import MessageLog
 from saas.rti.processors import ProcessorBusyError
+from saas.rti.records import ActiveJob, ProcessorRecord
 from saas.rti.schemas import Job, JobStatus, Task
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ class JobPipeline(Submissions):
                 wd=self._wd(active.job.id),
                 logs=self._logs(active.job.id),
                 outputs=[s.name for s in descriptor.output],
-                on_line=lambda line: board.apply_line(active, line),
+                on_line=lambda line: records.apply_line(active, line),
                 on_handle=on_start,
                 detaching=lambda: self._stopping,
                 resources=resources,
@@ -412,7 +412,7 @@ class JobPipeline(Submissions):
             active.job.id,
             self._wd(active.job.id),
             self._logs(active.job.id),
-            lambda line: board.apply_line(active, line),
+            lambda line: records.apply_line(active, line),
             on_start,
             files,
         )

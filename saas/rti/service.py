@@ -37,12 +37,12 @@ from saas.rti import deploy as deployment
 from saas.rti.admission import JobValidationError, new_job_id  # noqa: F401 (re-exported)
 from saas.rti.agents import AgentPool
 from saas.rti.backends import Backend
-from saas.rti.board import ActiveJob, ProcessorRecord
 from saas.rti.cgroups import Limits
 from saas.rti.limits import resources as _resources
 from saas.rti.pipeline import JobPipeline, _remove_folders
 from saas.rti.ports import LocalDOR, Network, NodeKeys, NodeNetwork, local_dor
 from saas.rti.processors import ProcessorBusyError, ProcessorRegistry, UnknownProcessorError
+from saas.rti.records import ActiveJob, ProcessorRecord
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import Scheduler
 from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor

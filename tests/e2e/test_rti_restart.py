@@ -12,8 +12,8 @@ import pytest
 from e2e_support import NodeProcess, wait_for
 
 from saas.core.keystore import Keystore
-from saas.rti.board import HIDDEN_ERROR
 from saas.rti.proxy import RTIProxy
+from saas.rti.records import HIDDEN_ERROR
 from saas.rti.schemas import Task
 from tests.rti.rti_support import EXAMPLES, adapter_repo, processes_of
 
