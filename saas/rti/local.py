@@ -4,10 +4,10 @@ The steps and checks are the RTI's own: the descriptor is validated by `saas.dor
 adapter's repository is copied to `<work>/procs/local/repo` (as a deployment clones it: the whole repository, its
 working tree including uncommitted changes) and `install.sh <config>` runs in the adapter's folder in its own
 process group, without the caller's `SAAS_*` variables and with the RTI's install timeout; the working folder
-(`<work>/jobs/<job id>`, with `.store/`) gets by-value inputs through `runner.write_value` and files at
-`runner.input_path`; `execute.sh <config> <wd>` runs through `runner.execute` with each line parsed by
+(`<work>/jobs/<job id>`, with `.store/`) gets by-value inputs through `saas.rti.inputs.write_value` and files at
+`saas.rti.inputs.input_path`; `execute.sh <config> <wd>` runs through `runner.execute` with each line parsed by
 `runner.parse_trigger` (an agent runs in an `AgentPool` of one instance, as the RTI runs it); outputs are
-checked by `runner.check_outputs`. Mistakes raise `InvalidInputError` (the
+checked by `saas.rti.outputs.check_outputs`. Mistakes raise `InvalidInputError` (the
 adapter or the inputs) or `JobFailedError` (the run), each with a one-line reason."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 from saas.core.errors import InvalidInputError
 from saas.dor.schemas import ProcessorDescriptor
-from saas.rti import runner, validation
+from saas.rti import inputs as job_inputs
+from saas.rti import outputs, runner, validation
 from saas.rti.runner import JobFailedError
 from saas.rti.sandbox import Sandbox, SandboxUnavailableError
 
@@ -177,10 +178,10 @@ async def _run(
     await _install(run, config, run.repo.parent / INSTALL_LOG, on_event, install_timeout)
     for item in inputs:
         if item.by_value:
-            await asyncio.to_thread(runner.write_value, run.wd, item.name, item.value)
+            await asyncio.to_thread(job_inputs.write_value, run.wd, item.name, item.value)
         else:
             assert item.path is not None
-            await asyncio.to_thread(shutil.copyfile, item.path, runner.input_path(run.wd, item.name))
+            await asyncio.to_thread(shutil.copyfile, item.path, job_inputs.input_path(run.wd, item.name))
 
     def on_line(line: str) -> None:
         trigger = runner.parse_trigger(line)
@@ -204,8 +205,8 @@ async def _run(
         await runner.execute(
             run.sandbox, run.adapter, config, run.wd, run.logs, on_line, job_id=JOB_ID, visible=run.repo
         )
-    await asyncio.to_thread(runner.check_outputs, descriptor.output, run.wd, set(run.announced))
-    run.outputs = {spec.name: runner.input_path(run.wd, spec.name) for spec in descriptor.output}
+    await asyncio.to_thread(outputs.check_outputs, descriptor.output, run.wd, set(run.announced))
+    run.outputs = {spec.name: job_inputs.input_path(run.wd, spec.name) for spec in descriptor.output}
 
 
 async def _run_on_agent(

@@ -1,9 +1,8 @@
 """The runner: runs one job's adapter. `execute.sh <config> <wd>` in its own process group (in the sandbox) with
 stdout/stderr streamed to log files and parsed live for triggers.
 
-The inputs (`saas.rti.inputs`) and outputs (`saas.rti.outputs`) of a job have their own modules; their names that
-callers used to import from here still work (re-exported; they take the RTI's narrow ports, `saas.rti.ports`, except
-`fetch_input`, which still takes a node)."""
+The inputs (`saas.rti.inputs`) and outputs (`saas.rti.outputs`) of a job have their own modules, which take the
+RTI's narrow ports (`saas.rti.ports`); `fetch_input` here is the node-level entry to fetching an input."""
 
 from __future__ import annotations
 
@@ -16,18 +15,7 @@ from saas._compat import timeout
 from saas.core.triggers import parse_trigger
 from saas.rti import inputs, process
 from saas.rti.cgroups import Limits
-from saas.rti.inputs import copies_locally, copy_local, input_path, locate_input, write_meta, write_value
 from saas.rti.jobs import JobFailedError
-from saas.rti.outputs import (
-    check_output_size,
-    check_outputs,
-    output_params,
-    output_target,
-    prepare_output,
-    recipe_for,
-    storing,
-    upload_output,
-)
 from saas.rti.sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -35,26 +23,7 @@ if TYPE_CHECKING:
     from saas.rti.placement import InputLocation
     from saas.rti.schemas import Task
 
-__all__ = [
-    "JobFailedError",
-    "check_output_size",
-    "check_outputs",
-    "copies_locally",
-    "copy_local",
-    "execute",
-    "fetch_input",
-    "input_path",
-    "locate_input",
-    "output_params",
-    "output_target",
-    "parse_trigger",
-    "prepare_output",
-    "recipe_for",
-    "storing",
-    "upload_output",
-    "write_meta",
-    "write_value",
-]
+__all__ = ["JobFailedError", "execute", "fetch_input", "parse_trigger"]
 
 
 async def fetch_input(node: Node, item: Task.InputReference, location: InputLocation, wd: Path, user_iid: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from saas.core.schemas import GithubCredentials
 from saas.dor.schemas import GitProcessorPointer
 from saas.git import repo_folder
-from saas.rti import deploy, runner
+from saas.rti import deploy, inputs, runner
 from saas.rti.backends.base import Backend, BackendError, JobContext
 from saas.rti.backends.shell import Shell, pipe
 from saas.rti.process import kill_group, pump
@@ -204,7 +204,7 @@ class RemoteBackend(Backend):
             'for f in "$@"; do [ -e "$f" ] && files+=("$f"); done; tar -c -h -- "${files[@]}"; rc=$?; '
             'cd / && rm -rf "$J"; exit $rc'  # the job folder goes once its outputs are on their way
         )
-        names = [f"wd/{runner.input_path(ctx.wd, n).name}" for n in ctx.outputs]
+        names = [f"wd/{inputs.input_path(ctx.wd, n).name}" for n in ctx.outputs]
         packed, unpacked = await pipe(
             shell.argv(script, self.base, ctx.job_id, *names),
             ["tar", "-x", "-C", str(incoming), "--no-same-owner", "--no-same-permissions"],
@@ -236,7 +236,7 @@ def _take_outputs(incoming: Path, wd: Path, outputs: list[str]) -> int | None:
         for name in outputs:
             source = incoming / "wd" / name
             if source.is_file() and not source.is_symlink():
-                os.replace(source, runner.input_path(wd, name))
+                os.replace(source, inputs.input_path(wd, name))
         code_file = incoming / "exitcode"
         if not code_file.is_file():
             return None
