@@ -60,10 +60,16 @@ class Fanout(Generic[T]):
     unanswered: list[Unanswered]
 
 
-def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], deadline: float) -> Fanout[T]:
-    """`function(node)` for every node at once; returns after all answered or `deadline` seconds passed. A node
-    whose call raised a `SaaSError` or did not return in time is listed in `unanswered` (other exceptions are
-    bugs and propagate)."""
+def ask_nodes(
+    function: Callable[[NodeInfo], T],
+    nodes: Sequence[NodeInfo],
+    deadline: float,
+    enough: Callable[[T], bool] | None = None,
+) -> Fanout[T]:
+    """`function(node)` for every node at once; returns after all answered or `deadline` seconds passed, or as soon
+    as an answer makes `enough(answer)` true (the caller needs no other: the nodes still asked then are listed in
+    `unanswered` as not waited for). A node whose call raised a `SaaSError` or did not return in time is listed in
+    `unanswered` (other exceptions are bugs and propagate)."""
     if not nodes:
         return Fanout([], [])
     results: dict[int, T] = {}
@@ -71,9 +77,10 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
     done = threading.Condition()
     pending = list(range(len(nodes)))
     finished = 0
+    satisfied = False
 
     def work() -> None:
-        nonlocal finished
+        nonlocal finished, satisfied
         while True:
             with done:
                 if not pending:
@@ -81,8 +88,10 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
                 index = pending.pop(0)
             try:
                 value = function(nodes[index])
+                best = enough is not None and enough(value)
                 with done:
                     results[index] = value
+                    satisfied = satisfied or best
             except BaseException as e:  # reported below
                 with done:
                     errors[index] = e
@@ -94,11 +103,12 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
         threading.Thread(target=work, name="fanout", daemon=True).start()
     end = time.monotonic() + deadline
     with done:
-        while finished < len(nodes) and (left := end - time.monotonic()) > 0:
+        while not satisfied and finished < len(nodes) and (left := end - time.monotonic()) > 0:
             done.wait(left)
         pending.clear()  # not yet started: not asked
         answers = [(nodes[i], results[i]) for i in range(len(nodes)) if i in results]
         failed = dict(errors)
+        stopped_early = satisfied
     unanswered = []
     for i, node in enumerate(nodes):
         if i in results:
@@ -106,7 +116,12 @@ def ask_nodes(function: Callable[[NodeInfo], T], nodes: Sequence[NodeInfo], dead
         error = failed.get(i)
         if error is not None and not isinstance(error, SaaSError):
             raise error
-        reason = error.reason if isinstance(error, SaaSError) else f"no answer within {deadline:g} s"
+        if isinstance(error, SaaSError):
+            reason = error.reason
+        elif stopped_early:
+            reason = "not waited for: a best answer had arrived"
+        else:
+            reason = f"no answer within {deadline:g} s"
         unanswered.append(Unanswered(node, reason))
     return Fanout(answers, unanswered)
 

@@ -18,8 +18,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from saas.core.errors import InvalidInputError, RTIError
-from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_nodes
+from saas.core.errors import InvalidInputError, InvalidSignatureError, RTIError
+from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.offer_schemas import Offer, OfferParameters
@@ -113,28 +113,38 @@ def find_offers(
     user: Signer,
     rank: str = "wait",
     deadline: float = DEFAULT_DEADLINE,
+    first_best: bool = False,
 ) -> NetworkList[tuple[NodeInfo, Offer]]:
-    """Ask every RTI node of the network of the node at `address` for an offer at once; ranked (see module)."""
+    """Ask every RTI node of the network of the node at `address` for an offer at once; ranked (see module). With
+    `first_best`, stop waiting as soon as an offer arrives that no other can beat (it can run the job, with no wait
+    and nothing to fetch, for the ranks "wait" and "locality"): the nodes not waited for are in `unanswered`."""
     params = task if isinstance(task, OfferParameters) else OfferParameters.model_validate(task)
-    _scorer(rank)  # a bad expression fails before the network is asked
+    score = _scorer(rank)  # a bad expression fails before the network is asked
+    unbeatable = _lowest(rank) if first_best else None
     with NodeDBProxy(address, timeout=deadline) as db:
         nodes = [n for n in db.get_network() if n.rti_service and n.online is not False]
 
     def ask(node: NodeInfo) -> Offer:
         with RTIProxy(node.rest_address, user, node_iid=node.identity.id, timeout=deadline) as rti:
-            return rti.get_offer(params, user)
-
-    outcome = ask_nodes(ask, nodes, deadline)
-    verified, unanswered = [], list(outcome.unanswered)
-    for node, offer in outcome.answers:
+            offer = rti.get_offer(params, user)
+        # verified here, in the asking thread, so that a best offer is trusted before the others are waited for
         signed = offer.node_iid == node.identity.id and node.identity.verify_signature(
             offer.signed_content(), offer.signature
         )
-        if signed:
-            verified.append((node, offer))
-        else:
-            unanswered.append(Unanswered(node, "its offer is not signed by it"))
-    return NetworkList(rank_offers(verified, rank), unanswered)
+        if not signed:
+            raise InvalidSignatureError("its offer is not signed by it")
+        return offer
+
+    def enough(offer: Offer) -> bool:
+        return unbeatable is not None and offer.can and score(offer) <= unbeatable
+
+    outcome = ask_nodes(ask, nodes, deadline, enough if unbeatable is not None else None)
+    return NetworkList(rank_offers(outcome.answers, rank), outcome.unanswered)
+
+
+def _lowest(rank: str) -> tuple[float, ...] | None:
+    """The best score an offer can have under `rank`, when there is one (wait and fetched bytes are never below 0)."""
+    return (0.0, 0) if rank in ("wait", "locality") else None
 
 
 def submit_anywhere(
@@ -144,8 +154,9 @@ def submit_anywhere(
     rank: str = "wait",
     deadline: float = DEFAULT_DEADLINE,
 ) -> tuple[NodeInfo, Offer, Job]:
-    """Submit `task` to the node with the best offer (raises `NoOfferError` when no node can run it)."""
-    found = find_offers(address, offer_request(task), user, rank, deadline)
+    """Submit `task` to the node with the best offer (raises `NoOfferError` when no node can run it). An offer that
+    cannot be beaten (see `find_offers`) is taken as soon as it arrives; among equal offers, the first to arrive."""
+    found = find_offers(address, offer_request(task), user, rank, deadline, first_best=True)
     best = next(((node, offer) for node, offer in found if offer.can), None)
     if best is None:
         details = {o.node_iid: o.reasons for _, o in found} | {u.node.identity.id: [u.reason] for u in found.unanswered}

@@ -174,3 +174,47 @@ def test_a_node_refuses_expired_altered_and_borrowed_offers(three: Three) -> Non
         job = rti.submit_task(task(env, offer=fresh.model_dump(mode="json")), env.user)
         assert job.package is not None and job.package.name == "small"
         assert rti.wait_for_job(job.id, env.user, timeout=60).state == "successful"
+
+
+def test_an_unbeatable_offer_is_taken_without_waiting_for_slow_nodes(
+    node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path
+) -> None:
+    """A node whose offers take 4 s (its veto hook is slow) does not delay `submit_anywhere` when another node
+    offers no wait and nothing to fetch; `find_offers` still waits for every node (it shows them all), and an
+    expression rank (whose best score is unknown) waits too."""
+    veto = tmp_path / "slow-veto"
+    veto.write_text('#!/bin/sh\ncat >/dev/null\nsleep 4\necho \'{"accept": true}\'\n')
+    veto.chmod(0o755)
+    quick = node_factory("quick")
+    boot = "{}:{}".format(*quick.node.config.p2p_address)
+    slow = node_factory("slow", boot_node=boot, node_type="execution", offer_veto=veto, offer_veto_timeout=10.0)
+    user = keystores("user")
+    for n in (quick, slow):
+        with NodeDBProxy(n.address) as db:
+            db.update_identity(user.identity)
+    wait_until(lambda: all(n.node.p2p.peers() for n in (quick, slow)), 20, interval=0.1, what="the network")
+    repo, commit = adapter_repo(tmp_path / "repo", "abc")
+    with DORProxy(quick.address, user) as dor:
+        proc_id = dor.add_gpp_data_object(str(repo), commit, "abc", "default", user.identity).obj_id
+    with RTIProxy(quick.address, quick.keystore) as rti:
+        rti.deploy(proc_id, quick.keystore)
+        assert rti.wait_deployed(proc_id, timeout=60, authority=quick.keystore).state == "ready"
+    job = {
+        "proc_id": proc_id,
+        "user_iid": user.iid,
+        "input": [{"name": "a", "type": "value", "value": {"v": 1}}, {"name": "b", "type": "value", "value": {"v": 2}}],
+        "output": [{"name": "c", "owner_iid": user.iid}],
+    }
+    started = time.monotonic()
+    node, offer, submitted = submit_anywhere(quick.address, job, user, deadline=8.0)
+    assert time.monotonic() - started < 3.0  # not the slow node's 4 s
+    assert node.identity.id == quick.node.iid and offer.queue.wait == 0 and offer.locality.fetch_bytes == 0
+    with RTIProxy(quick.address, user) as rti:
+        assert rti.wait_for_job(submitted.id, user, timeout=60).state == "successful"
+    started = time.monotonic()
+    found = find_offers(quick.address, {"proc_id": proc_id}, user, deadline=8.0)
+    assert time.monotonic() - started >= 4.0
+    assert {o.node_iid for _, o in found} == {quick.node.iid, slow.node.iid} and found.unanswered == []
+    started = time.monotonic()
+    node, _, _ = submit_anywhere(quick.address, job, user, rank="wait + fetch", deadline=8.0)
+    assert time.monotonic() - started >= 4.0 and node.identity.id == quick.node.iid
