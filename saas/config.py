@@ -86,6 +86,10 @@ class NodeConfig(BaseModel):
     http_keepalive_timeout: float = Field(default=5.0, gt=0)
     http_max_connections: int = Field(default=1024, ge=1)
     http_max_connections_per_client: int = Field(default=128, ge=1)
+    # Reverse proxies in front of the node (addresses or networks, e.g. 10.0.0.5 or 10.0.0.0/24): for connections
+    # from them the client is taken from X-Forwarded-For (rate limits, audit), and the per-client connection limit
+    # does not apply to them (many clients share their connections). Empty: forwarded-for headers are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
     # Dashboard sign-in (issue 20): seconds a browser session lasts (from sign-in; then sign in again), sessions one
     # identity holds at once (one more closes its oldest), the longest lifetime a login token may claim (seconds)
     dashboard_session_lifetime: float = Field(default=8 * 3600.0, gt=0)
@@ -121,6 +125,16 @@ class NodeConfig(BaseModel):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
+        except ValueError as e:
+            raise ValueError(f"a trusted proxy is an IP address or network: {e}") from None
 
     @field_validator("rest_address", "p2p_address", mode="before")
     @classmethod

@@ -171,6 +171,7 @@ class Node:
             keepalive_timeout=config.http_keepalive_timeout,
             max_connections=config.http_max_connections,
             max_connections_per_client=config.http_max_connections_per_client,
+            trusted_proxies=tuple(config.trusted_proxies),
         )
 
     def _open_datastore(self) -> None:

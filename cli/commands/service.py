@@ -32,6 +32,7 @@ _HTTP_LIMITS = (  # flags of `service` that are NodeConfig fields of the same na
     "http_max_connections",
     "http_max_connections_per_client",
 )
+_FLAG_OF = {"trusted_proxies": "trusted-proxy"}  # configuration fields whose flag has another name
 _DASHBOARD = ("dashboard_session_lifetime", "dashboard_max_sessions", "dashboard_token_max_lifetime")  # the same
 _OFFERS = (  # the same
     "packages_file",
@@ -168,6 +169,7 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
             **({"job_walltime": args.job_walltime} if args.job_walltime else {}),
             # HTTP limits of the REST service
             **{name: getattr(args, name) for name in _HTTP_LIMITS if getattr(args, name) is not None},
+            trusted_proxies=args.trusted_proxy or [],
             # Bulk transfers
             **({} if args.http_sendfile_threads is None else {"http_sendfile_threads": args.http_sendfile_threads}),
             **_quota_settings(args),
@@ -194,7 +196,8 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
     except ValidationError as e:  # a flag's value out of range: name the flag, no traceback
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "configuration"
-        raise InvalidInputError(f"--{field.replace('_', '-')}: {first['msg']}", {field: first.get("input")}) from None
+        flag = _FLAG_OF.get(field, field.replace("_", "-"))
+        raise InvalidInputError(f"--{flag}: {first['msg']}", {field: first.get("input")}) from None
     _serve(ctx, config)
 
 
@@ -429,6 +432,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--http-max-connections-per-client",
         type=_positive_int,
         help="open HTTP connections from one address (default 128; 429)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="a reverse proxy in front of the node (IP address or network, repeatable): its X-Forwarded-For names "
+        "the client for rate limits and the audit log, and the per-client connection limit does not apply to it "
+        "(default: none; the header is ignored)",
     )
     # Bulk transfers (issue 21)
     p.add_argument(

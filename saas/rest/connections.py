@@ -7,8 +7,9 @@ protocol with bounds, one `ConnectionTable` per server.
   request on a keep-alive connection): 408. Idle keep-alive connections close after uvicorn's `timeout_keep_alive`.
 - A request body never stalls for more than `body_timeout` seconds (no byte while the node waits for one; time
   the node itself paused reading does not count): 408, and the handler sees the client gone.
-- At most `max_connections` connections are open (503), and `max_connections_per_client` from one address (429);
-  never more than the process's open-file limit allows (`fit_open_files`).
+- At most `max_connections` connections are open (503), and `max_connections_per_client` from one address (429),
+  except from the `trusted_proxies` (reverse proxies carry many clients' connections); never more than the
+  process's open-file limit allows (`fit_open_files`).
 
 Every refusal is the node's JSON error envelope `{reason, id, details}` with `connection: close`. The node then
 half-closes and discards what the client still sends for `LINGER` seconds (so the client reads the answer rather
@@ -17,6 +18,7 @@ than a reset) and closes; refused connections waiting so are bounded too (beyond
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,6 +41,19 @@ class HTTPLimits:
     keepalive_timeout: float = 5.0  # seconds an idle keep-alive connection stays open
     max_connections: int = 1024
     max_connections_per_client: int = 128
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For is believed (`NodeConfig`)
+
+    def is_proxy(self, host: str) -> bool:
+        """Whether `host` (a connection's peer address) is one of the trusted reverse proxies."""
+        if not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in ipaddress.ip_network(n) for n in self.trusted_proxies)
 
 
 RESERVED_FILES = 256  # open files the node keeps for everything but HTTP connections (SQLite, P2P, pipes, content)
@@ -78,7 +93,7 @@ class ConnectionTable:
     def admit(self, client: str) -> tuple[int, str, dict[str, Any]] | None:
         """Count a new connection from `client`, or return the refusal (status, reason, details)."""
         limits = self.limits
-        if self.per_client[client] >= limits.max_connections_per_client:
+        if self.per_client[client] >= limits.max_connections_per_client and not limits.is_proxy(client):
             return (
                 429,
                 f"Too many open connections from your address (at most {limits.max_connections_per_client})",

@@ -87,7 +87,9 @@ class RESTServer:
             ),
             timeout_keep_alive=self._limits.keepalive_timeout,  # type: ignore[arg-type]
             loop="none",
-            proxy_headers=False,  # the node is addressed directly: forwarded-for headers are not trusted
+            # X-Forwarded-For is believed from the node owner's reverse proxies only (none by default)
+            proxy_headers=bool(self._limits.trusted_proxies),
+            forwarded_allow_ips=list(self._limits.trusted_proxies) or None,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="rest-server")

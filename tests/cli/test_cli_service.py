@@ -115,7 +115,9 @@ def test_invalid_network_name(cli, shared_keystore, tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--job-memory", "512"), ("--job-memory", "1M")])
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--job-memory", "512"), ("--job-memory", "1M"), ("--trusted-proxy", "proxy.example.org")]
+)
 def test_out_of_range_flag_is_one_clean_line(cli, shared_keystore, tmp_path: Path, flag: str, value: str) -> None:
     """A job memory below 16 MiB (a number alone is bytes) is one readable line naming the flag, not pydantic's
     traceback from the node configuration."""
