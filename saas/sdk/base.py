@@ -15,7 +15,7 @@ What callers may rely on:
 - Importing this module is light: no FastAPI, uvicorn or libp2p.
 
 This module holds the context and `connect`; the objects are in `saas.sdk.objects`, processors and jobs in
-`saas.sdk.jobs`. Every public name stays importable from here.
+`saas.sdk.jobs`, the context's booking methods in `saas.sdk.bookings`. Every public name stays importable from here.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Job, Processor
+from saas.sdk.bookings import BookingsMixin
 from saas.sdk.jobs import SDKJob, SDKProcessor, SDKProductSpecification
 from saas.sdk.objects import NodeRef, SDKCDataObject, SDKDataObject, SDKGPPDataObject
 
@@ -55,12 +56,13 @@ T = TypeVar("T")
 # -- the context ----------------------------------------------------------------------------------------------------
 
 
-class SDKContext:
+class SDKContext(BookingsMixin):
     """The network as seen from the node `connect` was given, acting as the keystore's identity.
 
     Network-wide calls (finding objects, processors and jobs, publishing the identity) ask every node at once and
     return within `deadline` seconds with what arrived; `unanswered` then names the nodes that failed or did not
-    answer in time (a stalled node costs the deadline, not a timeout per node)."""
+    answer in time (a stalled node costs the deadline, not a timeout per node). Bookings of resource packages
+    (`get_availability`, `book`, `get_bookings`, `unbook`, ...) are in `saas.sdk.bookings`."""
 
     def __init__(
         self,
