@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from saas.core.keystore import Keystore
     from saas.dor.schemas import DataObject, ProcessorDescriptor
     from saas.rti.proxy import RTIProxy
-    from saas.rti.schemas import Job, JobStatus
+    from saas.rti.schemas import JobStatus, ListedJob
 
 __all__ = ["register"]
 
@@ -215,24 +215,14 @@ def _print_status(ctx: Context, status: JobStatus, show_errors: bool = True) -> 
             ctx.out.line(f"Error: {error}")
 
 
-def _states(rti: RTIProxy, keystore: Keystore, jobs: list[Job]) -> dict[str, str]:
-    states = {}
-    for job in jobs:
-        try:
-            states[job.id] = rti.get_job_status(job.id, keystore).state
-        except NotFoundError:  # forgotten meanwhile (job history not kept)
-            states[job.id] = "gone"
-    return states
-
-
-def _jobs_table(ctx: Context, jobs: list[Job], states: dict[str, str], rti: RTIProxy) -> None:
+def _jobs_table(ctx: Context, jobs: list[ListedJob], rti: RTIProxy) -> None:
     names = {p.proc_id: p.gpp.proc_descriptor.name for p in rti.get_deployed() if p.gpp is not None}
     ctx.out.table(
         ["JOB ID", "STATE", "PROCESSOR", "NAME", "SUBMITTED"],
         [
             [
                 j.id,
-                states.get(j.id, ""),
+                j.state,
                 names.get(j.proc_id, j.proc_id[:12] + "…"),
                 j.task.name or "",
                 _when(j.t_submitted),
@@ -248,10 +238,9 @@ def job_status(ctx: Context, args: argparse.Namespace) -> None:
         if args.job_id:
             _print_status(ctx, rti.get_job_status(args.job_id, keystore))
             return
-        jobs = rti.get_jobs_by_user(keystore)
-        states = _states(rti, keystore, jobs)
-        shown = [j for j in jobs if args.show_inactive or states[j.id] not in (*FINAL, "gone")]
-        ctx.out.result([{**j.model_dump(mode="json"), "state": states[j.id]} for j in shown])
+        jobs = rti.get_jobs_with_states(keystore)  # with their states: one request
+        shown = [j for j in jobs if args.show_inactive or j.state not in FINAL]
+        ctx.out.result([j.model_dump(mode="json") for j in shown])
         if ctx.out.as_json:
             return
         what = "jobs" if args.show_inactive else "active jobs"
@@ -260,17 +249,16 @@ def job_status(ctx: Context, args: argparse.Namespace) -> None:
             ctx.out.line(f"You have no {what} on this node.{hint}")
             return
         ctx.out.line(f"Your {what} ({len(shown)}):")
-        _jobs_table(ctx, shown, states, rti)
+        _jobs_table(ctx, shown, rti)
 
 
 def job_list(ctx: Context, args: argparse.Namespace) -> None:
     keystore = ctx.load_keystore()
     with proxy(ctx, args, keystore) as rti:
-        jobs = rti.get_jobs_by_user(keystore)
-        states = _states(rti, keystore, jobs)
-        ctx.out.result([{**j.model_dump(mode="json"), "state": states[j.id]} for j in jobs])
+        jobs = rti.get_jobs_with_states(keystore)  # with their states: one request
+        ctx.out.result([j.model_dump(mode="json") for j in jobs])
         if not ctx.out.as_json:
-            _jobs_table(ctx, jobs, states, rti)
+            _jobs_table(ctx, jobs, rti)
 
 
 def job_cancel(ctx: Context, args: argparse.Namespace) -> None:
@@ -279,14 +267,13 @@ def job_cancel(ctx: Context, args: argparse.Namespace) -> None:
     with proxy(ctx, args, keystore) as rti:
         job_ids = list(args.job_ids)
         if not job_ids:
-            jobs = rti.get_jobs_by_user(keystore)
-            states = _states(rti, keystore, jobs)
-            active = [j for j in jobs if states[j.id] not in (*FINAL, "gone")]
+            jobs = rti.get_jobs_with_states(keystore)  # with their states: one request
+            active = [j for j in jobs if j.state not in FINAL]
             if not active:
                 raise NotFoundError("You have no active jobs on this node")
             job_ids = ctx.prompt.checkbox(
                 "Select the jobs to cancel:",
-                [(f"{j.id} [{states[j.id]}] {j.task.name or j.proc_id[:12] + '…'}", j.id) for j in active],
+                [(f"{j.id} [{j.state}] {j.task.name or j.proc_id[:12] + '…'}", j.id) for j in active],
                 name="jobs",
                 flag="JOB_IDS",
             )

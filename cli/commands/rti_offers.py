@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, MissingValueError
+from saas.rti.booking_time import slot_start, utc_ms
 from saas_cli.context import Context
 
 if TYPE_CHECKING:
@@ -34,9 +35,7 @@ def _deadline(text: str) -> int:
         raise InvalidInputError(
             f"--deadline must be an ISO date and time (e.g. 2026-12-24T18:00), not '{text}'"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return int(when.timestamp() * 1000)
+    return utc_ms(when)
 
 
 def offer_request(args: argparse.Namespace) -> dict[str, Any]:
@@ -275,10 +274,7 @@ _MARKS = {"free": "---", "taken": "===", "yours": "###"}
 
 def _when(text: str | None, hourly: bool) -> int | None:
     """`--from` (ISO date or date and time, UTC unless given) as UTC ms on the hour (on the day without --hours)."""
-    if text is None:
-        return None
-    ms = _deadline(text)
-    return ms - ms % (3600_000 if hourly else 86400_000)
+    return None if text is None else slot_start(_deadline(text), hourly)
 
 
 def availability(ctx: Context, args: argparse.Namespace) -> None:

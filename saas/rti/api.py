@@ -24,7 +24,7 @@ from saas.dor.schemas import TaskProof
 from saas.rest.auth import OptionalIdentity, SignedIdentity, session_of, signed_fields
 from saas.rti.jobs import FINAL_STATES
 from saas.rti.runner import STDERR_LOG, STDOUT_LOG
-from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor, Task
+from saas.rti.schemas import DeployParameters, Job, JobStatus, ListedJob, Processor, Task
 from saas.rti.service import RTIService
 
 __all__ = ["router"]
@@ -110,9 +110,9 @@ async def run(
     return await _rti(request).run(caller, proc_id, task, wait, proof=await _proof(request, task))
 
 
-@router.get("/job", response_model=list[Job])
-async def get_jobs(request: Request, caller: SignedIdentity) -> list[Job]:
-    """The caller's jobs, newest first."""
+@router.get("/job", response_model=list[ListedJob])
+async def get_jobs(request: Request, caller: SignedIdentity) -> list[ListedJob]:
+    """The caller's jobs with their states, newest first (one request for a job list)."""
     return await _rti(request).get_jobs(caller)
 
 

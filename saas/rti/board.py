@@ -157,7 +157,7 @@ def delete_processor(conn: sqlite3.Connection, proc_id: str) -> None:
 
 
 def jobs_of(conn: sqlite3.Connection, user_iid: str, limit: int) -> list[sqlite3.Row]:
-    """A user's jobs, newest first (at most `limit`)."""
+    """A user's jobs and their states, newest first (at most `limit`)."""
     return conn.execute(
-        "SELECT job FROM jobs WHERE user_iid = ? ORDER BY seq DESC LIMIT ?", (user_iid, limit)
+        "SELECT id, state, job FROM jobs WHERE user_iid = ? ORDER BY seq DESC LIMIT ?", (user_iid, limit)
     ).fetchall()

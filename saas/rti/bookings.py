@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from saas.core.errors import AuthorisationError, ConflictError, InvalidInputError, NotFoundError, RTIError
 from saas.core.identity import Identity
+from saas.rti.booking_time import HOUR_MS
 from saas.rti.offer_schemas import MAX_HOURS, Availability, Booking, BookingParameters, SignedRequest
 from saas.rti.packages import Package
 
@@ -63,7 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HOUR_MS = 3600 * 1000
 MAX_BOOKINGS_PER_USER = 100
 RECENT_JOBS = 200  # the user's latest jobs looked at to tell whether a booking was used
 

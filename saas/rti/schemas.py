@@ -17,6 +17,7 @@ __all__ = [
     "DeployParameters",
     "Job",
     "JobStatus",
+    "ListedJob",
     "Package",
     "Processor",
     "ProcessorState",
@@ -130,6 +131,13 @@ class Job(BaseModel):
     t_submitted: int
     custodian_iid: str
     package: Package | None = Field(default=None, description="the resource package the job was given")
+
+
+class ListedJob(Job):
+    """A job as the caller's job list (`GET /rti/job`) shows it: the job and its state, in one request (a client
+    that reads the items as `Job` ignores `state`)."""
+
+    state: str
 
 
 class JobStatus(BaseModel):

@@ -45,7 +45,7 @@ from saas.rti.processors import ProcessorBusyError, ProcessorRegistry, UnknownPr
 from saas.rti.records import ActiveJob, ProcessorRecord
 from saas.rti.sandbox import Sandbox
 from saas.rti.scheduler import Scheduler
-from saas.rti.schemas import DeployParameters, Job, JobStatus, Processor
+from saas.rti.schemas import DeployParameters, Job, JobStatus, ListedJob, Processor
 from saas.rti.status import JobReader, UnknownJobError
 from saas.sqlite import Database
 
@@ -274,7 +274,7 @@ class RTIService(JobPipeline):
         """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
         return await self.reader.get_status(job_id, caller, wait, until_final)
 
-    async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[Job]:
+    async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[ListedJob]:
         return await self.reader.get_jobs(caller, limit)
 
     async def logs_folder(self, job_id: str, caller: Identity) -> tuple[Path, bool]:

@@ -19,7 +19,7 @@ from saas.core.identity import Identity
 from saas.dor.schemas import CDataObject
 from saas.rti import board
 from saas.rti.records import ActiveJob
-from saas.rti.schemas import Job, JobStatus
+from saas.rti.schemas import Job, JobStatus, ListedJob
 from saas.sqlite import Database
 
 if TYPE_CHECKING:
@@ -103,10 +103,15 @@ class JobReader:
                     found[name] = CDataObject.model_validate(meta)
         return found
 
-    async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[Job]:
-        """The caller's jobs, newest first."""
+    async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[ListedJob]:
+        """The caller's jobs with their states, newest first (a job not final yet: its live state)."""
         rows = await self._db.run(board.jobs_of, caller.id, limit)
-        return [Job.model_validate_json(r["job"]) for r in rows]
+        listed = []
+        for r in rows:
+            active = self._active.get(r["id"])
+            state = active.machine.state.value if active is not None else r["state"]
+            listed.append(ListedJob.model_validate({**json.loads(r["job"]), "state": state}))
+        return listed
 
     async def logs_folder(self, job_id: str, caller: Identity) -> tuple[Path, bool]:
         """The job's log folder and whether the job is still running (for follow)."""

@@ -15,7 +15,7 @@ What callers may rely on:
 - Importing this module is light: no FastAPI, uvicorn or libp2p.
 
 This module holds the context and `connect`; the objects are in `saas.sdk.objects`, processors and jobs in
-`saas.sdk.jobs`. Every public name stays importable from here.
+`saas.sdk.jobs`, the context's booking methods in `saas.sdk.bookings`. Every public name stays importable from here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, Unanswered, ask_no
 from saas.nodedb.proxy import NodeDBProxy
 from saas.nodedb.schemas import NodeInfo
 from saas.rti.proxy import RTIProxy
-from saas.rti.schemas import Job, Processor
+from saas.rti.schemas import Job, ListedJob, Processor
+from saas.sdk.bookings import BookingsMixin
 from saas.sdk.jobs import SDKJob, SDKProcessor, SDKProductSpecification
 from saas.sdk.objects import NodeRef, SDKCDataObject, SDKDataObject, SDKGPPDataObject
 
@@ -55,12 +56,13 @@ T = TypeVar("T")
 # -- the context ----------------------------------------------------------------------------------------------------
 
 
-class SDKContext:
+class SDKContext(BookingsMixin):
     """The network as seen from the node `connect` was given, acting as the keystore's identity.
 
     Network-wide calls (finding objects, processors and jobs, publishing the identity) ask every node at once and
     return within `deadline` seconds with what arrived; `unanswered` then names the nodes that failed or did not
-    answer in time (a stalled node costs the deadline, not a timeout per node)."""
+    answer in time (a stalled node costs the deadline, not a timeout per node). Bookings of resource packages
+    (`get_availability`, `book`, `get_bookings`, `unbook`, ...) are in `saas.sdk.bookings`."""
 
     def __init__(
         self,
@@ -311,9 +313,9 @@ class SDKContext:
     def find_job(self, job_id: str) -> SDKJob | None:
         """One of your jobs on any RTI of the network, or None."""
 
-        def lookup(node: NodeInfo) -> Job | None:
+        def lookup(node: NodeInfo) -> ListedJob | None:
             with self._rti_proxy(node, timeout=self.deadline) as rti:
-                return next((j for j in rti.get_jobs_by_user(self._keystore) if j.id == job_id), None)
+                return next((j for j in rti.get_jobs_with_states(self._keystore) if j.id == job_id), None)
 
         for node, job in self._ask(lookup, self._rti_nodes()):
             if job is not None:
@@ -325,17 +327,22 @@ class SDKContext:
                     ),
                     None,
                 )
-                return SDKJob(processor, job, self, node)
+                return SDKJob(processor, _job(job), self, node, job.state)
         return None
 
     def find_jobs(self) -> NetworkList[SDKJob]:
-        """All your jobs on every RTI of the network (`result.unanswered`: the RTIs that did not answer)."""
+        """All your jobs on every RTI of the network, each with its state (`job.state`; one request per RTI, not per
+        job); `result.unanswered`: the RTIs that did not answer."""
 
-        def jobs(node: NodeInfo) -> list[Job]:
+        def jobs(node: NodeInfo) -> list[ListedJob]:
             with self._rti_proxy(node, timeout=self.deadline) as rti:
-                return rti.get_jobs_by_user(self._keystore)
+                return rti.get_jobs_with_states(self._keystore)
 
-        found = [SDKJob(None, j, self, n) for n, jobs_of in self._ask(jobs, self._rti_nodes()) for j in jobs_of]
+        found = [
+            SDKJob(None, _job(j), self, n, j.state)
+            for n, jobs_of in self._ask(jobs, self._rti_nodes())
+            for j in jobs_of
+        ]
         return NetworkList(found, self.unanswered)
 
     find_all_jobs_with_status = find_jobs  # the original SDK's name
@@ -374,6 +381,11 @@ def publish_identity(address: str | tuple[str, int], identity: Identity) -> None
     """Publish an identity record to the node at `address` (it reaches the rest of the network from there)."""
     with NodeDBProxy(address) as db:
         db.update_identity(identity)
+
+
+def _job(listed: ListedJob) -> Job:
+    """The job of a job list's entry (its state is the `SDKJob`'s, not part of the job)."""
+    return Job.model_validate(listed.model_dump(exclude={"state"}))
 
 
 def _usable(network: list[NodeInfo], own: NodeInfo) -> list[NodeInfo]:

@@ -195,9 +195,17 @@ class SDKProcessor:
 
 
 class SDKJob:
-    """A submitted job. `status` is the last status seen; `refresh_status()` asks the node again."""
+    """A submitted job. `status` is the last status seen; `refresh_status()` asks the node again; `state` is the
+    last state seen (a job list such as `context.find_jobs()` gives it without a request per job)."""
 
-    def __init__(self, processor: SDKProcessor | None, job: Job, context: SDKContext, node: NodeInfo | None = None):
+    def __init__(
+        self,
+        processor: SDKProcessor | None,
+        job: Job,
+        context: SDKContext,
+        node: NodeInfo | None = None,
+        state: str | None = None,
+    ):
         self._processor = processor
         self._job = job
         self._context = context
@@ -205,9 +213,10 @@ class SDKJob:
         if self._node is None:
             raise InvalidInputError("A job needs the node that runs it")
         self._status: JobStatus | None = None
+        self._state = state  # as listed, until a status is seen
 
     def __repr__(self) -> str:
-        state = self._status.state if self._status else "?"
+        state = self._status.state if self._status else self._state or "?"
         return f"<SDKJob {self._job.id} {state}>"
 
     @property
@@ -229,6 +238,14 @@ class SDKJob:
             self.refresh_status()
         assert self._status is not None
         return self._status
+
+    @property
+    def state(self) -> str:
+        """The last state seen: of the last status, else as the job list gave it (asked for if neither). It is not
+        refreshed: `refresh_status().state` is the state now."""
+        if self._status is not None:
+            return self._status.state
+        return self._state if self._state is not None else self.refresh_status().state
 
     def refresh_status(self) -> JobStatus:
         with self._context._rti_proxy(self._node) as rti:  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pexpect
 import pytest
 
@@ -23,6 +24,7 @@ from saas.dor.proxy import DORProxy
 from saas.rti.proxy import RTIProxy
 from tests.cli.cli_support import write_password_file
 from tests.conftest import PASSWORD
+from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "examples"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
@@ -258,6 +260,52 @@ def test_rti_job_status_without_id_lists_active_jobs(cli, world: World) -> None:
         rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:]}
         assert rows[world.job_id] == "successful"  # ... unless asked for
         assert rows[job_id] in ("pending", "initialising", "running")
+    finally:
+        ok(cli(*world.args, "rti", "--address", world.address, "job", "cancel", job_id))
+
+
+def requests_to(world: World, method: str, route: str) -> float:
+    """How many requests the node has answered on `route` (a route template), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://{world.address}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "saas_http_request_duration_seconds_count"
+        and (sample.labels["method"], sample.labels["route"]) == (method, route)
+    )
+
+
+JOB_LIST_ROUTES = [("GET", "/rti/job"), ("GET", "/rti/job/{job_id}/status"), ("GET", "/rti")]
+
+
+def job_list_counted(cli, world: World, *flags: str) -> tuple[str, list[float]]:
+    """`rti job list` and the requests it made to each of `JOB_LIST_ROUTES` (once the node has counted them)."""
+    before = [requests_to(world, *r) for r in JOB_LIST_ROUTES]
+    out = ok(cli(*world.args, *flags, "rti", "--address", world.address, "job", "list"))
+
+    def made() -> list[float] | None:
+        counts = [requests_to(world, *r) - b for r, b in zip(JOB_LIST_ROUTES, before, strict=True)]
+        return counts if counts[0] >= 1 and ("--json" in flags or counts[2] >= 1) else None
+
+    return out, wait_until(made, 10, what="the node to count the requests of job list")
+
+
+def test_rti_job_list_asks_for_the_states_in_one_request(cli, world: World) -> None:
+    """`job list` gets every job with its state from `GET /rti/job`: no status request per job."""
+    job_id = slow_job(world)
+    try:
+        out, made = job_list_counted(cli, world)
+        assert made == [1, 0, 1]  # the table names the processors (GET /rti)
+        rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:]}
+        out, made = job_list_counted(cli, world, "--json")
+        assert made == [1, 0, 0]
+        listed = {j["id"]: j["state"] for j in json.loads(out)}
+        assert rows.keys() == listed.keys()
+        for states in (rows, listed):
+            assert states[world.job_id] == "successful" and states[job_id] in ("pending", "initialising", "running")
     finally:
         ok(cli(*world.args, "rti", "--address", world.address, "job", "cancel", job_id))
 

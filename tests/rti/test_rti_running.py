@@ -15,7 +15,7 @@ import pytest
 from rti_support import RTIEnv, adapter_repo, processes_of
 
 from saas.core.errors import AuthorisationError, ConflictError, NotFoundError
-from saas.rti.schemas import Task
+from saas.rti.schemas import Job, Task
 from tests.waiting import wait_until
 
 
@@ -148,6 +148,9 @@ def test_job_list_and_status_are_the_owners(env: RTIEnv) -> None:
     env.wait(job_id)
     with env.rti(env.alice) as rti:
         assert [j.id for j in rti.get_jobs_by_user(env.alice)] == [job_id]
+        assert type(rti.get_jobs_by_user(env.alice)[0]) is Job  # a client reading Job ignores the state
+        assert [(j.id, j.state) for j in rti.get_jobs_with_states(env.alice)] == [(job_id, "successful")]
+        assert rti.get_jobs_with_states(env.bob) == []
         assert rti.get_jobs_by_user(env.bob) == []
         with pytest.raises(AuthorisationError):
             rti.get_job_status(job_id, env.bob)

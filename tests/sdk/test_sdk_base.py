@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from saas.core.errors import InvalidInputError, JobError, NotFoundError, UnreachableError
@@ -21,6 +22,20 @@ from tests.p2p.conftest import wait_until
 from tests.sdk.sdk_support import SDKEnv, own_copy
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def status_requests(sdk: SDKEnv) -> float:
+    """How many job status requests the node has answered (its /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(sdk.node.url + "/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "saas_http_request_duration_seconds_count"
+        and sample.labels["route"] == "/rti/job/{job_id}/status"
+    )
 
 
 def test_connect_refuses_bad_and_unreachable_addresses(keystores: Callable[[str], Keystore]) -> None:
@@ -117,6 +132,9 @@ def test_deploy_submit_and_wait_with_callbacks(sdk: SDKEnv) -> None:
     job = proc.submit({"a": {"v": 5}, "b": {"v": 6}}, name="by value")
     assert job.wait()["c"].meta.data_type == "JSONObject"
     assert job.id in [j.id for j in sdk.context.find_all_jobs_with_status()]
+    statuses = status_requests(sdk)
+    assert {j.id: j.state for j in sdk.context.find_jobs()}[job.id] == "successful"
+    assert status_requests(sdk) == statuses  # the states came with the list: no status request per job
     found = sdk.context.find_job(job.id)
     assert found is not None and found.status.state == "successful"
     assert found.processor is not None and found.processor.proc_id == proc.proc_id
