@@ -269,8 +269,14 @@ class RTIProxy(RESTProxy, OffersMixin):
         return list(_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))
 
     def get_jobs_with_states(self, authority: Signer) -> list[ListedJob]:
-        """The caller's jobs with their states, newest first: one request, not one status request per job."""
-        return list(_LISTED_JOBS.validate_python(self.get_json("/rti/job", signer=authority)))
+        """The caller's jobs with their states, newest first: one request, not one status request per job (a node of
+        an earlier release lists no states: then each job's status is asked for, as before)."""
+        items = self.get_json("/rti/job", signer=authority)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and "state" not in item and isinstance(item.get("id"), str):
+                    item["state"] = self.get_job_status(item["id"], authority).state
+        return list(_LISTED_JOBS.validate_python(items))
 
     def get_job_status(
         self, job_id: str, with_authorisation_by: Signer, wait: float = 0.0, until_final: bool = False

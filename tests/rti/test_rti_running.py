@@ -8,13 +8,16 @@ import json
 import os
 import tarfile
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from rti_support import RTIEnv, adapter_repo, processes_of
 
 from saas.core.errors import AuthorisationError, ConflictError, NotFoundError
+from saas.rti.proxy import RTIProxy
 from saas.rti.schemas import Job, Task
 from tests.waiting import wait_until
 
@@ -266,3 +269,42 @@ def test_output_that_is_a_symlink_to_node_files_fails(env: RTIEnv) -> None:
     assert status.errors == ["Output 'c': Invalid input/output name 'c': a symbolic link"]
     with env.dor(env.alice) as dor:
         assert all(o.recipe is None for o in dor.search(data_type="JSONObject"))  # type: ignore[attr-defined]
+
+
+def test_job_list_from_a_node_of_an_earlier_release(env: RTIEnv) -> None:
+    """A node of an earlier release lists jobs without their states: the client asks each job's status instead (a
+    stand-in server replays that node's answers)."""
+    proc_id = env.deploy("abc")
+    job_id = env.submit_abc(proc_id)
+    env.wait(job_id)
+    with env.rti(env.alice) as rti:
+        listed = rti.get_json("/rti/job", signer=env.alice)
+        status = rti.get_json(f"/rti/job/{job_id}/status", signer=env.alice)
+        node_iid = rti.node_iid
+    for item in listed:
+        del item["state"]
+    answers = {"/api/v1/rti/job": listed, f"/api/v1/rti/job/{job_id}/status": status}
+    asked: list[str] = []
+
+    class Earlier(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps(answers[self.path.split("?")[0]]).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Earlier)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with RTIProxy(server.server_address[:2], env.alice, node_iid=node_iid) as old:
+            assert [(j.id, j.state) for j in old.get_jobs_with_states(env.alice)] == [(job_id, "successful")]
+        assert asked == ["/api/v1/rti/job", f"/api/v1/rti/job/{job_id}/status"]
+    finally:
+        server.shutdown()
+        server.server_close()
