@@ -302,7 +302,7 @@ def test_job_list_from_a_node_of_an_earlier_release(env: RTIEnv) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Earlier)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with RTIProxy(server.server_address[:2], env.alice, node_iid=node_iid) as old:
+        with RTIProxy(("127.0.0.1", server.server_address[1]), env.alice, node_iid=node_iid) as old:
             assert [(j.id, j.state) for j in old.get_jobs_with_states(env.alice)] == [(job_id, "successful")]
         assert asked == ["/api/v1/rti/job", f"/api/v1/rti/job/{job_id}/status"]
     finally:
