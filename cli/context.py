@@ -109,10 +109,11 @@ class Context:
         imported when the file is clear from the flags alone (`--keystore-id`, or the folder's only keystore); the
         command imports, connects and hashes meanwhile. Its identity is there at once, its keys when used. A
         password typed at the prompt is checked here, as `open_keystore` does (a wrong one is asked again)."""
-        from saas_cli.unlock import Background, Deriving, Unlocking
+        from saas.core.background import Background
+        from saas_cli.unlock import Deriving, Unlocking
 
         password = self.password
-        early = self._keystore_file() if password is not None else None
+        early = self.guess_keystore_file() if password is not None else None
         deriving = Deriving(early, password) if early is not None and password is not None else None
         # Imported here, not in a thread: a thread then only reads the file and derives the key, and never
         # imports a module at the same time as this thread.
@@ -124,10 +125,12 @@ class Context:
             return Unlocking.opened(self.open_keystore(path))
         if deriving is not None and deriving.path == path:
             return Unlocking(path, identity, lambda: Keystore.open(path, deriving.result()))
-        loading = Background(lambda: Keystore.load(path, password))  # e.g. a keystore picked at the prompt
+        loading = Background(
+            lambda: Keystore.load(path, password), "saas-unlock"
+        )  # e.g. a keystore picked at the prompt
         return Unlocking(path, identity, loading.result)
 
-    def _keystore_file(self) -> Path | None:
+    def guess_keystore_file(self) -> Path | None:
         """The file `select_keystore` will pick when that is clear without reading any (the one --keystore-id names,
         or the folder's only `*.json`), else None. Only a guess: `unlock_keystore` checks it against the pick."""
         if self.keystore_id:

@@ -2,9 +2,9 @@
 
 Opening a keystore derives its file key with scrypt (N=2^17: about 0.4 s of one core, the keystore format fixes
 it). scrypt releases the GIL, so `Deriving` runs it in a thread, started as soon as the command knows the file and
-the password: before it imports the SDK (`saas.core.file_key` needs only the standard library). Meanwhile the command
-imports what it needs, asks the node who it is and hashes what it uploads; `Unlocking` opens the keystore with the
-key where the keys are first needed.
+the password: before it imports the SDK (`saas.core.file_key` needs only the standard library, and is loaded before
+the thread starts). Meanwhile the command imports what it needs, asks the node who it is and hashes what it uploads;
+`Unlocking` opens the keystore with the key where the keys are first needed.
 
 Callers may rely on: `identity`, `iid` and `path` at once (the keystore file's public record, checked when it was
 selected); `sign`, `unwrap_key`, `content_keys` and `keystore()` wait for the unlock and raise its error (e.g.
@@ -16,43 +16,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
+from saas.core.background import Background
 from saas.core.file_key import FileKey, derive_file_key
 
 if TYPE_CHECKING:
     from saas.core.identity import Identity
     from saas.core.keystore import AssetStore, Keystore
 
-__all__ = ["Background", "Deriving", "Unlocking"]
-
-T = TypeVar("T")
-
-
-class Background(Generic[T]):
-    """`call()` running in a daemon thread (Ctrl-C ends the command at once; the call only reads a file and
-    computes). It must import nothing: the command imports meanwhile."""
-
-    def __init__(self, call: Callable[[], T], name: str = "saas-unlock"):
-        self._value: T | None = None
-        self._error: BaseException | None = None
-        self._done = threading.Event()
-        threading.Thread(target=self._run, args=(call,), name=name, daemon=True).start()
-
-    def _run(self, call: Callable[[], T]) -> None:
-        try:
-            self._value = call()
-        except BaseException as e:  # raised in the caller's thread by `result()`
-            self._error = e
-        finally:
-            self._done.set()
-
-    def result(self) -> T:
-        """The call's value (waits for it); raises its error."""
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]  # set when no error was raised
+__all__ = ["Deriving", "Unlocking"]
 
 
 class Deriving(Background[FileKey]):
@@ -60,7 +33,7 @@ class Deriving(Background[FileKey]):
 
     def __init__(self, path: Path, password: str):
         self.path = path
-        super().__init__(lambda: derive_file_key(path, password))  # imports nothing: the module is loaded
+        super().__init__(lambda: derive_file_key(path, password), "saas-unlock")
 
 
 class Unlocking:
