@@ -104,21 +104,43 @@ class Context:
         return self.open_keystore(path)
 
     def unlock_keystore(self) -> Unlocking:
-        """The keystore `load_keystore` would open, opened in a thread while the command goes on when its password
-        was given (scrypt takes ~0.4 s and releases the GIL: the command imports, connects and hashes meanwhile);
-        its identity is there at once, its keys when used. A password typed at the prompt is checked here, as
-        `open_keystore` does (a wrong one is asked again)."""
-        # Imported here, not in the thread: the thread then only reads the file and derives the key, and never
+        """The keystore `load_keystore` would open, opened while the command goes on when its password was given:
+        its file key is derived in a thread (scrypt, ~0.4 s, releases the GIL) that starts before the SDK is
+        imported when the file is clear from the flags alone (`--keystore-id`, or the folder's only keystore); the
+        command imports, connects and hashes meanwhile. Its identity is there at once, its keys when used. A
+        password typed at the prompt is checked here, as `open_keystore` does (a wrong one is asked again)."""
+        from saas.core.background import Background
+        from saas_cli.unlock import Deriving, Unlocking
+
+        password = self.password
+        early = self.guess_keystore_file() if password is not None else None
+        deriving = Deriving(early, password) if early is not None and password is not None else None
+        # Imported here, not in a thread: a thread then only reads the file and derives the key, and never
         # imports a module at the same time as this thread.
         from saas.core.keystore import Keystore
         from saas.core.original_keystore import is_original_keystore  # noqa: F401 -- what Keystore.load imports
-        from saas_cli.unlock import Unlocking
 
         path, identity = self.select_keystore()
-        password = self.password
         if password is None:
             return Unlocking.opened(self.open_keystore(path))
-        return Unlocking(path, identity, lambda: Keystore.load(path, password))
+        if deriving is not None and deriving.path == path:
+            return Unlocking(path, identity, lambda: Keystore.open(path, deriving.result()))
+        loading = Background(
+            lambda: Keystore.load(path, password), "saas-unlock"
+        )  # e.g. a keystore picked at the prompt
+        return Unlocking(path, identity, loading.result)
+
+    def guess_keystore_file(self) -> Path | None:
+        """The file `select_keystore` will pick when that is clear without reading any (the one --keystore-id names,
+        or the folder's only `*.json`), else None. Only a guess: `unlock_keystore` checks it against the pick."""
+        if self.keystore_id:
+            path = self.keystore_dir / f"{self.keystore_id}.json"
+            return path if path.is_file() else None
+        try:
+            found = [p for p in self.keystore_dir.glob("*.json") if p.is_file()]
+        except OSError:
+            return None
+        return found[0] if len(found) == 1 else None
 
     def open_keystore(self, path: Path) -> Keystore:
         """The keystore at `path`, opened with the given password, or one asked for: a wrong password typed at the

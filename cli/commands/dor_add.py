@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from saas.core.signing import Signer
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import CDataObject, DataObject
+    from saas.dor.upload import BodyHash
 
 __all__ = ["add", "add_gpp"]
 
@@ -45,6 +46,7 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
     for path in files:
         if not path.is_file():
             raise InvalidInputError(f"'{path}' is not a file")
+    body_hash = _hash_early(ctx, args, files)
     # Opened while the SDK is imported, the node asked and the content hashed; signing the upload waits for it.
     keystore = ctx.unlock_keystore()
     skip_unused_imports()
@@ -97,6 +99,7 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
                 args.encrypt_content,
                 creators=creators,
                 progress=Progress("Uploading", not ctx.out.as_json),
+                body_hash=body_hash,
             )
             size = content.stat().st_size
         finally:
@@ -115,6 +118,24 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
         _meta_document(obj),
         "Data object added: " + json.dumps(_meta_document(obj), indent=4),
     )
+
+
+def _hash_early(ctx: Context, args: argparse.Namespace, files: list[Path]) -> BodyHash | None:
+    """The upload's body hashed in a thread from now on, while the keystore is unlocked and the SDK imported, when
+    the flags alone tell the body: one file, type and format given, not encrypted here, the uploader its only
+    creator, and the keystore file clear from the flags (its name is the owner's ID). `DORProxy.add_data_object`
+    uses it only if it is the body it sends; else the file is hashed there."""
+    from saas.dor.upload import BodyHash, upload_head
+
+    sole_creator = args.assume_creator or not ctx.prompt.interactive
+    if len(files) != 1 or not args.data_type or not args.data_format or args.encrypt_content or not sole_creator:
+        return None
+    keystore_file = ctx.guess_keystore_file()
+    if keystore_file is None:
+        return None
+    owner_iid = keystore_file.stem
+    head = upload_head(owner_iid, [owner_iid], args.data_type, args.data_format, args.restrict_access, False)
+    return BodyHash(head, files[0])
 
 
 def _tag_with_name(proxy: DORProxy, keystore: Signer, obj: CDataObject, files: list[Path]) -> CDataObject:

@@ -25,9 +25,9 @@ from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from saas.core.errors import CryptoError, DecryptionError
+from saas.core.file_key import scrypt_key
 
 __all__ = [
     "STREAM_CHUNK_SIZE",
@@ -276,8 +276,8 @@ def random_key() -> bytes:
 
 
 def derive_key(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    """A 256-bit key from a password with scrypt."""
-    return Scrypt(salt=salt, length=KEY_SIZE, n=n, r=r, p=p).derive(password.encode("utf-8"))
+    """A 256-bit key from a password with scrypt (`saas.core.file_key.scrypt_key`, which keystores use)."""
+    return scrypt_key(password, salt, n, r, p)
 
 
 def aes_encrypt(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:

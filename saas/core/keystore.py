@@ -11,7 +11,8 @@ File `<dir>/<iid>.json`, mode 0600, always written atomically:
 Loading checks, in order: well-formed JSON (else `KeystoreCorruptedError`), a valid identity record whose ID is
 the file's name, the file signature (else `KeystoreCorruptedError`: modified outside this program), then the
 password (else `WrongPasswordError`). Because the signature is checked first, a decryption failure can only mean
-a wrong password.
+a wrong password. The password's key is derived by `derive_file_key` (`saas.core.file_key`: standard library only,
+so a caller may start it in a thread before importing this module) and `Keystore.open` opens the file with it.
 
 Assets (`content_keys`, `ssh_credentials`, `github_credentials`) are saved the moment they change. Each change is
 a locked read-modify-write of the file, so two processes adding keys to the same keystore never lose one.
@@ -40,6 +41,7 @@ from saas.core.errors import (
     KeystoreNotFoundError,
     WrongPasswordError,
 )
+from saas.core.file_key import FORMAT, FileKey, derive_file_key
 from saas.core.helpers import write_file_atomic
 from saas.core.identity import Identity, derive_identity_id, is_identity_id, validate_profile
 from saas.core.keys import (
@@ -61,9 +63,8 @@ try:  # POSIX only; without it concurrent processes fall back to last-writer-win
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["AssetStore", "Keystore", "default_keystore_path", "list_keystores"]
+__all__ = ["AssetStore", "FileKey", "Keystore", "default_keystore_path", "derive_file_key", "list_keystores"]
 
-FORMAT = "saas-keystore/1"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
 _ASSET_KINDS = ("content_keys", "ssh_credentials", "github_credentials")
 
@@ -309,16 +310,21 @@ class Keystore:
 
         if is_original_keystore(path):  # written by the original middleware: converted next to it, once
             return open_original_keystore(path, password)
+        return cls.open(path, derive_file_key(path, password))
+
+    @classmethod
+    def open(cls, path_to_json: str | Path, file_key: FileKey) -> Keystore:
+        """Open a keystore file with the key `derive_file_key` derived from its password (e.g. in a thread started
+        before this module was imported). Raises what `load` raises; `KeystoreError` if the file's KDF
+        parameters changed since the key was derived."""
+        path = Path(path_to_json)
         doc, identity = _read_document(path)
-        kdf = doc["kdf"]
-        try:
-            file_key = derive_key(password, b64d(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"])
-        except (CryptoError, ValueError, TypeError) as e:
-            raise KeystoreCorruptedError(
-                f"Keystore '{path}' has invalid key derivation parameters", {"path": str(path)}
-            ) from e
-        secrets = cls._open_secrets(path, doc, file_key)
-        return cls(path, doc, identity, file_key, secrets)
+        if doc["kdf"] != file_key.kdf:
+            raise KeystoreError(
+                f"Keystore '{path}' was re-encrypted while it was opened; try again", {"path": str(path)}
+            )
+        secrets = cls._open_secrets(path, doc, file_key.key)
+        return cls(path, doc, identity, file_key.key, secrets)
 
     @staticmethod
     def _open_secrets(path: Path, doc: dict[str, Any], file_key: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from saas.core.keystore import AssetStore, Keystore
     from saas.dor.proxy import DORProxy
     from saas.dor.schemas import CDataObject, DataObject
+    from saas.dor.upload import BodyHash
 
 __all__ = ["KeyHolder", "add_content", "content_key", "download_content", "forget_content_key"]
 
@@ -56,9 +57,10 @@ def add_content(
     license_nc: bool = False,
     license_nd: bool = False,
     progress: Progress | None = None,
+    body_hash: BodyHash | None = None,
 ) -> CDataObject:
     """Upload a file owned by the keystore's identity; with `content_encrypted`, encrypted here with a new key that
-    is then kept in the keystore."""
+    is then kept in the keystore. `body_hash`: see `DORProxy.add_data_object`."""
     from saas.core.keys import random_key
 
     key = random_key() if content_encrypted else None
@@ -76,6 +78,7 @@ def add_content(
         license_nd=license_nd,
         content_key=key,
         progress=progress,
+        body_hash=body_hash,
     )
     if key is not None:
         keystore.content_keys.update(obj.obj_id, key.hex())

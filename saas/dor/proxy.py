@@ -31,6 +31,7 @@ from saas.dor.schemas import (
     StorageUsage,
     TaskProof,
 )
+from saas.dor.upload import BodyHash, upload_head
 from saas.nodedb.fanout import DEFAULT_DEADLINE, NetworkList, ask_nodes
 from saas.nodedb.schemas import NodeInfo
 from saas.rest import bulk
@@ -214,6 +215,7 @@ class DORProxy(RESTProxy):
         key_envelope: str | None = None,
         created: int | None = None,
         task_proof: TaskProof | None = None,
+        body_hash: BodyHash | None = None,
     ) -> CDataObject:
         """Upload a file as a new data object, signed by the proxy's keystore (or by `owner` given as a Keystore
         to a proxy without one).
@@ -223,7 +225,9 @@ class DORProxy(RESTProxy):
         encrypted (and `key_envelope` may carry the owner's envelope). `created` states the creation time, so that a
         retried upload of the same content returns the same object. The upload must be signed by `owner`, who
         is among the `creators`; a `recipe` comes only from the RTI node that ran the job (signed by it, with the
-        user's signed task as `task_proof`), see `saas.dor.claims`."""
+        user's signed task as `task_proof`), see `saas.dor.claims`. `body_hash`: the body hashed already (e.g. by
+        the CLI while it imported this module); used only if it hashed the head this upload sends, of the same file,
+        and as many bytes as the file has when it is sent (else the file is hashed here)."""
         owner, signer = _owner(owner)
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
@@ -240,25 +244,24 @@ class DORProxy(RESTProxy):
                 encrypt_file(source, encrypted_temp, content_key)
                 source = encrypted_temp
                 envelope = base64.b64encode(owner.wrap_key(content_key)).decode()
-            params = {
-                "owner_iid": owner.id,
-                "creators_iid": [c.id for c in creators or []],
-                "data_type": data_type,
-                "data_format": data_format,
-                "access_restricted": access_restricted,
-                "content_encrypted": content_encrypted,
-                "license": {"by": license_by, "sa": license_sa, "nc": license_nc, "nd": license_nd},
-                "recipe": recipe,
-                "key_envelope": envelope,
-            }
-            if created is not None:
-                params["created"] = created
-            if task_proof is not None:
-                params["task_proof"] = task_proof.model_dump(mode="json")
-            head = canonical_json(params) + b"\n"
+            head = upload_head(
+                owner.id,
+                [c.id for c in creators or []],
+                data_type,
+                data_format,
+                access_restricted,
+                content_encrypted,
+                {"by": license_by, "sa": license_sa, "nc": license_nc, "nd": license_nd},
+                recipe,
+                envelope,
+                created,
+                task_proof.model_dump(mode="json") if task_proof is not None else None,
+            )
+            if body_hash is not None and (body_hash.head != head or body_hash.path != source):
+                body_hash = None  # hashed another body
             with open(source, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                body_sha256, hashed = pipeline.hash_file(f, head)
+                body_sha256, hashed = pipeline.hash_file(f, head) if body_hash is None else body_hash.result()
                 if hashed != size:
                     raise InvalidInputError(f"'{source}' changed while it was being read", {"path": str(source)})
                 signer = None if self.keystore is not None else signer  # a proxy without one: signed by `owner`

@@ -16,7 +16,7 @@ from saas.core.errors import WrongPasswordError
 from saas.core.keystore import Keystore
 from saas.nodedb.proxy import NodeDBProxy
 from saas_cli.output import Progress
-from saas_cli.unlock import Unlocking
+from saas_cli.unlock import Deriving, Unlocking
 from tests.cli.cli_support import assert_clean_error
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -117,6 +117,22 @@ def test_unlocking_gives_the_identity_at_once_and_the_keys_when_opened(shared_ke
     assert keystore.identity.verify_signature(b"message", unlocking.sign(b"message"))
     assert unlocking.keystore().content_keys.list() == keystore.content_keys.list()
     assert Unlocking.opened(keystore).keystore() is keystore
+
+
+def test_unlocking_with_a_derived_key_opens_the_keystore_load_opens(shared_keystore) -> None:
+    keystore = Keystore.load(shared_keystore.path, shared_keystore.password)
+    deriving = Deriving(keystore.path, shared_keystore.password)
+    unlocking = Unlocking(keystore.path, keystore.identity, lambda: Keystore.open(keystore.path, deriving.result()))
+    assert keystore.identity.verify_signature(b"message", unlocking.sign(b"message"))
+    assert unlocking.keystore() is unlocking.keystore()  # opened once
+    assert unlocking.keystore().content_keys.list() == keystore.content_keys.list()
+
+    deriving = Deriving(keystore.path, "wrong")
+    unlocking = Unlocking(keystore.path, keystore.identity, lambda: Keystore.open(keystore.path, deriving.result()))
+    assert unlocking.iid == keystore.iid
+    for _ in range(2):  # the first signing step fails, and every later one
+        with pytest.raises(WrongPasswordError):
+            unlocking.sign(b"message")
 
 
 # -- the commands ------------------------------------------------------------------------------------------------

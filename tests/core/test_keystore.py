@@ -21,6 +21,7 @@ from saas.core.errors import (
     NotFoundError,
     WrongPasswordError,
 )
+from saas.core.file_key import derive_file_key
 from saas.core.identity import Identity
 from saas.core.keys import random_key
 from saas.core.keystore import Keystore, list_keystores
@@ -135,6 +136,53 @@ def test_wrong_password(alice: Keystore, password: str) -> None:
     assert not isinstance(error, KeystoreCorruptedError)
     assert "wrong password" in str(error).lower()
     assert password not in json.dumps(error.to_envelope())
+
+
+def test_derive_then_open_gives_the_keystore_load_gives(alice: Keystore, password: str) -> None:
+    file_key = derive_file_key(alice.path, password)
+    assert file_key.kdf == read_doc(alice.path)["kdf"]
+    assert password not in repr(file_key) and file_key.key.hex() not in repr(file_key)
+    opened = Keystore.open(alice.path, file_key)
+    assert opened.identity == alice.identity
+    assert alice.identity.verify_signature(b"message", opened.sign(b"message"))
+    key = random_key()
+    assert opened.unwrap_key(alice.identity.wrap_key(key)) == key
+    assert opened.content_keys.list() == alice.content_keys.list()
+
+
+def test_open_with_the_key_of_a_wrong_password_or_of_other_parameters(
+    alice: Keystore, bob: Keystore, clone_keystore: CloneKeystore, password: str
+) -> None:
+    with pytest.raises(WrongPasswordError):
+        Keystore.open(alice.path, derive_file_key(alice.path, password + "x"))
+    with pytest.raises(KeystoreError, match="re-encrypted"):  # bob's salt: not a key for alice's file
+        Keystore.open(alice.path, derive_file_key(bob.path, password))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", json.dumps({"format": "other"}).encode(), json.dumps({"format": "saas-keystore/1"}).encode()],
+)
+def test_deriving_the_key_of_a_file_that_is_no_keystore_is_corrupted(
+    tmp_path: Path, password: str, content: bytes
+) -> None:
+    path = tmp_path / "k.json"
+    path.write_bytes(content)
+    with pytest.raises(KeystoreCorruptedError):
+        derive_file_key(path, password)
+    with pytest.raises(KeystoreNotFoundError):
+        derive_file_key(tmp_path / "missing.json", password)
+
+
+def test_deriving_with_unusable_parameters_is_corrupted(
+    alice: Keystore, clone_keystore: CloneKeystore, password: str
+) -> None:
+    path = clone_keystore(alice)
+    doc = read_doc(path)
+    doc["kdf"]["n"] = 3  # scrypt needs a power of two
+    write_doc(path, doc)
+    with pytest.raises(KeystoreCorruptedError, match="key derivation"):
+        derive_file_key(path, password)
 
 
 def test_missing_file(tmp_path: Path, password: str) -> None:

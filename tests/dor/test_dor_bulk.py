@@ -18,6 +18,7 @@ import pytest
 from saas.core.errors import InsufficientStorageError, InvalidInputError, UnreachableError
 from saas.core.signing import sign_request
 from saas.dor.proxy import ContentMismatchError, DORProxy
+from saas.dor.upload import BodyHash, upload_head
 from saas.rest import bulk
 from saas.rest.proxy import API_PREFIX
 from tests.waiting import wait_until
@@ -57,6 +58,37 @@ def test_large_content_round_trips_with_progress(
     assert target.read_bytes() == content
     assert received[-1] == (SIZE, SIZE)
     assert [p.name for p in target.parent.iterdir()] == ["x.bin"]  # no temp file left
+
+
+def test_an_upload_uses_a_body_hashed_beforehand_only_if_it_is_the_body_it_sends(
+    dor_as: Callable, users: Any, write_file: Callable, content: bytes
+) -> None:
+    proxy = dor_as(users.alice)
+    path = write_file(content)
+    head = upload_head(users.alice.iid, [], "Early", "bin", False, False)  # no creators given: the signer
+    hashed = BodyHash(head, path)
+    assert hashed.result() == (hashlib.sha256(head + content).hexdigest(), len(content))
+    obj = proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=hashed)
+    assert obj.c_hash == hashlib.sha256(content).hexdigest()
+
+    # Hashed for another head (here: another type), or another file: the proxy hashes what it sends itself.
+    other = proxy.add_data_object(path, users.alice.identity, False, False, "Other", "bin", body_hash=hashed)
+    assert (other.data_type, other.c_hash) == ("Other", obj.c_hash)
+    copy = write_file(content[::-1])
+    reversed_obj = proxy.add_data_object(copy, users.alice.identity, False, False, "Early", "bin", body_hash=hashed)
+    assert reversed_obj.c_hash == hashlib.sha256(content[::-1]).hexdigest()
+
+    # The file changed after it was hashed: a changed size is refused here, changed bytes by the node.
+    grown = BodyHash(head, path)
+    grown.result()
+    path.write_bytes(content + b"more")
+    with pytest.raises(InvalidInputError, match="changed"):
+        proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=grown)
+    changed = BodyHash(head, path)
+    changed.result()
+    path.write_bytes(b"x" * (len(content) + 4))
+    with pytest.raises(InvalidInputError):
+        proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=changed)
 
 
 def test_downloads_leave_the_node_by_sendfile(node: Any, users: Any, send: Callable, big: Any) -> None:
