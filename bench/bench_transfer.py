@@ -134,6 +134,7 @@ class Figures:
         self.growth: dict[str, list[float]] = {}
         self.fixed: list[float] = []  # seconds of a CLI command that moves no content
         self.versus: dict[str, list[float]] = {}  # CLI seconds / proxy seconds of the same transfer, per round
+        self.added: dict[str, list[float]] = {}  # CLI seconds - proxy seconds of the same transfer, per round
 
     def add(self, label: str, size: int, seconds: float, reference: float | None) -> None:
         rate = size / seconds / MB
@@ -143,6 +144,7 @@ class Figures:
 
     def compare(self, label: str, cli_seconds: float, proxy_seconds: float) -> None:
         self.versus.setdefault(label, []).append(cli_seconds / proxy_seconds)
+        self.added.setdefault(label, []).append(cli_seconds - proxy_seconds)
 
     def print(self) -> None:
         for label, values in self.rates.items():
@@ -158,7 +160,8 @@ class Figures:
             print(f"  {'CLI start-up (saas-cli dor usage)':<34} {figure:>32}   goal -")
         for label, values in self.versus.items():  # the CLI's time over the proxy's, as what it adds
             added = (statistics.median(values) - 1) * 100
-            figure = f"{added:+.0f} % time (x{1 / statistics.median(values):.2f} rate)"
+            seconds = statistics.median(self.added[label])
+            figure = f"{added:+.0f} % time, {seconds:+.2f} s (x{1 / statistics.median(values):.2f} rate)"
             print(f"  {label:<34} {figure:>32}   goal <= +10 %")
 
 
@@ -263,7 +266,23 @@ def one_round(setup: Setup, dor: DORProxy, reference: Reference, source: Path, f
     dor.delete_data_object(obj.obj_id, user)
 
 
-def bench_size(setup: Setup, size: int, runs: int) -> None:
+def print_marginal(added: dict[int, dict[str, float]]) -> None:
+    """What the CLI adds per byte over the proxy: the change of its added seconds between the smallest and the
+    largest size (0: the CLI costs only a fixed start-up; the same per byte as the proxy)."""
+    if len(added) < 2:
+        return
+    small, large = min(added), max(added)
+    for kind in ("upload", "download"):
+        a, b = added[small].get(kind), added[large].get(kind)
+        if a is None or b is None:
+            continue
+        per_gib = (b - a) / ((large - small) / 2**30)
+        label = f"CLI {kind} added per GiB"
+        figure = f"{per_gib:+.2f} s (fixed {a:+.2f} s)"
+        print(f"  {label:<34} {figure:>32}   goal - (0: the proxy's per-byte cost)")
+
+
+def bench_size(setup: Setup, size: int, runs: int) -> dict[str, float]:
     source = write_random_file(setup.work / f"data-{size}.bin", size)
     reference = Reference(source, setup.work / "reference.out")
     figures = Figures()
@@ -272,6 +291,12 @@ def bench_size(setup: Setup, size: int, runs: int) -> None:
             for run in range(runs + 1):  # round 0 warms up (its rates are not counted, its RSS growth is)
                 one_round(setup, dor, reference, source, figures, run > 0)
         figures.print()
+        return {
+            kind: statistics.median(values)
+            for label, values in figures.added.items()
+            for kind in ("upload", "download")
+            if label.startswith(f"CLI {kind}")
+        }
     finally:
         reference.stop()
         source.unlink(missing_ok=True)
@@ -313,8 +338,8 @@ def main() -> None:
                 setup.loop = asyncio.new_event_loop()
                 setup.fetcher = Node(config, keys)
                 setup.loop.run_until_complete(setup.fetcher.start())
-        for size in sizes:
-            bench_size(setup, size, args.runs)
+        added = {size: bench_size(setup, size, args.runs) for size in sizes}
+        print_marginal(added)
     finally:
         if setup is not None and setup.loop is not None:
             if setup.fetcher is not None:

@@ -16,10 +16,18 @@ __all__ = ["BaseExceptionGroup", "StrEnum", "timeout"]
 
 if sys.version_info >= (3, 11):
     import builtins
-    from asyncio import timeout
     from enum import StrEnum
+    from typing import Any
 
     BaseExceptionGroup = builtins.BaseExceptionGroup
+
+    def __getattr__(name: str) -> Any:
+        """`timeout` on first use: importing `saas` (e.g. by the CLI, before it opens a keystore) loads no asyncio."""
+        if name == "timeout":
+            from asyncio import timeout
+
+            return timeout
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 else:  # pragma: no cover - exercised by the Python 3.10 run of CI
     import asyncio
     import asyncio.exceptions

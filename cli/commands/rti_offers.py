@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saas.core.errors import InvalidInputError, MissingValueError
-from saas.rti.booking_time import slot_start, utc_ms
 from saas_cli.context import Context
 
 if TYPE_CHECKING:
@@ -35,6 +34,8 @@ def _deadline(text: str) -> int:
         raise InvalidInputError(
             f"--deadline must be an ISO date and time (e.g. 2026-12-24T18:00), not '{text}'"
         ) from None
+    from saas.rti.booking_time import utc_ms
+
     return utc_ms(when)
 
 
@@ -274,6 +275,8 @@ _MARKS = {"free": "---", "taken": "===", "yours": "###"}
 
 def _when(text: str | None, hourly: bool) -> int | None:
     """`--from` (ISO date or date and time, UTC unless given) as UTC ms on the hour (on the day without --hours)."""
+    from saas.rti.booking_time import slot_start
+
     return None if text is None else slot_start(_deadline(text), hourly)
 
 
