@@ -183,7 +183,7 @@ def test_an_unbeatable_offer_is_taken_without_waiting_for_slow_nodes(
     offers no wait and nothing to fetch; `find_offers` still waits for every node (it shows them all), and an
     expression rank (whose best score is unknown) waits too."""
     veto = tmp_path / "slow-veto"
-    veto.write_text('#!/bin/sh\ncat >/dev/null\nsleep 4\necho \'{"accept": true}\'\n')
+    veto.write_text("#!/bin/sh\ncat >/dev/null\nsleep 4\necho '{\"accept\": true}'\n")
     veto.chmod(0o755)
     quick = node_factory("quick")
     boot = "{}:{}".format(*quick.node.config.p2p_address)
