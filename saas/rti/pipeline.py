@@ -416,6 +416,7 @@ class JobPipeline(Submissions):
             on_start,
             files,
         )
+        await packages.check_disk(self._wd(active.job.id), active.job.package)  # the folder is back from the agent
 
     async def _postprocess(
         self, active: ActiveJob, processor: ProcessorRecord, consumes: dict[str, dict[str, Any]]

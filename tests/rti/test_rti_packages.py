@@ -139,6 +139,13 @@ def test_disk_and_gpus_at_submission_and_in_offers(rti_env_factory: Callable[...
     assert over.state == "failed"
     assert "more than the disk of package 'tiny' (2 MiB)" in " ".join(over.errors), over.errors
     assert env.wait(submit(env, proc_id, "disk", package="tiny", input=disk_input(0.5))).state == "successful"
+    # the same for a job of an agent (its folder is checked when the agent has handed it back)
+    agent_repo, agent_commit = adapter_repo(tmp_path / "repos" / "hostile-agent", "hostile", "hostile-agent")
+    agent_id = env.deploy("hostile-agent", repo=agent_repo, commit=agent_commit)
+    over = env.wait(submit(env, agent_id, "disk", package="tiny", input=disk_input(3)))
+    assert over.state == "failed"
+    assert "more than the disk of package 'tiny' (2 MiB)" in " ".join(over.errors), over.errors
+    assert env.wait(submit(env, agent_id, "disk", package="tiny", input=disk_input(0.5))).state == "successful"
     # GPUs on a node with none (--job-gpus 0): refused at submission and in the offer, with the reason
     with pytest.raises(InvalidInputError, match="Package 'gpu' has 1 GPUs: this node has no GPUs"):
         submit(env, proc_id, "sleep", package="gpu")
