@@ -135,12 +135,14 @@ class Node:
 
             self.dor = DORService(self)
             await self.dor.start()
+            self.nodedb.add_anchors(self.dor.identities_in_use)  # NodeDB keeps the identities the DOR refers to
         if self.config.has_rti:
             from saas.rti.service import RTIService
 
             self.rti = RTIService(self)
             self.rti.on_finish.extend((self.metrics.job_finished, self.health.job_finished))
             await self.rti.start()
+            self.nodedb.add_anchors(self.rti.identities_in_use)
         from saas.p2p.service import P2PService
 
         self.p2p = P2PService(self)

@@ -203,6 +203,14 @@ def c_hash_in_use(conn: sqlite3.Connection, c_hash: str) -> bool:
     return conn.execute("SELECT 1 FROM objects WHERE c_hash = ? LIMIT 1", (c_hash,)).fetchone() is not None
 
 
+def identities_in_use(conn: sqlite3.Connection, iids: Sequence[str]) -> set[str]:
+    """Which of `iids` own an object here or are granted access to one."""
+    marks = ",".join("?" * len(iids))
+    owners = conn.execute(f"SELECT DISTINCT owner_iid FROM objects WHERE owner_iid IN ({marks})", list(iids))
+    readers = conn.execute(f"SELECT DISTINCT iid FROM access WHERE iid IN ({marks})", list(iids))
+    return {r[0] for r in owners} | {r[0] for r in readers}
+
+
 def all_c_hashes(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT DISTINCT c_hash FROM objects")}
 

@@ -574,6 +574,10 @@ class DORService:
         envelope the owner gave it), never for a request."""
         return await self.db.run(catalog.get_envelope, obj_id, iid)
 
+    async def identities_in_use(self, iids: list[str]) -> set[str]:
+        """Which of `iids` own or may read an object here (NodeDB keeps their records when it makes room)."""
+        return await self.db.run(catalog.identities_in_use, iids) if iids else set()
+
     async def records(self, obj_ids: Sequence[str]) -> dict[str, CDataObject | GPPDataObject]:
         """The objects of `obj_ids` this DOR holds, by obj_id, as stored (no custodian, no reader check): for this
         node's own services (e.g. the RTI showing a job's outputs to its user), never for a request."""

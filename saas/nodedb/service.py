@@ -6,8 +6,9 @@ one stored; re-publishing the identical record is a no-op.
 
 Bounds (issue 14, item 7): publications from one client (`client`, its address) are rate limited (a token bucket:
 429 with the wait); NodeDB holds at most `max_identities` identities and `max_nodes` node records of other nodes.
-When full, new records are refused (429 over REST; skipped and logged when they come from peers) while updates of
-known records (higher nonce or sequence) still pass.
+When full, a new identity published to this node takes the place of one stored long ago that nothing here needs
+(`saas.nodedb.eviction`); when every stored identity is needed, it is refused (429). Records from peers are skipped
+(and logged) when NodeDB is full. Updates of known records (higher nonce or sequence) always pass.
 
 Node records of other nodes come from the P2P layer (`update_node`, verified, newer sequence wins). The P2P layer
 also tells NodeDB which nodes are connected (`set_online`) and when it last heard from them (`touch`); listeners
@@ -27,6 +28,7 @@ from pathlib import Path
 from saas.core.errors import ConflictError, LimitReachedError, NodeDBError, NotFoundError, SaaSError
 from saas.core.identity import Identity
 from saas.core.ratelimit import TokenBuckets
+from saas.nodedb import eviction
 from saas.nodedb.schemas import OBSERVED, NodeInfo
 from saas.sqlite import Database
 
@@ -78,6 +80,9 @@ class NodeDBService:
         self._publications = TokenBuckets(publish_rate, publish_burst)
         self._full_logged_at = -FULL_LOG_EVERY
         self._identities: dict[str, Identity] = {}
+        self._stored: dict[str, None] = {}  # identities in the order their records were stored (oldest first)
+        self._active_at: dict[str, float] = {}  # identity -> when it last made a verified request (monotonic)
+        self._anchors: list[eviction.Anchors] = []
         self._nodes: dict[str, NodeInfo] = {}
         self._own: NodeInfo | None = None
         self._publish_lock = asyncio.Lock()
@@ -87,8 +92,11 @@ class NodeDBService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._db.open)
-        rows = await self._db.run(lambda c: c.execute("SELECT record FROM identities").fetchall())
+        rows = await self._db.run(
+            lambda c: c.execute("SELECT record FROM identities ORDER BY updated, rowid").fetchall()
+        )
         self._identities = {i.id: i for i in (Identity.model_validate_json(r["record"]) for r in rows)}
+        self._stored = dict.fromkeys(self._identities)
         rows = await self._db.run(lambda c: c.execute("SELECT record, last_seen FROM nodes").fetchall())
         for row in rows:
             info = NodeInfo.model_validate_json(row["record"])
@@ -126,11 +134,14 @@ class NodeDBService:
         await asyncio.to_thread(identity.verify)
         async with self._publish_lock:
             known = self._identities.get(identity.id)
-            if known is None and bounded and len(self._identities) >= self.max_identities:
-                logger.warning("NodeDB is full (%d identities): refused a new identity", len(self._identities))
+            full = known is None and bounded and len(self._identities) >= self.max_identities
+            if full and not await self._make_room(1):
+                logger.warning(
+                    "NodeDB is full (%d identities, all in use): refused a new identity", len(self._identities)
+                )
                 raise NodeDBFullError(
-                    f"This node knows {len(self._identities)} identities, the most it keeps: it accepts updates of "
-                    "known identities only",
+                    f"This node knows {len(self._identities)} identities, the most it keeps, and each is in use "
+                    "here: it accepts updates of known identities only",
                     {"identities": len(self._identities), "max_identities": self.max_identities},
                 )
             if known is not None:
@@ -151,8 +162,44 @@ class NodeDBService:
 
             await self._db.run(store)
             self._identities[identity.id] = identity
+            self._stored.pop(identity.id, None)
+            self._stored[identity.id] = None
         self._notify("identity", identity)
         return identity
+
+    # -- making room (saas.nodedb.eviction) ---------------------------------------------------------------------
+
+    def add_anchors(self, anchors: eviction.Anchors) -> None:
+        """A service's way to say which identities it refers to (they are never made room of)."""
+        self._anchors.append(anchors)
+
+    def touch_identity(self, iid: str) -> None:
+        """Identity `iid` just made a verified request here (kept in memory: it stays for a while)."""
+        if iid in self._identities:
+            self._active_at[iid] = time.monotonic()
+
+    async def _make_room(self, wanted: int) -> int:
+        """Remove up to `wanted` identities nothing here needs (see `saas.nodedb.eviction`); returns how many went.
+        Called with the publication lock held."""
+        pinned = set(self._nodes)
+        if self._own is not None:
+            pinned.add(self._own.identity.id)
+        found = eviction.candidates(self._stored, pinned, self._active_at, time.monotonic())
+        if not found:
+            return 0
+        used: set[str] = set()
+        for anchors in self._anchors:
+            used |= await anchors(found)
+        victims = [iid for iid in found if iid not in used][:wanted]
+        if not victims:
+            return 0
+        await self._db.run(lambda c: c.executemany("DELETE FROM identities WHERE iid = ?", [(i,) for i in victims]))
+        for iid in victims:
+            self._identities.pop(iid, None)
+            self._stored.pop(iid, None)
+            self._active_at.pop(iid, None)
+        logger.info("NodeDB is full: %d identities stored long ago and not in use here made room", len(victims))
+        return len(victims)
 
     # -- change listeners ---------------------------------------------------------------------------------------
 
@@ -272,6 +319,9 @@ class NodeDBService:
 
             await self._db.run(store)
             self._identities.update(fresh_identities)
+            for iid in fresh_identities:
+                self._stored.pop(iid, None)
+                self._stored[iid] = None
             for iid, info in fresh_nodes.items():
                 self._nodes[iid] = info.model_copy(update={"last_seen": seen})
         for identity in fresh_identities.values():

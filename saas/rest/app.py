@@ -222,7 +222,7 @@ def create_app(node: Node) -> FastAPI:
     )
     app.state.node = node
     app.state.verifier = RequestVerifier(
-        node.iid, node.nodedb.get_identity, node.seen_requests, node.config.request_window
+        node.iid, node.nodedb.get_identity, node.seen_requests, node.config.request_window, node.nodedb.touch_identity
     )
     app.state.sessions = Sessions(
         node.iid, node.config.dashboard_session_lifetime, node.config.dashboard_max_sessions

@@ -62,10 +62,16 @@ MAX_NONCE_LENGTH = 128
 
 class RequestVerifier:
     def __init__(
-        self, node_iid: str, lookup: Callable[[str], Identity | None], seen: SeenRequests, window_s: float = 120.0
+        self,
+        node_iid: str,
+        lookup: Callable[[str], Identity | None],
+        seen: SeenRequests,
+        window_s: float = 120.0,
+        verified: Callable[[str], None] | None = None,
     ):
         self._node_iid = node_iid
         self._lookup = lookup
+        self._verified = verified  # told the identity of every request that verified (NodeDB: it is in use)
         self._seen = seen  # (iid, nonce) pairs within the window, kept across restarts
         self._window_ms = int(window_s * 1000)
 
@@ -99,6 +105,8 @@ class RequestVerifier:
         if not await asyncio.to_thread(identity.verify_signature, message, headers[HEADER_SIGNATURE]):
             raise AuthenticationError("Invalid request signature", {"iid": iid})
         await self._seen.remember(iid, nonce, timestamp + self._window_ms + 1, int(time.time() * 1000))
+        if self._verified is not None:
+            self._verified(iid)
         return identity, body_sha256
 
 

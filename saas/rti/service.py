@@ -274,6 +274,20 @@ class RTIService(JobPipeline):
         """With `wait`: answer at the job's next change (or, `until_final`, once it is final), at most `wait` s."""
         return await self.reader.get_status(job_id, caller, wait, until_final)
 
+    async def identities_in_use(self, iids: list[str]) -> set[str]:
+        """Which of `iids` have jobs, bookings or an account level here (NodeDB keeps their records)."""
+
+        def query(conn: sqlite3.Connection) -> set[str]:
+            marks = ",".join("?" * len(iids))
+            found = set()
+            for table in ("jobs", "bookings", "levels"):
+                column = "iid" if table == "levels" else "user_iid"
+                rows = conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IN ({marks})", iids)
+                found |= {r[0] for r in rows}
+            return found
+
+        return await self.db.run(query) if iids else set()
+
     async def get_jobs(self, caller: Identity, limit: int = 1000) -> list[ListedJob]:
         return await self.reader.get_jobs(caller, limit)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from saas.core.identity import Identity, derive_identity_id
 from saas.core.keys import ECKeyPair
 from saas.core.keystore import Keystore
 from saas.core.ratelimit import TokenBuckets
+from saas.dor.proxy import DORProxy
 from saas.p2p.protocols import nodedb as nodedb_protocol
 from tests.p2p.conftest import wait_until
 
@@ -78,23 +80,54 @@ def test_publication_flood_is_rate_limited(
     assert publish(node, keystores("alice").identity).status_code == 200
 
 
-def test_nodedb_full_refuses_new_identities_but_takes_updates(
-    node_factory: Callable[..., Any], keystores: Callable[[str], Keystore]
+def test_a_full_nodedb_makes_room_but_keeps_who_uses_the_node(
+    node_factory: Callable[..., Any], keystores: Callable[[str], Keystore], tmp_path: Path
 ) -> None:
-    node = node_factory(max_identities=4, identity_publish_burst=100)
-    rsa = keystores("alice").identity.e_public_key
-    made = [fake_identity(rsa, n) for n in range(5)]
-    answers = [publish(node, identity) for identity, _ in made]
-    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
-    body = answers[3].json()
-    assert body["reason"] == (
-        "This node knows 4 identities, the most it keeps: it accepts updates of known identities only"
+    """The attack: fill NodeDB with made-up identities so that no new user can publish. A new identity takes the
+    place of the one stored longest ago that nothing here needs; the node's own identity, an owner of data here and
+    a user active here stay; when every stored identity is needed, a new one is refused with the reason."""
+    node = node_factory(max_identities=5, identity_publish_burst=100)
+    alice, bob, carol = keystores("alice"), keystores("bob"), keystores("carol")
+    assert publish(node, alice.identity).status_code == 200
+    data = tmp_path / "data.json"
+    data.write_text("{}")
+    with DORProxy(node.address, alice) as dor:  # alice owns data here
+        dor.add_data_object(data, alice.identity, False, False, "JSONObject", "json")
+    assert publish(node, bob.identity).status_code == 200
+    with DORProxy(node.address, bob) as dor:  # bob is active here (a verified signed request)
+        dor.search()
+    junk = [fake_identity(alice.identity.e_public_key, n) for n in range(4)]
+    assert [publish(node, j).status_code for j, _ in junk] == [200] * 4  # the last two made room
+    db = node.node.nodedb
+    assert len(db.identities()) == 5
+    stored = {i.id for i in db.identities()}
+    assert {node.node.iid, alice.iid, bob.iid} <= stored
+    assert [j.id in stored for j, _ in junk] == [False, False, True, True]  # the oldest went first
+    assert publish(node, carol.identity).status_code == 200  # a new user gets in
+    assert db.get_identity(carol.iid) is not None and db.get_identity(junk[2][0].id) is None
+    updated, _ = fake_identity(alice.identity.e_public_key, 100, key=junk[3][1], nonce=1)  # an update: no room needed
+    assert publish(node, updated).status_code == 200 and db.get_identity(updated.id) == updated
+    with DORProxy(node.address, carol) as dor:  # carol and the last junk record in use: nothing may go
+        dor.search()
+    with DORProxy(node.address, alice) as dor:
+        obj = dor.add_data_object(data, alice.identity, True, False, "JSONObject", "json")
+        dor.grant_access(obj.obj_id, alice, updated)
+    refused = publish(node, fake_identity(alice.identity.e_public_key, 200)[0])
+    assert refused.status_code == 429
+    assert refused.json()["reason"] == (
+        "This node knows 5 identities, the most it keeps, and each is in use here: it accepts updates of known "
+        "identities only"
     )
-    assert body["details"] == {"identities": 4, "max_identities": 4}
-    assert node.node.nodedb.get_identity(made[3][0].id) is None
-    updated, _ = fake_identity(rsa, 100, key=made[0][1], nonce=1)  # a known identity, newer: still accepted
-    assert publish(node, updated).status_code == 200
-    assert node.node.nodedb.get_identity(updated.id) == updated
+    assert refused.json()["details"] == {"identities": 5, "max_identities": 5}
+
+
+def test_eviction_candidates() -> None:
+    from saas.nodedb.eviction import ACTIVE_KEEP_S, candidates
+
+    stored = ["d", "b", "c", "a"]  # stored longest ago first
+    assert candidates(stored, {"d"}, {}, now=0.0) == ["b", "c", "a"]  # in that order, the pinned never
+    assert candidates(stored, (), {"b": 100.0}, now=100.0 + ACTIVE_KEEP_S - 1) == ["d", "c", "a"]  # active: stays
+    assert candidates(stored, (), {"b": 100.0}, now=100.0 + ACTIVE_KEEP_S + 1, limit=2) == ["d", "b"]
 
 
 def test_records_from_peers_are_bounded(
