@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +126,11 @@ def search(ctx: Context, args: argparse.Namespace) -> None:
         if found.unanswered:
             missing = "; ".join(str(u) for u in found.unanswered)
             ctx.out.warning(f"{len(found.unanswered)} node(s) did not answer, results are partial: {missing}")
+    per_node = Counter(o.custodian.identity.id if o.custodian else "" for o in found)
+    cut = sorted(iid[:16] + "…" if iid else "this node" for iid, n in per_node.items() if n >= args.limit)
+    if cut:
+        ctx.out.warning(f"At most {args.limit} results per node are shown, and {', '.join(cut)} had that many: "
+                        "there may be more (--limit N, up to 1000)")  # fmt: skip
     ctx.out.result([_meta_document(o) for o in found])
     if ctx.out.as_json:
         return

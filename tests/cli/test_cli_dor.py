@@ -268,10 +268,15 @@ def test_search(foo, alice, anonymous, sdk, node, tmp_path: Path) -> None:
     assert by_id[mine[0]][1:] == [custodian, "SearchA", "json", owner, "open", "colour=red"]
     assert by_id[mine[1]][1:] == [custodian, "SearchA", "json", owner, "open"]  # no tags: an empty last column
 
+    assert "may be more" not in result.stderr
     result = anonymous("search", "--this-node-only", "--data-type", "SearchA")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"Found 2 data objects at {node.address}:"
     assert {row[0] for row in table_rows(result.stdout)[1]} == set(mine)
+    for where in ([], ["--this-node-only"]):  # a node with as many matches as the limit: said, not silently cut
+        result = anonymous("search", *where, "--data-type", "SearchA", "--limit", "2")
+        assert result.returncode == 0 and len(table_rows(result.stdout)[1]) == 2
+        assert "At most 2 results per node are shown" in result.stderr and "--limit N" in result.stderr
 
     def found(dor: Dor, *args: str) -> set[str]:
         return {document["obj_id"] for document in dor.json("search", *args)}
