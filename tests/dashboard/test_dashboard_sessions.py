@@ -3,6 +3,7 @@ requests authorised exactly as signed ones (same rules, CSRF-safe), and sessions
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -333,7 +334,7 @@ def _cookie(client: httpx.Client) -> str:
 
 def _stored(node: Any) -> list[tuple[str, str, str]]:
     """(key, node_iid, iid) of every session row in the node's database (read beside the running node)."""
-    with sqlite3.connect(node.node.config.datastore / "sessions.sqlite") as conn:
+    with contextlib.closing(sqlite3.connect(node.node.config.datastore / "sessions.sqlite")) as conn:
         return conn.execute("SELECT key, node_iid, iid FROM sessions ORDER BY opened").fetchall()
 
 
