@@ -24,6 +24,7 @@ from saas.ops.health import HealthMonitor
 from saas.ops.logring import LogRing
 from saas.ops.metrics import NodeMetrics
 from saas.rest.replay import SeenRequests
+from saas.rest.sessions import Sessions
 
 if TYPE_CHECKING:
     from saas.dor.service import DORService
@@ -58,6 +59,12 @@ class Node:
             publish_burst=config.identity_publish_burst,
         )
         self.seen_requests = SeenRequests(config.datastore / "requests.sqlite")  # signed requests: no replay
+        self.sessions = Sessions(  # dashboard sign-in (saas.dashboard)
+            config.datastore / "sessions.sqlite",
+            keystore.iid,
+            config.dashboard_session_lifetime,
+            config.dashboard_max_sessions,
+        )
         self.audit = AuditLog(
             config.datastore / "audit.sqlite", keystore, config.audit_max_entries, config.audit_max_age_days
         )
@@ -128,6 +135,7 @@ class Node:
         await self.audit.start()
         await self.nodedb.start()
         await self.seen_requests.start(self.started_ms)
+        await self.sessions.start()
         await self.nodedb.publish_identity(self.keystore.identity, bounded=False)
         self.nodedb.set_own(await asyncio.to_thread(self._record))
         if self.config.has_dor:
@@ -196,6 +204,7 @@ class Node:
         if self.rest is not None:
             await self.rest.stop()
         await self.seen_requests.stop()
+        await self.sessions.stop()
         if self.p2p is not None:
             await self.p2p.stop()
         if self.rti is not None:

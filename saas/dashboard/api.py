@@ -77,7 +77,7 @@ async def login(
             "The login token was already used: make a new one with 'saas-cli dashboard'"
         ) from None
     sessions = _sessions(request)
-    session_id, session = sessions.open(parsed.iid)
+    session_id, session = await sessions.open(parsed.iid)
     response.set_cookie(
         sessions.cookie_name,
         session_id,
@@ -115,7 +115,7 @@ async def logout(request: Request, response: Response) -> SessionInfo:
     if session is not None:
         if not hmac.compare_digest(request.headers.get(HEADER_CSRF, "").encode(), session.csrf.encode()):
             raise AuthenticationError(f"Missing or wrong CSRF token ({HEADER_CSRF} header) for the dashboard session")
-        sessions.close(session_id)
+        await sessions.close(session_id)
     response.delete_cookie(sessions.cookie_name, path="/", httponly=True, samesite="strict")
     return SessionInfo(signed_in=False, node_iid=request.app.state.node.iid)
 

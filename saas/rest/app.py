@@ -21,7 +21,6 @@ from saas import __version__
 from saas.core import errors
 from saas.rest.auth import RequestVerifier
 from saas.rest.content import RangeNotSatisfiableError
-from saas.rest.sessions import Sessions
 
 if TYPE_CHECKING:
     from saas.node import Node
@@ -224,9 +223,7 @@ def create_app(node: Node) -> FastAPI:
     app.state.verifier = RequestVerifier(
         node.iid, node.nodedb.get_identity, node.seen_requests, node.config.request_window, node.nodedb.touch_identity
     )
-    app.state.sessions = Sessions(
-        node.iid, node.config.dashboard_session_lifetime, node.config.dashboard_max_sessions
-    )  # dashboard sign-in (saas.dashboard)
+    app.state.sessions = node.sessions  # dashboard sign-in (saas.dashboard)
     app.add_exception_handler(errors.SaaSError, _saas_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

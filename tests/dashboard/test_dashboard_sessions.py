@@ -1,9 +1,12 @@
-"""Dashboard sign-in (issue 20) against a real node over real HTTP: login tokens, the session cookie, and cookie
-requests authorised exactly as signed ones (same rules, CSRF-safe)."""
+"""Dashboard sign-in (issue 20) against a real node over real HTTP: login tokens, the session cookie, cookie
+requests authorised exactly as signed ones (same rules, CSRF-safe), and sessions kept across node restarts."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,8 +17,10 @@ import pytest
 from saas.core.keystore import Keystore
 from saas.core.login import LoginToken
 from saas.core.signing import sign_request
+from saas.node import Node
 from saas.nodedb.proxy import NodeDBProxy
 from saas.rest.sessions import HEADER_CSRF
+from tests.conftest import RunningNode
 
 API = "/api/v1"
 
@@ -294,3 +299,152 @@ def test_the_pages_ship_inside_the_package() -> None:
     assert all(any(fnmatch.fnmatch(f, pattern) and "/" not in f[7:] for pattern in patterns) for f in files)
     index = (STATIC / "index.html").read_text()
     assert "http://" not in index and "https://" not in index  # nothing from elsewhere
+
+
+# -- sessions across restarts ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restart() -> Iterator[Callable[..., RunningNode]]:
+    """`restart(node, keystore=None, **config)`: stop the node and start a new one on the same datastore and ports
+    (with `keystore`: as another identity; `config` overrides fields of its configuration)."""
+    started: list[RunningNode] = []
+
+    def make(old: RunningNode, keystore: Keystore | None = None, **config: Any) -> RunningNode:
+        old.stop()
+        keystore = keystore or old.node.keystore
+        update = {**config, "keystore": keystore.path}
+        started.append(RunningNode(Node(old.node.config.model_copy(update=update), keystore)))
+        started[-1].start()
+        return started[-1]
+
+    yield make
+    for running in reversed(started):
+        running.stop()
+
+
+def _client(node: Any) -> httpx.Client:
+    return httpx.Client(base_url=node.url, timeout=30, trust_env=False)
+
+
+def _cookie(client: httpx.Client) -> str:
+    """The session cookie as a `cookie` header (to send it again after the browser dropped it)."""
+    return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+
+def _stored(node: Any) -> list[tuple[str, str, str]]:
+    """(key, node_iid, iid) of every session row in the node's database (read beside the running node)."""
+    with contextlib.closing(sqlite3.connect(node.node.config.datastore / "sessions.sqlite")) as conn:
+        return conn.execute("SELECT key, node_iid, iid FROM sessions ORDER BY opened").fetchall()
+
+
+def _published(node: Any, *users: Keystore) -> None:
+    with NodeDBProxy(node.address) as db:
+        for user in users:
+            db.update_identity(user.identity)
+
+
+def test_a_session_survives_a_restart_and_a_signed_out_one_does_not(
+    node_factory: Any, keystores: Any, restart: Any
+) -> None:
+    node = node_factory()
+    alice = keystores("alice")
+    _published(node, alice)
+    with _client(node) as kept, _client(node) as left, _client(node) as other:
+        csrf = signed_in(node, kept, alice)
+        csrf_left = signed_in(node, left, alice)
+        info = kept.get(f"{API}/dashboard/session").json()
+        cookie_left = _cookie(left)
+        assert left.post(f"{API}/dashboard/logout", headers={HEADER_CSRF: csrf_left}).status_code == 200
+        assert [iid for _, _, iid in _stored(node)] == [alice.iid]  # sign-out deleted its row at once
+
+        node = restart(node)
+        assert kept.get(f"{API}/dashboard/session").json() == info  # same identity, CSRF token and expiry
+        assert kept.get(f"{API}/rti/job").status_code == 200
+        stored = upload(kept, alice.iid, b"after the restart\n", csrf)
+        assert stored.status_code == 200, stored.text
+        assert upload(kept, alice.iid, b"no token", None).status_code == 401  # CSRF still checked
+        gone = other.get(f"{API}/rti/job", headers={"cookie": cookie_left})
+        assert gone.status_code == 401 and "expired" in gone.json()["reason"]
+        assert other.get(f"{API}/dashboard/session", headers={"cookie": cookie_left}).json()["signed_in"] is False
+
+        # signing out after the restart holds after the next one too
+        cookie_kept = _cookie(kept)
+        assert kept.post(f"{API}/dashboard/logout", headers={HEADER_CSRF: csrf}).status_code == 200
+        node = restart(node)
+        assert other.get(f"{API}/rti/job", headers={"cookie": cookie_kept}).status_code == 401
+        assert _stored(node) == []
+
+
+def test_the_database_holds_no_session_id_in_clear(node: Any, users: Any, browser: Any) -> None:
+    client = browser()
+    signed_in(node, client, users[0])
+    [session_id] = client.cookies.values()
+    key = hashlib.sha256(session_id.encode()).hexdigest()
+    assert [k for k, _, _ in _stored(node)] == [key]
+    node.stop()  # everything in the main file, and whatever the WAL still holds beside it
+    files = [p for p in node.node.config.datastore.iterdir() if p.name.startswith("sessions.sqlite")]
+    content = b"".join(p.read_bytes() for p in files)
+    assert key.encode() in content
+    assert session_id.encode() not in content
+
+
+@pytest.mark.parametrize("lifetime", [1.0, 3600.0])
+def test_an_expired_session_is_not_restored(node_factory: Any, keystores: Any, restart: Any, lifetime: float) -> None:
+    """Expired at the restart: by its own lifetime (1 s), or by the shorter lifetime the node restarts with."""
+    node = node_factory(dashboard_session_lifetime=lifetime)
+    alice = keystores("alice")
+    _published(node, alice)
+    with _client(node) as client:
+        info = login(client, LoginToken.create(alice, node.node.iid).to_string()).json()
+        cookie = _cookie(client)
+        node.stop()
+        ends = info["expires"] / 1000 - lifetime + 1.0  # sign-in + 1 s
+        time.sleep(max(0.0, ends - time.time()) + 0.05)  # time passing is the behaviour: the session expires
+        node = restart(node, dashboard_session_lifetime=1.0)
+        refused = client.get(f"{API}/rti/job", headers={"cookie": cookie})
+        assert refused.status_code == 401 and "expired" in refused.json()["reason"]
+        assert _stored(node) == []  # deleted at start
+
+
+def test_the_cap_per_identity_holds_across_restarts(node_factory: Any, keystores: Any, restart: Any) -> None:
+    node = node_factory(dashboard_max_sessions=2)
+    alice, bob = keystores("alice"), keystores("bob")
+    _published(node, alice, bob)
+    clients = [_client(node) for _ in range(3)]
+    try:
+        signed_in(node, clients[0], alice)
+        signed_in(node, clients[1], alice)
+        with _client(node) as as_bob:
+            signed_in(node, as_bob, bob)
+            node = restart(node)
+
+            def live() -> list[bool]:
+                return [c.get(f"{API}/dashboard/session").json()["signed_in"] for c in clients]
+
+            assert live() == [True, True, False]
+            signed_in(node, clients[2], alice)  # the third closes the oldest, restored or not
+            assert live() == [False, True, True]
+            node = restart(node, dashboard_max_sessions=1)  # a smaller cap: only the newest is restored
+            assert live() == [False, False, True]
+            assert as_bob.get(f"{API}/dashboard/session").json()["signed_in"]  # bob's own cap
+            assert sorted(iid for _, _, iid in _stored(node)) == sorted([alice.iid, bob.iid])
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_sessions_are_not_restored_for_another_node_identity(node_factory: Any, keystores: Any, restart: Any) -> None:
+    """Another keystore on the same datastore is another node: the sessions of the old one are not its own."""
+    node = node_factory()
+    alice, other = keystores("alice"), keystores("other-node")
+    _published(node, alice)
+    with _client(node) as client, _client(node) as probe:
+        signed_in(node, client, alice)
+        [session_id] = client.cookies.values()
+        node = restart(node, keystore=other)
+        _published(node, alice)
+        cookie = f"{node.node.sessions.cookie_name}={session_id}"  # even sent under the new node's cookie name
+        assert probe.get(f"{API}/dashboard/session", headers={"cookie": cookie}).json()["signed_in"] is False
+        assert probe.get(f"{API}/rti/job", headers={"cookie": cookie}).status_code == 401
+        assert _stored(node) == []

@@ -1,6 +1,7 @@
 """Crash safety of the DOR (DESIGN §6): a node process killed with SIGKILL at any point leaves no visible partial
 object, no leftover temp file and no content file without a record once it is restarted on the same datastore;
-an object whose add completed survives the crash intact."""
+an object whose add completed survives the crash intact. A dashboard session is stored before its cookie is sent:
+it survives the kill too."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from e2e_support import MiB, NodeProcess, StreamingUpload, sha256_file, wait_for, write_random_file
 
 from saas.core.errors import UnavailableError, UnreachableError
 from saas.core.keystore import Keystore
+from saas.core.login import LoginToken
 from saas.dor.proxy import DORProxy
 from saas.dor.schemas import DataObject
+from saas.rest.sessions import HEADER_CSRF
 
 pytestmark = pytest.mark.slow
 
@@ -261,3 +265,18 @@ def test_kill_during_add_gpp_clone(node_process: NodeProcess, user: Keystore, tm
     server.close()
     for connection in held:
         connection.close()
+
+
+def test_a_dashboard_session_survives_a_kill(node_process: NodeProcess, user: Keystore) -> None:
+    node = node_process
+    node.publish(user)
+    node_iid = node.keystore.iid
+    with httpx.Client(base_url=node.url, timeout=30, trust_env=False) as browser:
+        token = LoginToken.create(user, node_iid).to_string()
+        signed_in = browser.post("/api/v1/dashboard/login", json={"token": token}, headers={HEADER_CSRF: "login"})
+        assert signed_in.status_code == 200, signed_in.text
+        node.kill()  # right after the answer: nothing of a graceful stop
+        node.restart()
+        session = browser.get("/api/v1/dashboard/session").json()
+        assert session["signed_in"] and session["iid"] == user.iid and session["csrf"] == signed_in.json()["csrf"]
+        assert browser.get("/api/v1/rti/job").status_code == 200
