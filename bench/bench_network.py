@@ -31,12 +31,15 @@ CLI = str(Path(sys.executable).parent / "saas-cli")
 PASSWORD = "bench password"
 
 
-def start_node(keystore: Keystore, datastore: Path, boot: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_node(
+    keystore: Keystore, datastore: Path, boot: str | None, node_type: str = "storage", *extra: str
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A `saas-cli service` process (its output discarded): (process, REST port, P2P port)."""
     rest, p2p = free_port(), free_port()
     args = [CLI, "--keystore", str(keystore.path.parent), "--keystore-id", keystore.iid, "--password", PASSWORD,
             "--non-interactive", "service", "--use-defaults", "--datastore", str(datastore),
             "--rest-address", f"127.0.0.1:{rest}", "--p2p-address", f"127.0.0.1:{p2p}",
-            "--boot-node", boot or f"127.0.0.1:{p2p}", "--type", "storage"]  # fmt: skip
+            "--boot-node", boot or f"127.0.0.1:{p2p}", "--type", node_type, *extra]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return process, rest, p2p

@@ -14,7 +14,6 @@ adds.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "rti"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_network import start_node  # noqa: E402
 from bench_node import wait_rest  # noqa: E402
 from rti_support import adapter_repo  # noqa: E402
 
@@ -45,7 +45,6 @@ from saas.rti.proxy import RTIProxy  # noqa: E402
 from tests.conftest import RunningNode, free_port  # noqa: E402
 
 PASSWORD = "bench password"
-CLI = str(Path(sys.executable).parent / "saas-cli")
 
 
 @dataclass
@@ -92,20 +91,15 @@ def in_process(work: Path, n: int) -> Iterator[list[BenchNode]]:
 
 @contextmanager
 def processes(work: Path, n: int) -> Iterator[list[BenchNode]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAAS_")}
     started: list[subprocess.Popen[bytes]] = []
     nodes: list[BenchNode] = []
     boot = None
     try:
         for i in range(n):
             keystore = Keystore.create(work / "keystores", f"node{i}", f"node{i}@example.org", PASSWORD)
-            rest, p2p = free_port(), free_port()
-            args = [CLI, "--keystore", str(keystore.path.parent), "--keystore-id", keystore.iid, "--password",
-                    PASSWORD, "--non-interactive", "service", "--use-defaults", "--datastore", str(work / f"ds{i}"),
-                    "--rest-address", f"127.0.0.1:{rest}", "--p2p-address", f"127.0.0.1:{p2p}",
-                    "--boot-node", boot or f"127.0.0.1:{p2p}", "--type", "full" if i == 0 else "execution",
-                    "--allow-local-git"]  # fmt: skip
-            started.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+            kind = "full" if i == 0 else "execution"
+            process, rest, p2p = start_node(keystore, work / f"ds{i}", boot, kind, "--allow-local-git")
+            started.append(process)
             if boot is None:
                 wait_rest(rest)
                 boot = f"127.0.0.1:{p2p}"

@@ -17,7 +17,7 @@ from typing import Any
 
 from saas.core.errors import KeystoreCorruptedError, KeystoreError, KeystoreNotFoundError
 
-__all__ = ["FORMAT", "FileKey", "derive_file_key", "keystore_format", "scrypt_key"]
+__all__ = ["FORMAT", "FileKey", "derive_file_key", "keystore_format", "read_document", "scrypt_key"]
 
 FORMAT = "saas-keystore/1"
 KEY_SIZE = 32
@@ -37,7 +37,9 @@ class FileKey:
     key: bytes = field(repr=False)
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_document(path: Path) -> dict[str, Any]:
+    """A keystore file's JSON object. Raises `KeystoreNotFoundError`, `KeystoreError` (unreadable) or
+    `KeystoreCorruptedError` (not a JSON object)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -56,7 +58,7 @@ def _read(path: Path) -> dict[str, Any]:
 def keystore_format(path: Path) -> str | None:
     """The `format` a keystore file states (None if it is unreadable or states none): `FORMAT` for ours."""
     try:
-        value = _read(path).get("format")
+        value = read_document(path).get("format")
     except KeystoreError:
         return None
     return value if isinstance(value, str) else None
@@ -67,7 +69,7 @@ def derive_file_key(path: str | Path, password: str) -> FileKey:
     `KeystoreNotFoundError`, or `KeystoreCorruptedError` for a file that is not a keystore or has unusable KDF
     parameters."""
     path = Path(path)
-    doc = _read(path)
+    doc = read_document(path)
     if doc.get("format") != FORMAT:
         raise KeystoreCorruptedError(f"'{path}' is not a keystore (unknown format)", {"path": str(path)})
     kdf = doc.get("kdf")

@@ -38,10 +38,9 @@ from saas.core.errors import (
     InvalidInputError,
     KeystoreCorruptedError,
     KeystoreError,
-    KeystoreNotFoundError,
     WrongPasswordError,
 )
-from saas.core.file_key import FORMAT, FileKey, derive_file_key
+from saas.core.file_key import FORMAT, FileKey, derive_file_key, read_document
 from saas.core.helpers import write_file_atomic
 from saas.core.identity import Identity, derive_identity_id, is_identity_id, validate_profile
 from saas.core.keys import (
@@ -91,14 +90,8 @@ def _file_content(doc: dict[str, Any]) -> bytes:
 
 def _read_document(path: Path) -> tuple[dict[str, Any], Identity]:
     """Parse a keystore file and check everything that needs no password."""
+    doc = read_document(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise KeystoreNotFoundError(f"No keystore at '{path}'", {"path": str(path)}) from None
-    except OSError as e:
-        raise KeystoreError(f"Cannot read keystore '{path}': {e.strerror}", {"path": str(path)}) from e
-    try:
-        doc = json.loads(raw)
         if doc.get("format") != FORMAT:
             raise KeystoreCorruptedError(f"'{path}' is not a keystore (unknown format)", {"path": str(path)})
         identity = Identity.parse(doc["identity"])
