@@ -2,7 +2,9 @@
 
 Rules every caller may rely on:
 - an object becomes visible only once its content file is complete and its record committed; content is streamed
-  to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible;
+  to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible; a streamed
+  upload (signed over its head only) is published only by its signer's commit naming the hash of the exact body
+  received (`add_pending`, `commit_upload`, `saas.dor.pending`), and is invisible until then;
 - content files are shared by identical content and removed only when no record uses them; adds hold a
   `ContentGuard` shared and removals hold it exclusively, so content is never removed under an add in progress;
 - restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -42,6 +45,7 @@ from saas.core.signing import canonical_json
 from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
 from saas.dor.guard import ContentGuard
+from saas.dor.pending import Pending, PendingUploads
 from saas.dor.schemas import (
     GPP_DATA_FORMAT,
     GPP_DATA_TYPE,
@@ -54,6 +58,7 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
     KeyEnvelope,
+    PendingUpload,
     StorageUsage,
 )
 from saas.dor.store import ContentStore
@@ -239,6 +244,7 @@ class DORService:
         self.max_object_size = node.config.max_object_size
         self.quotas = quota.Quotas(node.config.storage_quota, node.config.storage_quota_for, node.iid)
         self.audit = node.audit
+        self.pending = PendingUploads(node.config.max_pending_uploads, node.config.pending_upload_lifetime)
 
     async def start(self) -> None:
         def open_all() -> tuple[int, int]:
@@ -258,6 +264,7 @@ class DORService:
             logger.info("DOR start: removed %d unfinished uploads or clones, %d unused content files", temps, orphans)
 
     async def stop(self) -> None:
+        await self.pending.close()
         await asyncio.to_thread(self.db.close)
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -364,6 +371,15 @@ class DORService:
         used, objects = await self.db.run(quota.used, caller.id)
         return StorageUsage(iid=caller.id, bytes=used, objects=objects, quota=self.quotas.limit(caller.id))
 
+    def _created(self, params: AddCDataObjectParameters) -> int:
+        """The creation time of a new object: the one stated (not in the future), else now."""
+        now = _now()
+        if params.created is None:
+            return now
+        if params.created > now + CLOCK_SKEW_MS:
+            raise InvalidInputError("The creation time of a data object may not be in the future")
+        return params.created
+
     async def add_content(
         self,
         signer: Identity,
@@ -380,11 +396,80 @@ class DORService:
         the disk is refused before any of it is read."""
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
-        created = _now()
-        if params.created is not None:
-            if params.created > created + CLOCK_SKEW_MS:
-                raise InvalidInputError("The creation time of a data object may not be in the future")
-            created = params.created
+        created = self._created(params)
+        temp, body_sha256, c_hash, size = await self._receive(params, head, first, chunks, size_hint)
+        try:
+            if claimed_body_sha256 is not None and body_sha256 != claimed_body_sha256:
+                raise body_mismatch()
+            claims.check_product(params, c_hash)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, True)
+            raise
+        return await self._publish(signer.id, params, created, task, temp, c_hash, size)
+
+    async def add_pending(
+        self,
+        signer: Identity,
+        params: AddCDataObjectParameters,
+        head: bytes,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+        size_hint: int | None = None,
+    ) -> PendingUpload:
+        """A streamed upload (signed over its head only): stored as `add_content` stores content, checked the same
+        way, but kept pending (`saas.dor.pending`) until `commit_upload` with the signer's word on the body."""
+        self.check_add(params)
+        task = await claims.check(self._node, signer, params)
+        created = self._created(params)
+        owner = params.owner_iid
+        self.pending.reserve(signer.id)
+        try:
+            temp, body_sha256, c_hash, size = await self._receive(
+                params, head, first, chunks, size_hint, self.pending.bytes_of(owner)
+            )
+            try:
+                claims.check_product(params, c_hash)
+                if self.quotas.limit(owner) is not None:  # again, with what else arrived meanwhile
+                    used, _ = await self.db.run(quota.used, owner)
+                    self.quotas.check(owner, used + self.pending.bytes_of(owner), size)
+                upload = Pending(signer.id, params, created, task, temp, body_sha256, c_hash, size)
+                answer = self.pending.add(upload)
+            except BaseException:
+                await asyncio.to_thread(temp.unlink, True)
+                raise
+        except BaseException:
+            self.pending.release(signer.id)
+            raise
+        logger.info("received %s (%d bytes) for %s: waiting for its commit", answer.pending_id, size, owner)
+        return answer
+
+    async def commit_upload(self, signer: Identity, pending_id: str, body_sha256: str) -> CDataObject:
+        """Publish a pending upload of `signer` if `body_sha256` (which the signer signed) is the hash of the body
+        the node received; else discard it (400). Unknown, expired or someone else's: `UnknownUploadError` (404)."""
+        upload = self.pending.take(pending_id, signer.id)
+        if not hmac.compare_digest(upload.body_sha256, body_sha256):
+            await asyncio.to_thread(upload.temp.unlink, True)
+            raise InvalidInputError(
+                "The body the node received does not match the body hash of the commit (the file changed while it "
+                "was sent, or the upload was altered on the way): it was discarded",
+                {"pending_id": pending_id, "received": upload.body_sha256, "committed": body_sha256},
+            )
+        return await self._publish(
+            upload.signer_iid, upload.params, upload.created, upload.task, upload.temp, upload.c_hash, upload.size
+        )
+
+    async def _receive(
+        self,
+        params: AddCDataObjectParameters,
+        head: bytes,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+        size_hint: int | None,
+        reserved: int = 0,
+    ) -> tuple[Path, str, str, int]:
+        """Stream an upload's content to a new temp file (fsynced) while hashing it, within the size limit and the
+        owner's quota (with `reserved` more bytes counted as used); (temp file, SHA-256 of `head` and the
+        content, c_hash, size). On any error the temp file is removed."""
         body_hash = hashlib.sha256(head)
         content_hash = hashlib.sha256()
         limit = self.quotas.limit(params.owner_iid)
@@ -399,8 +484,8 @@ class DORService:
             room = None
             if usage is not None and limit is not None:  # refused before any content is read
                 used, _ = await usage
-                self.quotas.check(params.owner_iid, used, size_hint or 0)
-                room = limit - used
+                self.quotas.check(params.owner_iid, used + reserved, size_hint or 0)
+                room = limit - used - reserved
             # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
             # they came: joining them would copy every byte once more).
             batch, batched = [first], len(first)
@@ -413,7 +498,9 @@ class DORService:
                         {"limit": self.max_object_size},
                     )
                 if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
-                    room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
+                    used, _ = await self.db.run(quota.used, params.owner_iid)
+                    self.quotas.check(params.owner_iid, used + reserved, size)  # or QuotaExceededError
+                    room = limit - used - reserved if limit is not None else None
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= WRITE_BATCH:
@@ -424,13 +511,7 @@ class DORService:
             if writing is not None:
                 await writing
             await _store(f, batch, body_hash, content_hash, behind)
-            if claimed_body_sha256 is not None and body_hash.hexdigest() != claimed_body_sha256:
-                raise body_mismatch()
-            claims.check_product(params, content_hash.hexdigest())
             await asyncio.to_thread(_finish, f, behind)
-            row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
-            if task is not None and params.recipe is not None:
-                await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
         except BaseException as e:
             if writing is not None:  # a worker thread may still be writing to f: let it finish first
                 await asyncio.gather(writing, return_exceptions=True)
@@ -442,12 +523,32 @@ class DORService:
             if full is not None:
                 raise full from None
             raise
+        return temp, body_hash.hexdigest(), content_hash.hexdigest(), size
+
+    async def _publish(
+        self,
+        signer_iid: str,
+        params: AddCDataObjectParameters,
+        created: int,
+        task: str | None,
+        temp: Path,
+        c_hash: str,
+        size: int,
+    ) -> CDataObject:
+        """Put received content (its complete temp file) in place and insert its record (idempotently)."""
+        row = self._content_row(params, signer_iid, c_hash, size, created)
+        try:
+            if task is not None and params.recipe is not None:
+                await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, True)
+            raise
 
         def place() -> ObjectRow:
             self.store.commit(temp, row.c_hash)
             return row
 
-        row = await self._commit(place, self._envelopes(params), signer.id)
+        row = await self._commit(place, self._envelopes(params), signer_iid)
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)
