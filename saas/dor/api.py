@@ -153,8 +153,7 @@ async def usage(request: Request, caller: SignedIdentity) -> StorageUsage:
     },
 )
 async def add_c(request: Request, signer: StreamIdentity) -> CDataObject | Response:
-    """Add a content object (streamed). Signed over the whole body: added at once. Signed over the head line only
-    (streamed): kept pending until committed (`POST /dor/add-c/{pending_id}/commit`)."""
+    """Add a content object (streamed). Signed over its head line only, it is kept pending until committed (202)."""
     dor = _dor(request)
     length = request.headers.get("content-length")
     announced = int(length) if length and length.isdigit() and len(length) < 20 else None
@@ -185,8 +184,7 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject | Respo
 async def commit_upload(
     pending_id: PendingId, commit: UploadCommit, request: Request, signer: SignedIdentity
 ) -> CDataObject:
-    """Publish a pending streamed upload of the signer, if `body_sha256` is the SHA-256 of the body the node
-    received (head line and content); else it is discarded (400)."""
+    """Publish the signer's pending upload if `body_sha256` is the hash of the body received; else discard it."""
     return await _dor(request).commit_upload(signer, pending_id, commit.body_sha256)
 
 
