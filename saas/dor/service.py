@@ -40,12 +40,12 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
-from saas.core.pipeline import WriteBehind
 from saas.core.signing import canonical_json
 from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
 from saas.dor.guard import ContentGuard
 from saas.dor.pending import Pending, PendingUploads
+from saas.dor.receive import Limits, receive
 from saas.dor.schemas import (
     GPP_DATA_FORMAT,
     GPP_DATA_TYPE,
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["DORService", "UnknownObjectError", "object_id"]
 
 logger = logging.getLogger(__name__)
-WRITE_BATCH = 4 * 1024 * 1024
 MAX_ROUNDS = 64  # network rounds (graph levels looked up on other nodes) of one provenance query
 
 
@@ -131,34 +130,6 @@ CLOCK_SKEW_MS = 60_000  # how far in the future a stated creation time may be
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-def _hash(digest: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
-
-
-def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
-        f.write(chunk)
-    f.flush()
-    behind.wrote(sum(len(c) for c in chunks))
-
-
-async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
-    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
-    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
-    await asyncio.gather(
-        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
-    )
-
-
-def _finish(f: BinaryIO, behind: WriteBehind) -> None:
-    f.flush()
-    behind.wait()
-    os.fsync(f.fileno())
-    f.close()
 
 
 @contextlib.contextmanager
@@ -397,7 +368,9 @@ class DORService:
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
         created = self._created(params)
-        temp, body_sha256, c_hash, size = await self._receive(params, head, first, chunks, size_hint)
+        temp, body_sha256, c_hash, size = await receive(
+            self._limits(), params.owner_iid, head, first, chunks, size_hint
+        )
         try:
             if claimed_body_sha256 is not None and body_sha256 != claimed_body_sha256:
                 raise body_mismatch()
@@ -424,8 +397,8 @@ class DORService:
         owner = params.owner_iid
         self.pending.reserve(signer.id)
         try:
-            temp, body_sha256, c_hash, size = await self._receive(
-                params, head, first, chunks, size_hint, self.pending.bytes_of(owner)
+            temp, body_sha256, c_hash, size = await receive(
+                self._limits(), owner, head, first, chunks, size_hint, self.pending.bytes_of(owner)
             )
             try:
                 claims.check_product(params, c_hash)
@@ -458,72 +431,8 @@ class DORService:
             upload.signer_iid, upload.params, upload.created, upload.task, upload.temp, upload.c_hash, upload.size
         )
 
-    async def _receive(
-        self,
-        params: AddCDataObjectParameters,
-        head: bytes,
-        first: bytes,
-        chunks: AsyncIterator[bytes],
-        size_hint: int | None,
-        reserved: int = 0,
-    ) -> tuple[Path, str, str, int]:
-        """Stream an upload's content to a new temp file (fsynced) while hashing it, within the size limit and the
-        owner's quota (with `reserved` more bytes counted as used); (temp file, SHA-256 of `head` and the
-        content, c_hash, size). On any error the temp file is removed."""
-        body_hash = hashlib.sha256(head)
-        content_hash = hashlib.sha256()
-        limit = self.quotas.limit(params.owner_iid)
-        # The owner's usage is read while the temp file is opened (two hops at once, not one after the other).
-        usage = self.db.submit(quota.used, params.owner_iid) if limit is not None else None
-        with _disk_full_as_such("the upload"):
-            temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
-        size = 0
-        writing: asyncio.Future[None] | None = None
-        behind = WriteBehind(f.fileno())
-        try:
-            room = None
-            if usage is not None and limit is not None:  # refused before any content is read
-                used, _ = await usage
-                self.quotas.check(params.owner_iid, used + reserved, size_hint or 0)
-                room = limit - used - reserved
-            # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
-            # they came: joining them would copy every byte once more).
-            batch, batched = [first], len(first)
-            size = len(first)
-            async for chunk in chunks:
-                size += len(chunk)
-                if self.max_object_size is not None and size > self.max_object_size:
-                    raise TooLargeError(
-                        f"Content is larger than this node's limit of {self.max_object_size} bytes",
-                        {"limit": self.max_object_size},
-                    )
-                if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
-                    used, _ = await self.db.run(quota.used, params.owner_iid)
-                    self.quotas.check(params.owner_iid, used + reserved, size)  # or QuotaExceededError
-                    room = limit - used - reserved if limit is not None else None
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= WRITE_BATCH:
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash, behind))
-                    batch, batched = [], 0
-            if writing is not None:
-                await writing
-            await _store(f, batch, body_hash, content_hash, behind)
-            await asyncio.to_thread(_finish, f, behind)
-        except BaseException as e:
-            if writing is not None:  # a worker thread may still be writing to f: let it finish first
-                await asyncio.gather(writing, return_exceptions=True)
-            await asyncio.to_thread(behind.wait)
-            with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
-                f.close()
-            await asyncio.to_thread(temp.unlink, True)
-            full = StorageFullError.from_error(e, "the upload")
-            if full is not None:
-                raise full from None
-            raise
-        return temp, body_hash.hexdigest(), content_hash.hexdigest(), size
+    def _limits(self) -> Limits:
+        return Limits(self.store, self.db, self.quotas, self.max_object_size)
 
     async def _publish(
         self,
