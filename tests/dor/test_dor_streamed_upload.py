@@ -6,8 +6,10 @@ altered head is refused before any content is read; nobody else can commit it; t
 from __future__ import annotations
 
 import hashlib
+import http.server
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,3 +248,46 @@ def test_restart_leaves_no_pending_upload(
     assert commit(node, alice, answer["pending_id"], body_sha256).status_code == 404
     with DORProxy(node.address, alice) as proxy:
         assert proxy.search() == []
+
+
+class EarlierRelease(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a node of an earlier release in front of the real one: it answers a streamed upload as such
+    a node does (it takes the marker for a body hash: 400 after reading the body) and forwards anything else."""
+
+    target = ""
+    streamed = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if self.headers["saas-body-sha256"].startswith("streamed:"):
+            type(self).streamed += 1
+            answer = b'{"reason": "Request body does not match its signed hash (saas-body-sha256)", "details": {}}'
+            status = 400
+        else:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            response = httpx.post(self.target + self.path, content=body, headers=headers, trust_env=False)
+            answer, status = response.content, response.status_code
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_node_of_an_earlier_release_gets_the_signed_upload(node: Any, users: Any, write_file: Callable) -> None:
+    EarlierRelease.target = node.url
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EarlierRelease)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with DORProxy(server.server_address[:2], users.alice, node_iid=node.node.iid) as proxy:
+            first = proxy.add_data_object(write_file(b"one"), users.alice.identity, False, False, "Text", "txt")
+            second = proxy.add_data_object(write_file(b"two"), users.alice.identity, False, False, "Text", "txt")
+        assert (first.c_hash, second.c_hash) == (hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest())
+        assert EarlierRelease.streamed == 1  # tried once, then the proxy remembers
+    finally:
+        server.shutdown()
+        server.server_close()
