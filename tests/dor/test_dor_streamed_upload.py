@@ -283,7 +283,8 @@ def test_a_node_of_an_earlier_release_gets_the_signed_upload(node: Any, users: A
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with DORProxy(server.server_address[:2], users.alice, node_iid=node.node.iid) as proxy:
+        address = ("127.0.0.1", server.server_address[1])
+        with DORProxy(address, users.alice, node_iid=node.node.iid) as proxy:
             first = proxy.add_data_object(write_file(b"one"), users.alice.identity, False, False, "Text", "txt")
             second = proxy.add_data_object(write_file(b"two"), users.alice.identity, False, False, "Text", "txt")
         assert (first.c_hash, second.c_hash) == (hashlib.sha256(b"one").hexdigest(), hashlib.sha256(b"two").hexdigest())
