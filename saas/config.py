@@ -43,6 +43,10 @@ class NodeConfig(BaseModel):
     # identity is exempt; `storage_quota_for` sets an identity's own quota (IID -> bytes, None: unlimited).
     storage_quota: int | None = Field(default=10 * 2**30, ge=0)
     storage_quota_for: dict[str, Annotated[int, Field(ge=0)] | None] = Field(default_factory=dict)
+    # Streamed uploads waiting for their signed commit (saas/dor/pending.py): at most this many per identity
+    # (uploads still streaming included), each removed this many seconds after it was received unless committed.
+    max_pending_uploads: int = Field(default=4, ge=1)
+    pending_upload_lifetime: float = Field(default=600.0, gt=0)
     request_window: float = 120.0  # seconds a signed request stays valid (and its nonce is remembered)
     log_level: str = "INFO"
     # Isolation of adapter processes (DESIGN §12). The node values are each job's default and its ceiling.

@@ -30,6 +30,10 @@ class Background(Generic[T]):
         finally:
             self._done.set()
 
+    def done(self) -> bool:
+        """Whether the call has ended (a value or an error is ready)."""
+        return self._done.is_set()
+
     def result(self) -> T:
         """The call's value (waits for it); raises its error, each time."""
         self._done.wait()

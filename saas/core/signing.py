@@ -5,6 +5,10 @@ A signed request carries the headers built by `sign_request`; its signature cove
 `METHOD \\n path?query \\n timestamp \\n nonce \\n node \\n body-sha256` (`request_string`).
 The node's verifier
 rebuilds the same string with `request_string`, so both sides share one definition.
+
+A streamed upload (`POST /dor/add-c` only) signs `streamed:<SHA-256 of the head line>` as its body hash
+(`streamed_body_sha256`): the signature covers the parameters, and the content is covered by a signed commit
+that follows (saas/dor/pending.py). Every other request signs the SHA-256 of its body.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ __all__ = [
     "HEADER_NONCE",
     "HEADER_SIGNATURE",
     "HEADER_TIMESTAMP",
+    "STREAMED_PREFIX",
     "Signer",
     "canonical_json",
     "request_string",
     "sha256_hex",
     "sign_request",
+    "streamed_body_sha256",
+    "streamed_head_sha256",
 ]
 
 HEADER_IID = "saas-iid"
@@ -37,6 +44,8 @@ HEADER_NODE = "saas-node"
 HEADER_BODY_SHA256 = "saas-body-sha256"
 HEADER_SIGNATURE = "saas-signature"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+STREAMED_PREFIX = "streamed:"
+_HEX64 = frozenset("0123456789abcdef")
 
 
 class Signer(Protocol):
@@ -55,6 +64,20 @@ def canonical_json(obj: Any) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def streamed_body_sha256(head: bytes) -> str:
+    """The body hash a streamed upload signs: the marker and the SHA-256 of its head line (with its newline)."""
+    return STREAMED_PREFIX + sha256_hex(head)
+
+
+def streamed_head_sha256(body_sha256: str) -> str | None:
+    """The head hash a signed body hash carries if it is a streamed upload's marker (else None); a marker that is
+    malformed is returned as an empty string (never equal to a hash)."""
+    if not body_sha256.startswith(STREAMED_PREFIX):
+        return None
+    head = body_sha256[len(STREAMED_PREFIX) :]
+    return head if len(head) == 64 and set(head) <= _HEX64 else ""
 
 
 def request_string(

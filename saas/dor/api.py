@@ -1,7 +1,10 @@
 """DOR REST routes (`/dor/...`, DESIGN §11). Thin: parse, authenticate, call `DORService`.
 
 `POST /dor/add-c` body: one line of JSON (`AddCDataObjectParameters`), a newline, then the raw content bytes.
-The whole body is covered by `saas-body-sha256`, checked while the content streams to disk."""
+The whole body is covered by `saas-body-sha256`, checked while the content streams to disk. A streamed upload
+signs `streamed:<SHA-256 of the head line>` instead (`saas.core.signing.streamed_body_sha256`): the head is checked
+against it before any content is read, the content is stored but kept pending (202, `PendingUpload`), and
+`POST /dor/add-c/{pending_id}/commit` with the signer's word on the body's hash publishes it (`saas.dor.pending`)."""
 
 from __future__ import annotations
 
@@ -13,10 +16,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from saas.core.errors import AuthorisationError, InvalidInputError, TooLargeError
-from saas.core.signing import HEADER_BODY_SHA256
+from saas.core.signing import HEADER_BODY_SHA256, sha256_hex, streamed_head_sha256
 from saas.dor.catalog import SearchQuery
 from saas.dor.schemas import (
     AddCDataObjectParameters,
@@ -30,7 +33,9 @@ from saas.dor.schemas import (
     GrantParameters,
     KeyEnvelope,
     KeyHolder,
+    PendingUpload,
     StorageUsage,
+    UploadCommit,
 )
 from saas.dor.service import DORService
 from saas.rest.auth import OptionalIdentity, SignedIdentity, StreamIdentity, acting_as, delegation_of, session_of
@@ -43,6 +48,7 @@ MAX_HEAD = 1024 * 1024
 MAX_OFFSET = 2**31  # far beyond any catalog, well inside SQLite's 64-bit integers
 MAX_FILTERS = 100  # patterns / tags per search (each adds to one SQL expression, whose depth SQLite limits)
 ObjId = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="data object ID")]
+PendingId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="pending upload ID")]
 IidPath = Annotated[str, Path(pattern=r"^[0-9a-z]{64}$", description="identity ID")]
 
 
@@ -124,6 +130,13 @@ async def usage(request: Request, caller: SignedIdentity) -> StorageUsage:
 @router.post(
     "/add-c",
     response_model=CDataObject,
+    responses={
+        202: {
+            "model": PendingUpload,
+            "description": "a streamed upload (signed body hash `streamed:<SHA-256 of the head line>`): received, "
+            "waiting for its commit",
+        }
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -139,8 +152,8 @@ async def usage(request: Request, caller: SignedIdentity) -> StorageUsage:
         }
     },
 )
-async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
-    """Add a content object (streamed)."""
+async def add_c(request: Request, signer: StreamIdentity) -> CDataObject | Response:
+    """Add a content object (streamed). Signed over its head line only, it is kept pending until committed (202)."""
     dor = _dor(request)
     length = request.headers.get("content-length")
     announced = int(length) if length and length.isdigit() and len(length) < 20 else None
@@ -148,15 +161,31 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject:
         raise TooLargeError(
             f"Content is larger than this node's limit of {dor.max_object_size} bytes", {"limit": dor.max_object_size}
         )
+    claimed = None if session_of(request) is not None else request.headers[HEADER_BODY_SHA256]  # dashboard: none
+    head_sha256 = None if claimed is None else streamed_head_sha256(claimed)
     stream = request.stream()
     head, first = await _read_head(stream)
+    if head_sha256 is not None and sha256_hex(head + b"\n") != head_sha256:
+        raise InvalidInputError(
+            f"The parameter line does not match the head hash signed in {HEADER_BODY_SHA256}: upload refused"
+        )
     try:
         params = AddCDataObjectParameters.model_validate_json(head)
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_input=False, include_context=False)) from None
     size = None if announced is None else max(0, announced - len(head) - 1)  # the content's size: checked early
-    claimed = None if session_of(request) is not None else request.headers[HEADER_BODY_SHA256]  # dashboard: none
+    if head_sha256 is not None:
+        pending = await dor.add_pending(signer, params, head + b"\n", first, stream, size_hint=size)
+        return JSONResponse(pending.model_dump(mode="json"), status_code=202)
     return await dor.add_content(signer, params, head + b"\n", first, stream, claimed, size_hint=size)
+
+
+@router.post("/add-c/{pending_id}/commit", response_model=CDataObject)
+async def commit_upload(
+    pending_id: PendingId, commit: UploadCommit, request: Request, signer: SignedIdentity
+) -> CDataObject:
+    """Publish the signer's pending upload if `body_sha256` is the hash of the body received; else discard it."""
+    return await _dor(request).commit_upload(signer, pending_id, commit.body_sha256)
 
 
 @router.post("/add-gpp", response_model=GPPDataObject)

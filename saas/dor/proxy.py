@@ -1,6 +1,7 @@
 """`DORProxy`: the DOR of one node over REST. Method names and argument order follow the original middleware.
 
-Uploads and downloads stream with constant memory. A download appears at `download_path` only once complete and
+Uploads and downloads stream with constant memory; an upload is hashed while it is sent and published by a signed
+commit of that hash (saas/dor/pending.py). A download appears at `download_path` only once complete and
 checked against the object's c_hash. With `content_key`, `add_data_object` encrypts the file client-side (chunked
 AES-256-GCM) and stores an envelope of the key for the owner; `get_content` with `content_key` decrypts."""
 
@@ -11,15 +12,22 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import TypeAdapter
 
 from saas.core import pipeline
 from saas.core.delegation import HEADER_DELEGATION, Delegation
-from saas.core.errors import DORError, InvalidInputError, NotFoundError, SaaSError, UnreachableError
+from saas.core.errors import (
+    DORError,
+    InvalidInputError,
+    LimitReachedError,
+    NotFoundError,
+    SaaSError,
+    UnreachableError,
+)
 from saas.core.identity import Identity
-from saas.core.signing import Signer, canonical_json
+from saas.core.signing import Signer, canonical_json, streamed_body_sha256
 from saas.dor.schemas import (
     AnyDataObject,
     CDataObject,
@@ -28,6 +36,7 @@ from saas.dor.schemas import (
     DataObjectRecipe,
     DORStatistics,
     GPPDataObject,
+    PendingUpload,
     StorageUsage,
     TaskProof,
 )
@@ -44,6 +53,8 @@ _MANY = TypeAdapter(list[AnyDataObject])
 Progress = Callable[[int, int], None]
 
 
+# What a node of an earlier release answers to a streamed upload (it takes the marker for a body hash).
+_LEGACY_REFUSAL = "Request body does not match its signed hash (saas-body-sha256)"
 SEARCH_PAGE = 1000  # the largest page a node returns (`GET /dor?limit=`)
 
 
@@ -69,6 +80,7 @@ class ContentMismatchError(DORError):
 class DORProxy(RESTProxy):
     def __init__(self, address: str | tuple[str, int], keystore: Signer | None = None, **kwargs: Any):
         super().__init__(address, keystore, **kwargs)
+        self._streamed = True  # uploads hash while they send (until a node of an earlier release refuses that)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -227,7 +239,11 @@ class DORProxy(RESTProxy):
         is among the `creators`; a `recipe` comes only from the RTI node that ran the job (signed by it, with the
         user's signed task as `task_proof`), see `saas.dor.claims`. `body_hash`: the body hashed already (e.g. by
         the CLI while it imported this module); used only if it hashed the head this upload sends, of the same file,
-        and as many bytes as the file has when it is sent (else the file is hashed here)."""
+        and as many bytes as the file has when it is sent (else the file is hashed here).
+
+        The file is hashed while it is sent (a streamed upload, then a signed commit naming the hash: the node
+        publishes nothing before it), unless `body_hash` has finished already: then one request signed over the
+        whole body does. A node of an earlier release, which refuses a streamed upload, gets the latter."""
         owner, signer = _owner(owner)
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
@@ -259,21 +275,66 @@ class DORProxy(RESTProxy):
             )
             if body_hash is not None and (body_hash.head != head or body_hash.path != source):
                 body_hash = None  # hashed another body
-            with open(source, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                body_sha256, hashed = pipeline.hash_file(f, head) if body_hash is None else body_hash.result()
-                if hashed != size:
-                    raise InvalidInputError(f"'{source}' changed while it was being read", {"path": str(source)})
-                signer = None if self.keystore is not None else signer  # a proxy without one: signed by `owner`
-                headers = self.signed_headers("POST", "/dor/add-c", signer, body_sha256=body_sha256)
-                headers |= {"content-type": "application/octet-stream", "content-length": str(len(head) + size)}
-                with bulk.Exchange(self.address, self.timeout) as exchange:
-                    exchange.start("POST", API_PREFIX + "/dor/add-c", headers)
-                    answer = bulk.send(exchange, head, f, size, progress)
-            return CDataObject.model_validate_json(answer)
+            signer = None if self.keystore is not None else signer  # a proxy without one: signed by `owner`
+            if self._streamed and (body_hash is None or not body_hash.done()):
+                try:
+                    return self._add_streamed(source, head, signer, body_hash, progress)
+                except InvalidInputError as e:
+                    if e.reason != _LEGACY_REFUSAL:
+                        raise
+                    self._streamed = False  # a node of an earlier release: one request, hashed first
+                except LimitReachedError as e:
+                    if "pending_limit" not in e.details:
+                        raise  # else: as many uploads as the node keeps pending are under way; this one hashes first
+            return self._add_signed(source, head, signer, body_hash, progress)
         finally:
             if encrypted_temp is not None:
                 encrypted_temp.unlink(missing_ok=True)
+
+    def _add_signed(
+        self, source: Path, head: bytes, signer: Signer | None, body_hash: BodyHash | None, progress: Progress | None
+    ) -> CDataObject:
+        """One request signed over the whole body: the file is hashed before its first byte is sent."""
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            body_sha256, hashed = pipeline.hash_file(f, head) if body_hash is None else body_hash.result()
+            if hashed != size:
+                raise InvalidInputError(f"'{source}' changed while it was being read", {"path": str(source)})
+            headers = self.signed_headers("POST", "/dor/add-c", signer, body_sha256)
+            answer = self._send_upload(head, f, size, headers, progress)
+        return CDataObject.model_validate_json(answer)
+
+    def _add_streamed(
+        self, source: Path, head: bytes, signer: Signer | None, body_hash: BodyHash | None, progress: Progress | None
+    ) -> CDataObject:
+        """A streamed upload: signed over the head line, the file hashed by a thread while it is sent, then a
+        signed commit naming that hash publishes it (the node refuses it, and drops the upload, if the bytes it
+        received are not the ones hashed). See saas/dor/pending.py."""
+        hashing = body_hash or BodyHash(head, source)
+        with open(source, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            headers = self.signed_headers("POST", "/dor/add-c", signer, streamed_body_sha256(head))
+            answer = self._send_upload(head, f, size, headers, progress)
+        pending = PendingUpload.model_validate_json(answer)
+        body_sha256, hashed = hashing.result()
+        path = f"/dor/add-c/{pending.pending_id}/commit"
+        try:
+            response = self.request("POST", path, json_body={"body_sha256": body_sha256}, signer=signer, signed=True)
+        except InvalidInputError as e:
+            if hashed != size or pending.body_sha256 != body_sha256:
+                raise InvalidInputError(
+                    f"'{source}' changed while it was being uploaded: nothing was stored", {"path": str(source)}
+                ) from e
+            raise
+        return CDataObject.model_validate(response.json())
+
+    def _send_upload(
+        self, head: bytes, f: BinaryIO, size: int, headers: dict[str, str], progress: Progress | None = None
+    ) -> bytes:
+        headers |= {"content-type": "application/octet-stream", "content-length": str(len(head) + size)}
+        with bulk.Exchange(self.address, self.timeout) as exchange:
+            exchange.start("POST", API_PREFIX + "/dor/add-c", headers)
+            return bulk.send(exchange, head, f, size, progress)
 
     def add_gpp_data_object(
         self,

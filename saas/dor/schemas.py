@@ -29,10 +29,12 @@ __all__ = [
     "GrantParameters",
     "KeyEnvelope",
     "KeyHolder",
+    "PendingUpload",
     "ProcessorDescriptor",
     "ProcessorIO",
     "StorageUsage",
     "TaskProof",
+    "UploadCommit",
 ]
 
 GPP_DATA_TYPE = "Git-Processor-Pointer"
@@ -339,3 +341,22 @@ class DataObjectProvenance(BaseModel):
     proc_nodes: dict[str, dict[str, Any]]
     steps: list[dict[str, Any]]
     missing: list[str]
+
+
+class PendingUpload(BaseModel):
+    """A streamed upload received and waiting for its commit (`POST /dor/add-c/{pending_id}/commit`): not listed,
+    not readable, removed at `expires` unless committed."""
+
+    pending_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    body_sha256: str = Field(pattern=_HASH.pattern, description="SHA-256 of the body as received (head and content)")
+    c_hash: str = Field(pattern=_HASH.pattern)
+    size: int = Field(ge=0, description="bytes of content received")
+    expires: int = Field(description="when it is removed unless committed (ms since epoch)")
+
+
+class UploadCommit(BaseModel):
+    """The uploader's signed word on the exact bytes of a pending upload: the SHA-256 of its whole body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body_sha256: str = Field(pattern=_HASH.pattern)

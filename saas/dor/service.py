@@ -2,7 +2,9 @@
 
 Rules every caller may rely on:
 - an object becomes visible only once its content file is complete and its record committed; content is streamed
-  to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible;
+  to a temp file while hashed (and the signed body hash checked), so nothing partial is ever visible; a streamed
+  upload (signed over its head only) is published only by its signer's commit naming the hash of the exact body
+  received (`add_pending`, `commit_upload`, `saas.dor.pending`), and is invisible until then;
 - content files are shared by identical content and removed only when no record uses them; adds hold a
   `ContentGuard` shared and removals hold it exclusively, so content is never removed under an add in progress;
 - restricted objects (content and metadata) exist only for their owner and grantees: others get 404;
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -37,11 +40,12 @@ from saas.core.errors import (
 from saas.core.helpers import in_thread_to_the_end
 from saas.core.identity import Identity
 from saas.core.keys import b64d
-from saas.core.pipeline import WriteBehind
 from saas.core.signing import canonical_json
 from saas.dor import catalog, claims, quota
 from saas.dor.catalog import ObjectRow, SearchQuery
 from saas.dor.guard import ContentGuard
+from saas.dor.pending import Pending, PendingUploads
+from saas.dor.receive import Limits, receive
 from saas.dor.schemas import (
     GPP_DATA_FORMAT,
     GPP_DATA_TYPE,
@@ -54,6 +58,7 @@ from saas.dor.schemas import (
     DORStatistics,
     GPPDataObject,
     KeyEnvelope,
+    PendingUpload,
     StorageUsage,
 )
 from saas.dor.store import ContentStore
@@ -67,7 +72,6 @@ if TYPE_CHECKING:
 __all__ = ["DORService", "UnknownObjectError", "object_id"]
 
 logger = logging.getLogger(__name__)
-WRITE_BATCH = 4 * 1024 * 1024
 MAX_ROUNDS = 64  # network rounds (graph levels looked up on other nodes) of one provenance query
 
 
@@ -126,34 +130,6 @@ CLOCK_SKEW_MS = 60_000  # how far in the future a stated creation time may be
 
 def _now() -> int:
     return int(time.time() * 1000)
-
-
-def _hash(digest: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
-
-
-def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -> None:
-    for chunk in chunks:
-        digest.update(chunk)
-        f.write(chunk)
-    f.flush()
-    behind.wrote(sum(len(c) for c in chunks))
-
-
-async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
-    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
-    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
-    await asyncio.gather(
-        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
-    )
-
-
-def _finish(f: BinaryIO, behind: WriteBehind) -> None:
-    f.flush()
-    behind.wait()
-    os.fsync(f.fileno())
-    f.close()
 
 
 @contextlib.contextmanager
@@ -239,6 +215,7 @@ class DORService:
         self.max_object_size = node.config.max_object_size
         self.quotas = quota.Quotas(node.config.storage_quota, node.config.storage_quota_for, node.iid)
         self.audit = node.audit
+        self.pending = PendingUploads(node.config.max_pending_uploads, node.config.pending_upload_lifetime)
 
     async def start(self) -> None:
         def open_all() -> tuple[int, int]:
@@ -258,6 +235,7 @@ class DORService:
             logger.info("DOR start: removed %d unfinished uploads or clones, %d unused content files", temps, orphans)
 
     async def stop(self) -> None:
+        await self.pending.close()
         await asyncio.to_thread(self.db.close)
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -364,6 +342,15 @@ class DORService:
         used, objects = await self.db.run(quota.used, caller.id)
         return StorageUsage(iid=caller.id, bytes=used, objects=objects, quota=self.quotas.limit(caller.id))
 
+    def _created(self, params: AddCDataObjectParameters) -> int:
+        """The creation time of a new object: the one stated (not in the future), else now."""
+        now = _now()
+        if params.created is None:
+            return now
+        if params.created > now + CLOCK_SKEW_MS:
+            raise InvalidInputError("The creation time of a data object may not be in the future")
+        return params.created
+
     async def add_content(
         self,
         signer: Identity,
@@ -380,74 +367,97 @@ class DORService:
         the disk is refused before any of it is read."""
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
-        created = _now()
-        if params.created is not None:
-            if params.created > created + CLOCK_SKEW_MS:
-                raise InvalidInputError("The creation time of a data object may not be in the future")
-            created = params.created
-        body_hash = hashlib.sha256(head)
-        content_hash = hashlib.sha256()
-        limit = self.quotas.limit(params.owner_iid)
-        # The owner's usage is read while the temp file is opened (two hops at once, not one after the other).
-        usage = self.db.submit(quota.used, params.owner_iid) if limit is not None else None
-        with _disk_full_as_such("the upload"):
-            temp, f = await asyncio.to_thread(self.store.new_temp, size_hint or 0)
-        size = 0
-        writing: asyncio.Future[None] | None = None
-        behind = WriteBehind(f.fileno())
+        created = self._created(params)
+        temp, body_sha256, c_hash, size = await receive(
+            self._limits(), params.owner_iid, head, first, chunks, size_hint
+        )
         try:
-            room = None
-            if usage is not None and limit is not None:  # refused before any content is read
-                used, _ = await usage
-                self.quotas.check(params.owner_iid, used, size_hint or 0)
-                room = limit - used
-            # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
-            # they came: joining them would copy every byte once more).
-            batch, batched = [first], len(first)
-            size = len(first)
-            async for chunk in chunks:
-                size += len(chunk)
-                if self.max_object_size is not None and size > self.max_object_size:
-                    raise TooLargeError(
-                        f"Content is larger than this node's limit of {self.max_object_size} bytes",
-                        {"limit": self.max_object_size},
-                    )
-                if room is not None and size > room:  # asked again (others may have been deleted meanwhile)
-                    room = await self.room_for(params.owner_iid, size)  # or QuotaExceededError
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= WRITE_BATCH:
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash, behind))
-                    batch, batched = [], 0
-            if writing is not None:
-                await writing
-            await _store(f, batch, body_hash, content_hash, behind)
-            if claimed_body_sha256 is not None and body_hash.hexdigest() != claimed_body_sha256:
+            if claimed_body_sha256 is not None and body_sha256 != claimed_body_sha256:
                 raise body_mismatch()
-            claims.check_product(params, content_hash.hexdigest())
-            await asyncio.to_thread(_finish, f, behind)
-            row = self._content_row(params, signer.id, content_hash.hexdigest(), size, created)
+            claims.check_product(params, c_hash)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, True)
+            raise
+        return await self._publish(signer.id, params, created, task, temp, c_hash, size)
+
+    async def add_pending(
+        self,
+        signer: Identity,
+        params: AddCDataObjectParameters,
+        head: bytes,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+        size_hint: int | None = None,
+    ) -> PendingUpload:
+        """A streamed upload (signed over its head only): stored as `add_content` stores content, checked the same
+        way, but kept pending (`saas.dor.pending`) until `commit_upload` with the signer's word on the body."""
+        self.check_add(params)
+        task = await claims.check(self._node, signer, params)
+        created = self._created(params)
+        owner = params.owner_iid
+        self.pending.reserve(signer.id)
+        try:
+            temp, body_sha256, c_hash, size = await receive(
+                self._limits(), owner, head, first, chunks, size_hint, self.pending.bytes_of(owner)
+            )
+            try:
+                claims.check_product(params, c_hash)
+                if self.quotas.limit(owner) is not None:  # again, with what else arrived meanwhile
+                    used, _ = await self.db.run(quota.used, owner)
+                    self.quotas.check(owner, used + self.pending.bytes_of(owner), size)
+                upload = Pending(signer.id, params, created, task, temp, body_sha256, c_hash, size)
+                answer = self.pending.add(upload)
+            except BaseException:
+                await asyncio.to_thread(temp.unlink, True)
+                raise
+        except BaseException:
+            self.pending.release(signer.id)
+            raise
+        logger.info("received %s (%d bytes) for %s: waiting for its commit", answer.pending_id, size, owner)
+        return answer
+
+    async def commit_upload(self, signer: Identity, pending_id: str, body_sha256: str) -> CDataObject:
+        """Publish a pending upload of `signer` if `body_sha256` (which the signer signed) is the hash of the body
+        the node received; else discard it (400). Unknown, expired or someone else's: `UnknownUploadError` (404)."""
+        upload = self.pending.take(pending_id, signer.id)
+        if not hmac.compare_digest(upload.body_sha256, body_sha256):
+            await asyncio.to_thread(upload.temp.unlink, True)
+            raise InvalidInputError(
+                "The body the node received does not match the body hash of the commit (the file changed while it "
+                "was sent, or the upload was altered on the way): it was discarded",
+                {"pending_id": pending_id, "received": upload.body_sha256, "committed": body_sha256},
+            )
+        return await self._publish(
+            upload.signer_iid, upload.params, upload.created, upload.task, upload.temp, upload.c_hash, upload.size
+        )
+
+    def _limits(self) -> Limits:
+        return Limits(self.store, self.db, self.quotas, self.max_object_size)
+
+    async def _publish(
+        self,
+        signer_iid: str,
+        params: AddCDataObjectParameters,
+        created: int,
+        task: str | None,
+        temp: Path,
+        c_hash: str,
+        size: int,
+    ) -> CDataObject:
+        """Put received content (its complete temp file) in place and insert its record (idempotently)."""
+        row = self._content_row(params, signer_iid, c_hash, size, created)
+        try:
             if task is not None and params.recipe is not None:
                 await self.db.run(claims.claim, task, params.recipe.name, row.obj_id)
-        except BaseException as e:
-            if writing is not None:  # a worker thread may still be writing to f: let it finish first
-                await asyncio.gather(writing, return_exceptions=True)
-            await asyncio.to_thread(behind.wait)
-            with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
-                f.close()
+        except BaseException:
             await asyncio.to_thread(temp.unlink, True)
-            full = StorageFullError.from_error(e, "the upload")
-            if full is not None:
-                raise full from None
             raise
 
         def place() -> ObjectRow:
             self.store.commit(temp, row.c_hash)
             return row
 
-        row = await self._commit(place, self._envelopes(params), signer.id)
+        row = await self._commit(place, self._envelopes(params), signer_iid)
         logger.info("added %s (%d bytes) for %s", row.obj_id, size, params.owner_iid)
         model = self._model(row)
         assert isinstance(model, CDataObject)

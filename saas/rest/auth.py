@@ -8,7 +8,9 @@ datastore). Each failure is a 401 with a reason. The body is checked against `sa
 (`signed` for ordinary bodies; streaming endpoints check while they stream).
 
 Use the FastAPI dependencies: `signed` (signed, body checked), `signed_stream` (signed, body checked by the
-endpoint), `optionally_signed` (anonymous allowed; if signed, verified like `signed`).
+endpoint), `optionally_signed` (anonymous allowed; if signed, verified like `signed`). The streamed-upload marker
+(`saas.core.signing.streamed_body_sha256`) is refused (401) by `signed`: only `POST /dor/add-c`, which uses
+`signed_stream`, interprets it.
 
 A request without signature headers that carries a dashboard session cookie (`saas.rest.sessions`) acts as the
 session's identity exactly as a validly signed request would, under the same rules; a state-changing one (not GET
@@ -40,6 +42,7 @@ from saas.core.signing import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     request_string,
+    streamed_head_sha256,
 )
 from saas.rest.replay import SeenRequests
 from saas.rest.sessions import HEADER_CSRF, Session, Sessions
@@ -188,6 +191,10 @@ async def signed(request: Request, _: SignedMark = None) -> Identity:
     if not is_signed(request) and (identity := _session_identity(request, required=True)) is not None:
         return identity
     identity, claimed = await _signed_headers(request)
+    if streamed_head_sha256(claimed) is not None:
+        raise AuthenticationError(
+            f"A streamed body hash ({HEADER_BODY_SHA256}) is accepted only by POST /api/v1/dor/add-c"
+        )
     body = await request.body()
     actual = await asyncio.to_thread(hashlib.sha256, body) if len(body) > 65536 else hashlib.sha256(body)
     if actual.hexdigest() != claimed:
