@@ -213,6 +213,8 @@ def _quota_settings(args: argparse.Namespace) -> dict[str, object]:
         "job_message_length",
         "job_messages",
         "job_messages_bytes",
+        "max_pending_uploads",
+        "pending_upload_lifetime",
     ]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
@@ -474,6 +476,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--job-messages", type=_positive_int, help="trigger messages kept per job, first and last (default 100)"
     )
     p.add_argument("--job-messages-bytes", type=parse_size, help="bytes of trigger messages kept per job (default 64K)")
+    p.add_argument(
+        "--max-pending-uploads",
+        type=_positive_int,
+        help="streamed uploads of one identity waiting for their signed commit (default 4; more: 429)",
+    )
+    p.add_argument(
+        "--pending-upload-lifetime",
+        type=_positive_float,
+        help="seconds an uncommitted streamed upload is kept (default 600)",
+    )
     # Git sources (add-gpp, deploy)
     p.add_argument(
         "--allow-local-git",

@@ -296,3 +296,14 @@ def test_booking_and_gpu_flags_reach_the_node(
             assert time.monotonic() < deadline, "the unused booking did not expire after --booking-grace 1"
             time.sleep(0.2)
     assert node.stop(signal.SIGTERM) == 0
+
+
+def test_quota_flags_reach_the_node_configuration() -> None:
+    """The bounds of `service` (here the streamed uploads') become the node configuration's fields."""
+    from saas_cli.commands.service import _quota_settings
+    from saas_cli.main import build_parser
+
+    args = build_parser().parse_args(
+        ["service", "--max-pending-uploads", "2", "--pending-upload-lifetime", "30", "--max-identities", "9"]
+    )
+    assert _quota_settings(args) == {"max_pending_uploads": 2, "pending_upload_lifetime": 30.0, "max_identities": 9}
