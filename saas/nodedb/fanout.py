@@ -74,6 +74,7 @@ def ask_nodes(
         return Fanout([], [])
     results: dict[int, T] = {}
     errors: dict[int, BaseException] = {}
+    failed_at: dict[int, float] = {}
     done = threading.Condition()
     pending = list(range(len(nodes)))
     finished = 0
@@ -95,19 +96,22 @@ def ask_nodes(
             except BaseException as e:  # reported below
                 with done:
                     errors[index] = e
+                    failed_at[index] = time.monotonic()
             with done:
                 finished += 1
                 done.notify_all()
 
+    end = time.monotonic() + deadline  # before any request starts: a request's own timeout ends after it
     for _ in range(min(MAX_THREADS, len(nodes))):
         threading.Thread(target=work, name="fanout", daemon=True).start()
-    end = time.monotonic() + deadline
     with done:
         while not satisfied and finished < len(nodes) and (left := end - time.monotonic()) > 0:
             done.wait(left)
         pending.clear()  # not yet started: not asked
         answers = [(nodes[i], results[i]) for i in range(len(nodes)) if i in results]
-        failed = dict(errors)
+        # an error that came at the deadline or later (e.g. the request's own timeout, which is the deadline) is a
+        # node that did not answer in time, whichever thread noticed first
+        failed = {i: e for i, e in errors.items() if failed_at[i] < end or not isinstance(e, SaaSError)}
         stopped_early = satisfied
     unanswered = []
     for i, node in enumerate(nodes):
