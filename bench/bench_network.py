@@ -133,13 +133,18 @@ def run_network(n: int, keystores: list[Keystore], work: Path) -> None:
             time.sleep(0.01)
         print(f"  identity propagation to all {n} nodes: {time.perf_counter() - t:.2f} s")
     finally:
-        for p in processes:
-            p.send_signal(signal.SIGTERM)
-        for p in processes:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_nodes(processes)
+
+
+def stop_nodes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every node process, then wait for each (killed after 15 s)."""
+    for p in processes:
+        p.send_signal(signal.SIGTERM)
+    for p in processes:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def main() -> None:

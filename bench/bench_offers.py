@@ -14,7 +14,6 @@ adds.
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "rti"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_network import start_node  # noqa: E402
+from bench_network import start_node, stop_nodes  # noqa: E402
 from bench_node import wait_rest  # noqa: E402
 from rti_support import adapter_repo  # noqa: E402
 
@@ -113,13 +112,7 @@ def processes(work: Path, n: int) -> Iterator[list[BenchNode]]:
             wait_rest(node.address[1])
         yield nodes
     finally:
-        for process in started:
-            process.send_signal(signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_nodes(started)
 
 
 def main() -> None:

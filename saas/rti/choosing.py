@@ -136,9 +136,10 @@ def find_offers(
         return offer
 
     def enough(offer: Offer) -> bool:
-        return unbeatable is not None and offer.can and score(offer) <= unbeatable
+        assert unbeatable is not None
+        return offer.can and score(offer) <= unbeatable
 
-    outcome = ask_nodes(ask, nodes, deadline, enough if unbeatable is not None else None)
+    outcome = ask_nodes(ask, nodes, deadline, None if unbeatable is None else enough)
     return NetworkList(rank_offers(outcome.answers, rank), outcome.unanswered)
 
 
