@@ -371,7 +371,7 @@ class BookingStore:
         if params.start + params.hours * HOUR_MS <= now:
             raise InvalidInputError("A booking cannot end in the past")
         booking = Booking(
-            id=secrets.token_urlsafe(12),
+            id=secrets.token_hex(12),
             node_iid=self._node.iid,
             user_iid=caller.id,
             package=package.name,

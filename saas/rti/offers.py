@@ -189,7 +189,7 @@ async def make_offer(rti: RTIService, node: Node, caller: Identity, params: Offe
         if veto is not None:
             reasons.append(veto)
     offer = Offer(
-        offer_id=secrets.token_urlsafe(16),
+        offer_id=secrets.token_hex(16),
         node_iid=node.iid,
         user_iid=caller.id,
         proc_id=params.proc_id,

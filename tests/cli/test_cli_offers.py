@@ -110,6 +110,25 @@ def test_availability_and_booking(cli, shared_keystore, node_factory, publish) -
     assert json.loads(ok(cli(*user, "--json", "rti", "--address", address, "bookings")).stdout) == []
 
 
+def test_ids_users_type_never_look_like_options(cli, shared_keystore, node_factory, publish, monkeypatch) -> None:
+    """A booking or offer id is typed on the command line: one that began with '-' (a random base64url id did, one
+    time in 64) was read by argparse as an option, so `rti unbook ID` failed. Every random byte string here starts
+    with 0xfb, which base64url encodes as '-'."""
+    import os
+    import secrets
+
+    node = node_factory("cli-ids-node", job_memory=4096, job_cores=4)
+    address = "{}:{}".format(*node.address)
+    publish(address, shared_keystore)
+    user = shared_keystore.args()
+    monkeypatch.setattr(secrets, "token_bytes", lambda n=32: b"\xfb" + os.urandom(max(n, 1) - 1))
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    booked = ok(cli(*user, "rti", "--address", address, "book", "--package", "tiny", "--from", tomorrow, "--hours", "1"))
+    booking_id = booked.stdout.strip().rsplit(": ", 1)[1]
+    assert booking_id[0] != "-"
+    ok(cli(*user, "rti", "--address", address, "unbook", booking_id))
+
+
 def test_offers_then_submit_to_the_chosen_node(
     cli, spawn_cli, shared_keystore, node_factory, publish, tmp_path
 ) -> None:
