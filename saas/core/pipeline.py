@@ -28,10 +28,12 @@ def pump(
     consume: Callable[[memoryview], None],
     on_filled: Callable[[int], None] | None = None,
     buffer_size: int = BUFFER_SIZE,
+    new_buffer: Callable[[int], Any] = bytearray,
 ) -> int:
     """Call `fill(buffer)` (bytes placed at its start; fewer than its length means the end) until the end, and
-    `consume(view)` on each filled part in a second thread; `on_filled(total)` after each fill. Returns the total."""
-    buffer = bytearray(buffer_size)
+    `consume(view)` on each filled part in a second thread; `on_filled(total)` after each fill. Returns the total.
+    Buffers are made by `new_buffer(buffer_size)` (e.g. `saas.core.direct.aligned_buffer`)."""
+    buffer = new_buffer(buffer_size)
     filled = fill(buffer)
     total = filled
     if filled < buffer_size:  # small: no thread
@@ -54,7 +56,7 @@ def pump(
                     on_filled(total)
                 if filled < buffer_size:
                     break
-                buffer = pending.popleft().result() if len(pending) > DEPTH else bytearray(buffer_size)
+                buffer = pending.popleft().result() if len(pending) > DEPTH else new_buffer(buffer_size)
                 filled = fill(buffer)
                 total += filled
             while pending:

@@ -2,7 +2,8 @@
 other requests use httpx, whose 64 KiB reads and per-chunk copies cost more than the disk's time).
 
 - `receive`: a response body read straight into a few large buffers; a second thread hashes and writes each
-  full buffer while the next one fills (`saas.core.pipeline`), so hashing overlaps the network. Memory stays
+  full buffer while the next one fills (`saas.core.pipeline`), so hashing overlaps the network, and a third
+  writes while it hashes; a large body is written past the page cache (`saas.core.direct`). Memory stays
   constant.
 - `send`: a request whose body is a short prefix and then a file, sent by the kernel from the file (`sendfile`).
 
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from saas.core import errors
-from saas.core.pipeline import pump, write_all
+from saas.core.direct import DIRECT_MIN, Sink, aligned_buffer
+from saas.core.pipeline import pump
 from saas.rest.proxy import error_words
 
 __all__ = ["Exchange", "receive", "send"]
@@ -120,12 +122,10 @@ def receive(
         return filled
 
     digest = hashlib.sha256()
-
-    def consume(view: memoryview) -> None:
-        digest.update(view)
-        write_all(fd, view)
-
-    done = pump(fill, consume, None if progress is None else lambda n: progress(n, total or n))
+    direct = total is not None and total >= DIRECT_MIN
+    with Sink(fd, digest, direct=direct) as sink:
+        on_filled = None if progress is None else lambda n: progress(n, total or n)
+        done = pump(fill, sink, on_filled, new_buffer=aligned_buffer if sink.direct else bytearray)
     if total is not None and done < total:
         where = exchange.where()
         raise errors.UnreachableError(

@@ -123,7 +123,9 @@ def test_ids_users_type_never_look_like_options(cli, shared_keystore, node_facto
     user = shared_keystore.args()
     monkeypatch.setattr(secrets, "token_bytes", lambda n=32: b"\xfb" + os.urandom(max(n, 1) - 1))
     tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
-    booked = ok(cli(*user, "rti", "--address", address, "book", "--package", "tiny", "--from", tomorrow, "--hours", "1"))
+    booked = ok(
+        cli(*user, "rti", "--address", address, "book", "--package", "tiny", "--from", tomorrow, "--hours", "1")
+    )
     booking_id = booked.stdout.strip().rsplit(": ", 1)[1]
     assert booking_id[0] != "-"
     ok(cli(*user, "rti", "--address", address, "unbook", booking_id))

@@ -60,6 +60,22 @@ def test_large_content_round_trips_with_progress(
     assert [p.name for p in target.parent.iterdir()] == ["x.bin"]  # no temp file left
 
 
+def test_a_large_download_is_written_past_the_page_cache(
+    dor_as: Callable, users: Any, big: Any, content: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download of at least `DIRECT_MIN` bytes leaves (nearly) nothing in the page cache: its full buffers went
+    to the disk directly (`saas.core.direct`); the bytes are the same and the c_hash checked as before."""
+    from tests.core.test_direct import resident_pages
+
+    monkeypatch.setattr(bulk, "DIRECT_MIN", 1024 * 1024)
+    target = dor_as(users.alice).get_content(big.obj_id, users.alice, tmp_path / "direct.bin")
+    assert resident_pages(target) <= 1  # the tail's last page
+    assert target.read_bytes() == content
+    monkeypatch.setattr(bulk, "DIRECT_MIN", SIZE + 1)  # below the threshold: through the cache
+    small = dor_as(users.alice).get_content(big.obj_id, users.alice, tmp_path / "cached.bin")
+    assert resident_pages(small) == (SIZE + 4095) // 4096
+
+
 def test_an_upload_uses_a_body_hashed_beforehand_only_if_it_is_the_body_it_sends(
     dor_as: Callable, users: Any, write_file: Callable, content: bytes
 ) -> None:
