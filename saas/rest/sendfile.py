@@ -30,6 +30,8 @@ __all__ = ["BODY_BATCH", "SENDERS", "ZEROCOPY", "Senders", "SendfileHttpToolsPro
 ZEROCOPY = "http.response.zerocopy"
 SENDERS = 16  # zero-copy transfers at once by default (each holds a thread while its client reads)
 SENDFILE_CHUNK = 64 * 1024 * 1024  # bytes per sendfile call (the socket takes what fits)
+READ_AHEAD = 64 * 1024 * 1024  # bytes of the file asked for ahead of what was sent (a cold file streams)
+READ_STEP = 8 * 1024 * 1024  # bytes asked for per call
 FALLBACK_CHUNK = 1024 * 1024  # bytes per chunk when the loop sends
 BODY_BATCH = 1024 * 1024  # request body bytes buffered per connection before reading pauses
 POLL_MS = 200  # how often a waiting sender looks whether it should stop
@@ -64,7 +66,12 @@ def _sendfile(sock_fd: int, file_fd: int, offset: int, count: int, stop: threadi
         poller = select.poll()
         poller.register(sock_fd, select.POLLOUT)
         sent = 0
+        ahead = 0  # bytes from offset asked to be read ahead
         while sent < count and not stop.is_set() and not closing():
+            while ahead - sent < READ_AHEAD and ahead < count:  # keep the disk busy ahead of the socket
+                with contextlib.suppress(OSError):  # (the kernel reads at most its read-ahead size per call)
+                    os.posix_fadvise(file_fd, offset + ahead, min(READ_STEP, count - ahead), os.POSIX_FADV_WILLNEED)
+                ahead += READ_STEP
             try:
                 n = os.sendfile(sock_fd, file_fd, offset + sent, min(count - sent, SENDFILE_CHUNK))
             except BlockingIOError:
