@@ -14,7 +14,6 @@ written through the cache instead, so nothing fails for want of alignment; the f
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
@@ -22,7 +21,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["ALIGN", "DIRECT_MIN", "Gather", "Sink", "aligned_buffer"]
+__all__ = ["ALIGN", "DIRECT_MIN", "Sink", "aligned_buffer"]
 
 ALIGN = 4096  # what O_DIRECT asks of buffer addresses, lengths and file offsets (a page covers every block size)
 DIRECT_MIN = 64 * 1024 * 1024  # streams smaller than this go through the cache (it is cheap and fast for them)
@@ -102,34 +101,3 @@ class Sink:
             self._pool = None
         if self.direct:
             self._buffered()
-
-
-class Gather:
-    """Gathers chunks of any size into a full aligned buffer of `size` bytes (a multiple of `ALIGN`) for a `Sink`:
-    `add` hands the buffer on each time it is full; `rest` is what is left at the end (to be written last)."""
-
-    def __init__(self, size: int) -> None:
-        self._buffer = aligned_buffer(size)
-        self._view = memoryview(self._buffer)
-        self._filled = 0
-
-    def add(self, chunk: bytes | memoryview, full: Any) -> None:
-        """Copy `chunk` in; `full(view)` each time the buffer is full (it is reused once `full` returns)."""
-        rest = memoryview(chunk)
-        size = len(self._view)
-        while rest:
-            n = min(len(rest), size - self._filled)
-            self._view[self._filled : self._filled + n] = rest[:n]
-            self._filled += n
-            rest = rest[n:]
-            if self._filled == size:
-                full(self._view)
-                self._filled = 0
-
-    def rest(self) -> memoryview:
-        return self._view[: self._filled]
-
-    def close(self) -> None:
-        with contextlib.suppress(BufferError):  # a view of it still held: the mapping goes with that view
-            self._view.release()
-            self._buffer.close()

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from saas.core.direct import Sink, aligned_buffer
-
 __all__ = ["BUFFER_SIZE", "WriteBehind", "copy_hashed", "hash_file", "pump", "read_full", "write_all"]
 
 BUFFER_SIZE = 2 * 1024 * 1024
@@ -98,21 +96,18 @@ def hash_file(f: BinaryIO | int, prefix: bytes = b"") -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def copy_hashed(
-    source: BinaryIO | int, target_fd: int, *digests: Any, behind: WriteBehind | None = None, direct: bool = False
-) -> int:
-    """Copy the rest of `source` to `target_fd`, each buffer hashed by `digests` while it is written; returns the
-    bytes copied. With `behind`, the copy starts going to disk while it is made (the caller waits for it and
-    fsyncs); with `direct` (and `target_fd` at an aligned offset), it is written past the page cache
-    (`saas.core.direct`)."""
-    with Sink(target_fd, *digests, direct=direct) as sink:
+def copy_hashed(source: BinaryIO | int, target_fd: int, *digests: Any, behind: WriteBehind | None = None) -> int:
+    """Copy the rest of `source` to `target_fd`, each buffer hashed by `digests` first; returns the bytes copied.
+    With `behind`, the copy starts going to disk while it is made (the caller waits for it and fsyncs)."""
 
-        def consume(view: memoryview) -> None:
-            sink(view)
-            if behind is not None and not sink.direct:
-                behind.wrote(len(view))
+    def consume(view: memoryview) -> None:
+        for digest in digests:
+            digest.update(view)
+        write_all(target_fd, view)
+        if behind is not None:
+            behind.wrote(len(view))
 
-        return pump(read_full(source), consume, new_buffer=aligned_buffer if sink.direct else bytearray)
+    return pump(read_full(source), consume)
 
 
 class WriteBehind:

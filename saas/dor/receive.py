@@ -1,7 +1,6 @@
-"""Receiving an upload's content (`POST /dor/add-c`): streamed to a new temp file of the content store (past the page
-cache when large: `saas.core.direct`) while it is hashed twice — the body's SHA-256 (head line included, what the
-uploader signs) and the content's (its c_hash) — within the node's size limit and the owner's storage quota, then
-fsynced.
+"""Receiving an upload's content (`POST /dor/add-c`): streamed to a new temp file of the content store while it is
+hashed twice — the body's SHA-256 (head line included, what the uploader signs) and the content's (its c_hash) —
+within the node's size limit and the owner's storage quota, then fsynced.
 
 Callers may rely on: the temp file returned is complete and durable; on any error (too large, over the quota, a
 full disk as `StorageFullError`, a cut-off stream) it is removed before the error is raised. Whether the content
@@ -16,9 +15,8 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from saas.core.direct import DIRECT_MIN, Gather, Sink
 from saas.core.errors import StorageFullError, TooLargeError
 from saas.core.pipeline import WriteBehind
 from saas.dor import quota
@@ -40,18 +38,29 @@ class Limits:
     max_object_size: int | None
 
 
-def _store(chunks: list[bytes], gather: Gather, sink: Sink, behind: WriteBehind) -> None:
-    """Write a batch in full aligned buffers (what does not fill one waits for the next batch), each buffer hashed
-    for the body's and the content's hash at once while it is written."""
+def _hash(digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
-        gather.add(chunk, sink)
-    if not sink.direct:  # through the cache: start putting it on disk
-        behind.wrote(sum(len(c) for c in chunks))
+        digest.update(chunk)
 
 
-def _finish(f: BinaryIO, gather: Gather, sink: Sink, behind: WriteBehind) -> None:
-    sink(gather.rest())
-    sink.close()
+def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+        f.write(chunk)
+    f.flush()
+    behind.wrote(sum(len(c) for c in chunks))
+
+
+async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
+    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
+    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
+    await asyncio.gather(
+        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
+    )
+
+
+def _finish(f: BinaryIO, behind: WriteBehind) -> None:
+    f.flush()
     behind.wait()
     os.fsync(f.fileno())
     f.close()
@@ -84,16 +93,14 @@ async def receive(
     size = 0
     writing: asyncio.Future[None] | None = None
     behind = WriteBehind(f.fileno())
-    gather = Gather(WRITE_BATCH)
-    sink = Sink(f.fileno(), body_hash, content_hash, direct=size_hint is None or size_hint >= DIRECT_MIN)
     try:
         room = None
         if usage is not None and limit is not None:  # refused before any content is read
             used, _ = await usage
             limits.quotas.check(owner_iid, used + reserved, size_hint or 0)
             room = limit - used - reserved
-        # One batch is hashed and written in worker threads while the next one is received (gathered there into
-        # aligned buffers, each hashed twice at once while it is written).
+        # One batch is hashed and written in worker threads while the next one is received (chunks are kept as
+        # they came: joining them would copy every byte once more).
         batch, batched = [first], len(first)
         size = len(first)
         async for chunk in chunks:
@@ -112,19 +119,16 @@ async def receive(
             if batched >= WRITE_BATCH:
                 if writing is not None:
                     await writing
-                writing = asyncio.ensure_future(asyncio.to_thread(_store, batch, gather, sink, behind))
+                writing = asyncio.ensure_future(_store(f, batch, body_hash, content_hash, behind))
                 batch, batched = [], 0
         if writing is not None:
             await writing
-        writing = asyncio.ensure_future(asyncio.to_thread(_store, batch, gather, sink, behind))
-        await writing
-        writing = asyncio.ensure_future(asyncio.to_thread(_finish, f, gather, sink, behind))
-        await writing
+        await _store(f, batch, body_hash, content_hash, behind)
+        await asyncio.to_thread(_finish, f, behind)
     except BaseException as e:
         if writing is not None:  # a worker thread may still be writing to f: let it finish first
             await asyncio.gather(writing, return_exceptions=True)
         await asyncio.to_thread(behind.wait)
-        sink.close()
         with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails too
             f.close()
         await asyncio.to_thread(temp.unlink, True)
@@ -132,6 +136,4 @@ async def receive(
         if full is not None:
             raise full from None
         raise
-    finally:
-        gather.close()
     return temp, body_hash.hexdigest(), content_hash.hexdigest(), size

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from saas.core.direct import DIRECT_MIN
 from saas.core.pipeline import WriteBehind, copy_hashed, read_full, write_all
 
 __all__ = ["ContentStore", "open_regular"]
@@ -101,8 +100,7 @@ class ContentStore:
                     write_all(f.fileno(), memoryview(data))
                     behind = WriteBehind(f.fileno())
                     try:  # read, hashed and written overlapped, and going to disk meanwhile
-                        large = os.fstat(fd).st_size >= DIRECT_MIN  # past the page cache (SMALL_FILE is aligned)
-                        size = len(data) + copy_hashed(fd, f.fileno(), digest, behind=behind, direct=large)
+                        size = len(data) + copy_hashed(fd, f.fileno(), digest, behind=behind)
                     finally:
                         behind.wait()
                     os.fsync(f.fileno())

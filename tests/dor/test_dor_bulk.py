@@ -76,22 +76,6 @@ def test_a_large_download_is_written_past_the_page_cache(
     assert resident_pages(small) == (SIZE + 4095) // 4096
 
 
-def test_a_large_upload_is_stored_past_the_page_cache(
-    node: Any, dor_as: Callable, users: Any, write_file: Callable, content: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The node writes a large upload to its store directly (`saas.core.direct`): it has to reach the disk anyway
-    (fsynced before it is published), so the page cache is not filled with it on the way."""
-    from saas.dor import receive
-    from tests.core.test_direct import resident_pages
-
-    monkeypatch.setattr(receive, "DIRECT_MIN", 1024 * 1024)
-    data = content[:-7] + b"direct!"  # not the content other tests stored
-    obj = dor_as(users.alice).add_data_object(write_file(data), users.alice.identity, False, False, "Blob", "bin")
-    stored = node.node.dor.content_path(obj.c_hash)
-    assert resident_pages(stored) <= 1  # the tail's last page
-    assert obj.c_hash == hashlib.sha256(data).hexdigest() and stored.read_bytes() == data
-
-
 def test_an_upload_uses_a_body_hashed_beforehand_only_if_it_is_the_body_it_sends(
     dor_as: Callable, users: Any, write_file: Callable, content: bytes
 ) -> None:

@@ -255,24 +255,3 @@ def test_add_file_cancelled_while_its_content_is_copied_leaves_nothing(
     assert node.call(main())
     assert records(node) == []
     assert files(node) == {"content": [], "tmp": []}
-
-
-@pytest.mark.parametrize("size", [4 * 1024 * 1024, 4 * 1024 * 1024 + 4321])
-def test_a_large_local_file_is_stored_past_the_page_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
-) -> None:
-    """`ContentStore.ingest` (job outputs, local adds) writes a large file past the page cache: it is fsynced
-    before it is used anyway. The bytes and the c_hash are those of the file."""
-    from saas.dor import store as store_module
-    from tests.core.test_direct import resident_pages
-
-    monkeypatch.setattr(store_module, "DIRECT_MIN", 1024 * 1024)
-    store = store_module.ContentStore(tmp_path / "store")
-    store.open()
-    data = os.urandom(size)
-    source = tmp_path / "output.bin"
-    source.write_bytes(data)
-    c_hash, stored_size = store.ingest(source)
-    assert (c_hash, stored_size) == (hashlib.sha256(data).hexdigest(), size)
-    assert resident_pages(store.path(c_hash)) <= 1 + 256  # the first MiB (read whole first) and the tail's page
-    assert store.path(c_hash).read_bytes() == data
