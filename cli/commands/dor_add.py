@@ -121,21 +121,14 @@ def add(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def _hash_early(ctx: Context, args: argparse.Namespace, files: list[Path]) -> BodyHash | None:
-    """The upload's body hashed in a thread from now on, while the keystore is unlocked and the SDK imported, when
-    the flags alone tell the body: one file, type and format given, not encrypted here, the uploader its only
-    creator, and the keystore file clear from the flags (its name is the owner's ID). `DORProxy.add_data_object`
-    uses it only if it is the body it sends; else the file is hashed there."""
-    from saas.dor.upload import BodyHash, upload_head
+    """The file's content hashed in a thread from now on, while the keystore is unlocked and the SDK imported (the
+    node is idle meanwhile), when it is what will be sent: one file, not encrypted here. The streamed upload's
+    commit names that hash (`DORProxy.add_data_object`)."""
+    from saas.dor.upload import BodyHash
 
-    sole_creator = args.assume_creator or not ctx.prompt.interactive
-    if len(files) != 1 or not args.data_type or not args.data_format or args.encrypt_content or not sole_creator:
+    if len(files) != 1 or args.encrypt_content:
         return None
-    keystore_file = ctx.guess_keystore_file()
-    if keystore_file is None:
-        return None
-    owner_iid = keystore_file.stem
-    head = upload_head(owner_iid, [owner_iid], args.data_type, args.data_format, args.restrict_access, False)
-    return BodyHash(head, files[0])
+    return BodyHash(b"", files[0])
 
 
 def _tag_with_name(proxy: DORProxy, keystore: Signer, obj: CDataObject, files: list[Path]) -> CDataObject:

@@ -4,7 +4,7 @@
 The whole body is covered by `saas-body-sha256`, checked while the content streams to disk. A streamed upload
 signs `streamed:<SHA-256 of the head line>` instead (`saas.core.signing.streamed_body_sha256`): the head is checked
 against it before any content is read, the content is stored but kept pending (202, `PendingUpload`), and
-`POST /dor/add-c/{pending_id}/commit` with the signer's word on the body's hash publishes it (`saas.dor.pending`)."""
+`POST /dor/add-c/{pending_id}/commit` with the signer's word on the content's hash publishes it (`saas.dor.pending`)."""
 
 from __future__ import annotations
 
@@ -184,8 +184,8 @@ async def add_c(request: Request, signer: StreamIdentity) -> CDataObject | Respo
 async def commit_upload(
     pending_id: PendingId, commit: UploadCommit, request: Request, signer: SignedIdentity
 ) -> CDataObject:
-    """Publish the signer's pending upload if `body_sha256` is the hash of the body received; else discard it."""
-    return await _dor(request).commit_upload(signer, pending_id, commit.body_sha256)
+    """Publish the signer's pending upload if `c_hash` is the SHA-256 of the content received; else discard it."""
+    return await _dor(request).commit_upload(signer, pending_id, commit.c_hash)
 
 
 @router.post("/add-gpp", response_model=GPPDataObject)

@@ -3,7 +3,8 @@
 A streamed `add-c` is signed over its head line only (`saas.core.signing.streamed_body_sha256`), so the uploader
 can hash the content while it sends it. The node stores the content as it always does (a temp file, hashed on the
 way, fsynced) but publishes nothing: the upload waits here until the uploader sends a signed commit naming the
-SHA-256 of the whole body it sent (`DORService.commit_upload`). Until then it is in no catalog, no search and no
+SHA-256 of the content it sent (`DORService.commit_upload`; the head was signed with the upload, so the node hashes
+the content once). Until then it is in no catalog, no search and no
 content path; it counts in its owner's quota (`bytes_of`); each identity has at most `per_identity` of them,
 uploads still streaming included (`reserve`); it is removed `lifetime` seconds after it arrived, at stop, and —
 its temp file being in the store's temp folder — by the sweep at start-up after a crash.
@@ -52,7 +53,6 @@ class Pending:
     created: int  # the object's creation time (ms), fixed when the upload arrived
     task: str | None  # a job output's claim key (`saas.dor.claims.check`)
     temp: Path
-    body_sha256: str
     c_hash: str
     size: int
     pending_id: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -62,7 +62,6 @@ class Pending:
     def answer(self) -> PendingUpload:
         return PendingUpload(
             pending_id=self.pending_id,
-            body_sha256=self.body_sha256,
             c_hash=self.c_hash,
             size=self.size,
             expires=self.expires,

@@ -237,13 +237,15 @@ class DORProxy(RESTProxy):
         encrypted (and `key_envelope` may carry the owner's envelope). `created` states the creation time, so that a
         retried upload of the same content returns the same object. The upload must be signed by `owner`, who
         is among the `creators`; a `recipe` comes only from the RTI node that ran the job (signed by it, with the
-        user's signed task as `task_proof`), see `saas.dor.claims`. `body_hash`: the body hashed already (e.g. by
-        the CLI while it imported this module); used only if it hashed the head this upload sends, of the same file,
-        and as many bytes as the file has when it is sent (else the file is hashed here).
+        user's signed task as `task_proof`), see `saas.dor.claims`. `body_hash`: the file hashed already (e.g. by
+        the CLI while it imported this module): `BodyHash(b"", path)`, the content's hash, which the commit of a
+        streamed upload names; used only if it hashed the same file (and as many bytes as the file has when it
+        is sent), else the file is hashed here.
 
-        The file is hashed while it is sent (a streamed upload, then a signed commit naming the hash: the node
-        publishes nothing before it), unless `body_hash` has finished already: then one request signed over the
-        whole body does. A node of an earlier release, which refuses a streamed upload, gets the latter."""
+        The upload is signed over its head line and the file is hashed while it is sent; a signed commit naming
+        the content's hash publishes it (the node publishes nothing before it). A node of an earlier release,
+        which refuses a streamed upload, gets one request signed over the whole body, hashed before it is sent
+        (with `body_hash` if that hashed this head and the file)."""
         owner, signer = _owner(owner)
         if isinstance(recipe, DataObjectRecipe):
             recipe = recipe.model_dump(mode="json")
@@ -273,12 +275,13 @@ class DORProxy(RESTProxy):
                 created,
                 task_proof.model_dump(mode="json") if task_proof is not None else None,
             )
-            if body_hash is not None and (body_hash.head != head or body_hash.path != source):
-                body_hash = None  # hashed another body
+            if body_hash is not None and body_hash.path != source:
+                body_hash = None  # hashed another file
             signer = None if self.keystore is not None else signer  # a proxy without one: signed by `owner`
-            if self._streamed and (body_hash is None or not body_hash.done()):
+            if self._streamed:
                 try:
-                    return self._add_streamed(source, head, signer, body_hash, progress)
+                    content_hash = body_hash if body_hash is not None and body_hash.head == b"" else None
+                    return self._add_streamed(source, head, signer, content_hash, progress)
                 except InvalidInputError as e:
                     if e.reason != _LEGACY_REFUSAL:
                         raise
@@ -286,7 +289,9 @@ class DORProxy(RESTProxy):
                 except LimitReachedError as e:
                     if "pending_limit" not in e.details:
                         raise  # else: as many uploads as the node keeps pending are under way; this one hashes first
-            return self._add_signed(source, head, signer, body_hash, progress)
+            return self._add_signed(
+                source, head, signer, body_hash if body_hash and body_hash.head == head else None, progress
+            )
         finally:
             if encrypted_temp is not None:
                 encrypted_temp.unlink(missing_ok=True)
@@ -305,23 +310,23 @@ class DORProxy(RESTProxy):
         return CDataObject.model_validate_json(answer)
 
     def _add_streamed(
-        self, source: Path, head: bytes, signer: Signer | None, body_hash: BodyHash | None, progress: Progress | None
+        self, source: Path, head: bytes, signer: Signer | None, content_hash: BodyHash | None, progress: Progress | None
     ) -> CDataObject:
-        """A streamed upload: signed over the head line, the file hashed by a thread while it is sent, then a
-        signed commit naming that hash publishes it (the node refuses it, and drops the upload, if the bytes it
-        received are not the ones hashed). See saas/dor/pending.py."""
-        hashing = body_hash or BodyHash(head, source)
+        """A streamed upload: signed over the head line, the file hashed by a thread while it is sent (unless
+        `content_hash` hashes it already), then a signed commit naming that hash publishes it (the node refuses it,
+        and drops the upload, if the bytes it received are not the ones hashed). See saas/dor/pending.py."""
+        hashing = content_hash or BodyHash(b"", source)
         with open(source, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             headers = self.signed_headers("POST", "/dor/add-c", signer, streamed_body_sha256(head))
             answer = self._send_upload(head, f, size, headers, progress)
         pending = PendingUpload.model_validate_json(answer)
-        body_sha256, hashed = hashing.result()
+        c_hash, hashed = hashing.result()
         path = f"/dor/add-c/{pending.pending_id}/commit"
         try:
-            response = self.request("POST", path, json_body={"body_sha256": body_sha256}, signer=signer, signed=True)
+            response = self.request("POST", path, json_body={"c_hash": c_hash}, signer=signer, signed=True)
         except InvalidInputError as e:
-            if hashed != size or pending.body_sha256 != body_sha256:
+            if hashed != size or pending.c_hash != c_hash:
                 raise InvalidInputError(
                     f"'{source}' changed while it was being uploaded: nothing was stored", {"path": str(source)}
                 ) from e

@@ -1,5 +1,6 @@
 """Receiving an upload's content (`POST /dor/add-c`): streamed to a new temp file of the content store while it is
-hashed twice — the body's SHA-256 (head line included, what the uploader signs) and the content's (its c_hash) —
+hashed: the content's SHA-256 (its c_hash) and, for an upload signed over its whole body, the body's (head line
+included) —
 within the node's size limit and the owner's storage quota, then fsynced.
 
 Callers may rely on: the temp file returned is complete and durable; on any error (too large, over the quota, a
@@ -51,9 +52,14 @@ def _write(f: BinaryIO, chunks: list[bytes], digest: Any, behind: WriteBehind) -
     behind.wrote(sum(len(c) for c in chunks))
 
 
-async def _store(f: BinaryIO, chunks: list[bytes], body_hash: Any, content_hash: Any, behind: WriteBehind) -> None:
-    """Hash a batch for the body's and the content's hash in two threads at once (hashlib releases the GIL), one
-    of them also writing it (and starting to put it on disk: `WriteBehind`)."""
+async def _store(
+    f: BinaryIO, chunks: list[bytes], body_hash: Any | None, content_hash: Any, behind: WriteBehind
+) -> None:
+    """Hash a batch for the content's hash while writing it (and starting to put it on disk: `WriteBehind`), and
+    for the body's hash, if wanted, in a second thread at once (hashlib releases the GIL)."""
+    if body_hash is None:
+        await asyncio.to_thread(_write, f, chunks, content_hash, behind)
+        return
     await asyncio.gather(
         asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
     )
@@ -69,16 +75,17 @@ def _finish(f: BinaryIO, behind: WriteBehind) -> None:
 async def receive(
     limits: Limits,
     owner_iid: str,
-    head: bytes,
+    head: bytes | None,
     first: bytes,
     chunks: AsyncIterator[bytes],
     size_hint: int | None,
     reserved: int = 0,
-) -> tuple[Path, str, str, int]:
+) -> tuple[Path, str | None, str, int]:
     """Stream an upload's content (`first`, then `chunks`) to a new temp file while hashing it; (temp file, SHA-256
-    of `head` and the content, c_hash, size). `reserved` more bytes count as the owner's (pending uploads). With
-    `size_hint` (the size announced), content that cannot fit the quota or the disk is refused before any is read."""
-    body_hash = hashlib.sha256(head)
+    of `head` and the content (None without a `head`: nobody signed the whole body), c_hash, size). `reserved` more
+    bytes count as the owner's (pending uploads). With `size_hint` (the size announced), content that cannot fit
+    the quota or the disk is refused before any is read."""
+    body_hash = hashlib.sha256(head) if head is not None else None
     content_hash = hashlib.sha256()
     limit = limits.quotas.limit(owner_iid)
     # The owner's usage is read while the temp file is opened (two hops at once, not one after the other).
@@ -136,4 +143,4 @@ async def receive(
         if full is not None:
             raise full from None
         raise
-    return temp, body_hash.hexdigest(), content_hash.hexdigest(), size
+    return temp, body_hash.hexdigest() if body_hash is not None else None, content_hash.hexdigest(), size

@@ -348,15 +348,15 @@ class PendingUpload(BaseModel):
     not readable, removed at `expires` unless committed."""
 
     pending_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    body_sha256: str = Field(pattern=_HASH.pattern, description="SHA-256 of the body as received (head and content)")
-    c_hash: str = Field(pattern=_HASH.pattern)
+    c_hash: str = Field(pattern=_HASH.pattern, description="SHA-256 of the content as received")
     size: int = Field(ge=0, description="bytes of content received")
     expires: int = Field(description="when it is removed unless committed (ms since epoch)")
 
 
 class UploadCommit(BaseModel):
-    """The uploader's signed word on the exact bytes of a pending upload: the SHA-256 of its whole body."""
+    """The uploader's signed word on the exact bytes of a pending upload: the SHA-256 of its content (its head
+    line was signed with the upload itself)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    body_sha256: str = Field(pattern=_HASH.pattern)
+    c_hash: str = Field(pattern=_HASH.pattern)

@@ -368,8 +368,9 @@ class DORService:
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
         created = self._created(params)
+        signed_head = head if claimed_body_sha256 is not None else None  # no claim: no body hash to check
         temp, body_sha256, c_hash, size = await receive(
-            self._limits(), params.owner_iid, head, first, chunks, size_hint
+            self._limits(), params.owner_iid, signed_head, first, chunks, size_hint
         )
         try:
             if claimed_body_sha256 is not None and body_sha256 != claimed_body_sha256:
@@ -390,22 +391,22 @@ class DORService:
         size_hint: int | None = None,
     ) -> PendingUpload:
         """A streamed upload (signed over its head only): stored as `add_content` stores content, checked the same
-        way, but kept pending (`saas.dor.pending`) until `commit_upload` with the signer's word on the body."""
+        way, but kept pending (`saas.dor.pending`) until `commit_upload` with the signer's word on the content."""
         self.check_add(params)
         task = await claims.check(self._node, signer, params)
         created = self._created(params)
         owner = params.owner_iid
         self.pending.reserve(signer.id)
         try:
-            temp, body_sha256, c_hash, size = await receive(
-                self._limits(), owner, head, first, chunks, size_hint, self.pending.bytes_of(owner)
+            temp, _, c_hash, size = await receive(
+                self._limits(), owner, None, first, chunks, size_hint, self.pending.bytes_of(owner)
             )
             try:
                 claims.check_product(params, c_hash)
                 if self.quotas.limit(owner) is not None:  # again, with what else arrived meanwhile
                     used, _ = await self.db.run(quota.used, owner)
                     self.quotas.check(owner, used + self.pending.bytes_of(owner), size)
-                upload = Pending(signer.id, params, created, task, temp, body_sha256, c_hash, size)
+                upload = Pending(signer.id, params, created, task, temp, c_hash, size)
                 answer = self.pending.add(upload)
             except BaseException:
                 await asyncio.to_thread(temp.unlink, True)
@@ -416,16 +417,17 @@ class DORService:
         logger.info("received %s (%d bytes) for %s: waiting for its commit", answer.pending_id, size, owner)
         return answer
 
-    async def commit_upload(self, signer: Identity, pending_id: str, body_sha256: str) -> CDataObject:
-        """Publish a pending upload of `signer` if `body_sha256` (which the signer signed) is the hash of the body
-        the node received; else discard it (400). Unknown, expired or someone else's: `UnknownUploadError` (404)."""
+    async def commit_upload(self, signer: Identity, pending_id: str, c_hash: str) -> CDataObject:
+        """Publish a pending upload of `signer` if `c_hash` (which the signer signed) is the SHA-256 of the content
+        the node received (its head was signed with the upload); else discard it (400). Unknown, expired or someone
+        else's: `UnknownUploadError` (404)."""
         upload = self.pending.take(pending_id, signer.id)
-        if not hmac.compare_digest(upload.body_sha256, body_sha256):
+        if not hmac.compare_digest(upload.c_hash, c_hash):
             await asyncio.to_thread(upload.temp.unlink, True)
             raise InvalidInputError(
-                "The body the node received does not match the body hash of the commit (the file changed while it "
+                "The content the node received does not match the hash of the commit (the file changed while it "
                 "was sent, or the upload was altered on the way): it was discarded",
-                {"pending_id": pending_id, "received": upload.body_sha256, "committed": body_sha256},
+                {"pending_id": pending_id, "received": upload.c_hash, "committed": c_hash},
             )
         return await self._publish(
             upload.signer_iid, upload.params, upload.created, upload.task, upload.temp, upload.c_hash, upload.size

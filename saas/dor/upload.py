@@ -1,9 +1,11 @@
-"""The body of an `add-c` upload (`POST /dor/add-c`): one line of JSON parameters, a newline, the content. Its
-SHA-256 is signed, so the whole file is hashed before a byte is sent (~0.6 s per GiB).
+"""The body of an `add-c` upload (`POST /dor/add-c`): one line of JSON parameters, a newline, the content. A
+streamed upload is signed over the head line and committed with the content's SHA-256 (hashed while it is sent);
+a node of an earlier release wants the whole body's SHA-256 signed before a byte is sent (~0.6 s per GiB).
 
 Standard library and `saas.core.signing` only: a command can start hashing (`BodyHash`, in a thread: hashlib
 releases the GIL) before it imports the SDK, and hand it to `DORProxy.add_data_object`, which uses it only if it
-hashed exactly the head that upload sends, and as many bytes as the file has when it is sent."""
+hashed the file that upload sends (as many bytes as the file has when it is sent): `BodyHash(b"", path)` is the
+content's hash, what a streamed upload's commit names."""
 
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def upload_head(
 
 class BodyHash(Background[tuple[str, int]]):
     """(SHA-256 hex of `head` followed by the file at `path`, bytes of the file hashed), computed in a thread from
-    construction on; `result()` waits and raises the error reading the file met."""
+    construction on; `result()` waits and raises the error reading the file met. With `head=b""`: the content's
+    hash."""
 
     def __init__(self, head: bytes, path: Path):
         self.head = head

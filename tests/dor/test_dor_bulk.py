@@ -76,35 +76,42 @@ def test_a_large_download_is_written_past_the_page_cache(
     assert resident_pages(small) == (SIZE + 4095) // 4096
 
 
-def test_an_upload_uses_a_body_hashed_beforehand_only_if_it_is_the_body_it_sends(
+def test_an_upload_uses_a_hash_made_beforehand_only_if_it_hashed_the_file_it_sends(
     dor_as: Callable, users: Any, write_file: Callable, content: bytes
 ) -> None:
+    """The CLI hashes the file while it starts (`BodyHash(b"", path)`: the content's hash, which a streamed
+    upload's commit names); the proxy uses that only for the same file, and a file changed since is refused by the
+    node (it received other bytes than the commit names) with nothing stored."""
     proxy = dor_as(users.alice)
     path = write_file(content)
-    head = upload_head(users.alice.iid, [], "Early", "bin", False, False)  # no creators given: the signer
-    hashed = BodyHash(head, path)
-    assert hashed.result() == (hashlib.sha256(head + content).hexdigest(), len(content))
+    hashed = BodyHash(b"", path)
+    assert hashed.result() == (hashlib.sha256(content).hexdigest(), len(content))
     obj = proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=hashed)
     assert obj.c_hash == hashlib.sha256(content).hexdigest()
 
-    # Hashed for another head (here: another type), or another file: the proxy hashes what it sends itself.
-    other = proxy.add_data_object(path, users.alice.identity, False, False, "Other", "bin", body_hash=hashed)
-    assert (other.data_type, other.c_hash) == ("Other", obj.c_hash)
+    # Another file, or a hash of a whole body (head included, what a node of an earlier release wants signed):
+    # the proxy hashes the content it sends itself.
     copy = write_file(content[::-1])
     reversed_obj = proxy.add_data_object(copy, users.alice.identity, False, False, "Early", "bin", body_hash=hashed)
     assert reversed_obj.c_hash == hashlib.sha256(content[::-1]).hexdigest()
+    head = upload_head(users.alice.iid, [], "Whole", "bin", False, False)
+    whole = BodyHash(head, path)
+    other = proxy.add_data_object(path, users.alice.identity, False, False, "Whole", "bin", body_hash=whole)
+    assert (other.data_type, other.c_hash) == ("Whole", obj.c_hash)
 
-    # The file changed after it was hashed: a changed size is refused here, changed bytes by the node.
-    grown = BodyHash(head, path)
+    # The file changed after it was hashed (in size, or only in its bytes): the node discards what it received.
+    before = proxy.statistics().objects
+    grown = BodyHash(b"", path)
     grown.result()
     path.write_bytes(content + b"more")
     with pytest.raises(InvalidInputError, match="changed"):
-        proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=grown)
-    changed = BodyHash(head, path)
+        proxy.add_data_object(path, users.alice.identity, False, False, "Grown", "bin", body_hash=grown)
+    changed = BodyHash(b"", path)
     changed.result()
     path.write_bytes(b"x" * (len(content) + 4))
-    with pytest.raises(InvalidInputError):
-        proxy.add_data_object(path, users.alice.identity, False, False, "Early", "bin", body_hash=changed)
+    with pytest.raises(InvalidInputError, match="changed"):
+        proxy.add_data_object(path, users.alice.identity, False, False, "Changed", "bin", body_hash=changed)
+    assert proxy.statistics().objects == before
 
 
 def test_downloads_leave_the_node_by_sendfile(node: Any, users: Any, send: Callable, big: Any) -> None:

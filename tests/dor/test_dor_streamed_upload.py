@@ -1,6 +1,6 @@
 """Streamed uploads (issue 21): `add-c` signed over its head line only (`streamed:<SHA-256 of the head>`) is stored
 but kept pending — not listed, not readable, counted in the owner's quota, a few per identity, expiring, gone after
-a restart — until its signer commits the SHA-256 of the exact body the node received. A wrong hash discards it; an
+a restart — until its signer commits the SHA-256 of the exact content the node received. A wrong hash discards it; an
 altered head is refused before any content is read; nobody else can commit it; the marker works on add-c only."""
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def send_streamed(
         return client.post(API + "/dor/add-c", content=head + content, headers=headers)
 
 
-def commit(node: Any, signer: Keystore, pending_id: str, body_sha256: str) -> httpx.Response:
-    body = b'{"body_sha256":"%s"}' % body_sha256.encode()
+def commit(node: Any, signer: Keystore, pending_id: str, c_hash: str) -> httpx.Response:
+    body = b'{"c_hash":"%s"}' % c_hash.encode()
     path = f"{API}/dor/add-c/{pending_id}/commit"
     headers = sign_request(signer, "POST", path, node.node.iid, hashlib.sha256(body).hexdigest())
     headers["content-type"] = "application/json"
@@ -62,11 +62,10 @@ def commit(node: Any, signer: Keystore, pending_id: str, body_sha256: str) -> ht
 
 
 def pending(node: Any, signer: Keystore, content: bytes, **head: Any) -> tuple[dict[str, Any], str]:
-    """A pending upload of `content` by `signer` (its answer) and the SHA-256 of the body sent."""
-    head_line = head_of(signer, **head)
-    response = send_streamed(node, signer, head_line, content)
+    """A pending upload of `content` by `signer` (its answer) and the SHA-256 of the content sent."""
+    response = send_streamed(node, signer, head_of(signer, **head), content)
     assert response.status_code == 202, response.text
-    return response.json(), hashlib.sha256(head_line + content).hexdigest()
+    return response.json(), hashlib.sha256(content).hexdigest()
 
 
 def tmp_files(node: Any) -> list[Path]:
@@ -93,9 +92,9 @@ def test_pending_upload_is_invisible_until_committed(
     node: Any, users: Any, dor_as: Callable, catalog: Callable, tmp_path: Path
 ) -> None:
     content = b"pending content " * 1000
-    answer, body_sha256 = pending(node, users.alice, content)
-    c_hash = hashlib.sha256(content).hexdigest()
-    assert answer["c_hash"] == c_hash and answer["size"] == len(content) and answer["body_sha256"] == body_sha256
+    answer, c_hash = pending(node, users.alice, content)
+    assert answer["c_hash"] == c_hash == hashlib.sha256(content).hexdigest() and answer["size"] == len(content)
+    assert set(answer) == {"pending_id", "c_hash", "size", "expires"}
     obj_id = object_id(c_hash, "Text", "txt", [users.alice.iid], CREATED)
 
     alice = dor_as(users.alice)
@@ -108,25 +107,25 @@ def test_pending_upload_is_invisible_until_committed(
         alice.get_content(obj_id, users.alice, tmp_path / "x")
     assert len(tmp_files(node)) == 1
 
-    response = commit(node, users.alice, answer["pending_id"], body_sha256)
+    response = commit(node, users.alice, answer["pending_id"], c_hash)
     assert response.status_code == 200, response.text
     assert response.json()["obj_id"] == obj_id
     assert alice.get_meta(obj_id) is not None
     assert alice.get_content(obj_id, users.alice, tmp_path / "y").read_bytes() == content
     assert tmp_files(node) == []
-    assert commit(node, users.alice, answer["pending_id"], body_sha256).status_code == 404  # once only
+    assert commit(node, users.alice, answer["pending_id"], c_hash).status_code == 404  # once only
 
 
 def test_commit_with_a_wrong_hash_is_refused_and_nothing_is_left(
     node: Any, users: Any, catalog: Callable, files: Callable
 ) -> None:
-    answer, body_sha256 = pending(node, users.alice, b"the real bytes")
+    answer, c_hash = pending(node, users.alice, b"the real bytes")
     response = commit(node, users.alice, answer["pending_id"], hashlib.sha256(b"other bytes").hexdigest())
     assert response.status_code == 400, response.text
-    assert "does not match the body hash of the commit" in response.json()["reason"]
+    assert "does not match the hash of the commit" in response.json()["reason"]
     assert catalog(node) == set()
     assert files(node) == {"content": [], "tmp": []}
-    assert commit(node, users.alice, answer["pending_id"], body_sha256).status_code == 404  # discarded for good
+    assert commit(node, users.alice, answer["pending_id"], c_hash).status_code == 404  # discarded for good
 
 
 def test_altered_head_is_refused_before_the_content(node: Any, users: Any, catalog: Callable, files: Callable) -> None:
@@ -146,11 +145,11 @@ def test_altered_head_is_refused_before_the_content(node: Any, users: Any, catal
 
 
 def test_someone_else_cannot_commit_your_upload(node: Any, users: Any, catalog: Callable) -> None:
-    answer, body_sha256 = pending(node, users.alice, b"alice's bytes")
-    response = commit(node, users.bob, answer["pending_id"], body_sha256)
+    answer, c_hash = pending(node, users.alice, b"alice's bytes")
+    response = commit(node, users.bob, answer["pending_id"], c_hash)
     assert response.status_code == 404, response.text  # bob is not even told it exists
     assert catalog(node) == set()
-    assert commit(node, users.alice, answer["pending_id"], body_sha256).status_code == 200
+    assert commit(node, users.alice, answer["pending_id"], c_hash).status_code == 200
 
 
 def test_streamed_marker_only_on_add_c(node: Any, users: Any, add: Callable) -> None:
@@ -184,7 +183,7 @@ def test_pending_uploads_per_identity_are_bounded(
 ) -> None:
     alice, bob = keystores("alice"), keystores("bob")
     publish(limited, alice, bob)
-    first, first_sha = pending(limited, alice, b"1")
+    first, first_hash = pending(limited, alice, b"1")
     pending(limited, alice, b"2")
     response = send_streamed(limited, alice, head_of(alice), b"3")
     assert response.status_code == 429, response.text
@@ -195,14 +194,14 @@ def test_pending_uploads_per_identity_are_bounded(
     path.write_bytes(b"added meanwhile")
     with DORProxy(limited.address, alice) as proxy:  # the proxy uploads in one request, hashed first, meanwhile
         assert proxy.add_data_object(path, alice.identity, False, False, "Text", "txt").size == len(b"added meanwhile")
-    assert commit(limited, alice, first["pending_id"], first_sha).status_code == 200
+    assert commit(limited, alice, first["pending_id"], first_hash).status_code == 200
     pending(limited, alice, b"3")  # a commit frees a slot
 
 
 def test_quota_counts_pending_bytes(limited: Any, keystores: Callable[[str], Keystore], tmp_path: Path) -> None:
     alice = keystores("alice")
     publish(limited, alice)
-    answer, body_sha256 = pending(limited, alice, b"p" * 3000)
+    answer, c_hash = pending(limited, alice, b"p" * 3000)
     response = send_streamed(limited, alice, head_of(alice, created=CREATED + 1), b"q" * 1500)
     assert response.status_code == 507, response.text
     assert response.json()["details"]["used"] == 3000
@@ -211,7 +210,7 @@ def test_quota_counts_pending_bytes(limited: Any, keystores: Callable[[str], Key
     with DORProxy(limited.address, alice) as proxy, pytest.raises(Exception, match="storage quota"):
         proxy.add_data_object(path, alice.identity, False, False, "Text", "txt")
     assert len(tmp_files(limited)) == 1
-    assert commit(limited, alice, answer["pending_id"], body_sha256).status_code == 200
+    assert commit(limited, alice, answer["pending_id"], c_hash).status_code == 200
     with DORProxy(limited.address, alice) as proxy:
         assert proxy.usage().bytes == 3000
 
@@ -220,10 +219,10 @@ def test_pending_upload_expires(node_factory: Callable[..., Any], keystores: Cal
     node = node_factory(pending_upload_lifetime=0.5)
     alice = keystores("alice")
     publish(node, alice)
-    answer, body_sha256 = pending(node, alice, b"e" * 5000)
+    answer, c_hash = pending(node, alice, b"e" * 5000)
     assert len(tmp_files(node)) == 1
     wait_until(lambda: tmp_files(node) == [], timeout=10, what="the pending upload's file removed at expiry")
-    assert commit(node, alice, answer["pending_id"], body_sha256).status_code == 404
+    assert commit(node, alice, answer["pending_id"], c_hash).status_code == 404
     pending(node, alice, b"again")  # its slot is free again
 
 
@@ -234,7 +233,7 @@ def test_restart_leaves_no_pending_upload(
     alice = keystores("alice")
     node = node_factory("restarted")
     publish(node, alice)
-    answer, body_sha256 = pending(node, alice, b"c" * 5000)
+    answer, c_hash = pending(node, alice, b"c" * 5000)
     [left] = tmp_files(node)
     kept = tmp_path / "kept"
     shutil.copy(left, kept)
@@ -245,7 +244,7 @@ def test_restart_leaves_no_pending_upload(
     node = node_factory("restarted")  # the same datastore
     assert tmp_files(node) == []
     publish(node, alice)
-    assert commit(node, alice, answer["pending_id"], body_sha256).status_code == 404
+    assert commit(node, alice, answer["pending_id"], c_hash).status_code == 404
     with DORProxy(node.address, alice) as proxy:
         assert proxy.search() == []
 
