@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,17 @@ def processes_of(marker: str) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def files_holding(root: Path, marker: bytes) -> list[Path]:
+    """Files under `root` (not following links) whose bytes contain `marker`. A walk that meets a folder or file
+    being removed meanwhile (a finished or cancelled job's folder) is made again: the answer is one complete walk."""
+    for _ in range(100):
+        try:
+            return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and marker in p.read_bytes()]
+        except FileNotFoundError:
+            time.sleep(0.05)
+    raise AssertionError(f"{root} kept changing while it was searched")
 
 
 def git(path: Path, *args: str) -> str:

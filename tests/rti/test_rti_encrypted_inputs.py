@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rti_support import RTIEnv
+from rti_support import RTIEnv, files_holding
 
 from saas.core.errors import AuthorisationError
 from saas.core.keys import random_key
@@ -48,9 +48,7 @@ def submit(env: RTIEnv, proc_id: str, obj_id: str, user: Keystore) -> str:
 
 def plaintext_anywhere(env: RTIEnv) -> list[Path]:
     """Files of the node's datastore holding the plaintext's marker (job folders, logs, DOR content)."""
-    marker = str(SECRET).encode()
-    root = env.node.node.config.datastore
-    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and marker in p.read_bytes()]
+    return files_holding(env.node.node.config.datastore, str(SECRET).encode())
 
 
 def test_grantee_without_an_envelope_is_refused(env: RTIEnv) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rti_support import adapter_repo
+from rti_support import adapter_repo, files_holding
 
 from saas.core.delegation import Delegation
 from saas.core.errors import AuthorisationError, InvalidInputError
@@ -217,8 +217,7 @@ def test_encrypted_input_on_b_only_for_users_who_hold_the_key(
     for node in (net.a, net.b):
         with DORProxy(node.address, grantee) as dor:
             assert dor.search(owner_iid=grantee.iid) == []  # no output anywhere
-        root = node.node.config.datastore
-        assert not [p for p in root.rglob("*") if p.is_file() and str(secret).encode() in p.read_bytes()]
+        assert files_holding(node.node.config.datastore, str(secret).encode()) == []
 
     with DORProxy(net.b.address) as dor:
         dor.grant_access(a.obj_id, net.user, grantee.identity, grantee.identity.wrap_key(key))
