@@ -4,10 +4,10 @@ A streamed `add-c` is signed over its head line only (`saas.core.signing.streame
 can hash the content while it sends it. The node stores the content as it always does (a temp file, hashed on the
 way, fsynced) but publishes nothing: the upload waits here until the uploader sends a signed commit naming the
 SHA-256 of the content it sent (`DORService.commit_upload`; the head was signed with the upload, so the node hashes
-the content once). Until then it is in no catalog, no search and no
-content path; it counts in its owner's quota (`bytes_of`); each identity has at most `per_identity` of them,
-uploads still streaming included (`reserve`); it is removed `lifetime` seconds after it arrived, at stop, and —
-its temp file being in the store's temp folder — by the sweep at start-up after a crash.
+the content once). Until then it is in no catalog, no search and no content path; it counts in its owner's quota
+(`bytes_of`); each identity has at most `per_identity` of them, uploads still streaming included (`reserve`); it is
+removed `lifetime` seconds after it arrived, at stop, and — its temp file being in the store's temp folder — by the
+sweep at start-up after a crash.
 
 Callers may rely on: `take` hands an upload to exactly one caller (the commit or the expiry, never both), and only
 to the identity that sent it (anyone else is told it does not exist)."""

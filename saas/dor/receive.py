@@ -1,6 +1,5 @@
 """Receiving an upload's content (`POST /dor/add-c`): streamed to a new temp file of the content store while it is
-hashed: the content's SHA-256 (its c_hash) and, for an upload signed over its whole body, the body's (head line
-included) —
+hashed — its SHA-256 (the c_hash) and, for an upload signed over its whole body, the body's (head line included) —
 within the node's size limit and the owner's storage quota, then fsynced.
 
 Callers may rely on: the temp file returned is complete and durable; on any error (too large, over the quota, a
@@ -57,12 +56,10 @@ async def _store(
 ) -> None:
     """Hash a batch for the content's hash while writing it (and starting to put it on disk: `WriteBehind`), and
     for the body's hash, if wanted, in a second thread at once (hashlib releases the GIL)."""
-    if body_hash is None:
-        await asyncio.to_thread(_write, f, chunks, content_hash, behind)
-        return
-    await asyncio.gather(
-        asyncio.to_thread(_hash, body_hash, chunks), asyncio.to_thread(_write, f, chunks, content_hash, behind)
-    )
+    work = [asyncio.to_thread(_write, f, chunks, content_hash, behind)]
+    if body_hash is not None:
+        work.append(asyncio.to_thread(_hash, body_hash, chunks))
+    await asyncio.gather(*work)
 
 
 def _finish(f: BinaryIO, behind: WriteBehind) -> None:
